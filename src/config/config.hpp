@@ -1,0 +1,154 @@
+// pgbouncer.ini compatible configuration: the [pgbouncer], [databases] and [users] sections,
+// %include, PgBouncer's defaults, plus pgwarden's own keys. Parsing is pure (no I/O besides
+// reading the files) so it is unit-tested directly.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace pgw::config {
+
+enum class PoolMode { session, transaction, statement };
+enum class AuthType { trust, plain, md5, scram_sha_256, any };
+
+std::string_view to_string(PoolMode mode);
+std::string_view to_string(AuthType type);
+
+// Durations are kept in milliseconds; the ini takes seconds (fractions allowed, like 0.5),
+// or a value with a unit suffix (ms, s, min, h, d) as PgBouncer does.
+using Millis = std::chrono::milliseconds;
+
+// One [databases] entry: "name = host=... port=... dbname=... user=... ...".
+struct DatabaseEntry {
+  std::string name;            // the name clients connect to ("*" for the fallback)
+  std::string host;            // empty = unix socket default (/var/run/postgresql)
+  int port = 5432;
+  std::string dbname;          // empty = same as name
+  std::string user;            // forced user; empty = the client's user
+  std::string password;        // for the forced user (or the client's user)
+  std::optional<int> pool_size;
+  std::optional<int> min_pool_size;
+  std::optional<int> reserve_pool;
+  std::optional<PoolMode> pool_mode;
+  int max_db_connections = 0;  // 0 = unlimited, falls back to the global key when unset
+  bool max_db_connections_set = false;
+  std::optional<Millis> server_lifetime;
+  // Startup parameters sent to the server for this database.
+  std::string client_encoding, datestyle, timezone, application_name;
+  std::string connect_query;
+  std::string source;          // "file:line" of the entry, for messages
+};
+
+// One [users] entry.
+struct UserEntry {
+  std::string name;
+  std::optional<PoolMode> pool_mode;
+  std::optional<int> pool_size;
+  std::optional<int> reserve_pool_size;
+  int max_user_connections = 0;
+  bool max_user_connections_set = false;
+  std::optional<Millis> query_timeout;
+  std::optional<Millis> idle_transaction_timeout;
+  std::optional<Millis> client_idle_timeout;
+};
+
+struct Config {
+  // [pgbouncer]
+  std::string listen_addr;            // empty = no TCP listener; "*" = all
+  int listen_port = 6432;
+  std::string unix_socket_dir = "/tmp";  // empty disables the unix socket
+  int listen_backlog = 128;
+  bool so_reuseport = false;
+  int pkt_buf = 4096;
+  AuthType auth_type = AuthType::md5;
+  std::string auth_file;
+  std::vector<std::string> admin_users;
+  std::vector<std::string> stats_users;
+  PoolMode pool_mode = PoolMode::session;
+  int default_pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool_size = 0;
+  Millis reserve_pool_timeout{5000};
+  int max_client_conn = 100;
+  int max_db_connections = 0;
+  int max_user_connections = 0;
+  std::string server_reset_query = "DISCARD ALL";
+  bool server_reset_query_always = false;
+  std::string server_check_query = "";  // PgBouncer's "<empty>": an empty query
+  Millis server_check_delay{30000};
+  Millis server_lifetime{3600000};
+  Millis server_idle_timeout{600000};
+  Millis server_connect_timeout{15000};
+  Millis server_login_retry{15000};
+  Millis query_timeout{0};
+  Millis query_wait_timeout{120000};
+  Millis client_idle_timeout{0};
+  Millis client_login_timeout{60000};
+  Millis idle_transaction_timeout{0};
+  Millis stats_period{60000};
+  std::vector<std::string> ignore_startup_parameters;
+  std::string logfile;
+  std::string pidfile;
+  bool log_connections = true;
+  bool log_disconnections = true;
+  bool log_pooler_errors = true;
+  bool verbose = false;
+  bool tcp_keepalive = true;
+  int tcp_keepcnt = 0;
+  int tcp_keepidle = 0;
+  int tcp_keepintvl = 0;
+  int tcp_user_timeout = 0;
+  int workers = 0;  // 0 = number of cores
+
+  std::map<std::string, DatabaseEntry> databases;  // by client-visible name, "*" included
+  std::map<std::string, UserEntry> users;
+  // [apps] lines (application_name pattern = settings), kept in file order for the leak guard.
+  struct AppLine {
+    std::string pattern;
+    std::string settings;
+    std::string source;  // "file:line"
+  };
+  std::vector<AppLine> apps;
+  // PgBouncer keys accepted but not acted on yet, shown by SHOW CONFIG.
+  std::map<std::string, std::string> other;
+
+  std::string path;  // the main file, for RELOAD
+
+  // The entry for a client-visible database name: exact match, else "*" (with dbname = name).
+  std::optional<DatabaseEntry> find_database(const std::string& name) const;
+  int effective_workers() const;
+};
+
+// A problem that stops start-up (or a RELOAD): carries file, line, key and what is allowed.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Warning {
+  std::string text;  // "file:line: unknown key 'foo' in [pgbouncer]"
+};
+
+// Parses the ini file at `path` (following %include). Throws ConfigError; appends warnings.
+Config load_file(const std::string& path, std::vector<Warning>& warnings);
+// Same, from text (for tests). `name` stands in for the file name in messages; %include paths
+// are resolved relative to `base_dir`.
+Config load_string(const std::string& text, const std::string& name, std::vector<Warning>& warnings,
+                   const std::string& base_dir = ".");
+
+// userlist.txt: "user" "secret" per line; secret is plaintext, md5<32 hex> or SCRAM-SHA-256$...
+struct UserSecret {
+  std::string user;
+  std::string secret;
+};
+std::map<std::string, std::string> load_auth_file(const std::string& path);
+// key/value rows of every [pgbouncer] setting (durations in seconds), for SHOW CONFIG.
+std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& config);
+std::map<std::string, std::string> parse_auth_file(const std::string& text, const std::string& name);
+
+}  // namespace pgw::config

@@ -1,0 +1,228 @@
+#include "net/runtime.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+
+#include "session/client_session.hpp"
+
+namespace pgw::net {
+
+namespace {
+
+
+std::unique_ptr<Acceptor> make_acceptor(asio::io_context& io, const Endpoint& endpoint,
+                                        int backlog, bool reuse_port) {
+  auto acceptor = std::make_unique<Acceptor>(io);
+  acceptor->open(endpoint.protocol());
+  if (endpoint.protocol().family() != AF_UNIX) {
+    acceptor->set_option(asio::socket_base::reuse_address(true));
+    if (reuse_port) {
+      const int one = 1;
+      ::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    }
+  }
+  acceptor->bind(endpoint);
+  acceptor->listen(backlog);
+  return acceptor;
+}
+
+}  // namespace
+
+Runtime::Runtime(config::Config config, std::map<std::string, std::string> secrets)
+    : config_path_(config.path) {
+  const unsigned count = static_cast<unsigned>(config.effective_workers());
+  std::vector<asio::io_context*> ios;
+  for (unsigned i = 0; i < count; ++i) {
+    workers_.push_back(std::make_unique<Worker>());
+    ios.push_back(&workers_.back()->io);
+  }
+  shared_ = std::make_unique<session::Shared>(ios);
+  shared_->set_config(std::make_shared<const config::Config>(std::move(config)),
+                      std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
+}
+
+Runtime::~Runtime() {
+  if (!unix_socket_path_.empty()) std::filesystem::remove(unix_socket_path_);
+}
+
+void Runtime::bind_listeners() {
+  const auto config = shared_->config();
+  const int backlog = config->listen_backlog;
+  if (!config->listen_addr.empty()) {
+    std::string list = config->listen_addr;
+    std::size_t start = 0;
+    while (start <= list.size()) {
+      auto end = list.find(',', start);
+      if (end == std::string::npos) end = list.size();
+      std::string addr = list.substr(start, end - start);
+      addr.erase(0, addr.find_first_not_of(" \t"));
+      addr.erase(addr.find_last_not_of(" \t") + 1);
+      start = end + 1;
+      if (addr.empty()) continue;
+      const auto port = static_cast<unsigned short>(config->listen_port);
+      std::vector<asio::ip::tcp::endpoint> endpoints;
+      if (addr == "*") {
+        endpoints.emplace_back(asio::ip::tcp::v4(), port);
+      } else {
+        std::error_code ec;
+        auto endpoint = server_endpoint(addr, port, ec);
+        if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
+        acceptors_.push_back(make_acceptor(main_io_, endpoint, backlog, config->so_reuseport));
+        spdlog::info("listening on {}", describe(endpoint));
+        continue;
+      }
+      for (const auto& tcp : endpoints) {
+        acceptors_.push_back(make_acceptor(main_io_, Endpoint(tcp), backlog, config->so_reuseport));
+        spdlog::info("listening on {}", describe(Endpoint(tcp)));
+      }
+    }
+  }
+  if (!config->unix_socket_dir.empty()) {
+    unix_socket_path_ = config->unix_socket_dir + "/.s.PGSQL." + std::to_string(config->listen_port);
+    std::filesystem::remove(unix_socket_path_);
+    acceptors_.push_back(make_acceptor(
+        main_io_, Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)), backlog, false));
+    ::chmod(unix_socket_path_.c_str(), 0777);
+    spdlog::info("listening on unix:{}", unix_socket_path_);
+  }
+  if (acceptors_.empty()) throw std::runtime_error("no listen_addr and no unix_socket_dir: nothing to listen on");
+}
+
+asio::awaitable<void> Runtime::accept_loop(Acceptor& acceptor) {
+  for (;;) {
+    // Accept straight into the next worker's io_context: the socket is registered there and
+    // the session never touches another thread.
+    const unsigned worker = next_worker_++ % workers_.size();
+    auto& io = workers_[worker]->io;
+    auto [ec, socket] = co_await acceptor.async_accept(io, use_nothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      spdlog::warn("accept failed: {}", ec.message());
+      // Out of file descriptors and similar: back off instead of spinning.
+      asio::steady_timer pause(main_io_, std::chrono::milliseconds(100));
+      co_await pause.async_wait(use_nothrow);
+      continue;
+    }
+    auto session = std::make_shared<session::ClientSession>(*shared_, io, worker, std::move(socket));
+    asio::co_spawn(io, [session]() -> asio::awaitable<void> { co_await session->run(); },
+                   [](std::exception_ptr error) {
+                     if (!error) return;
+                     try {
+                       std::rethrow_exception(error);
+                     } catch (const std::exception& e) {
+                       spdlog::error("client session failed: {}", e.what());
+                     }
+                   });
+  }
+}
+
+asio::awaitable<void> Runtime::janitor(unsigned worker) {
+  // One janitor per worker: it only touches that worker's sessions, so it needs no locks.
+  asio::steady_timer timer(workers_[worker]->io);
+  for (;;) {
+    timer.expires_after(std::chrono::milliseconds(200));
+    auto [ec] = co_await timer.async_wait(use_nothrow);
+    if (ec) co_return;
+    const auto now = Clock::now();
+    // Copy first: a timeout may end a session, which removes it from the set.
+    std::vector<std::shared_ptr<session::ClientSession>> sessions;
+    for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
+    for (auto& session : sessions) session->check_timeouts(now);
+    if (worker == 0) shared_->pools.maintain(now);
+  }
+}
+
+void Runtime::reload() {
+  spdlog::info("got SIGHUP, re-reading {}", config_path_);
+  try {
+    std::vector<config::Warning> warnings;
+    auto config = config::load_file(config_path_, warnings);
+    for (const auto& warning : warnings) spdlog::warn("{}", warning.text);
+    std::map<std::string, std::string> secrets;
+    if (!config.auth_file.empty()) secrets = config::load_auth_file(config.auth_file);
+    auto shared_config = std::make_shared<const config::Config>(std::move(config));
+    auto shared_secrets = std::make_shared<const std::map<std::string, std::string>>(std::move(secrets));
+    shared_->set_config(shared_config, shared_secrets);
+    // Pools pick up new sizes and timeouts now; a changed [databases] entry changes the
+    // fingerprint, so old server connections close as they come back.
+    shared_->pools.for_each([&](pool::Pool& pool) {
+      auto entry = shared_config->find_database(pool.database());
+      if (!entry) {
+        pool.close_all(true);
+        return;
+      }
+      pool.update_settings(
+          session::Shared::pool_settings(*shared_config, *entry, pool.user(), *shared_secrets));
+    });
+    spdlog::info("configuration reloaded");
+  } catch (const std::exception& e) {
+    spdlog::error("reload failed, keeping the old configuration: {}", e.what());
+  }
+}
+
+asio::awaitable<void> Runtime::signals() {
+  asio::signal_set set(main_io_, SIGINT, SIGTERM, SIGHUP);
+  for (;;) {
+    auto [ec, signal] = co_await set.async_wait(use_nothrow);
+    if (ec) co_return;
+    if (signal == SIGHUP) {
+      reload();
+      continue;
+    }
+    spdlog::info("got {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    stop();
+    co_return;
+  }
+}
+
+void Runtime::stop() {
+  shared_->shutting_down = true;
+  for (auto& acceptor : acceptors_) {
+    asio::error_code ignored;
+    acceptor->close(ignored);
+  }
+  // Tell every client, on its own worker, that the pooler is going away; servers are closed
+  // as the sessions end. Then let the workers finish.
+  for (unsigned i = 0; i < workers_.size(); ++i) {
+    asio::post(workers_[i]->io, [this, i] {
+      std::vector<std::shared_ptr<session::ClientSession>> sessions;
+      for (auto* session : shared_->sessions(i)) sessions.push_back(session->shared_from_this());
+      for (auto& session : sessions) session->terminate(Err::shutting_down);
+    });
+  }
+  asio::steady_timer grace(main_io_, std::chrono::milliseconds(600));
+  grace.async_wait([this](const asio::error_code&) {
+    shared_->pools.for_each([](pool::Pool& pool) { pool.close_all(true); });
+    for (auto& worker : workers_) worker->io.stop();
+    main_io_.stop();
+  });
+}
+
+int Runtime::run() {
+  bind_listeners();
+  for (unsigned i = 0; i < workers_.size(); ++i) {
+    asio::co_spawn(workers_[i]->io, janitor(i), asio::detached);
+  }
+  for (auto& acceptor : acceptors_) asio::co_spawn(main_io_, accept_loop(*acceptor), asio::detached);
+  asio::co_spawn(main_io_, signals(), asio::detached);
+  for (auto& worker : workers_) {
+    worker->thread = std::thread([&io = worker->io] {
+      auto guard = asio::make_work_guard(io);
+      io.run();
+    });
+  }
+  spdlog::info("pgwarden {} started with {} worker threads", PGWARDEN_VERSION, workers_.size());
+  main_io_.run();
+  for (auto& worker : workers_) {
+    worker->io.stop();
+    if (worker->thread.joinable()) worker->thread.join();
+  }
+  spdlog::info("pgwarden stopped");
+  return exit_code_;
+}
+
+}  // namespace pgw::net

@@ -1,0 +1,49 @@
+// The process: worker threads with one io_context each, listeners, signals, the janitor and
+// configuration reloads. Clients are spread over workers at accept time and stay there.
+#pragma once
+
+#include <asio.hpp>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.hpp"
+#include "session/shared.hpp"
+
+namespace pgw::net {
+
+class Runtime {
+ public:
+  Runtime(config::Config config, std::map<std::string, std::string> secrets);
+  ~Runtime();
+
+  // Binds the listeners (throws std::system_error on failure), then runs until a stop signal.
+  // Returns the process exit code.
+  int run();
+
+ private:
+  struct Worker {
+    asio::io_context io{1};  // run by exactly one thread
+    std::thread thread;
+  };
+
+  void bind_listeners();
+  asio::awaitable<void> accept_loop(Acceptor& acceptor);
+  asio::awaitable<void> janitor(unsigned worker);
+  asio::awaitable<void> signals();
+  void reload();
+  void stop();
+
+  std::string config_path_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<session::Shared> shared_;
+  asio::io_context main_io_{1};  // signals and accepting
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::string unix_socket_path_;
+  unsigned next_worker_ = 0;
+  int exit_code_ = 0;
+};
+
+}  // namespace pgw::net

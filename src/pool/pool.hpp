@@ -1,0 +1,239 @@
+// Server connection pools, one per (database, user). Limits hold globally across all worker
+// threads: each pool is guarded by its own mutex, held only for list operations (never across
+// I/O), and per-database / per-user connection counts are atomics shared by the pools.
+//
+// A server connection (ServerConn) is owned by exactly one party at a time: the pool (idle
+// list), a login coroutine, or the client session that leased it. Its socket is registered with
+// the io_context of the worker that currently owns it; handing it to a client on another worker
+// re-registers it there (ServerConn::rehome), which is the only cross-thread step.
+#pragma once
+
+#include <asio.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "net/socket.hpp"
+#include "pool/params.hpp"
+#include "protocol/codec.hpp"
+#include "util/errors.hpp"
+
+namespace pgw::pool {
+
+using Clock = std::chrono::steady_clock;
+using Millis = std::chrono::milliseconds;
+class Pool;
+class PoolManager;
+
+// Everything needed to open and manage server connections of one pool; rebuilt on RELOAD.
+struct PoolSettings {
+  config::PoolMode mode = config::PoolMode::session;
+  int pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool_size = 0;
+  int max_db_connections = 0;
+  int max_user_connections = 0;
+  Millis reserve_pool_timeout{5000};
+  Millis server_lifetime{3600000};
+  Millis server_idle_timeout{600000};
+  Millis server_connect_timeout{15000};
+  Millis server_login_retry{15000};
+  Millis server_check_delay{30000};
+  std::string server_check_query;  // "" = empty query
+  bool server_check_enabled = true;
+  std::string server_reset_query;
+  bool server_reset_query_always = false;
+  // Login target.
+  std::string host;
+  int port = 5432;
+  std::string dbname;
+  std::string server_user;
+  std::string password;  // plaintext, md5 hash or SCRAM secret ("" = none)
+  std::vector<std::pair<std::string, std::string>> startup_params;
+  std::string connect_query;
+  std::string fingerprint;  // changes when the login target changes: old servers get closed
+};
+
+class ServerConn {
+ public:
+  ServerConn(asio::io_context& io, unsigned owner) : socket(io), worker(owner) {}
+  net::Socket socket;
+  unsigned worker;        // whose io_context the socket is registered with
+  std::uint64_t id = 0;
+  std::int32_t backend_pid = 0;
+  std::int32_t backend_key = 0;
+  net::Endpoint endpoint;  // for CancelRequests
+  ParamSet params;         // current values of the server session's parameters
+  proto::TransactionStatus status = proto::TransactionStatus::idle;
+  Clock::time_point created{};
+  Clock::time_point last_used{};
+  std::string fingerprint;
+  // Which client's parameters were applied last, so an unchanged client skips the comparison.
+  std::uint64_t synced_client = 0;
+  std::uint64_t synced_version = 0;
+  std::uint64_t last_client = 0;
+  bool close_needed = false;
+  std::vector<std::byte> buffer;  // read buffer of the relay, kept with the connection
+
+  // Moves the socket to another worker's io_context. No operation may be pending on it.
+  void rehome(asio::io_context& io, unsigned new_worker);
+};
+using ServerPtr = std::unique_ptr<ServerConn>;
+
+struct AcquireResult {
+  ServerPtr server;
+  Err error = Err::internal;
+  std::string detail;  // argument of the error text
+};
+
+// Credentials learnt from clients: the SCRAM ClientKey of a user who logged in with SCRAM,
+// which lets pgwarden log in to a server that stores the same secret (pass-through).
+class KeyStore {
+ public:
+  void put(const std::string& user, const std::string& client_key);
+  std::optional<std::string> get(const std::string& user) const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::string> keys_;
+};
+
+struct PoolStats {  // a consistent snapshot for the console and logs
+  int idle = 0, active = 0, connecting = 0, waiting = 0, total = 0;
+  std::uint64_t logins_failed = 0;
+  std::string last_error;
+};
+
+class Pool {
+ public:
+  Pool(PoolManager& manager, std::string database, std::string user, PoolSettings settings);
+  ~Pool();
+
+  const std::string& database() const { return database_; }
+  const std::string& user() const { return user_; }
+  PoolSettings settings() const;
+  config::PoolMode mode() const { return mode_.load(std::memory_order_relaxed); }
+  void update_settings(PoolSettings settings);
+
+  // Leases a server to a client on `worker`, waiting in FIFO order up to `deadline`.
+  asio::awaitable<AcquireResult> acquire(unsigned worker, Clock::time_point deadline);
+  // Gives a leased server back; `reusable` = clean (idle, no pending results). Called on the
+  // worker that owns the server's socket.
+  void release(ServerPtr server, bool reusable);
+
+  // Parameters the server reports at login, replayed to clients in their welcome.
+  std::optional<ParamSet> defaults() const;
+
+  // Periodic upkeep: idle timeout, lifetime, min_pool_size. Called by the janitor.
+  void maintain(Clock::time_point now);
+  // Closes idle servers and marks leased ones to be closed on release (RECONNECT, shutdown).
+  void close_all(bool include_leased);
+  // Wakes waiters that could now get a connection because a db/user-wide slot freed up.
+  void capacity_freed();
+
+  PoolStats stats() const;
+
+ private:
+  struct Waiter {
+    explicit Waiter(const asio::any_io_executor& executor, unsigned w)
+        : timer(executor), worker(w) {}
+    asio::steady_timer timer;  // woken (cancelled) on hand-off
+    unsigned worker;
+    Clock::time_point since = Clock::now();
+    bool done = false;
+    AcquireResult result;
+  };
+  using WaiterPtr = std::shared_ptr<Waiter>;
+
+  bool can_open_locked(bool use_reserve) const;
+  void launch_locked(unsigned worker, std::vector<unsigned>& launches);
+  void spawn_logins(const std::vector<unsigned>& launches);
+  void login_finished(ServerPtr server, Err error, std::string detail);
+  // Hands `server` to a waiter (preferring one on the server's worker) or parks it idle.
+  void place_locked(ServerPtr server, std::vector<WaiterPtr>& wake);
+  void drop_locked(ServerPtr server);
+  void fail_waiters_locked(Err error, const std::string& detail, std::vector<WaiterPtr>& wake);
+  static void wake(const std::vector<WaiterPtr>& waiters);
+  void close_on_owner(ServerPtr server);
+
+  PoolManager& manager_;
+  const std::string database_;
+  const std::string user_;
+  std::atomic<config::PoolMode> mode_;
+
+  mutable std::mutex mutex_;
+  PoolSettings settings_;
+  std::vector<ServerPtr> idle_;      // most recently used last (LIFO reuse)
+  std::deque<WaiterPtr> waiters_;    // FIFO
+  int total_ = 0;       // servers that exist or are being opened, leased ones included
+  int connecting_ = 0;  // of which still logging in
+  int reserve_in_use_ = 0;
+  std::optional<ParamSet> defaults_;
+  std::string last_error_;
+  Err last_error_code_ = Err::server_login_failed;
+  Clock::time_point last_failure_{};
+  std::uint64_t logins_failed_ = 0;
+  std::shared_ptr<std::atomic<int>> db_count_;
+  std::shared_ptr<std::atomic<int>> user_count_;
+};
+
+// Owns all pools and the shared resources they need (worker io_contexts, counters, keys).
+class PoolManager {
+ public:
+  explicit PoolManager(std::vector<asio::io_context*> workers) : workers_(std::move(workers)) {}
+
+  // The pool for (database, user), created with `settings` when new.
+  Pool& get(const std::string& database, const std::string& user,
+            const std::function<PoolSettings()>& settings);
+  void for_each(const std::function<void(Pool&)>& fn);
+  void maintain(Clock::time_point now);
+
+  asio::io_context& worker_io(unsigned worker) { return *workers_.at(worker); }
+  unsigned worker_count() const { return static_cast<unsigned>(workers_.size()); }
+  KeyStore& keys() { return keys_; }
+  std::uint64_t next_server_id() { return ++server_ids_; }
+
+  std::shared_ptr<std::atomic<int>> db_counter(const std::string& database);
+  std::shared_ptr<std::atomic<int>> user_counter(const std::string& user);
+  void capacity_freed(const std::string& database, const std::string& user);
+
+ private:
+  std::vector<asio::io_context*> workers_;
+  std::mutex mutex_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
+  std::map<std::string, std::shared_ptr<std::atomic<int>>> db_counts_;
+  std::map<std::string, std::shared_ptr<std::atomic<int>>> user_counts_;
+  KeyStore keys_;
+  std::atomic<std::uint64_t> server_ids_{0};
+};
+
+// Opens one server connection and logs in (startup, auth, parameters, BackendKeyData, and
+// connect_query). Bounded by server_connect_timeout.
+struct LoginOutcome {
+  ServerPtr server;
+  Err error = Err::internal;
+  std::string detail;
+};
+asio::awaitable<LoginOutcome> login_server(asio::io_context& io, unsigned worker,
+                                           const PoolSettings& settings,
+                                           std::optional<std::string> client_key);
+
+// Runs a query on an idle server outside any client (reset, check, ROLLBACK, SET), discarding
+// its results but keeping ParameterStatus. True when the server ends ReadyForQuery 'I'.
+asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sql,
+                                         std::chrono::milliseconds timeout);
+
+// Sends a CancelRequest for the backend to `endpoint` over a new connection.
+asio::awaitable<void> send_cancel(net::Endpoint endpoint, std::int32_t pid, std::int32_t key);
+
+}  // namespace pgw::pool

@@ -1,0 +1,270 @@
+// Server-side connection setup: connect, StartupMessage, authentication as the pool's user,
+// parameter collection. Also the small internal-query and cancel helpers.
+#include <spdlog/spdlog.h>
+
+#include "auth/auth.hpp"
+#include "net/message_reader.hpp"
+#include "pool/pool.hpp"
+
+namespace pgw::pool {
+namespace {
+
+using asio::experimental::awaitable_operators::operator||;
+
+std::string error_text(const proto::ErrorFields& fields) {
+  std::string text(fields.message);
+  if (!fields.sqlstate.empty()) text += " (" + std::string(fields.sqlstate) + ")";
+  return text;
+}
+
+asio::awaitable<bool> write_all(net::Socket& socket, const std::string& bytes) {
+  auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes), net::use_nothrow);
+  co_return !ec;
+}
+
+// The login conversation proper, without the deadline.
+asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
+                                          const PoolSettings& settings,
+                                          std::optional<std::string> client_key) {
+  LoginOutcome out;
+  std::error_code resolve_error;
+  auto endpoint = net::server_endpoint(settings.host, settings.port, resolve_error);
+  if (resolve_error) {
+    out.error = Err::server_connect_failed;
+    out.detail = "could not resolve host \"" + settings.host + "\"";
+    co_return out;
+  }
+  auto server = std::make_unique<ServerConn>(io, worker);
+  server->endpoint = endpoint;
+  auto [connect_error] = co_await server->socket.async_connect(endpoint, net::use_nothrow);
+  if (connect_error) {
+    out.error = Err::server_connect_failed;
+    out.detail = net::describe(endpoint) + ": " + connect_error.message();
+    co_return out;
+  }
+  net::set_nodelay(server->socket);
+
+  std::string packet;
+  proto::MessageWriter writer(packet);
+  std::vector<std::pair<std::string, std::string>> params;
+  params.emplace_back("user", settings.server_user);
+  params.emplace_back("database", settings.dbname);
+  for (const auto& param : settings.startup_params) params.push_back(param);
+  writer.startup_message(params);
+  if (!co_await write_all(server->socket, packet)) {
+    out.error = Err::server_connect_failed;
+    out.detail = "connection closed during login";
+    co_return out;
+  }
+
+  net::MessageReader reader;
+  std::optional<auth::ScramClient> scram;
+  for (;;) {
+    auto next = co_await reader.next(server->socket, proto::Direction::backend);
+    if (!std::holds_alternative<proto::Message>(next)) {
+      out.error = Err::server_login_failed;
+      out.detail = std::holds_alternative<std::error_code>(next)
+                       ? "server closed the connection during login"
+                       : "invalid message from server during login";
+      co_return out;
+    }
+    const auto message = std::get<proto::Message>(next);
+    packet.clear();
+    switch (message.header.type) {
+      case 'R': {
+        auto request = proto::parse_auth_request(message.body);
+        if (!request) {
+          out.error = Err::server_login_failed;
+          out.detail = "malformed authentication request";
+          co_return out;
+        }
+        switch (request->kind) {
+          case proto::AuthRequestKind::ok:
+            break;
+          case proto::AuthRequestKind::cleartext:
+            if (settings.password.empty() || auth::is_md5_hash(settings.password) ||
+                auth::is_scram_secret(settings.password)) {
+              out.error = Err::server_login_failed;
+              out.detail = "server asked for a cleartext password, but none is configured";
+              co_return out;
+            }
+            writer.password_message(settings.password);
+            break;
+          case proto::AuthRequestKind::md5: {
+            if (settings.password.empty() || auth::is_scram_secret(settings.password)) {
+              out.error = Err::server_login_failed;
+              out.detail = "server asked for an md5 password, but none is configured";
+              co_return out;
+            }
+            const std::string salt(reinterpret_cast<const char*>(request->md5_salt.data()), 4);
+            writer.password_message(auth::md5_response(settings.server_user, settings.password, salt));
+            break;
+          }
+          case proto::AuthRequestKind::sasl: {
+            const bool offered = std::find(request->mechanisms.begin(), request->mechanisms.end(),
+                                           "SCRAM-SHA-256") != request->mechanisms.end();
+            if (!offered) {
+              out.error = Err::auth_unsupported;
+              out.detail = "SASL without SCRAM-SHA-256";
+              co_return out;
+            }
+            if (auth::is_scram_secret(settings.password)) {
+              auto secret = auth::parse_scram_secret(settings.password);
+              if (!secret || !client_key) {
+                out.error = Err::server_login_failed;
+                out.detail =
+                    "SCRAM secret in auth_file but no plaintext password: a client must log in "
+                    "with SCRAM first";
+                co_return out;
+              }
+              scram = auth::ScramClient::with_client_key(settings.server_user, *client_key, *secret);
+            } else if (!settings.password.empty() && !auth::is_md5_hash(settings.password)) {
+              scram = auth::ScramClient::with_password(settings.server_user, settings.password);
+            } else {
+              out.error = Err::server_login_failed;
+              out.detail = "server asked for SCRAM, but no usable password is configured";
+              co_return out;
+            }
+            writer.sasl_initial_response("SCRAM-SHA-256", scram->client_first());
+            break;
+          }
+          case proto::AuthRequestKind::sasl_continue: {
+            auto reply = scram ? scram->handle_server_first(proto::as_chars(request->data))
+                               : std::nullopt;
+            if (!reply) {
+              out.error = Err::server_login_failed;
+              out.detail = "invalid SCRAM exchange with server";
+              co_return out;
+            }
+            writer.sasl_response(*reply);
+            break;
+          }
+          case proto::AuthRequestKind::sasl_final:
+            if (!scram || !scram->verify_server_final(proto::as_chars(request->data))) {
+              out.error = Err::server_login_failed;
+              out.detail = "server SCRAM signature did not verify";
+              co_return out;
+            }
+            break;
+        }
+        bool written = true;
+        if (!packet.empty()) written = co_await write_all(server->socket, packet);
+        if (!written) {
+          out.error = Err::server_login_failed;
+          out.detail = "connection closed during authentication";
+          co_return out;
+        }
+        break;
+      }
+      case 'S':
+        if (auto status = proto::parse_parameter_status(message.body)) {
+          server->params.set(status->name, status->value);
+        }
+        break;
+      case 'K':
+        if (auto key = proto::parse_backend_key_data(message.body)) {
+          server->backend_pid = key->process_id;
+          server->backend_key = key->secret_key;
+        }
+        break;
+      case 'E': {
+        auto fields = proto::parse_error_fields(message.body);
+        out.error = Err::server_login_failed;
+        out.detail = fields ? error_text(*fields) : "server sent an error during login";
+        co_return out;
+      }
+      case 'Z': {
+        server->created = Clock::now();
+        server->last_used = server->created;
+        server->fingerprint = settings.fingerprint;
+        bool connected = true;
+        if (!settings.connect_query.empty()) {
+          connected = co_await run_internal_query(*server, settings.connect_query,
+                                                  settings.server_connect_timeout);
+        }
+        if (!connected) {
+          out.error = Err::server_login_failed;
+          out.detail = "connect_query failed";
+          co_return out;
+        }
+        out.server = std::move(server);
+        co_return out;
+      }
+      default:
+        break;  // NoticeResponse, NegotiateProtocolVersion: nothing to do
+    }
+  }
+}
+
+}  // namespace
+
+asio::awaitable<LoginOutcome> login_server(asio::io_context& io, unsigned worker,
+                                           const PoolSettings& settings,
+                                           std::optional<std::string> client_key) {
+  asio::steady_timer deadline(io);
+  deadline.expires_after(settings.server_connect_timeout);
+  auto result = co_await (login_steps(io, worker, settings, std::move(client_key)) ||
+                          deadline.async_wait(net::use_nothrow));
+  if (result.index() == 1) {
+    LoginOutcome timeout;
+    timeout.error = Err::server_connect_failed;
+    timeout.detail = "server_connect_timeout (" +
+                     std::to_string(settings.server_connect_timeout.count() / 1000.0).substr(0, 4) +
+                     " s) expired connecting to " + settings.host + ":" + std::to_string(settings.port);
+    co_return timeout;
+  }
+  co_return std::move(std::get<0>(result));
+}
+
+asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sql,
+                                         std::chrono::milliseconds timeout) {
+  std::string packet;
+  proto::MessageWriter(packet).query(sql);
+  asio::steady_timer deadline(co_await asio::this_coro::executor);
+  deadline.expires_after(timeout);
+  auto conversation = [&]() -> asio::awaitable<bool> {
+    if (!co_await write_all(server.socket, packet)) co_return false;
+    net::MessageReader reader;
+    bool failed = false;
+    for (;;) {
+      auto next = co_await reader.next(server.socket, proto::Direction::backend);
+      if (!std::holds_alternative<proto::Message>(next)) co_return false;
+      const auto message = std::get<proto::Message>(next);
+      if (message.header.type == 'S') {
+        if (auto status = proto::parse_parameter_status(message.body)) {
+          server.params.set(status->name, status->value);
+        }
+      } else if (message.header.type == 'E') {
+        failed = true;
+        auto fields = proto::parse_error_fields(message.body);
+        if (fields) spdlog::debug("internal query failed: {}", fields->message);
+        if (fields && fields->is_fatal()) co_return false;
+      } else if (message.header.type == 'Z') {
+        auto status = proto::parse_ready_for_query(message.body);
+        if (!status) co_return false;
+        server.status = *status;
+        co_return !failed && *status == proto::TransactionStatus::idle;
+      }
+    }
+  };
+  auto result = co_await (conversation() || deadline.async_wait(net::use_nothrow));
+  co_return result.index() == 0 && std::get<0>(result);
+}
+
+asio::awaitable<void> send_cancel(net::Endpoint endpoint, std::int32_t pid, std::int32_t key) {
+  net::Socket socket(co_await asio::this_coro::executor);
+  auto ec = co_await net::connect_with_timeout(socket, endpoint, std::chrono::seconds(5));
+  if (ec) {
+    spdlog::warn("could not forward cancel request to {}: {}", net::describe(endpoint), ec.message());
+    co_return;
+  }
+  std::string packet;
+  proto::MessageWriter(packet).cancel_request(pid, key);
+  co_await write_all(socket, packet);
+  // PostgreSQL closes the connection after reading the request; wait for that so the cancel
+  // is processed before we report anything.
+  std::array<char, 16> sink{};
+  co_await socket.async_read_some(asio::buffer(sink), net::use_nothrow);
+}
+
+}  // namespace pgw::pool

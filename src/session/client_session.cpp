@@ -1,0 +1,914 @@
+#include "session/client_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "auth/auth.hpp"
+
+namespace pgw::session {
+
+using asio::experimental::awaitable_operators::operator||;
+using proto::TransactionStatus;
+
+namespace {
+
+constexpr std::size_t kMinBuffer = 4096;
+// How long a vanished client's in-flight query may take to end after its cancel, before the
+// server connection is closed instead of being reused.
+constexpr std::chrono::seconds kCleanupTimeout{5};
+
+bool is_control_copy(char type) { return type == 'd' || type == 'c' || type == 'f'; }
+
+// Splits a libpq "options" value into "-c name=value" / "--name=value" settings.
+std::vector<std::pair<std::string, std::string>> parse_options(std::string_view options,
+                                                               bool& ok) {
+  std::vector<std::string> words;
+  std::string word;
+  bool escaped = false;
+  for (char c : options) {
+    if (escaped) {
+      word += c;
+      escaped = false;
+    } else if (c == '\\') {
+      escaped = true;
+    } else if (c == ' ' || c == '\t') {
+      if (!word.empty()) words.push_back(std::move(word));
+      word.clear();
+    } else {
+      word += c;
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  std::vector<std::pair<std::string, std::string>> settings;
+  ok = true;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    std::string_view setting;
+    if (words[i] == "-c" && i + 1 < words.size()) {
+      setting = words[++i];
+    } else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) {
+      setting = std::string_view(words[i]).substr(2);
+    } else if (words[i].rfind("--", 0) == 0) {
+      setting = std::string_view(words[i]).substr(2);
+    } else {
+      ok = false;
+      return settings;
+    }
+    const auto eq = setting.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      ok = false;
+      return settings;
+    }
+    std::string name(setting.substr(0, eq));
+    std::replace(name.begin(), name.end(), '-', '_');
+    settings.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
+  }
+  return settings;
+}
+
+std::string quote_literal(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+std::string quote_ident(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace
+
+std::string_view to_string(ClientState state) {
+  switch (state) {
+    case ClientState::login: return "login";
+    case ClientState::idle: return "idle";
+    case ClientState::waiting: return "waiting";
+    case ClientState::active: return "active";
+    case ClientState::closing: return "closing";
+  }
+  return "?";
+}
+
+ClientSession::ClientSession(Shared& shared, asio::io_context& io, unsigned worker,
+                             net::Socket socket)
+    : shared_(shared),
+      io_(io),
+      worker_(worker),
+      client_(std::move(socket)),
+      id_(++shared.next_client_id),
+      relay_done_(io) {
+  std::tie(peer_addr_, peer_port_) = net::peer_of(client_);
+}
+
+ClientSession::~ClientSession() {
+  if (registered_) shared_.cancels.remove(cancel_key_);
+  if (counted_) shared_.clients.fetch_sub(1, std::memory_order_relaxed);
+}
+
+asio::awaitable<void> ClientSession::run() {
+  config_ = shared_.config();
+  shared_.sessions(worker_).insert(this);
+  net::set_nodelay(client_);
+  net::set_keepalive(client_, {config_->tcp_keepalive, config_->tcp_keepidle,
+                               config_->tcp_keepintvl, config_->tcp_keepcnt,
+                               config_->tcp_user_timeout});
+  // One statement per phase: g++ 12 miscompiles co_await inside short-circuit operators.
+  bool ok = co_await startup();
+  if (ok) ok = co_await authenticate();
+  if (ok) ok = co_await route();
+  if (ok) ok = co_await welcome();
+  if (ok) co_await serve();
+  co_await cleanup();
+  shared_.sessions(worker_).erase(this);
+}
+
+// ---------------------------------------------------------------------------------------------
+// startup: SSL/GSS negotiation, CancelRequest, StartupMessage.
+
+asio::awaitable<bool> ClientSession::startup() {
+  for (;;) {
+    auto result = co_await login_reader_.first_packet(client_);
+    if (std::holds_alternative<std::error_code>(result)) co_return false;
+    if (auto* error = std::get_if<proto::CodecError>(&result)) {
+      if (*error == proto::CodecError::unsupported_protocol) {
+        co_await fail(Err::unsupported_protocol, "(not 3.x)");
+      } else {
+        co_await fail(Err::protocol_violation,
+                      "invalid startup packet: " + std::string(proto::describe(*error)));
+      }
+      co_return false;
+    }
+    auto& packet = std::get<proto::FirstPacket>(result);
+    if (std::holds_alternative<proto::SslRequest>(packet) ||
+        std::holds_alternative<proto::GssEncRequest>(packet)) {
+      // TLS and GSS encryption are not offered (yet): 'N' makes the client continue in clear.
+      if (!co_await write_client("N")) co_return false;
+      continue;
+    }
+    if (auto* cancel = std::get_if<proto::CancelRequest>(&packet)) {
+      auto target = shared_.cancels.find({cancel->process_id, cancel->secret_key});
+      if (target) {
+        asio::post(shared_.pools.worker_io(target->worker()),
+                   [target] { target->forward_cancel(); });
+      }
+      co_return false;  // PostgreSQL closes a cancel connection without a reply
+    }
+    auto& start = std::get<proto::StartupMessage>(packet);
+    std::vector<std::string> unrecognized;
+    for (const auto& [name, value] : start.parameters) {
+      if (name == "user") {
+        user_ = value;
+      } else if (name == "database") {
+        database_ = value;
+      } else if (name.rfind("_pq_.", 0) == 0) {
+        unrecognized.push_back(name);
+      } else if (name == "replication") {
+        co_await fail(Err::unsupported_startup_parameter, name);
+        co_return false;
+      } else if (name == "options") {
+        bool ok = true;
+        auto settings = parse_options(value, ok);
+        const bool ignored = std::find(config_->ignore_startup_parameters.begin(),
+                                       config_->ignore_startup_parameters.end(),
+                                       "options") != config_->ignore_startup_parameters.end();
+        if (!ok && !ignored) {
+          co_await fail(Err::unsupported_startup_parameter, "options=" + value);
+          co_return false;
+        }
+        for (auto& [key, setting] : settings) params_.set(key, setting);
+      } else if (std::find(config_->ignore_startup_parameters.begin(),
+                           config_->ignore_startup_parameters.end(),
+                           name) != config_->ignore_startup_parameters.end()) {
+        continue;
+      } else {
+        params_.set(name, value);
+      }
+    }
+    if (user_.empty()) {
+      co_await fail(Err::no_user);
+      co_return false;
+    }
+    if (database_.empty()) database_ = user_;
+    if (auto* app = params_.find("application_name")) application_name_ = *app;
+    if ((start.protocol & 0xffff) != 0 || !unrecognized.empty()) {
+      std::string out;
+      proto::MessageWriter(out).negotiate_protocol_version(0, unrecognized);
+      if (!co_await write_client(out)) co_return false;
+    }
+    break;
+  }
+  // Count the client against max_client_conn once it is a real session (not a cancel).
+  counted_ = true;
+  if (shared_.clients.fetch_add(1, std::memory_order_relaxed) >= config_->max_client_conn) {
+    co_await fail(Err::max_client_conn);
+    co_return false;
+  }
+  if (shared_.shutting_down.load()) {
+    co_await fail(Err::shutting_down);
+    co_return false;
+  }
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// authenticate: against auth_file, with the method of auth_type.
+
+asio::awaitable<std::optional<proto::Message>> ClientSession::read_auth_reply() {
+  auto result = co_await login_reader_.next(client_, proto::Direction::frontend);
+  if (auto* message = std::get_if<proto::Message>(&result)) {
+    if (message->header.type == 'p') co_return *message;
+    co_await fail(Err::protocol_violation,
+                  std::string("expected password response, got message type '") +
+                      message->header.type + "'");
+    co_return std::nullopt;
+  }
+  if (auto* error = std::get_if<proto::CodecError>(&result)) {
+    co_await fail(Err::protocol_violation, std::string(proto::describe(*error)));
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<bool> ClientSession::authenticate() {
+  auto secrets = shared_.secrets();
+  const std::string* secret = nullptr;
+  if (auto it = secrets->find(user_); it != secrets->end()) secret = &it->second;
+  bool ok = false;
+  switch (config_->auth_type) {
+    case config::AuthType::any:
+      ok = true;
+      break;
+    case config::AuthType::trust:
+      // As in PgBouncer, trust still requires the user to be known when an auth_file is set.
+      ok = config_->auth_file.empty() || secret != nullptr;
+      if (!ok) {
+        co_await fail(Err::password_failed, user_);
+        co_return false;
+      }
+      break;
+    case config::AuthType::plain:
+      ok = co_await auth_cleartext(secret);
+      break;
+    case config::AuthType::md5:
+      // A SCRAM secret cannot answer an md5 challenge: switch to SCRAM, as PostgreSQL does.
+      if (secret && auth::is_scram_secret(*secret)) {
+        ok = co_await auth_scram(secret);
+      } else {
+        ok = co_await auth_md5(secret);
+      }
+      break;
+    case config::AuthType::scram_sha_256:
+      ok = co_await auth_scram(secret);
+      break;
+  }
+  if (!ok) co_return false;
+  std::string out;
+  proto::MessageWriter(out).authentication_ok();
+  co_return co_await write_client(out);
+}
+
+asio::awaitable<bool> ClientSession::auth_cleartext(const std::string* secret) {
+  std::string out;
+  proto::MessageWriter(out).authentication_cleartext();
+  if (!co_await write_client(out)) co_return false;
+  auto reply = co_await read_auth_reply();
+  if (!reply) co_return false;
+  auto password = proto::parse_password_message(reply->body);
+  bool ok = false;
+  if (password && secret) {
+    if (auth::is_md5_hash(*secret)) {
+      ok = auth::md5_password_hash(user_, *password) == *secret;
+    } else if (auth::is_scram_secret(*secret)) {
+      auto parsed = auth::parse_scram_secret(*secret);
+      ok = parsed && auth::format_scram_secret(auth::make_scram_secret(
+                         *password, parsed->salt, parsed->iterations)) ==
+                         auth::format_scram_secret(*parsed);
+    } else {
+      ok = *password == *secret;
+    }
+  }
+  if (!ok) co_await fail(Err::password_failed, user_);
+  co_return ok;
+}
+
+asio::awaitable<bool> ClientSession::auth_md5(const std::string* secret) {
+  const std::string salt = auth::random_bytes(4);
+  std::string out;
+  proto::MessageWriter(out).authentication_md5(
+      std::span<const std::byte, 4>(reinterpret_cast<const std::byte*>(salt.data()), 4));
+  if (!co_await write_client(out)) co_return false;
+  auto reply = co_await read_auth_reply();
+  if (!reply) co_return false;
+  auto response = proto::parse_password_message(reply->body);
+  const bool ok = response && secret && !secret->empty() &&
+                  *response == auth::md5_response(user_, *secret, salt);
+  if (!ok) co_await fail(Err::password_failed, user_);
+  co_return ok;
+}
+
+asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
+  // Unknown users and md5-only secrets go through a full exchange against a random secret,
+  // so the reply does not reveal which users exist.
+  std::optional<auth::ScramSecret> scram_secret;
+  bool stored_scram = false;
+  if (secret && auth::is_scram_secret(*secret)) {
+    scram_secret = auth::parse_scram_secret(*secret);
+    stored_scram = scram_secret.has_value();
+  } else if (secret && !secret->empty() && !auth::is_md5_hash(*secret)) {
+    scram_secret = auth::make_scram_secret(*secret, auth::random_bytes(16), 4096);
+  }
+  const bool can_succeed = scram_secret.has_value();
+  if (!scram_secret) scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16), 4096);
+
+  std::string out;
+  const std::string_view mechanisms[] = {"SCRAM-SHA-256"};
+  proto::MessageWriter(out).authentication_sasl(mechanisms);
+  if (!co_await write_client(out)) co_return false;
+
+  auto first = co_await read_auth_reply();
+  if (!first) co_return false;
+  auto initial = proto::parse_sasl_initial_response(first->body);
+  if (!initial || initial->mechanism != "SCRAM-SHA-256") {
+    co_await fail(Err::sasl_failed, "client selected an invalid SASL authentication mechanism");
+    co_return false;
+  }
+  auth::ScramServer server(*scram_secret);
+  auto server_first = server.handle_client_first(proto::as_chars(initial->data));
+  if (!server_first) {
+    co_await fail(Err::sasl_failed, "invalid client-first-message");
+    co_return false;
+  }
+  out.clear();
+  proto::MessageWriter(out).authentication_sasl_continue(*server_first);
+  if (!co_await write_client(out)) co_return false;
+
+  auto final_message = co_await read_auth_reply();
+  if (!final_message) co_return false;
+  auto server_final =
+      server.handle_client_final(proto::as_chars(final_message->body));
+  if (!server_final || !can_succeed) {
+    co_await fail(Err::password_failed, user_);
+    co_return false;
+  }
+  if (stored_scram) shared_.pools.keys().put(user_, server.client_key());
+  out.clear();
+  proto::MessageWriter(out).authentication_sasl_final(*server_final);
+  co_return co_await write_client(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// route: find the database entry and the pool.
+
+asio::awaitable<bool> ClientSession::route() {
+  auto entry = config_->find_database(database_);
+  if (!entry) {
+    co_await fail(Err::no_such_database, database_);
+    co_return false;
+  }
+  const std::string pool_user = entry->user.empty() ? user_ : entry->user;
+  auto secrets = shared_.secrets();
+  const auto& config = *config_;
+  pool_ = &shared_.pools.get(database_, pool_user, [&] {
+    return Shared::pool_settings(config, *entry, pool_user, *secrets);
+  });
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// welcome: server parameters, cancel key, ReadyForQuery.
+
+asio::awaitable<bool> ClientSession::welcome() {
+  auto defaults = pool_->defaults();
+  if (!defaults) {
+    // The first client of a pool: log in to the server once to learn its parameters (and to
+    // report a server-side login problem now, not at the first query).
+    if (!co_await link_server(false)) co_return false;
+    pool_->release(std::move(server_), true);
+    defaults = pool_->defaults();
+    if (!defaults) {
+      co_await fail(Err::internal, "no server parameters");
+      co_return false;
+    }
+  }
+  std::string out;
+  proto::MessageWriter writer(out);
+  for (const auto& [name, value] : *defaults) {
+    const std::string* own = params_.find(name);
+    writer.parameter_status(name, own ? *own : value);
+  }
+  cancel_key_ = shared_.cancels.add(shared_from_this());
+  registered_ = true;
+  writer.backend_key_data(cancel_key_.pid, cancel_key_.secret);
+  writer.ready_for_query(TransactionStatus::idle);
+  if (!co_await write_client(out)) co_return false;
+
+  // Whatever the client pipelined after its last login message is the start of its traffic.
+  in_.resize(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config_->pkt_buf)));
+  auto pending = login_reader_.remaining();
+  if (pending.size() > in_.size()) in_.resize(pending.size());
+  std::memcpy(in_.data(), pending.data(), pending.size());
+  in_len_ = pending.size();
+  login_reader_ = net::MessageReader(0);
+  state_ = ClientState::idle;
+  state_since_ = Clock::now();
+  if (config_->log_connections) {
+    spdlog::info("C-{}: {}/{}@{}:{} login attempt: db={} user={} application_name={}", id_,
+                 database_, user_, peer_addr_, peer_port_, database_, user_, application_name_);
+  }
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve: stream client messages to the leased server; the relay streams replies back.
+
+asio::awaitable<void> ClientSession::serve() {
+  bool terminate = false;
+  bool first = true;
+  while (!terminate) {
+    if (!first || in_len_ == 0) {
+      if (in_len_ == in_.size()) in_.resize(in_.size() * 2);  // a header split at the end
+      auto [ec, n] = co_await client_.async_read_some(
+          asio::buffer(in_.data() + in_len_, in_.size() - in_len_), net::use_nothrow);
+      if (ec) co_return;  // client went away; cleanup() decides what to do with the server
+      in_len_ += n;
+    }
+    first = false;
+
+    // Scan: count what the server will answer, find the end of what can be passed on now.
+    std::size_t pos = 0;
+    while (pos < in_len_) {
+      if (in_remaining_ > 0) {
+        const auto take = std::min<std::size_t>(in_remaining_, in_len_ - pos);
+        pos += take;
+        in_remaining_ -= static_cast<std::uint32_t>(take);
+        continue;
+      }
+      auto parsed = proto::parse_header(
+          std::span<const std::byte>(in_.data() + pos, in_len_ - pos), proto::Direction::frontend);
+      if (std::holds_alternative<proto::NeedMore>(parsed)) break;
+      if (auto* error = std::get_if<proto::CodecError>(&parsed)) {
+        const std::string text = "invalid message from client: " + std::string(proto::describe(*error));
+        if (relay_running_) {
+          co_await abort_client(Err::protocol_violation, text);
+        } else {
+          co_await fail(Err::protocol_violation, text);
+        }
+        co_return;
+      }
+      const auto header = std::get<proto::Header>(parsed);
+      if (header.type == 'X') {
+        terminate = true;
+        break;
+      }
+      switch (header.type) {
+        case 'Q':
+        case 'F':
+          ++expected_ready_;
+          mid_batch_ = false;
+          if (query_start_ == Clock::time_point{}) query_start_ = Clock::now();
+          break;
+        case 'S':
+          ++expected_ready_;
+          mid_batch_ = false;
+          if (query_start_ == Clock::time_point{}) query_start_ = Clock::now();
+          break;
+        case 'H':
+          break;
+        default:
+          if (!is_control_copy(header.type)) mid_batch_ = true;
+          break;
+      }
+      pos += proto::kHeaderSize;
+      in_remaining_ = header.body_size();
+    }
+
+    if (pos > 0) {
+      if (!server_) {
+        const bool linked = co_await link_server(true);
+        if (!linked) co_return;
+      }
+      if (server_) {
+        auto [ec, n] = co_await asio::async_write(server_->socket, asio::buffer(in_.data(), pos),
+                                                  net::use_nothrow);
+        if (ec) {
+          server_failed_ = true;
+          co_return;
+        }
+      } else {
+        co_return;  // the relay failed the session meanwhile
+      }
+    }
+    // Keep the unscanned tail (an incomplete header) at the front of the buffer.
+    const std::size_t rest = in_len_ - pos;
+    if (rest > 0 && pos > 0) std::memmove(in_.data(), in_.data() + pos, rest);
+    in_len_ = rest;
+  }
+  client_gone_ = true;
+  disconnect_reason_ = "client close request";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leasing a server and keeping its parameters in line with the client's.
+
+asio::awaitable<bool> ClientSession::link_server(bool for_client_traffic) {
+  state_ = ClientState::waiting;
+  state_since_ = Clock::now();
+  const auto wait = config_->query_wait_timeout;
+  const auto deadline =
+      wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto result = co_await pool_->acquire(worker_, deadline);
+    if (!result.server) {
+      if (result.error == Err::query_wait_timeout) {
+        co_await fail(result.error, std::to_string(wait.count() / 1000));
+      } else {
+        co_await fail(result.error, result.detail);
+      }
+      co_return false;
+    }
+    server_ = std::move(result.server);
+    const auto settings_check = pool_->settings();
+    const auto now = Clock::now();
+    if (settings_check.server_check_enabled && settings_check.server_check_delay.count() >= 0 &&
+        now - server_->last_used > settings_check.server_check_delay) {
+      // A server idle for a while may have been terminated: check before handing it out.
+      if (!co_await pool::run_internal_query(*server_, settings_check.server_check_query,
+                                             std::chrono::seconds(5))) {
+        pool_->release(std::move(server_), false);
+        continue;
+      }
+    }
+    if (!for_client_traffic) co_return true;
+    if (!co_await sync_parameters()) co_return false;
+    server_->last_client = id_;
+    state_ = ClientState::active;
+    state_since_ = now;
+    start_relay();
+    co_return true;
+  }
+  co_await fail(Err::server_connection_lost, ": no healthy server connection after 3 attempts");
+  co_return false;
+}
+
+asio::awaitable<bool> ClientSession::sync_parameters() {
+  if (server_->synced_client == id_ && server_->synced_version == params_version_) co_return true;
+  std::string sql;
+  std::vector<std::string> resets;
+  for (const auto& [name, value] : params_) {
+    const std::string* current = server_->params.find(name);
+    if (!current || *current != value) {
+      sql += "SET " + quote_ident(name) + " = " + quote_literal(value) + ";";
+    }
+  }
+  // Parameters an earlier client changed and this one did not ask for: back to the default.
+  if (auto defaults = pool_->defaults()) {
+    for (const auto& [name, value] : server_->params) {
+      if (params_.find(name)) continue;
+      const std::string* original = defaults->find(name);
+      if (!original) {
+        sql += "RESET " + quote_ident(name) + ";";
+        resets.push_back(name);
+      } else if (*original != value) {
+        sql += "SET " + quote_ident(name) + " = " + quote_literal(*original) + ";";
+      }
+    }
+  }
+  if (!sql.empty()) {
+    if (!co_await pool::run_internal_query(*server_, sql, std::chrono::seconds(10))) {
+      pool_->release(std::move(server_), false);
+      co_await fail(Err::protocol_violation,
+                    "could not apply session parameters on the server: " + sql);
+      co_return false;
+    }
+    // Values not reported by ParameterStatus (search_path, ...) are now what we set.
+    for (const auto& [name, value] : params_) server_->params.set(name, value);
+    for (const auto& name : resets) server_->params.erase(name);
+  }
+  server_->synced_client = id_;
+  server_->synced_version = params_version_;
+  co_return true;
+}
+
+void ClientSession::note_parameter(std::string_view name, std::string_view value) {
+  server_->params.set(name, value);
+  if (params_.set(name, value)) {
+    ++params_version_;
+    server_->synced_version = params_version_;
+  }
+  if (ParamSet::equal_names(name, "application_name")) application_name_ = value;
+}
+
+bool ClientSession::server_is_clean() const {
+  return server_ && !server_failed_ && expected_ready_ == 0 && !mid_batch_ &&
+         relay_leftover_ == 0 && server_->status == TransactionStatus::idle;
+}
+
+void ClientSession::start_relay() {
+  relay_running_ = true;
+  relay_done_.expires_at(Clock::time_point::max());
+  asio::co_spawn(io_, relay(), [self = shared_from_this()](std::exception_ptr error) {
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        spdlog::error("C-{}: relay failed: {}", self->id_, e.what());
+      }
+    }
+  });
+}
+
+asio::awaitable<void> ClientSession::relay() {
+  // Runs when the body exits, before the frame is handed back: by the time the session's
+  // next lease could start another relay, this one is marked finished.
+  struct Finished {
+    ClientSession& session;
+    ~Finished() {
+      session.relay_running_ = false;
+      session.relay_done_.cancel();
+    }
+  } finished{*this};
+  pool::ServerConn& server = *server_;
+  auto& buffer = server.buffer;
+  if (buffer.size() < kMinBuffer) {
+    buffer.resize(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config_->pkt_buf)));
+  }
+  std::size_t have = 0;
+  std::uint32_t remaining = 0;
+  const bool transaction_pooling = pool_->mode() != config::PoolMode::session;
+  for (;;) {
+    if (have == buffer.size()) buffer.resize(buffer.size() * 2);
+    auto [ec, n] = co_await server.socket.async_read_some(
+        asio::buffer(buffer.data() + have, buffer.size() - have), net::use_nothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted && client_gone_) co_return;  // cleanup interrupts
+      server_failed_ = true;
+      if (!client_gone_) {
+        // The server went away under the client: tell it why, then end the session.
+        client_gone_ = true;
+        co_await abort_client(Err::server_connection_lost,
+                              ": the server closed the connection while the client was using it");
+      }
+      co_return;
+    }
+    have += n;
+
+    std::size_t pos = 0;
+    bool fatal = false;
+    while (pos < have) {
+      if (remaining > 0) {
+        const auto take = std::min<std::size_t>(remaining, have - pos);
+        pos += take;
+        remaining -= static_cast<std::uint32_t>(take);
+        continue;
+      }
+      auto parsed = proto::parse_header(std::span<const std::byte>(buffer.data() + pos, have - pos),
+                                        proto::Direction::backend);
+      if (std::holds_alternative<proto::NeedMore>(parsed)) break;
+      if (std::holds_alternative<proto::CodecError>(parsed)) {
+        fatal = true;
+        break;
+      }
+      const auto header = std::get<proto::Header>(parsed);
+      const char type = header.type;
+      if (type == 'Z' || type == 'S' || type == 'E') {
+        // Small messages whose content matters: wait until they are whole.
+        if (have - pos < header.total_size()) {
+          if (header.total_size() > buffer.size()) buffer.resize(header.total_size());
+          break;
+        }
+        const std::span<const std::byte> body(buffer.data() + pos + proto::kHeaderSize,
+                                              header.body_size());
+        if (type == 'Z') {
+          if (auto status = proto::parse_ready_for_query(body)) server.status = *status;
+          if (expected_ready_ > 0) --expected_ready_;
+          if (expected_ready_ == 0) query_start_ = {};
+          if (server.status != TransactionStatus::idle) xact_idle_since_ = Clock::now();
+        } else if (type == 'S') {
+          if (auto status = proto::parse_parameter_status(body)) {
+            note_parameter(status->name, status->value);
+          }
+        } else if (auto fields = proto::parse_error_fields(body); fields && fields->is_fatal()) {
+          server_failed_ = true;  // the backend is about to close
+        }
+        pos += header.total_size();
+        continue;
+      }
+      pos += proto::kHeaderSize;
+      remaining = header.body_size();
+    }
+    if (fatal) {
+      server_failed_ = true;
+      if (!client_gone_) {
+        client_gone_ = true;
+        co_await abort_client(Err::protocol_violation, "invalid message from server");
+      }
+      co_return;
+    }
+
+    if (pos > 0 && !client_gone_) {
+      relay_writing_ = true;
+      auto [write_error, written] =
+          co_await asio::async_write(client_, asio::buffer(buffer.data(), pos), net::use_nothrow);
+      relay_writing_ = false;
+      if (write_error) client_gone_ = true;  // keep reading: the server must reach idle
+    }
+    const std::size_t rest = have - pos;
+    if (rest > 0 && pos > 0) std::memmove(buffer.data(), buffer.data() + pos, rest);
+    have = rest;
+    relay_leftover_ = have + remaining;
+
+    if (expected_ready_ == 0 && relay_leftover_ == 0) {
+      if (client_gone_) co_return;  // cleanup() takes it from here
+      if (transaction_pooling && !mid_batch_ && server.status == TransactionStatus::idle) {
+        // Transaction over: the server goes back to the pool for the next client.
+        state_ = ClientState::idle;
+        state_since_ = Clock::now();
+        server.last_used = state_since_;
+        pool_->release(std::move(server_), true);
+        co_return;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cleanup: give the server back only if it is provably clean.
+
+asio::awaitable<void> ClientSession::cleanup() {
+  state_ = ClientState::closing;
+  client_gone_ = true;
+  if (relay_running_ && server_) {
+    if (expected_ready_ > 0) {
+      // A query is still running for a client that left: cancel it rather than wait for it.
+      if (!server_failed_) {
+        asio::co_spawn(io_, pool::send_cancel(server_->endpoint, server_->backend_pid,
+                                              server_->backend_key),
+                       asio::detached);
+      }
+    } else {
+      asio::error_code ignored;
+      server_->socket.cancel(ignored);  // stop the relay's idle read
+    }
+    relay_done_.expires_after(kCleanupTimeout);
+    co_await relay_done_.async_wait(net::use_nothrow);
+    if (relay_running_) {
+      server_failed_ = true;
+      asio::error_code ignored;
+      if (server_) server_->socket.close(ignored);
+      relay_done_.expires_at(Clock::time_point::max());
+      co_await relay_done_.async_wait(net::use_nothrow);
+    }
+  }
+  if (server_) {
+    bool clean = !server_failed_ && expected_ready_ == 0 && relay_leftover_ == 0;
+    if (clean && server_->status != TransactionStatus::idle) {
+      clean = co_await pool::run_internal_query(*server_, "ROLLBACK", kCleanupTimeout);
+    }
+    const auto settings = pool_->settings();
+    const bool reset = settings.mode == config::PoolMode::session || settings.server_reset_query_always;
+    if (clean && reset && !settings.server_reset_query.empty()) {
+      clean = co_await pool::run_internal_query(*server_, settings.server_reset_query, kCleanupTimeout);
+      if (clean) server_->params = pool_->defaults().value_or(ParamSet{});
+    }
+    server_->synced_client = 0;
+    pool_->release(std::move(server_), clean);
+  }
+  if (state_ != ClientState::login) log_disconnect(disconnect_reason_);
+  asio::error_code ignored;
+  client_.close(ignored);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control from outside the coroutine (janitor, cancel, shutdown): all on this worker's thread.
+
+void ClientSession::forward_cancel() {
+  if (!server_ || expected_ready_ == 0) return;  // nothing running: PostgreSQL ignores it too
+  asio::co_spawn(io_, pool::send_cancel(server_->endpoint, server_->backend_pid, server_->backend_key),
+                 asio::detached);
+}
+
+void ClientSession::terminate(Err reason) {
+  if (timed_out_) return;
+  timed_out_ = true;
+  auto self = shared_from_this();
+  asio::co_spawn(
+      io_,
+      [self, reason]() -> asio::awaitable<void> {
+        // Ending the client connection ends serve(); cleanup() then cancels, rolls back and
+        // returns the server like for any vanished client.
+        co_await self->abort_client(reason);
+      },
+      asio::detached);
+}
+
+asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& argument) {
+  // serve() may be reading the client socket, so unlike fail() this does not drain itself:
+  // it writes the error (unless the relay is mid-write, which would interleave bytes),
+  // half-closes, and lets serve()'s pending read see the client's close. A client that does
+  // not close is cut off shortly after.
+  auto self = shared_from_this();
+  const auto& spec = error_spec(code);
+  const std::string message = error_message(code, argument);
+  spdlog::warn("C-{}: {}/{}@{}:{} pooler error: {} ({})", id_, database_, user_, peer_addr_,
+               peer_port_, message, spec.sqlstate);
+  disconnect_reason_ = message;
+  if (!client_.is_open()) co_return;
+  if (!relay_writing_) {
+    std::string out;
+    proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message);
+    co_await write_client(out);
+  }
+  asio::error_code ignored;
+  client_.shutdown(net::Socket::shutdown_send, ignored);
+  asio::steady_timer timer(io_);
+  timer.expires_after(std::chrono::milliseconds(250));
+  co_await timer.async_wait(net::use_nothrow);
+  client_.close(ignored);
+}
+
+void ClientSession::check_timeouts(Clock::time_point now) {
+  if (!config_ || timed_out_) return;
+  const auto& c = *config_;
+  switch (state_) {
+    case ClientState::login:
+      if (c.client_login_timeout.count() > 0 && now - connect_time_ > c.client_login_timeout) {
+        spdlog::info("C-{}: closing because: client_login_timeout", id_);
+        timed_out_ = true;
+        asio::error_code ignored;
+        client_.close(ignored);
+      }
+      break;
+    case ClientState::idle:
+      if (c.client_idle_timeout.count() > 0 && now - state_since_ > c.client_idle_timeout) {
+        terminate(Err::client_idle_timeout);
+      }
+      break;
+    case ClientState::active:
+      if (server_ && expected_ready_ > 0 && query_start_ != Clock::time_point{} &&
+          c.query_timeout.count() > 0 && now - query_start_ > c.query_timeout) {
+        terminate(Err::query_timeout);
+      } else if (server_ && expected_ready_ == 0 && server_->status != TransactionStatus::idle &&
+                 c.idle_transaction_timeout.count() > 0 &&
+                 now - xact_idle_since_ > c.idle_transaction_timeout) {
+        terminate(Err::idle_transaction_timeout);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing to the client.
+
+asio::awaitable<bool> ClientSession::write_client(const std::string& bytes) {
+  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes), net::use_nothrow);
+  co_return !ec;
+}
+
+asio::awaitable<void> ClientSession::fail(Err code, const std::string& argument,
+                                          const std::string& detail) {
+  const auto& spec = error_spec(code);
+  const std::string message = error_message(code, argument);
+  if (config_ && config_->log_pooler_errors) {
+    spdlog::warn("C-{}: {}/{}@{}:{} pooler error: {} ({})", id_, database_, user_, peer_addr_,
+                 peer_port_, message, spec.sqlstate);
+  }
+  std::string out;
+  proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message, detail);
+  if (!client_.is_open()) co_return;
+  co_await write_client(out);
+  // Half-close and drain briefly so the error reaches the driver instead of a reset.
+  asio::error_code ignored;
+  client_.shutdown(net::Socket::shutdown_send, ignored);
+  asio::steady_timer timer(io_);
+  timer.expires_after(std::chrono::milliseconds(250));
+  auto drain = [this]() -> asio::awaitable<void> {
+    std::array<std::byte, 512> sink{};
+    for (;;) {
+      auto [ec, n] = co_await client_.async_read_some(asio::buffer(sink), net::use_nothrow);
+      if (ec) co_return;
+    }
+  };
+  co_await (drain() || timer.async_wait(net::use_nothrow));
+  client_.close(ignored);
+}
+
+void ClientSession::log_disconnect(std::string_view reason) {
+  if (!config_ || !config_->log_disconnections) return;
+  const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - connect_time_);
+  spdlog::info("C-{}: {}/{}@{}:{} closing because: {} (age={}s)", id_, database_, user_, peer_addr_,
+               peer_port_, reason, age.count() / 1000);
+}
+
+}  // namespace pgw::session

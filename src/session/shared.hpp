@@ -1,0 +1,89 @@
+// State shared by every client session across workers: the configuration snapshot, the
+// auth_file, the pools, the cancel-key registry and global counters. Sessions read snapshots
+// (shared_ptr copies) at login, never per message.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "config/config.hpp"
+#include "pool/pool.hpp"
+
+namespace pgw::session {
+
+class ClientSession;
+
+// Maps the cancel keys pgwarden hands to clients (BackendKeyData) to their sessions, so a
+// CancelRequest arriving on a new connection finds its target in O(1) on any worker.
+class CancelRegistry {
+ public:
+  struct Key {
+    std::int32_t pid;
+    std::int32_t secret;
+  };
+  Key add(const std::shared_ptr<ClientSession>& session);
+  void remove(Key key);
+  std::shared_ptr<ClientSession> find(Key key) const;
+
+ private:
+  static std::uint64_t pack(Key key) {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key.pid)) << 32) |
+           static_cast<std::uint32_t>(key.secret);
+  }
+  mutable std::mutex mutex_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<ClientSession>> sessions_;
+  std::mt19937_64 random_{std::random_device{}()};
+};
+
+class Shared {
+ public:
+  explicit Shared(std::vector<asio::io_context*> workers)
+      : pools(workers), sessions_by_worker_(workers.size()) {}
+
+  // Sessions living on a worker; touched only from that worker's thread (janitor, shutdown).
+  std::unordered_set<ClientSession*>& sessions(unsigned worker) {
+    return sessions_by_worker_[worker];
+  }
+
+  std::shared_ptr<const config::Config> config() const {
+    std::lock_guard lock(mutex_);
+    return config_;
+  }
+  std::shared_ptr<const std::map<std::string, std::string>> secrets() const {
+    std::lock_guard lock(mutex_);
+    return secrets_;
+  }
+  void set_config(std::shared_ptr<const config::Config> config,
+                  std::shared_ptr<const std::map<std::string, std::string>> secrets) {
+    std::lock_guard lock(mutex_);
+    config_ = std::move(config);
+    secrets_ = std::move(secrets);
+  }
+
+  // The settings of the pool for (database entry, user) under `config`.
+  static pool::PoolSettings pool_settings(const config::Config& config,
+                                          const config::DatabaseEntry& database,
+                                          const std::string& user,
+                                          const std::map<std::string, std::string>& secrets);
+
+  pool::PoolManager pools;
+  CancelRegistry cancels;
+  std::atomic<int> clients{0};  // connected clients, for max_client_conn
+  std::atomic<bool> shutting_down{false};
+  std::atomic<std::uint64_t> next_client_id{0};
+
+ private:
+  std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;
+  mutable std::mutex mutex_;
+  std::shared_ptr<const config::Config> config_;
+  std::shared_ptr<const std::map<std::string, std::string>> secrets_;
+};
+
+}  // namespace pgw::session

@@ -1,0 +1,48 @@
+#include "util/errors.hpp"
+
+#include <array>
+#include <cstdlib>
+
+namespace pgw {
+namespace {
+
+// SQLSTATEs follow PostgreSQL where PostgreSQL has a matching condition, so drivers classify
+// pgwarden's errors the way they classify the server's (e.g. 28P01 is never retried, 53300 is).
+constexpr std::array kErrors{
+    ErrorSpec{Err::protocol_violation, "08P01", "FATAL", "{}"},
+    ErrorSpec{Err::unsupported_protocol, "0A000", "FATAL",
+              "unsupported frontend protocol {}: server supports 3.0 to 3.0"},
+    ErrorSpec{Err::no_user, "28000", "FATAL", "no PostgreSQL user name specified in startup packet"},
+    ErrorSpec{Err::no_such_database, "3D000", "FATAL", "database \"{}\" does not exist"},
+    ErrorSpec{Err::password_failed, "28P01", "FATAL", "password authentication failed for user \"{}\""},
+    ErrorSpec{Err::sasl_failed, "08P01", "FATAL", "malformed SCRAM message: {}"},
+    ErrorSpec{Err::auth_unsupported, "08P01", "FATAL",
+              "server requested an unsupported authentication method: {}"},
+    ErrorSpec{Err::max_client_conn, "53300", "FATAL", "no more connections allowed (max_client_conn)"},
+    ErrorSpec{Err::query_wait_timeout, "53300", "FATAL",
+              "query_wait_timeout: no server connection became available within {} s"},
+    ErrorSpec{Err::server_login_failed, "08001", "FATAL", "server login failed: {}"},
+    ErrorSpec{Err::server_connect_failed, "08001", "FATAL", "could not connect to server: {}"},
+    ErrorSpec{Err::server_connection_lost, "08006", "FATAL", "connection to server lost{}"},
+    ErrorSpec{Err::client_login_timeout, "08P01", "FATAL", "client_login_timeout: login took longer than {} s"},
+    ErrorSpec{Err::client_idle_timeout, "57P05", "FATAL",
+              "terminating connection due to idle-session timeout (client_idle_timeout)"},
+    ErrorSpec{Err::idle_transaction_timeout, "25P03", "FATAL",
+              "terminating connection due to idle-in-transaction timeout"},
+    ErrorSpec{Err::query_timeout, "57014", "FATAL", "canceling statement due to statement timeout (query_timeout)"},
+    ErrorSpec{Err::shutting_down, "57P01", "FATAL", "terminating connection due to administrator command"},
+    ErrorSpec{Err::admin_shutdown, "57P01", "FATAL", "terminating connection due to administrator command"},
+    ErrorSpec{Err::unsupported_startup_parameter, "08P01", "FATAL", "unsupported startup parameter: {}"},
+    ErrorSpec{Err::internal, "XX000", "FATAL", "internal error: {}"},
+};
+
+}  // namespace
+
+const ErrorSpec& error_spec(Err code) {
+  for (const auto& spec : kErrors) {
+    if (spec.code == code) return spec;
+  }
+  std::abort();  // every enumerator has a row; a missing one is a programming error
+}
+
+}  // namespace pgw

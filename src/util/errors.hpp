@@ -1,0 +1,51 @@
+// The one table of errors pgwarden itself reports to clients: each error code maps to a
+// SQLSTATE, a severity and a message template, so texts stay consistent across the code base
+// and docs/errors.md can be checked against it.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <string>
+#include <string_view>
+
+namespace pgw {
+
+enum class Err {
+  protocol_violation,       // malformed or oversized input
+  unsupported_protocol,     // protocol major version not 3
+  no_user,                  // startup packet without "user"
+  no_such_database,         // unknown database, no "*" fallback
+  password_failed,          // wrong password / unknown user with password auth
+  sasl_failed,              // malformed SCRAM exchange
+  auth_unsupported,         // the server asked for an auth method we can't do
+  max_client_conn,          // global client limit
+  query_wait_timeout,       // waited too long for a server connection
+  server_login_failed,      // cached login error toward the server
+  server_connect_failed,    // could not reach the server
+  server_connection_lost,   // server went away while a client was using it
+  client_login_timeout,     // client did not finish authenticating in time
+  client_idle_timeout,      // client idle too long
+  idle_transaction_timeout, // idle in transaction too long
+  query_timeout,            // query ran past query_timeout
+  shutting_down,            // pgwarden is stopping
+  admin_shutdown,           // connection closed by an administrator
+  unsupported_startup_parameter,
+  internal,
+};
+
+struct ErrorSpec {
+  Err code;
+  std::string_view sqlstate;
+  std::string_view severity;  // FATAL: the connection closes; ERROR: it continues
+  std::string_view text;      // fmt template; {} takes the one argument, if any
+};
+
+const ErrorSpec& error_spec(Err code);
+
+// The message for `code` with its argument filled in.
+template <typename... Args>
+std::string error_message(Err code, const Args&... args) {
+  return fmt::format(fmt::runtime(error_spec(code).text), args...);
+}
+
+}  // namespace pgw
