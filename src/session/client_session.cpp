@@ -325,7 +325,7 @@ asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
     scram_secret = auth::parse_scram_secret(*secret);
     stored_scram = scram_secret.has_value();
   } else if (secret && !secret->empty() && !auth::is_md5_hash(*secret)) {
-    scram_secret = auth::make_scram_secret(*secret, auth::random_bytes(16), 4096);
+    scram_secret = auth::parse_scram_secret(shared_.scram_secret_for(user_, *secret));
   }
   const bool can_succeed = scram_secret.has_value();
   if (!scram_secret) scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16), 4096);

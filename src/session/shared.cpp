@@ -1,5 +1,6 @@
 #include "session/shared.hpp"
 
+#include "auth/auth.hpp"
 #include "session/client_session.hpp"
 
 namespace pgw::session {
@@ -24,6 +25,18 @@ std::shared_ptr<ClientSession> CancelRegistry::find(Key key) const {
   std::lock_guard lock(mutex_);
   auto it = sessions_.find(pack(key));
   return it == sessions_.end() ? nullptr : it->second.lock();
+}
+
+std::string Shared::scram_secret_for(const std::string& user, const std::string& password) {
+  {
+    std::lock_guard lock(scram_mutex_);
+    auto it = scram_cache_.find(user);
+    if (it != scram_cache_.end() && it->second.first == password) return it->second.second;
+  }
+  std::string secret = auth::scram_secret_from_password(password);
+  std::lock_guard lock(scram_mutex_);
+  scram_cache_[user] = {password, secret};
+  return secret;
 }
 
 pool::PoolSettings Shared::pool_settings(const config::Config& config,

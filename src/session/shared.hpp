@@ -73,6 +73,10 @@ class Shared {
                                           const std::string& user,
                                           const std::map<std::string, std::string>& secrets);
 
+  // SCRAM secret derived from a plaintext auth_file password, cached: PBKDF2 with 4096
+  // iterations costs milliseconds, far more than the rest of a login.
+  std::string scram_secret_for(const std::string& user, const std::string& password);
+
   pool::PoolManager pools;
   CancelRegistry cancels;
   std::atomic<int> clients{0};  // connected clients, for max_client_conn
@@ -81,6 +85,8 @@ class Shared {
 
  private:
   std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;
+  std::mutex scram_mutex_;
+  std::map<std::string, std::pair<std::string, std::string>> scram_cache_;  // user -> (pw, secret)
   mutable std::mutex mutex_;
   std::shared_ptr<const config::Config> config_;
   std::shared_ptr<const std::map<std::string, std::string>> secrets_;
