@@ -67,10 +67,13 @@ std::vector<std::pair<std::string, std::string>> parse_options(std::string_view 
   return settings;
 }
 
+// A string literal that means the same whatever standard_conforming_strings is: with a
+// backslash in the value, the E'' form with doubled backslashes.
 std::string quote_literal(std::string_view value) {
-  std::string out = "'";
+  const bool escape = value.find('\\') != std::string_view::npos;
+  std::string out = escape ? "E'" : "'";
   for (char c : value) {
-    if (c == '\'') out += '\'';
+    if (c == '\'' || (escape && c == '\\')) out += c;
     out += c;
   }
   out += '\'';
@@ -85,6 +88,13 @@ std::string quote_ident(std::string_view name) {
   }
   out += '"';
   return out;
+}
+
+// set_config() parses the value exactly like a startup "-c name=value" does, so list settings
+// such as search_path keep their elements ("SET x = 'a,b'" would make that one element).
+std::string set_config_sql(std::string_view name, std::string_view value) {
+  return "SELECT pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) +
+         ", false);";
 }
 
 }  // namespace
@@ -566,9 +576,7 @@ asio::awaitable<bool> ClientSession::sync_parameters() {
   std::vector<std::string> resets;
   for (const auto& [name, value] : params_) {
     const std::string* current = server_->params.find(name);
-    if (!current || *current != value) {
-      sql += "SET " + quote_ident(name) + " = " + quote_literal(value) + ";";
-    }
+    if (!current || *current != value) sql += set_config_sql(name, value);
   }
   // Parameters an earlier client changed and this one did not ask for: back to the default.
   if (auto defaults = pool_->defaults()) {
@@ -579,7 +587,7 @@ asio::awaitable<bool> ClientSession::sync_parameters() {
         sql += "RESET " + quote_ident(name) + ";";
         resets.push_back(name);
       } else if (*original != value) {
-        sql += "SET " + quote_ident(name) + " = " + quote_literal(*original) + ";";
+        sql += set_config_sql(name, *original);
       }
     }
   }

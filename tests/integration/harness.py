@@ -31,6 +31,7 @@ USERS = {  # name -> password; how PostgreSQL stores it is set up in Postgres.st
     "md5_user": "md5_pw",
     "app_user": "app_pw",
     "trust_user": "",
+    "password_user": "password_pw",  # PostgreSQL asks for it in cleartext (pg_hba "password")
 }
 
 
@@ -131,12 +132,14 @@ log_min_messages = warning
 host all postgres 127.0.0.1/32 trust
 host all trust_user 127.0.0.1/32 trust
 host all md5_user 127.0.0.1/32 md5
+host all password_user 127.0.0.1/32 password
 host all all 127.0.0.1/32 scram-sha-256
 """)
         self.start()
         self.sql("CREATE ROLE scram_user LOGIN PASSWORD 'scram_pw'")
         self.sql("CREATE ROLE app_user LOGIN PASSWORD 'app_pw'")
         self.sql("CREATE ROLE trust_user LOGIN")
+        self.sql("CREATE ROLE password_user LOGIN PASSWORD 'password_pw'")
         self.sql("SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5_pw'")
         self.sql("CREATE DATABASE pgwarden_test")
         self.sql("GRANT ALL ON SCHEMA public TO PUBLIC", db="pgwarden_test")
