@@ -1,0 +1,179 @@
+#!/usr/bin/python3
+"""Timeouts, server upkeep (idle timeout, lifetime, min_pool_size), the command line, signals
+and logging, each against a real PostgreSQL 15."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import harness
+from common import pg
+
+
+def backend_pids(user="scram_user"):
+    rows = pg().sql("SELECT pid FROM pg_stat_activity WHERE datname = 'pgwarden_test' "
+                    f"AND usename = '{user}' AND backend_type = 'client backend'")
+    return {int(r[0]) for r in rows}
+
+
+def login(pw, user="scram_user", password="scram_pw"):
+    """A raw protocol client past authentication (trust auth keeps it simple)."""
+    client = harness.RawClient(pw.port)
+    client.send_startup({"user": user, "database": "pgwarden_test"})
+    messages = client.read_until()
+    assert messages and messages[-1][0] == b"Z", messages
+    return client
+
+
+def expect_fatal(client, sqlstate, within):
+    """Reads until the connection ends; the last ErrorResponse must carry sqlstate."""
+    client.sock.settimeout(within)
+    start = time.monotonic()
+    messages = client.read_until(types=(), limit=100)
+    error = harness.first_error(messages)
+    assert error is not None, f"no error within {within}s: {messages}"
+    assert error["C"] == sqlstate, error
+    assert error["S"] == "FATAL", error
+    return time.monotonic() - start, error
+
+
+def test_client_idle_timeout():
+    with harness.Pgwarden(pg(), auth_type="trust", client_idle_timeout=1) as pw:
+        client = login(pw)
+        elapsed, error = expect_fatal(client, "57P05", within=5)
+        assert 0.8 < elapsed < 3, elapsed
+        assert "client_idle_timeout" in error["M"]
+        assert "client_idle_timeout" in pw.log()
+
+
+def test_idle_transaction_timeout_rolls_back_and_frees_lock():
+    import psycopg
+    with harness.Pgwarden(pg(), auth_type="trust", idle_transaction_timeout=1,
+                          default_pool_size=1) as pw:
+        harness.psql(pw.dsn(), "DROP TABLE IF EXISTS t_itt; CREATE TABLE t_itt (id int primary key);"
+                               "INSERT INTO t_itt VALUES (1)")
+        client = login(pw)
+        client.query("BEGIN")
+        messages = client.query("SELECT * FROM t_itt WHERE id = 1 FOR UPDATE")
+        assert messages[-1] == (b"Z", b"T"), messages
+        elapsed, _ = expect_fatal(client, "25P03", within=5)
+        assert elapsed < 3
+        # The only server was rolled back, so the lock is free and no transaction is open.
+        with psycopg.connect(pw.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT id FROM t_itt WHERE id = 1 FOR UPDATE NOWAIT").fetchone() == (1,)
+            assert conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                "WHERE state LIKE 'idle in transaction%'").fetchone()[0] == 0
+
+
+def test_query_timeout_cancels_the_query():
+    with harness.Pgwarden(pg(), auth_type="trust", query_timeout=1, default_pool_size=1) as pw:
+        client = login(pw)
+        start = time.monotonic()
+        body = b"SELECT pg_sleep(20)\0"
+        client.send(b"Q" + len(body + b"1234").to_bytes(4, "big") + body)
+        client.sock.settimeout(10)
+        messages = client.read_until(types=(), limit=100)
+        error = harness.first_error(messages)
+        assert error and error["C"] == "57014", messages
+        assert time.monotonic() - start < 4
+        # The sleeping query is gone from PostgreSQL, and the pool serves the next client.
+        harness.wait_until(lambda: pg().sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' "
+            "AND state = 'active'")[0][0] == "0", 5, what="the query to be cancelled")
+        assert harness.psql(pw.dsn(), "SELECT 'next'", timeout=10).stdout.strip() == "next"
+
+
+def test_client_login_timeout():
+    with harness.Pgwarden(pg(), client_login_timeout=1) as pw:
+        with socket.create_connection(("127.0.0.1", pw.port)) as sock:
+            sock.settimeout(5)
+            start = time.monotonic()
+            data = sock.recv(100)  # nothing sent: pgwarden closes it
+            assert time.monotonic() - start < 3.5
+            assert data == b"" or data[:1] == b"E", data
+        harness.psql(pw.dsn(), "SELECT 1")
+
+
+def test_server_idle_timeout_closes_idle_servers():
+    with harness.Pgwarden(pg(), server_idle_timeout=1, default_pool_size=3) as pw:
+        harness.psql(pw.dsn(), "SELECT 1")
+        assert len(backend_pids()) >= 1
+        harness.wait_until(lambda: len(backend_pids()) == 0, 6, what="idle servers to close")
+
+
+def test_min_pool_size_keeps_warm_servers():
+    with harness.Pgwarden(pg(), min_pool_size=3, default_pool_size=5,
+                          server_idle_timeout=1) as pw:
+        harness.psql(pw.dsn(), "SELECT 1")
+        harness.wait_until(lambda: len(backend_pids()) == 3, 6, what="3 warm servers")
+        time.sleep(2.5)  # past server_idle_timeout: the warm ones stay
+        assert len(backend_pids()) == 3
+
+
+def test_server_lifetime_replaces_old_servers():
+    import psycopg
+    with harness.Pgwarden(pg(), server_lifetime=1, default_pool_size=1) as pw:
+        with psycopg.connect(pw.dsn(), autocommit=True) as conn:
+            first = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            time.sleep(1.5)
+            # Released after the first query, the old server is retired; the next is new.
+            harness.wait_until(lambda: first not in backend_pids(), 5, what="old server to close")
+            second = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert second != first
+
+
+def test_version_and_help():
+    out = subprocess.run([harness.PGWARDEN_BIN, "-V"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and out.stdout.startswith("pgwarden "), out
+    out = subprocess.run([harness.PGWARDEN_BIN, "-h"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and "-d" in out.stdout and "-q" in out.stdout, out
+
+
+def test_invalid_config_stops_startup_with_file_and_line():
+    pw = harness.Pgwarden(pg(), default_pool_size="lots")
+    pw.write_config()
+    out = subprocess.run([harness.PGWARDEN_BIN, pw.ini], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode != 0
+    line = next(i for i, text in enumerate(open(pw.ini).read().splitlines(), 1)
+                if text.startswith("default_pool_size"))
+    assert f"{pw.ini}:{line}" in out.stderr and "default_pool_size" in out.stderr, out.stderr
+
+
+def test_daemon_mode_pidfile_and_sigint():
+    pw = harness.Pgwarden(pg())
+    pw.write_config()
+    pidfile = pw.settings["pidfile"]
+    out = subprocess.run([harness.PGWARDEN_BIN, "-d", pw.ini], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 0, out
+    pid = harness.wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+                             10, what="pidfile")
+    pid = int(pid)
+    try:
+        harness.wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", pw.port)) == 0, 10,
+                           what="daemon to listen")
+        assert harness.psql(pw.dsn(), "SELECT 42").stdout.strip() == "42"
+        os.kill(pid, signal.SIGINT)
+        harness.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 10, what="daemon to exit")
+        assert not os.path.exists(pidfile)
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_exits_zero_and_logs_no_secrets():
+    with harness.Pgwarden(pg(), log_connections=1, log_disconnections=1, workers=2) as pw:
+        for user in ("scram_user", "md5_user", "app_user"):
+            harness.psql(pw.dsn(user=user), "SELECT 1")
+        harness.psql(pw.dsn(password="wrong"), "SELECT 1", check=False)
+        assert pw.stop(signal.SIGTERM) == 0
+        log = pw.log()
+        assert "login attempt" in log and "closing because" in log, log
+        for secret in ("scram_pw", "md5_pw", "app_pw", "wrong"):
+            assert secret not in log, f"{secret!r} appears in the log"
+
+
+if __name__ == "__main__":
+    harness.main(globals())
