@@ -100,8 +100,10 @@ std::string_view describe(CodecError error) {
 
 std::uint32_t frontend_length_limit(char type) {
   switch (type) {
-    case 'Q': case 'P': case 'B': case 'F': case 'd': case 'p':
+    case 'Q': case 'P': case 'B': case 'F': case 'd':
       return kLargeMessageLimit;
+    case 'p':  // password / SASL / GSS responses: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH
+      return 65535;
     default:
       return kSmallMessageLimit;
   }
@@ -296,8 +298,10 @@ std::optional<ParseMessage> parse_parse(Bytes body) {
   auto name = cursor.cstring();
   auto query = name ? cursor.cstring() : std::nullopt;
   auto count = query ? cursor.int16() : std::nullopt;
-  if (!count || *count < 0) return std::nullopt;
-  if (!cursor.take(static_cast<std::size_t>(*count) * 4) || !cursor.empty()) return std::nullopt;
+  if (!count) return std::nullopt;
+  // The count is unsigned on the wire: PostgreSQL and libpq allow up to 65535 parameters.
+  const auto types = static_cast<std::uint16_t>(*count);
+  if (!cursor.take(std::size_t{types} * 4) || !cursor.empty()) return std::nullopt;
   return ParseMessage{*name, *query};
 }
 

@@ -112,7 +112,7 @@ std::optional<BackendKeyData> parse_backend_key_data(Bytes body);
 
 // ErrorResponse / NoticeResponse fields (views into the body).
 struct ErrorFields {
-  std::string_view severity;  // localized 'S' (or 'V' when 'S' is missing)
+  std::string_view severity;  // 'V' (never localized) when present, else the localized 'S'
   std::string_view sqlstate;  // 'C'
   std::string_view message;   // 'M'
   std::string_view detail;    // 'D'

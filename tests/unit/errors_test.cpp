@@ -1,0 +1,184 @@
+// The error table (src/util/errors.cpp): every code has one well-formed row, and the rows carry
+// the SQLSTATE PostgreSQL uses for the same condition (docs/errors.md promises this to drivers).
+#include "util/errors.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <set>
+#include <string>
+#include <string_view>
+
+namespace pgw {
+namespace {
+
+struct Expected {
+  Err code;
+  std::string_view name;
+  std::string_view sqlstate;
+  std::string_view severity;
+};
+
+// What each row should say, in enum order. SQLSTATEs are PostgreSQL's (errcodes.txt) for the
+// matching server condition. Pooler errors close the connection (FATAL); admin console errors
+// leave the console session open (ERROR), except being refused the console at all.
+constexpr std::array kExpected{
+    Expected{Err::protocol_violation, "protocol_violation", "08P01", "FATAL"},
+    Expected{Err::unsupported_protocol, "unsupported_protocol", "0A000", "FATAL"},
+    Expected{Err::no_user, "no_user", "28000", "FATAL"},
+    Expected{Err::no_such_database, "no_such_database", "3D000", "FATAL"},
+    Expected{Err::password_failed, "password_failed", "28P01", "FATAL"},
+    Expected{Err::sasl_failed, "sasl_failed", "08P01", "FATAL"},
+    Expected{Err::auth_unsupported, "auth_unsupported", "08P01", "FATAL"},
+    Expected{Err::max_client_conn, "max_client_conn", "53300", "FATAL"},
+    Expected{Err::query_wait_timeout, "query_wait_timeout", "53300", "FATAL"},
+    Expected{Err::server_login_failed, "server_login_failed", "08001", "FATAL"},
+    Expected{Err::server_connect_failed, "server_connect_failed", "08001", "FATAL"},
+    Expected{Err::server_connection_lost, "server_connection_lost", "08006", "FATAL"},
+    Expected{Err::client_login_timeout, "client_login_timeout", "08P01", "FATAL"},
+    Expected{Err::client_idle_timeout, "client_idle_timeout", "57P05", "FATAL"},
+    Expected{Err::idle_transaction_timeout, "idle_transaction_timeout", "25P03", "FATAL"},
+    Expected{Err::query_timeout, "query_timeout", "57014", "FATAL"},
+    Expected{Err::statement_mode_transaction, "statement_mode_transaction", "0A000", "FATAL"},
+    Expected{Err::shutting_down, "shutting_down", "57P01", "FATAL"},
+    Expected{Err::admin_shutdown, "admin_shutdown", "57P01", "FATAL"},
+    Expected{Err::unsupported_startup_parameter, "unsupported_startup_parameter", "08P01", "FATAL"},
+    Expected{Err::internal, "internal", "XX000", "FATAL"},
+    Expected{Err::admin_not_allowed, "admin_not_allowed", "28000", "FATAL"},
+    Expected{Err::admin_permission_denied, "admin_permission_denied", "42501", "ERROR"},
+    Expected{Err::admin_unknown_command, "admin_unknown_command", "42601", "ERROR"},
+    Expected{Err::admin_syntax_error, "admin_syntax_error", "42601", "ERROR"},
+    Expected{Err::admin_no_such_database, "admin_no_such_database", "3D000", "ERROR"},
+    Expected{Err::admin_no_such_client, "admin_no_such_client", "42704", "ERROR"},
+    Expected{Err::admin_unknown_setting, "admin_unknown_setting", "42704", "ERROR"},
+    Expected{Err::admin_setting_fixed, "admin_setting_fixed", "55P02", "ERROR"},
+    Expected{Err::admin_invalid_value, "admin_invalid_value", "22023", "ERROR"},
+    Expected{Err::admin_wrong_state, "admin_wrong_state", "55000", "ERROR"},
+    Expected{Err::admin_reload_failed, "admin_reload_failed", "F0000", "ERROR"},
+};
+
+std::size_t count_placeholders(std::string_view text) {
+  std::size_t count = 0;
+  for (auto pos = text.find("{}"); pos != std::string_view::npos; pos = text.find("{}", pos + 2)) {
+    ++count;
+  }
+  return count;
+}
+
+// kExpected must list every enumerator: in order (so an insertion shows up here), and up to the
+// last one (an enumerator past the list has no expectation: add it above).
+TEST(ErrorTable, ExpectationListCoversTheWholeEnum) {
+  for (std::size_t i = 0; i < kExpected.size(); ++i) {
+    EXPECT_EQ(static_cast<std::size_t>(kExpected[i].code), i) << kExpected[i].name;
+  }
+}
+
+TEST(ErrorTableDeathTest, NoEnumeratorPastTheExpectationList) {
+  EXPECT_DEATH(error_spec(static_cast<Err>(kExpected.size())), "")
+      << "Err has an enumerator after " << kExpected.back().name
+      << " that this test does not check";
+}
+
+TEST(ErrorTable, EveryCodeHasItsOwnRow) {
+  for (const auto& expected : kExpected) {
+    EXPECT_EQ(error_spec(expected.code).code, expected.code) << expected.name;
+  }
+}
+
+TEST(ErrorTable, SqlstatesAreFiveUppercaseAlphanumerics) {
+  for (const auto& expected : kExpected) {
+    const auto sqlstate = error_spec(expected.code).sqlstate;
+    ASSERT_EQ(sqlstate.size(), 5u) << expected.name;
+    EXPECT_TRUE(
+        std::all_of(sqlstate.begin(), sqlstate.end(),
+                    [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); }))
+        << expected.name << ": " << sqlstate;
+    // Classes 00 (success), 01 (warning) and 02 (no data) are not errors.
+    const auto sqlclass = sqlstate.substr(0, 2);
+    EXPECT_NE(sqlclass, "00") << expected.name;
+    EXPECT_NE(sqlclass, "01") << expected.name;
+    EXPECT_NE(sqlclass, "02") << expected.name;
+  }
+}
+
+TEST(ErrorTable, SqlstatesFollowPostgresql) {
+  for (const auto& expected : kExpected) {
+    EXPECT_EQ(error_spec(expected.code).sqlstate, expected.sqlstate) << expected.name;
+  }
+}
+
+TEST(ErrorTable, SeveritiesAreValidAndAsDefined) {
+  const std::set<std::string_view> valid{"ERROR", "FATAL", "WARNING", "NOTICE"};
+  for (const auto& expected : kExpected) {
+    const auto severity = error_spec(expected.code).severity;
+    EXPECT_TRUE(valid.contains(severity)) << expected.name << ": " << severity;
+    EXPECT_EQ(severity, expected.severity) << expected.name;
+  }
+}
+
+TEST(ErrorTable, TextsAreNonEmptyTemplatesWithAtMostOneArgument) {
+  for (const auto& expected : kExpected) {
+    const auto text = error_spec(expected.code).text;
+    EXPECT_FALSE(text.empty()) << expected.name;
+    EXPECT_LE(count_placeholders(text), 1u) << expected.name << ": " << text;
+    // The session always passes exactly one argument; the template must format with it.
+    std::string formatted;
+    EXPECT_NO_THROW(formatted = error_message(expected.code, std::string("ARG"))) << expected.name;
+    EXPECT_FALSE(formatted.empty()) << expected.name;
+    EXPECT_EQ(formatted.find('{'), std::string::npos) << expected.name << ": " << formatted;
+    if (count_placeholders(text) == 1) {
+      EXPECT_NE(formatted.find("ARG"), std::string::npos) << expected.name << ": " << formatted;
+    } else {
+      EXPECT_EQ(formatted, text) << expected.name;
+    }
+  }
+}
+
+TEST(ErrorTable, ErrorMessageSubstitutesItsArgument) {
+  EXPECT_EQ(error_message(Err::no_such_database, "sales"), "database \"sales\" does not exist");
+  EXPECT_EQ(error_message(Err::password_failed, "alice"),
+            "password authentication failed for user \"alice\"");
+  EXPECT_EQ(error_message(Err::protocol_violation, "invalid startup packet: x"),
+            "invalid startup packet: x");
+  EXPECT_EQ(error_message(Err::unsupported_startup_parameter, std::string("replication")),
+            "unsupported startup parameter: replication");
+  EXPECT_EQ(error_message(Err::query_wait_timeout, 120),
+            "query_wait_timeout: no server connection became available within 120 s");
+}
+
+TEST(ErrorTable, ErrorMessageWithoutPlaceholderIsTheText) {
+  EXPECT_EQ(error_message(Err::max_client_conn), "no more connections allowed (max_client_conn)");
+  EXPECT_EQ(error_message(Err::max_client_conn, std::string()),
+            "no more connections allowed (max_client_conn)");
+}
+
+TEST(ErrorTable, PromisedSqlstates) {
+  EXPECT_EQ(error_spec(Err::password_failed).sqlstate, "28P01");
+  EXPECT_EQ(error_spec(Err::no_such_database).sqlstate, "3D000");
+  EXPECT_EQ(error_spec(Err::max_client_conn).sqlstate, "53300");
+  EXPECT_EQ(error_spec(Err::max_client_conn).text, "no more connections allowed (max_client_conn)");
+  EXPECT_EQ(error_spec(Err::protocol_violation).sqlstate, "08P01");
+  EXPECT_EQ(error_spec(Err::query_timeout).sqlstate, "57014");
+  EXPECT_EQ(error_spec(Err::admin_shutdown).sqlstate, "57P01");
+  EXPECT_EQ(error_spec(Err::idle_transaction_timeout).sqlstate, "25P03");
+}
+
+TEST(ErrorTable, TextsMatchPostgresqlWordingWherePostgresqlHasTheCondition) {
+  // Drivers and people grep for these; they are PostgreSQL's own messages.
+  EXPECT_EQ(error_spec(Err::no_user).text, "no PostgreSQL user name specified in startup packet");
+  EXPECT_EQ(error_spec(Err::admin_shutdown).text,
+            "terminating connection due to administrator command");
+  EXPECT_EQ(error_spec(Err::idle_transaction_timeout).text,
+            "terminating connection due to idle-in-transaction timeout");
+  EXPECT_EQ(error_spec(Err::unsupported_protocol).text.rfind("unsupported frontend protocol", 0),
+            0u);
+}
+
+TEST(ErrorTableDeathTest, UnknownCodeAborts) {
+  EXPECT_DEATH(error_spec(static_cast<Err>(1000)), "");
+}
+
+}  // namespace
+}  // namespace pgw
