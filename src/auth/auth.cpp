@@ -71,6 +71,19 @@ std::vector<std::pair<char, std::string_view>> attributes(std::string_view messa
   return out;
 }
 
+// A decimal integer with nothing else around it (std::stoi alone accepts "4096x", " 4096").
+std::optional<int> parse_decimal(std::string_view text) {
+  if (text.empty() || !(text[0] == '-' || (text[0] >= '0' && text[0] <= '9'))) return std::nullopt;
+  try {
+    std::size_t used = 0;
+    const int value = std::stoi(std::string(text), &used);
+    if (used != text.size()) return std::nullopt;
+    return value;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
 bool printable_nonce(std::string_view nonce) {
   if (nonce.empty()) return false;
   for (char c : nonce) {
@@ -127,8 +140,10 @@ std::optional<std::string> base64_decode(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
+    // '=' only as padding: the last character, or the last two ("xx==").
+    const bool padding = c == '=' && (i + 1 == text.size() || (i + 2 == text.size() && text.back() == '='));
     const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '+' || c == '/' || (c == '=' && i + 2 >= text.size());
+                    c == '+' || c == '/' || padding;
     if (!ok) return std::nullopt;
   }
   if (text.empty()) return std::string{};
@@ -156,11 +171,9 @@ std::optional<ScramSecret> parse_scram_secret(std::string_view text) {
   const auto colon2 = text.find(':', dollar);
   if (colon2 == std::string_view::npos) return std::nullopt;
   ScramSecret secret;
-  try {
-    secret.iterations = std::stoi(std::string(text.substr(0, colon1)));
-  } catch (...) {
-    return std::nullopt;
-  }
+  const auto iterations = parse_decimal(text.substr(0, colon1));
+  if (!iterations) return std::nullopt;
+  secret.iterations = *iterations;
   auto salt = base64_decode(text.substr(colon1 + 1, dollar - colon1 - 1));
   auto stored = base64_decode(text.substr(dollar + 1, colon2 - dollar - 1));
   auto server = base64_decode(text.substr(colon2 + 1));
@@ -292,12 +305,7 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
     return std::nullopt;
   }
   auto salt = base64_decode(attrs[1].second);
-  int iterations = 0;
-  try {
-    iterations = std::stoi(std::string(attrs[2].second));
-  } catch (...) {
-    return std::nullopt;
-  }
+  const int iterations = parse_decimal(attrs[2].second).value_or(0);
   if (!salt || iterations <= 0 || iterations > 10'000'000) return std::nullopt;
 
   std::string client_key;
