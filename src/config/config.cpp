@@ -85,7 +85,10 @@ Millis parse_duration(const Location& at, const std::string& key, const std::str
   } else {
     used = 0;
   }
-  if (used == 0 || number < 0 || !std::isfinite(number)) {
+  // Larger values would overflow llround (giving a negative duration) or a conversion to
+  // nanoseconds (steady_clock): cap at what fits in int64 nanoseconds (about 292 years).
+  constexpr double kMaxMillis = static_cast<double>(std::chrono::nanoseconds::max().count() / 1'000'000);
+  if (used == 0 || number < 0 || !std::isfinite(number) || number * scale > kMaxMillis) {
     invalid(at, key, value, "a duration in seconds (e.g. 30, 0.5, 250ms, 5min)");
   }
   return Millis(static_cast<long long>(std::llround(number * scale)));
@@ -482,6 +485,29 @@ std::map<std::string, std::string> load_auth_file(const std::string& path) {
   std::stringstream buffer;
   buffer << file.rdbuf();
   return parse_auth_file(buffer.str(), path);
+}
+
+bool is_runtime_changeable(const std::string& key) {
+  // PgBouncer's CF_NO_RELOAD keys, plus workers (threads are started once).
+  static const std::set<std::string> fixed{
+      "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "unix_socket_mode",
+      "unix_socket_group", "user", "pidfile", "pkt_buf", "so_reuseport", "resolv_conf",
+      "disable_pqexec", "track_extra_parameters", "job_name", "service_name", "workers"};
+  return !fixed.contains(lower(key));
+}
+
+void set_key(Config& config, const std::string& key, const std::string& value) {
+  const std::string name = lower(key);
+  bool known = false;
+  for (const auto& [row_key, row_value] : show_config_rows(config)) {
+    if (row_key == name) known = true;
+  }
+  if (!known && !known_other_keys().count(name)) {
+    throw ConfigError("unknown configuration key '" + key + "'");
+  }
+  std::vector<Warning> warnings;
+  set_pgbouncer_key(config, Location{"SET", 0}, name, value, warnings);
+  if (!warnings.empty()) throw ConfigError(warnings.front().text);
 }
 
 std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& c) {

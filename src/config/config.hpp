@@ -149,6 +149,12 @@ struct UserSecret {
 std::map<std::string, std::string> load_auth_file(const std::string& path);
 // key/value rows of every [pgbouncer] setting (durations in seconds), for SHOW CONFIG.
 std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& config);
+// Whether SET on the console / RELOAD may change `key` while running (PgBouncer's rule: not the
+// listening setup, pidfile, pkt_buf, ...).
+bool is_runtime_changeable(const std::string& key);
+// Sets one [pgbouncer] key as the ini would (same validation). Throws ConfigError for an
+// unknown key or an invalid value.
+void set_key(Config& config, const std::string& key, const std::string& value);
 std::map<std::string, std::string> parse_auth_file(const std::string& text, const std::string& name);
 
 }  // namespace pgw::config

@@ -43,6 +43,13 @@ Runtime::Runtime(config::Config config, std::map<std::string, std::string> secre
   shared_ = std::make_unique<session::Shared>(ios);
   shared_->set_config(std::make_shared<const config::Config>(std::move(config)),
                       std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
+  // The console's RELOAD and SHUTDOWN do exactly what SIGHUP and SIGTERM do. stop() touches
+  // the acceptors, which belong to the main thread: post it there.
+  shared_->reload = [this] { return reload("RELOAD"); };
+  shared_->shutdown = [this] {
+    spdlog::info("SHUTDOWN from the admin console");
+    asio::post(main_io_, [this] { stop(); });
+  };
 }
 
 Runtime::~Runtime() {
@@ -131,36 +138,33 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     // Copy first: a timeout may end a session, which removes it from the set.
     std::vector<std::shared_ptr<session::ClientSession>> sessions;
     for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
-    for (auto& session : sessions) session->check_timeouts(now);
-    if (worker == 0) shared_->pools.maintain(now);
+    const auto config = shared_->config();
+    for (auto& session : sessions) session->check_timeouts(now, *config);
+    if (worker == 0) {
+      shared_->pools.maintain(now);
+      shared_->pools.roll_stats(now, config->stats_period);
+    }
   }
 }
 
-void Runtime::reload() {
-  spdlog::info("got SIGHUP, re-reading {}", config_path_);
+std::string Runtime::reload(std::string_view trigger) {
+  // SIGHUP (main thread) and the console's RELOAD / SET (worker threads) serialize here.
+  std::lock_guard lock(shared_->config_change_mutex);
+  spdlog::info("got {}, re-reading {}", trigger, config_path_);
   try {
     std::vector<config::Warning> warnings;
     auto config = config::load_file(config_path_, warnings);
     for (const auto& warning : warnings) spdlog::warn("{}", warning.text);
     std::map<std::string, std::string> secrets;
     if (!config.auth_file.empty()) secrets = config::load_auth_file(config.auth_file);
-    auto shared_config = std::make_shared<const config::Config>(std::move(config));
-    auto shared_secrets = std::make_shared<const std::map<std::string, std::string>>(std::move(secrets));
-    shared_->set_config(shared_config, shared_secrets);
-    // Pools pick up new sizes and timeouts now; a changed [databases] entry changes the
-    // fingerprint, so old server connections close as they come back.
-    shared_->pools.for_each([&](pool::Pool& pool) {
-      auto entry = shared_config->find_database(pool.database());
-      if (!entry) {
-        pool.close_all(true);
-        return;
-      }
-      pool.update_settings(
-          session::Shared::pool_settings(*shared_config, *entry, pool.user(), *shared_secrets));
-    });
+    shared_->apply_config(
+        std::make_shared<const config::Config>(std::move(config)),
+        std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
     spdlog::info("configuration reloaded");
+    return {};
   } catch (const std::exception& e) {
     spdlog::error("reload failed, keeping the old configuration: {}", e.what());
+    return e.what();
   }
 }
 
@@ -170,7 +174,7 @@ asio::awaitable<void> Runtime::signals() {
     auto [ec, signal] = co_await set.async_wait(use_nothrow);
     if (ec) co_return;
     if (signal == SIGHUP) {
-      reload();
+      reload("SIGHUP");
       continue;
     }
     spdlog::info("got {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
@@ -180,7 +184,7 @@ asio::awaitable<void> Runtime::signals() {
 }
 
 void Runtime::stop() {
-  shared_->shutting_down = true;
+  if (shared_->shutting_down.exchange(true)) return;  // SIGTERM after SHUTDOWN, or twice
   for (auto& acceptor : acceptors_) {
     asio::error_code ignored;
     acceptor->close(ignored);

@@ -33,7 +33,8 @@ class Runtime {
   asio::awaitable<void> accept_loop(Acceptor& acceptor);
   asio::awaitable<void> janitor(unsigned worker);
   asio::awaitable<void> signals();
-  void reload();
+  // Re-reads the configuration and auth_file (SIGHUP, console RELOAD): "" or the error.
+  std::string reload(std::string_view trigger);
   void stop();
 
   std::string config_path_;

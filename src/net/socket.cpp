@@ -93,6 +93,17 @@ std::pair<std::string, int> peer_of(const Socket& socket) {
   asio::error_code ec;
   const auto endpoint = socket.remote_endpoint(ec);
   if (ec) return {"?", 0};
+  return address_of(endpoint);
+}
+
+std::pair<std::string, int> local_of(const Socket& socket) {
+  asio::error_code ec;
+  const auto endpoint = socket.local_endpoint(ec);
+  if (ec) return {"?", 0};
+  return address_of(endpoint);
+}
+
+std::pair<std::string, int> address_of(const Endpoint& endpoint) {
   const auto* sa = endpoint.data();
   if (sa->sa_family == AF_UNIX) return {"unix", 0};
   char host[NI_MAXHOST];

@@ -36,6 +36,9 @@ struct Keepalive {
 void set_keepalive(Socket& socket, const Keepalive& keepalive);
 // Peer address and port for logs and SHOW CLIENTS ("unix" and 0 for Unix sockets).
 std::pair<std::string, int> peer_of(const Socket& socket);
+// The same for the local end of a socket, and for any endpoint (SHOW CLIENTS / SERVERS).
+std::pair<std::string, int> local_of(const Socket& socket);
+std::pair<std::string, int> address_of(const Endpoint& endpoint);
 
 // Connects with a deadline. Returns the error (timed_out on expiry).
 asio::awaitable<std::error_code> connect_with_timeout(Socket& socket, const Endpoint& endpoint,

@@ -40,6 +40,22 @@ bool try_take(std::atomic<int>& counter, int limit) {
 
 }  // namespace
 
+ServerInfo describe_server(const ServerConn& server, std::string_view state,
+                           std::string_view fingerprint) {
+  ServerInfo info;
+  info.id = server.id;
+  info.backend_pid = server.backend_pid;
+  info.state = state;
+  std::tie(info.addr, info.port) = net::address_of(server.endpoint);
+  std::tie(info.local_addr, info.local_port) = net::local_of(server.socket);
+  info.created = server.created;
+  info.last_used = server.last_used;
+  info.close_needed = server.close_needed || server.fingerprint != fingerprint;
+  info.ptr = reinterpret_cast<std::uintptr_t>(&server);
+  if (const auto* app = server.params.find("application_name")) info.application_name = *app;
+  return info;
+}
+
 Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSettings settings)
     : manager_(manager),
       database_(std::move(database)),
@@ -47,7 +63,8 @@ Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSet
       mode_(settings.mode),
       settings_(std::move(settings)),
       db_count_(manager.db_counter(database_)),
-      user_count_(manager.user_counter(user_)) {}
+      user_count_(manager.user_counter(user_)),
+      stat_slots_(new StatSlot[manager.worker_count()]) {}
 
 Pool::~Pool() = default;
 
@@ -73,7 +90,7 @@ void Pool::update_settings(PoolSettings settings) {
       user_count_->fetch_sub(static_cast<int>(to_close.size()));
     }
     // A larger pool may let waiters in right away.
-    for (std::size_t i = 0; i < waiters_.size(); ++i) {
+    for (std::size_t i = 0; i < waiters_.size() && !paused_; ++i) {
       if (!can_open_locked(false)) break;
       launch_locked(waiters_[i]->worker, launches);
     }
@@ -156,6 +173,11 @@ void Pool::login_finished(ServerPtr server, Err error, std::string detail) {
 }
 
 void Pool::place_locked(ServerPtr server, std::vector<WaiterPtr>& wake_list) {
+  if (paused_) {
+    // PAUSE: servers are closed as they come back (on their owner's thread: we are on it).
+    drop_locked(std::move(server));
+    return;
+  }
   if (waiters_.empty()) {
     server->last_used = Clock::now();
     idle_.push_back(std::move(server));
@@ -213,7 +235,7 @@ asio::awaitable<AcquireResult> Pool::acquire(unsigned worker, Clock::time_point 
   std::vector<unsigned> launches;
   {
     std::lock_guard lock(mutex_);
-    if (!idle_.empty()) {
+    if (!idle_.empty() && !paused_) {
       // LIFO: the most recently used server is the warmest. Prefer one on this worker.
       auto it = std::find_if(idle_.rbegin(), idle_.rend(),
                              [&](const ServerPtr& s) { return s->worker == worker; });
@@ -230,7 +252,7 @@ asio::awaitable<AcquireResult> Pool::acquire(unsigned worker, Clock::time_point 
     }
     waiter = std::make_shared<Waiter>(executor, worker);
     waiters_.push_back(waiter);
-    if (can_open_locked(false)) launch_locked(worker, launches);
+    if (!paused_ && can_open_locked(false)) launch_locked(worker, launches);
   }
   spawn_logins(launches);
 
@@ -239,7 +261,7 @@ asio::awaitable<AcquireResult> Pool::acquire(unsigned worker, Clock::time_point 
     auto wake_at = deadline;
     {
       std::lock_guard lock(mutex_);
-      if (!reserve_tried && settings_.reserve_pool_size > 0) {
+      if (!reserve_tried && settings_.reserve_pool_size > 0 && !paused_) {
         wake_at = std::min(wake_at, waiter->since + settings_.reserve_pool_timeout);
       }
     }
@@ -261,7 +283,7 @@ asio::awaitable<AcquireResult> Pool::acquire(unsigned worker, Clock::time_point 
       timeout.error = Err::query_wait_timeout;
       co_return timeout;
     }
-    if (!reserve_tried && settings_.reserve_pool_size > 0 &&
+    if (!reserve_tried && settings_.reserve_pool_size > 0 && !paused_ &&
         now >= waiter->since + settings_.reserve_pool_timeout) {
       reserve_tried = true;
       if (can_open_locked(true)) {
@@ -283,15 +305,17 @@ void Pool::release(ServerPtr server, bool reusable) {
   {
     std::lock_guard lock(mutex_);
     const auto now = Clock::now();
-    const bool expired = settings_.server_lifetime.count() > 0 &&
-                         now - server->created > settings_.server_lifetime;
+    // As in PgBouncer, server_lifetime = 0 means a server is used only once.
+    const bool expired = now - server->created > settings_.server_lifetime;
     const bool too_many = total_ > settings_.pool_size + reserve_in_use_;
     if (!reusable || server->close_needed || expired || too_many ||
         server->fingerprint != settings_.fingerprint) {
       if (too_many && reserve_in_use_ > 0) --reserve_in_use_;
       drop_locked(std::move(server));
       freed = true;
-      if (!waiters_.empty() && can_open_locked(false)) launch_locked(waiters_.front()->worker, launches);
+      if (!waiters_.empty() && !paused_ && can_open_locked(false)) {
+        launch_locked(waiters_.front()->worker, launches);
+      }
     } else {
       server->last_used = now;
       place_locked(std::move(server), wake_list);
@@ -306,7 +330,7 @@ void Pool::capacity_freed() {
   std::vector<unsigned> launches;
   {
     std::lock_guard lock(mutex_);
-    if (!waiters_.empty() && connecting_ == 0 && can_open_locked(false)) {
+    if (!waiters_.empty() && !paused_ && connecting_ == 0 && can_open_locked(false)) {
       launch_locked(waiters_.front()->worker, launches);
     }
   }
@@ -337,7 +361,8 @@ void Pool::maintain(Clock::time_point now) {
       }
     }
     // min_pool_size: keep warm connections once the pool is in use.
-    while (total_ < settings_.min_pool_size && connecting_ == 0 && can_open_locked(false)) {
+    while (!paused_ && total_ < settings_.min_pool_size && connecting_ == 0 &&
+           can_open_locked(false)) {
       const auto before = launches.size();
       launch_locked(static_cast<unsigned>(launches.size() % manager_.worker_count()), launches);
       if (launches.size() == before) break;
@@ -369,9 +394,90 @@ PoolStats Pool::stats() const {
   s.total = total_;
   s.active = total_ - connecting_ - s.idle;
   s.waiting = static_cast<int>(waiters_.size());
+  if (!waiters_.empty()) s.max_wait = Clock::now() - waiters_.front()->since;
+  if (settings_.server_check_enabled && settings_.server_check_delay.count() >= 0) {
+    const auto now = Clock::now();
+    for (const auto& server : idle_) {
+      if (now - server->last_used > settings_.server_check_delay) ++s.used;
+    }
+  }
+  s.paused = paused_;
   s.logins_failed = logins_failed_;
   s.last_error = last_error_;
   return s;
+}
+
+std::string Pool::fingerprint() const {
+  std::lock_guard lock(mutex_);
+  return settings_.fingerprint;
+}
+
+std::vector<ServerInfo> Pool::idle_servers() const {
+  std::lock_guard lock(mutex_);
+  std::vector<ServerInfo> out;
+  const auto now = Clock::now();
+  for (const auto& server : idle_) {
+    // Only fields of the connection are read; no operation is pending on an idle socket.
+    const bool used = settings_.server_check_enabled && settings_.server_check_delay.count() >= 0 &&
+                      now - server->last_used > settings_.server_check_delay;
+    out.push_back(describe_server(*server, used ? "used" : "idle", settings_.fingerprint));
+  }
+  return out;
+}
+
+void Pool::pause() {
+  std::vector<ServerPtr> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    paused_ = true;
+    for (auto& server : idle_) to_close.push_back(std::move(server));
+    total_ -= static_cast<int>(idle_.size());
+    db_count_->fetch_sub(static_cast<int>(idle_.size()));
+    user_count_->fetch_sub(static_cast<int>(idle_.size()));
+    idle_.clear();
+  }
+  for (auto& server : to_close) close_on_owner(std::move(server));
+}
+
+void Pool::resume() {
+  std::vector<unsigned> launches;
+  {
+    std::lock_guard lock(mutex_);
+    if (!paused_) return;
+    paused_ = false;
+    for (std::size_t i = 0; i < waiters_.size(); ++i) {
+      if (!can_open_locked(false)) break;
+      launch_locked(waiters_[i]->worker, launches);
+    }
+  }
+  spawn_logins(launches);
+}
+
+bool Pool::paused() const {
+  std::lock_guard lock(mutex_);
+  return paused_;
+}
+
+StatValues Pool::stat_totals() const {
+  StatValues out;
+  for (unsigned i = 0; i < manager_.worker_count(); ++i) stat_slots_[i].read_into(out);
+  return out;
+}
+
+void Pool::roll_stats(Clock::time_point now) {
+  const auto totals = stat_totals();
+  std::lock_guard lock(mutex_);
+  if (stats_rolled_at_ != Clock::time_point{}) {
+    stats_period_delta_ = totals - stats_at_roll_;
+    stats_period_length_ = now - stats_rolled_at_;
+  }
+  stats_at_roll_ = totals;
+  stats_rolled_at_ = now;
+}
+
+std::pair<StatValues, Clock::duration> Pool::last_period() const {
+  std::lock_guard lock(mutex_);
+  return {stats_period_delta_, stats_period_length_};
 }
 
 Pool& PoolManager::get(const std::string& database, const std::string& user,
@@ -381,6 +487,7 @@ Pool& PoolManager::get(const std::string& database, const std::string& user,
   auto it = pools_.find(key);
   if (it != pools_.end()) return *it->second;
   auto pool = std::make_unique<Pool>(*this, database, user, settings());
+  if (paused_all_ || paused_databases_.contains(database)) pool->pause();
   auto& ref = *pool;
   pools_.emplace(std::move(key), std::move(pool));
   return ref;
@@ -398,6 +505,68 @@ void PoolManager::for_each(const std::function<void(Pool&)>& fn) {
 
 void PoolManager::maintain(Clock::time_point now) {
   for_each([now](Pool& pool) { pool.maintain(now); });
+}
+
+void PoolManager::roll_stats(Clock::time_point now, Millis period) {
+  // Only worker 0's janitor calls this, so stats_rolled_at_ needs no lock.
+  if (period.count() <= 0 || now - stats_rolled_at_ < period) return;
+  stats_rolled_at_ = now;
+  for_each([now](Pool& pool) { pool.roll_stats(now); });
+}
+
+bool PoolManager::pause_database(const std::string& database) {
+  {
+    std::lock_guard lock(mutex_);
+    if (database.empty()) {
+      if (paused_all_) return false;
+      paused_all_ = true;
+    } else if (!paused_databases_.insert(database).second || paused_all_) {
+      return false;
+    }
+  }
+  for_each([&](Pool& pool) {
+    if (database.empty() || pool.database() == database) pool.pause();
+  });
+  return true;
+}
+
+bool PoolManager::resume_database(const std::string& database) {
+  {
+    std::lock_guard lock(mutex_);
+    if (database.empty()) {
+      if (!paused_all_ && paused_databases_.empty()) return false;
+      paused_all_ = false;
+      paused_databases_.clear();
+    } else {
+      if (paused_all_ || paused_databases_.erase(database) == 0) return false;
+    }
+  }
+  for_each([&](Pool& pool) {
+    if (database.empty() || pool.database() == database) pool.resume();
+  });
+  return true;
+}
+
+bool PoolManager::database_paused(const std::string& database) {
+  std::lock_guard lock(mutex_);
+  return paused_all_ || paused_databases_.contains(database);
+}
+
+bool PoolManager::all_paused() {
+  std::lock_guard lock(mutex_);
+  return paused_all_;
+}
+
+int PoolManager::db_connections(const std::string& database) {
+  std::lock_guard lock(mutex_);
+  auto it = db_counts_.find(database);
+  return it == db_counts_.end() ? 0 : it->second->load(std::memory_order_relaxed);
+}
+
+int PoolManager::user_connections(const std::string& user) {
+  std::lock_guard lock(mutex_);
+  auto it = user_counts_.find(user);
+  return it == user_counts_.end() ? 0 : it->second->load(std::memory_order_relaxed);
 }
 
 std::shared_ptr<std::atomic<int>> PoolManager::db_counter(const std::string& database) {

@@ -19,12 +19,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "net/socket.hpp"
 #include "pool/params.hpp"
+#include "pool/stats.hpp"
 #include "protocol/codec.hpp"
 #include "util/errors.hpp"
 
@@ -110,9 +112,30 @@ class KeyStore {
 
 struct PoolStats {  // a consistent snapshot for the console and logs
   int idle = 0, active = 0, connecting = 0, waiting = 0, total = 0;
+  int used = 0;                  // of the idle ones: due for server_check_query before reuse
+  Clock::duration max_wait{};    // how long the oldest waiter has been waiting
+  bool paused = false;
   std::uint64_t logins_failed = 0;
   std::string last_error;
 };
+
+// One server connection as SHOW SERVERS shows it (filled by the pool for idle servers and by
+// the owning session, on its worker, for leased ones).
+struct ServerInfo {
+  std::uint64_t id = 0;
+  std::int32_t backend_pid = 0;
+  std::string_view state;  // active, idle, used, tested
+  std::string addr, local_addr;
+  int port = 0, local_port = 0;
+  Clock::time_point created{}, last_used{};
+  bool close_needed = false;
+  std::uintptr_t ptr = 0, link = 0;
+  std::string application_name;
+};
+// Fills the fields that come from the connection itself. `fingerprint` is the pool's current
+// one: a server logged in with another needs closing.
+ServerInfo describe_server(const ServerConn& server, std::string_view state,
+                           std::string_view fingerprint);
 
 class Pool {
  public:
@@ -142,6 +165,23 @@ class Pool {
   void capacity_freed();
 
   PoolStats stats() const;
+  std::string fingerprint() const;
+  // Idle servers (state idle or used), for SHOW SERVERS; taken under the pool mutex.
+  std::vector<ServerInfo> idle_servers() const;
+
+  // PAUSE / RESUME / KILL (admin console): while paused no server is handed out or opened,
+  // idle servers are closed and servers coming back are closed; clients queue as waiters.
+  void pause();
+  void resume();
+  bool paused() const;
+
+  // Statistics: sessions on `worker` write only to their worker's slot (see pool/stats.hpp).
+  StatSlot& stat_slot(unsigned worker) { return stat_slots_[worker]; }
+  StatValues stat_totals() const;
+  // Called every stats_period by worker 0's janitor: remembers what the last period added.
+  void roll_stats(Clock::time_point now);
+  // What the last complete stats_period added, and its length (zero before the first one).
+  std::pair<StatValues, Clock::duration> last_period() const;
 
  private:
   struct Waiter {
@@ -185,6 +225,12 @@ class Pool {
   std::uint64_t logins_failed_ = 0;
   std::shared_ptr<std::atomic<int>> db_count_;
   std::shared_ptr<std::atomic<int>> user_count_;
+  bool paused_ = false;
+  std::unique_ptr<StatSlot[]> stat_slots_;
+  StatValues stats_at_roll_;
+  StatValues stats_period_delta_;
+  Clock::time_point stats_rolled_at_ = Clock::now();
+  Clock::duration stats_period_length_{};
 };
 
 // Owns all pools and the shared resources they need (worker io_contexts, counters, keys).
@@ -203,6 +249,19 @@ class PoolManager {
   KeyStore& keys() { return keys_; }
   std::uint64_t next_server_id() { return ++server_ids_; }
 
+  // The current connection count of a database / user (SHOW DATABASES / USERS).
+  int db_connections(const std::string& database);
+  int user_connections(const std::string& user);
+  // PAUSE / RESUME for one database ("" = every database). Pools created later inherit it.
+  // pause_database returns false when it was paused already, resume_database when it was not.
+  bool pause_database(const std::string& database);
+  bool resume_database(const std::string& database);
+  bool database_paused(const std::string& database);
+  bool all_paused();
+
+  // Rolls every pool's statistics when stats_period has passed since the last roll.
+  void roll_stats(Clock::time_point now, Millis period);
+
   std::shared_ptr<std::atomic<int>> db_counter(const std::string& database);
   std::shared_ptr<std::atomic<int>> user_counter(const std::string& user);
   void capacity_freed(const std::string& database, const std::string& user);
@@ -215,6 +274,9 @@ class PoolManager {
   std::map<std::string, std::shared_ptr<std::atomic<int>>> user_counts_;
   KeyStore keys_;
   std::atomic<std::uint64_t> server_ids_{0};
+  Clock::time_point stats_rolled_at_ = Clock::now();
+  bool paused_all_ = false;                 // under mutex_
+  std::set<std::string> paused_databases_;  // under mutex_
 };
 
 // Opens one server connection and logs in (startup, auth, parameters, BackendKeyData, and

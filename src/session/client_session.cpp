@@ -138,7 +138,13 @@ asio::awaitable<void> ClientSession::run() {
   if (ok) ok = co_await authenticate();
   if (ok) ok = co_await route();
   if (ok) ok = co_await welcome();
-  if (ok) co_await serve();
+  if (ok) {
+    if (admin_) {
+      co_await serve_admin();
+    } else {
+      co_await serve();
+    }
+  }
   co_await cleanup();
   shared_.sessions(worker_).erase(this);
 }
@@ -380,6 +386,19 @@ asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
 // route: find the database entry and the pool.
 
 asio::awaitable<bool> ClientSession::route() {
+  if (database_ == "pgbouncer" || database_ == "pgwarden") {
+    // The admin console: no pool, no server; serve_admin() answers the commands itself.
+    auto listed = [this](const std::vector<std::string>& users) {
+      return std::find(users.begin(), users.end(), user_) != users.end();
+    };
+    admin_full_access_ = listed(config_->admin_users) || config_->auth_type == config::AuthType::any;
+    if (!admin_full_access_ && !listed(config_->stats_users)) {
+      co_await fail(Err::admin_not_allowed, user_);
+      co_return false;
+    }
+    admin_ = true;
+    co_return true;
+  }
   auto entry = config_->find_database(database_);
   if (!entry) {
     co_await fail(Err::no_such_database, database_);
@@ -391,6 +410,7 @@ asio::awaitable<bool> ClientSession::route() {
   pool_ = &shared_.pools.get(database_, pool_user, [&] {
     return Shared::pool_settings(config, *entry, pool_user, *secrets);
   });
+  stats_ = &pool_->stat_slot(worker_);
   co_return true;
 }
 
@@ -398,6 +418,7 @@ asio::awaitable<bool> ClientSession::route() {
 // welcome: server parameters, cancel key, ReadyForQuery.
 
 asio::awaitable<bool> ClientSession::welcome() {
+  if (admin_) co_return co_await welcome_admin();
   auto defaults = pool_->defaults();
   if (!defaults) {
     // The first client of a pool: log in to the server once to learn its parameters (and to
@@ -431,6 +452,7 @@ asio::awaitable<bool> ClientSession::welcome() {
   login_reader_ = net::MessageReader(0);
   state_ = ClientState::idle;
   state_since_ = Clock::now();
+  stats_->add(pool::Stat::client_login, 1);
   if (config_->log_connections) {
     spdlog::info("C-{}: {}/{}@{}:{} login attempt: db={} user={} application_name={}", id_,
                  database_, user_, peer_addr_, peer_port_, database_, user_, application_name_);
@@ -451,6 +473,7 @@ asio::awaitable<void> ClientSession::serve() {
           asio::buffer(in_.data() + in_len_, in_.size() - in_len_), net::use_nothrow);
       if (ec) co_return;  // client went away; cleanup() decides what to do with the server
       in_len_ += n;
+      stats_->add(pool::Stat::received, n);
     }
     first = false;
 
@@ -485,14 +508,24 @@ asio::awaitable<void> ClientSession::serve() {
         case 'F':
           ++expected_ready_;
           mid_batch_ = false;
-          if (query_start_ == Clock::time_point{}) query_start_ = Clock::now();
+          note_request();
           break;
         case 'S':
           ++expected_ready_;
           mid_batch_ = false;
-          if (query_start_ == Clock::time_point{}) query_start_ = Clock::now();
+          note_request();
           break;
         case 'H':
+          break;
+        case 'P':
+          // Every Parse reaches the server (no statement cache): both counters move.
+          stats_->add(pool::Stat::client_parse, 1);
+          stats_->add(pool::Stat::server_parse, 1);
+          mid_batch_ = true;
+          break;
+        case 'B':
+          stats_->add(pool::Stat::bind, 1);
+          mid_batch_ = true;
           break;
         default:
           if (!is_control_copy(header.type)) mid_batch_ = true;
@@ -533,6 +566,7 @@ asio::awaitable<void> ClientSession::serve() {
 asio::awaitable<bool> ClientSession::link_server(bool for_client_traffic) {
   state_ = ClientState::waiting;
   state_since_ = Clock::now();
+  const auto wait_start = state_since_;
   const auto wait = config_->query_wait_timeout;
   const auto deadline =
       wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
@@ -561,6 +595,8 @@ asio::awaitable<bool> ClientSession::link_server(bool for_client_traffic) {
     if (!for_client_traffic) co_return true;
     if (!co_await sync_parameters()) co_return false;
     server_->last_client = id_;
+    stats_->add(pool::Stat::server_assignment, 1);
+    stats_->add_time(pool::Stat::wait_time_us, now - wait_start);
     state_ = ClientState::active;
     state_since_ = now;
     start_relay();
@@ -616,6 +652,30 @@ void ClientSession::note_parameter(std::string_view name, std::string_view value
   if (ParamSet::equal_names(name, "application_name")) application_name_ = value;
 }
 
+void ClientSession::note_request() {
+  if (query_start_ != Clock::time_point{}) return;  // pipelined: timed from the previous one
+  query_start_ = Clock::now();
+  request_time_ = query_start_;
+  if (xact_start_ == Clock::time_point{}) xact_start_ = query_start_;
+}
+
+void ClientSession::count_ready(TransactionStatus status) {
+  // PgBouncer's definitions: every ReadyForQuery ends a query; one that returns to 'I' ends a
+  // transaction. Plain stores into this worker's slot: no lock, no shared cache line.
+  const auto now = Clock::now();
+  stats_->add(pool::Stat::query, 1);
+  if (query_start_ != Clock::time_point{}) {
+    stats_->add_time(pool::Stat::query_time_us, now - query_start_);
+  }
+  if (status == TransactionStatus::idle && xact_start_ != Clock::time_point{}) {
+    stats_->add(pool::Stat::xact, 1);
+    stats_->add_time(pool::Stat::xact_time_us, now - xact_start_);
+    xact_start_ = expected_ready_ > 0 ? now : Clock::time_point{};
+  }
+  // A pipelined query behind this one starts now.
+  query_start_ = expected_ready_ > 0 ? now : Clock::time_point{};
+}
+
 bool ClientSession::server_is_clean() const {
   return server_ && !server_failed_ && expected_ready_ == 0 && !mid_batch_ &&
          relay_leftover_ == 0 && server_->status == TransactionStatus::idle;
@@ -653,6 +713,7 @@ asio::awaitable<void> ClientSession::relay() {
   std::size_t have = 0;
   std::uint32_t remaining = 0;
   const bool transaction_pooling = pool_->mode() != config::PoolMode::session;
+  const bool statement_pooling = pool_->mode() == config::PoolMode::statement;
   for (;;) {
     if (have == buffer.size()) buffer.resize(buffer.size() * 2);
     auto [ec, n] = co_await server.socket.async_read_some(
@@ -672,6 +733,7 @@ asio::awaitable<void> ClientSession::relay() {
 
     std::size_t pos = 0;
     bool fatal = false;
+    bool transaction_block = false;  // statement mode: a transaction was left open
     while (pos < have) {
       if (remaining > 0) {
         const auto take = std::min<std::size_t>(remaining, have - pos);
@@ -699,8 +761,11 @@ asio::awaitable<void> ClientSession::relay() {
         if (type == 'Z') {
           if (auto status = proto::parse_ready_for_query(body)) server.status = *status;
           if (expected_ready_ > 0) --expected_ready_;
-          if (expected_ready_ == 0) query_start_ = {};
-          if (server.status != TransactionStatus::idle) xact_idle_since_ = Clock::now();
+          count_ready(server.status);
+          if (server.status != TransactionStatus::idle) {
+            xact_idle_since_ = Clock::now();
+            transaction_block = statement_pooling;
+          }
         } else if (type == 'S') {
           if (auto status = proto::parse_parameter_status(body)) {
             note_parameter(status->name, status->value);
@@ -723,12 +788,22 @@ asio::awaitable<void> ClientSession::relay() {
       co_return;
     }
 
+    if (transaction_block && !client_gone_) {
+      // The client must not believe it is in a transaction: it gets the error instead of
+      // the ReadyForQuery 'T', and cleanup() rolls the server back.
+      client_gone_ = true;
+      co_await abort_client(Err::statement_mode_transaction);
+    }
     if (pos > 0 && !client_gone_) {
       relay_writing_ = true;
       auto [write_error, written] =
           co_await asio::async_write(client_, asio::buffer(buffer.data(), pos), net::use_nothrow);
       relay_writing_ = false;
-      if (write_error) client_gone_ = true;  // keep reading: the server must reach idle
+      if (write_error) {
+        client_gone_ = true;  // keep reading: the server must reach idle
+      } else {
+        stats_->add(pool::Stat::sent, pos);
+      }
     }
     const std::size_t rest = have - pos;
     if (rest > 0 && pos > 0) std::memmove(buffer.data(), buffer.data() + pos, rest);
@@ -805,16 +880,16 @@ void ClientSession::forward_cancel() {
                  asio::detached);
 }
 
-void ClientSession::terminate(Err reason) {
+void ClientSession::terminate(Err reason, std::string argument) {
   if (timed_out_) return;
   timed_out_ = true;
   auto self = shared_from_this();
   asio::co_spawn(
       io_,
-      [self, reason]() -> asio::awaitable<void> {
+      [self, reason, argument = std::move(argument)]() -> asio::awaitable<void> {
         // Ending the client connection ends serve(); cleanup() then cancels, rolls back and
         // returns the server like for any vanished client.
-        co_await self->abort_client(reason);
+        co_await self->abort_client(reason, argument);
       },
       asio::detached);
 }
@@ -844,16 +919,15 @@ asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& a
   client_.close(ignored);
 }
 
-void ClientSession::check_timeouts(Clock::time_point now) {
-  if (!config_ || timed_out_) return;
-  const auto& c = *config_;
+void ClientSession::check_timeouts(Clock::time_point now, const config::Config& c) {
+  // `c` is the current configuration, not the one the client logged in with: a SIGHUP that
+  // changes a timeout applies to connected clients too.
+  if (timed_out_) return;
   switch (state_) {
     case ClientState::login:
       if (c.client_login_timeout.count() > 0 && now - connect_time_ > c.client_login_timeout) {
-        spdlog::info("C-{}: closing because: client_login_timeout", id_);
-        timed_out_ = true;
-        asio::error_code ignored;
-        client_.close(ignored);
+        terminate(Err::client_login_timeout,
+                  fmt::format("{:g}", static_cast<double>(c.client_login_timeout.count()) / 1000));
       }
       break;
     case ClientState::idle:

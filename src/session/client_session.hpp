@@ -35,6 +35,21 @@ enum class ClientState : std::uint8_t {
 };
 std::string_view to_string(ClientState state);
 
+// A session as the admin console shows it (SHOW CLIENTS / SERVERS / POOLS), taken on the
+// session's worker thread.
+struct SessionInfo {
+  std::uint64_t id = 0;
+  ClientState state = ClientState::login;
+  bool admin = false;
+  std::string user, database, application_name;
+  std::string addr, local_addr;
+  int port = 0, local_port = 0;
+  Clock::time_point connect_time{}, request_time{}, state_since{};
+  const pool::Pool* pool = nullptr;
+  std::uintptr_t ptr = 0;
+  std::optional<pool::ServerInfo> server;  // the leased server, if any
+};
+
 class ClientSession : public std::enable_shared_from_this<ClientSession> {
  public:
   ClientSession(Shared& shared, asio::io_context& io, unsigned worker, net::Socket socket);
@@ -44,12 +59,16 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   // Called on the session's worker thread.
   void forward_cancel();
-  void check_timeouts(Clock::time_point now);
+  void check_timeouts(Clock::time_point now, const config::Config& current);
   // Ends the session with a FATAL error (shutdown, admin KILL): the coroutine unwinds.
-  void terminate(Err reason);
+  void terminate(Err reason, std::string argument = {});
 
   unsigned worker() const { return worker_; }
   ClientState state() const { return state_; }
+  std::uint64_t id() const { return id_; }
+  const std::string& database() const { return database_; }
+  bool is_admin() const { return admin_; }
+  SessionInfo info() const;
 
  private:
   // Phases of run(), in order. Each returns false when the session must end.
@@ -58,6 +77,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   asio::awaitable<bool> route();
   asio::awaitable<bool> welcome();
   asio::awaitable<void> serve();
+  // The admin console (database "pgbouncer"/"pgwarden"): src/admin/console.cpp serves it.
+  asio::awaitable<bool> welcome_admin();
+  asio::awaitable<void> serve_admin();
   asio::awaitable<void> cleanup();
 
   // Authentication methods.
@@ -73,6 +95,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void start_relay();
   void note_parameter(std::string_view name, std::string_view value);
   bool server_is_clean() const;
+  // Statistics on the data path (see pool/stats.hpp).
+  void note_request();
+  void count_ready(proto::TransactionStatus status);
 
   // Sends ErrorResponse FATAL, half-closes, drains briefly, closes: the driver sees the error.
   asio::awaitable<void> fail(Err code, const std::string& argument = {},
@@ -104,6 +129,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   ParamSet params_;  // parameters the client asked for (startup) or changed (SET)
   std::uint64_t params_version_ = 1;
   pool::Pool* pool_ = nullptr;
+  pool::StatSlot* stats_ = nullptr;  // this worker's counters of pool_ (SHOW STATS)
+  bool admin_ = false;               // a console session
+  bool admin_full_access_ = false;   // admin_users (else stats_users: SHOW only)
 
   // Client read buffer: bytes [0, in_len_) are unconsumed.
   std::vector<std::byte> in_;
@@ -121,6 +149,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::size_t relay_leftover_ = 0;  // partial server message bytes held by the relay
   asio::steady_timer relay_done_;   // cancelled when the relay exits
   Clock::time_point query_start_{};
+  Clock::time_point xact_start_{};    // first query of the current transaction (stats)
+  Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
   Clock::time_point xact_idle_since_{};
   bool timed_out_ = false;
   std::string disconnect_reason_ = "client disconnected";

@@ -39,6 +39,21 @@ std::string Shared::scram_secret_for(const std::string& user, const std::string&
   return secret;
 }
 
+void Shared::apply_config(std::shared_ptr<const config::Config> config,
+                          std::shared_ptr<const std::map<std::string, std::string>> secrets) {
+  set_config(config, secrets);
+  // Pools pick up new sizes and timeouts now; a changed [databases] entry changes the
+  // fingerprint, so old server connections close as they come back.
+  pools.for_each([&](pool::Pool& pool) {
+    auto entry = config->find_database(pool.database());
+    if (!entry) {
+      pool.close_all(true);
+      return;
+    }
+    pool.update_settings(pool_settings(*config, *entry, pool.user(), *secrets));
+  });
+}
+
 pool::PoolSettings Shared::pool_settings(const config::Config& config,
                                          const config::DatabaseEntry& database,
                                          const std::string& user,

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -66,6 +67,18 @@ class Shared {
     config_ = std::move(config);
     secrets_ = std::move(secrets);
   }
+
+  // Installs a new configuration snapshot and brings every pool's settings in line with it
+  // (RELOAD, SIGHUP, SET on the console). The caller holds config_change_mutex, so that a
+  // read-modify-apply (SET) cannot interleave with a reload.
+  void apply_config(std::shared_ptr<const config::Config> config,
+                    std::shared_ptr<const std::map<std::string, std::string>> secrets);
+  std::mutex config_change_mutex;
+
+  // Installed by the Runtime for the console: RELOAD (does what SIGHUP does; returns "" or the
+  // error) and SHUTDOWN (does what SIGTERM does). Callable from any thread.
+  std::function<std::string()> reload;
+  std::function<void()> shutdown;
 
   // The settings of the pool for (database entry, user) under `config`.
   static pool::PoolSettings pool_settings(const config::Config& config,

@@ -27,10 +27,24 @@ enum class Err {
   client_idle_timeout,      // client idle too long
   idle_transaction_timeout, // idle in transaction too long
   query_timeout,            // query ran past query_timeout
+  statement_mode_transaction,  // a transaction block under pool_mode = statement
   shutting_down,            // pgwarden is stopping
   admin_shutdown,           // connection closed by an administrator
   unsupported_startup_parameter,
   internal,
+  // Admin console (ERROR unless noted: the console session continues). Kept after `internal`
+  // so the list of pooler errors above stays as it is.
+  admin_not_allowed,        // FATAL: user not in admin_users / stats_users
+  admin_permission_denied,  // a stats user ran a command that needs admin_users
+  admin_unknown_command,    // not a console command
+  admin_syntax_error,       // a console command with bad arguments
+  admin_no_such_database,   // PAUSE/RESUME/... of an unknown database
+  admin_no_such_client,     // KILL_CLIENT of an unknown id
+  admin_unknown_setting,    // SET of an unknown key
+  admin_setting_fixed,      // SET of a key that needs a restart
+  admin_invalid_value,      // SET with a value the key does not accept
+  admin_wrong_state,        // PAUSE when paused, RESUME when not paused, ...
+  admin_reload_failed,      // RELOAD could not read the configuration
 };
 
 struct ErrorSpec {

@@ -386,12 +386,18 @@ def max_backends_during(pg, fn, user=None, interval=0.05):
     stop = threading.Event()
 
     def sampler():
-        while not stop.is_set():
-            try:
-                samples.append(pg.backend_count(user=user))
-            except Exception:
-                pass
-            stop.wait(interval)
+        # One persistent connection: spawning psql per sample is too slow on a loaded machine.
+        import psycopg
+        cond = ("datname = 'pgwarden_test' AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'")
+        if user:
+            cond += " AND usename = %s"
+        with psycopg.connect(pg.dsn(db="postgres"), autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(f"SELECT count(*) FROM pg_stat_activity WHERE {cond}",
+                                   (user,) if user else ()).fetchone()
+                samples.append(int(row[0]))
+                stop.wait(interval)
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()

@@ -47,6 +47,15 @@ def test_client_idle_timeout():
         assert "client_idle_timeout" in pw.log()
 
 
+def test_reloaded_timeout_applies_to_connected_clients():
+    with harness.Pgwarden(pg(), auth_type="trust") as pw:
+        client = login(pw)
+        pw.rewrite_config(client_idle_timeout=1)
+        pw.reload()
+        elapsed, _ = expect_fatal(client, "57P05", within=6)
+        assert elapsed < 4
+
+
 def test_idle_transaction_timeout_rolls_back_and_frees_lock():
     import psycopg
     with harness.Pgwarden(pg(), auth_type="trust", idle_transaction_timeout=1,
@@ -89,9 +98,11 @@ def test_client_login_timeout():
         with socket.create_connection(("127.0.0.1", pw.port)) as sock:
             sock.settimeout(5)
             start = time.monotonic()
-            data = sock.recv(100)  # nothing sent: pgwarden closes it
+            data = sock.recv(1000)  # nothing sent: pgwarden says why and closes
             assert time.monotonic() - start < 3.5
-            assert data == b"" or data[:1] == b"E", data
+            assert data[:1] == b"E", data
+            error = harness.error_fields(data[5:])
+            assert error["C"] == "08P01" and "client_login_timeout" in error["M"], error
         harness.psql(pw.dsn(), "SELECT 1")
 
 
@@ -121,6 +132,30 @@ def test_server_lifetime_replaces_old_servers():
             harness.wait_until(lambda: first not in backend_pids(), 5, what="old server to close")
             second = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
             assert second != first
+
+
+def test_server_lifetime_zero_uses_each_server_once():
+    import psycopg
+    with harness.Pgwarden(pg(), server_lifetime=0, default_pool_size=1) as pw:
+        with psycopg.connect(pw.dsn(), autocommit=True) as conn:
+            pids = [conn.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(3)]
+        assert len(set(pids)) == 3, pids
+
+
+def test_statement_mode_refuses_transaction_blocks():
+    with harness.Pgwarden(pg(), auth_type="trust", pool_mode="statement",
+                          default_pool_size=1) as pw:
+        assert harness.psql(pw.dsn(), "SELECT 1").stdout.strip() == "1"
+        client = login(pw)
+        messages = client.query("BEGIN")  # ends at EOF: no ReadyForQuery 'T' for the client
+        error = harness.first_error(messages)
+        assert error and error["C"] == "0A000" and error["S"] == "FATAL", messages
+        assert (b"Z", b"T") not in messages, messages
+        # The only server was rolled back and serves the next client.
+        assert "statement pooling mode" in error["M"]
+        out = harness.psql(pw.dsn(), "SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE state LIKE 'idle in transaction%'").stdout.strip()
+        assert out == "0", out
 
 
 def test_version_and_help():

@@ -1,0 +1,73 @@
+// The admin console: the virtual database "pgbouncer" (alias "pgwarden"). A console session is
+// a ClientSession whose route() found the admin database; after the welcome it hands its
+// socket to Console::run() instead of the pool path. Commands run on the session's worker;
+// state of other workers is gathered by posting to each worker (see docs/ARCHITECTURE.md,
+// "Admin console"), pools are read under their own mutex.
+#pragma once
+
+#include <asio.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "admin/command.hpp"
+#include "admin/tables.hpp"
+#include "net/message_reader.hpp"
+#include "net/socket.hpp"
+#include "session/shared.hpp"
+
+namespace pgw::admin {
+
+struct Identity {
+  std::uint64_t session_id = 0;
+  std::string user;
+  bool full_access = false;  // admin_users (else stats_users: SHOW only)
+};
+
+class Console {
+ public:
+  Console(session::Shared& shared, net::Socket& socket, net::MessageReader& reader, Identity who)
+      : shared_(shared), socket_(socket), reader_(reader), who_(std::move(who)) {}
+
+  // Serves simple and extended query protocol until the client leaves; returns the reason.
+  asio::awaitable<std::string> run();
+
+ private:
+  struct Outcome {
+    std::optional<ResultSet> result;
+    std::optional<Err> error;
+    std::string error_argument;
+  };
+  struct Portal {
+    std::string query;
+    std::optional<ResultSet> result;  // computed at Describe, sent at Execute
+  };
+
+  asio::awaitable<Outcome> execute(std::string_view sql);
+  asio::awaitable<Outcome> run_command(const Command& command);
+  asio::awaitable<Snapshot> snapshot(bool with_sessions);
+  asio::awaitable<bool> flush();
+  asio::awaitable<void> sleep(std::chrono::milliseconds duration);
+  bool known_database(const std::string& name) const;
+  asio::awaitable<int> count_closing(const std::string& database);
+  asio::awaitable<int> terminate_clients(const std::string& database, std::uint64_t id);
+  Outcome set_setting(const std::string& key, const std::string& value);
+  void write_error(Err code, const std::string& argument);
+
+  session::Shared& shared_;
+  net::Socket& socket_;
+  net::MessageReader& reader_;
+  Identity who_;
+  std::string out_;
+  std::map<std::string, std::string> statements_;
+  std::map<std::string, Portal> portals_;
+  bool shutdown_requested_ = false;
+};
+
+// Wire encoding of a result set (RowDescription with types, DataRow, CommandComplete).
+void write_row_description(std::string& out, const ResultSet& result);
+void write_rows(std::string& out, const ResultSet& result);
+
+}  // namespace pgw::admin

@@ -1,0 +1,472 @@
+#include "admin/tables.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+
+namespace pgw::admin {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using pool::Stat;
+
+std::string num(std::int64_t v) { return std::to_string(v); }
+std::string unum(std::uint64_t v) { return std::to_string(v); }
+Cell opt(const std::string& s) { return s.empty() ? Cell{} : Cell{s}; }
+
+std::string secs(std::chrono::milliseconds m) {
+  if (m.count() % 1000 == 0) return std::to_string(m.count() / 1000);
+  return fmt::format("{:g}", static_cast<double>(m.count()) / 1000.0);
+}
+
+// A steady_clock instant as wall-clock text, like PgBouncer's "2024-05-01 10:00:00 UTC".
+Cell wall_time(const Snapshot& s, Clock::time_point t) {
+  if (t == Clock::time_point{}) return std::nullopt;
+  const auto wall = s.wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(s.now - t);
+  const std::time_t tt = std::chrono::system_clock::to_time_t(wall);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return std::string(buf);
+}
+
+std::string hex(std::uintptr_t p) { return fmt::format("{:x}", p); }
+
+struct Builder {
+  ResultSet rs;
+  Builder& col(std::string name, std::int32_t oid = kTextOid) {
+    rs.columns.push_back({std::move(name), oid});
+    return *this;
+  }
+  Builder& ints(std::initializer_list<const char*> names) {
+    for (const char* n : names) col(n, kInt8Oid);
+    return *this;
+  }
+  Builder& texts(std::initializer_list<const char*> names) {
+    for (const char* n : names) col(n, kTextOid);
+    return *this;
+  }
+};
+
+std::string_view client_state_name(session::ClientState state) {
+  switch (state) {
+    case session::ClientState::login: return "login";
+    case session::ClientState::idle: return "idle";
+    case session::ClientState::waiting: return "waiting";
+    case session::ClientState::active: return "active";
+    case session::ClientState::closing: return "active";
+  }
+  return "active";
+}
+
+bool counts_as_client(const session::SessionInfo& info) {
+  return info.state != session::ClientState::login;
+}
+
+// --- SHOW CLIENTS / SERVERS share PgBouncer's header.
+void socket_header(Builder& b) {
+  b.texts({"type", "user", "database", "replication", "state", "addr"})
+      .ints({"port"})
+      .texts({"local_addr"})
+      .ints({"local_port"})
+      .texts({"connect_time", "request_time"})
+      .ints({"wait", "wait_us", "close_needed"})
+      .texts({"ptr", "link"})
+      .ints({"remote_pid"})
+      .texts({"tls", "application_name"})
+      .ints({"prepared_statements", "id"});
+}
+
+ResultSet show_clients(const Snapshot& s) {
+  Builder b;
+  socket_header(b);
+  auto sessions = s.sessions;
+  std::sort(sessions.begin(), sessions.end(), [](const auto& a, const auto& c) { return a.id < c.id; });
+  for (const auto& c : sessions) {
+    std::int64_t wait_s = 0, wait_us = 0;
+    if (c.state == session::ClientState::waiting) {
+      const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(s.now - c.state_since).count();
+      wait_s = waited / 1000000;
+      wait_us = waited % 1000000;
+    }
+    b.rs.rows.push_back(Row{
+        "C", c.user, c.database, "none",
+        std::string(c.admin ? "active" : client_state_name(c.state)), c.addr, num(c.port),
+        c.local_addr, num(c.local_port), wall_time(s, c.connect_time), wall_time(s, c.request_time),
+        num(wait_s), num(wait_us), "0", hex(c.ptr),
+        c.server ? Cell{hex(c.server->ptr)} : Cell{}, "0", "", c.application_name, "0",
+        unum(c.id)});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+Row server_row(const Snapshot& s, const pool::ServerInfo& sv, const std::string& database,
+               const std::string& user) {
+  return Row{"S", user, database, "none", std::string(sv.state), sv.addr, num(sv.port),
+             sv.local_addr, num(sv.local_port), wall_time(s, sv.created), wall_time(s, sv.last_used),
+             "0", "0", sv.close_needed ? "1" : "0", hex(sv.ptr),
+             sv.link ? Cell{hex(sv.link)} : Cell{}, num(sv.backend_pid), "",
+             sv.application_name, "0", unum(sv.id)};
+}
+
+ResultSet show_servers(const Snapshot& s) {
+  Builder b;
+  socket_header(b);
+  std::vector<std::pair<std::uint64_t, Row>> rows;
+  for (const auto& c : s.sessions) {
+    if (!c.server || !c.pool) continue;
+    rows.emplace_back(c.server->id, server_row(s, *c.server, c.pool->database(), c.pool->user()));
+  }
+  for (const auto& p : s.pools) {
+    for (const auto& sv : p.idle) rows.emplace_back(sv.id, server_row(s, sv, p.database, p.user));
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& c) { return a.first < c.first; });
+  for (auto& [id, row] : rows) b.rs.rows.push_back(std::move(row));
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- SHOW POOLS
+ResultSet show_pools(const Snapshot& s) {
+  Builder b;
+  b.texts({"database", "user"})
+      .ints({"cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
+             "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used",
+             "sv_tested", "sv_login", "maxwait", "maxwait_us"})
+      .texts({"pool_mode", "load_balance_hosts"});
+  // The console's own pool, as PgBouncer lists it.
+  int admins = 0;
+  for (const auto& c : s.sessions) admins += c.admin ? 1 : 0;
+  b.rs.rows.push_back(Row{"pgbouncer", "pgbouncer", num(admins), "0", "0", "0", "0", "0", "0",
+                          "0", "0", "0", "0", "0", "0", "statement", Cell{}});
+  for (const auto& p : s.pools) {
+    int active = 0, waiting = 0, tested = 0;
+    for (const auto& c : s.sessions) {
+      if (c.pool != p.pool) continue;
+      if (c.state == session::ClientState::waiting) {
+        ++waiting;
+      } else if (c.state == session::ClientState::idle || c.state == session::ClientState::active) {
+        ++active;
+      }
+      if (c.server && c.server->state == "tested") ++tested;
+    }
+    const auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(p.stats.max_wait).count();
+    b.rs.rows.push_back(Row{
+        p.database, p.user, num(active), num(waiting), "0", "0",
+        num(std::max(0, p.stats.active - tested)), "0", "0", num(p.stats.idle - p.stats.used),
+        num(p.stats.used), num(tested), num(p.stats.connecting), num(wait_us / 1000000),
+        num(wait_us % 1000000), std::string(config::to_string(p.settings.mode)), "round-robin"});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- SHOW DATABASES
+ResultSet show_databases(const Snapshot& s) {
+  Builder b;
+  b.texts({"name", "host"})
+      .ints({"port"})
+      .texts({"database", "force_user"})
+      .ints({"pool_size", "min_pool_size", "reserve_pool_size", "server_lifetime"})
+      .texts({"pool_mode", "load_balance_hosts"})
+      .ints({"max_connections", "current_connections", "max_client_connections",
+             "current_client_connections", "paused", "disabled"});
+  const auto& c = *s.config;
+  auto clients_of = [&](const std::string& db) {
+    int n = 0;
+    for (const auto& info : s.sessions) n += (counts_as_client(info) && info.database == db) ? 1 : 0;
+    return n;
+  };
+  // Configured databases, then those created through the "*" fallback (as PgBouncer's autodb).
+  std::set<std::string> names;
+  for (const auto& [name, entry] : c.databases) {
+    if (name != "*") names.insert(name);
+  }
+  for (const auto& p : s.pools) names.insert(p.database);
+  for (const auto& name : names) {
+    auto entry = c.find_database(name);
+    if (!entry) continue;  // removed by a reload; its pools are closing
+    const std::string dbname = entry->dbname.empty() ? name : entry->dbname;
+    const int max_conn = entry->max_db_connections_set ? entry->max_db_connections : c.max_db_connections;
+    const auto conn = s.db_connections.find(name);
+    b.rs.rows.push_back(Row{
+        name, opt(entry->host), num(entry->port), dbname, opt(entry->user),
+        num(entry->pool_size.value_or(c.default_pool_size)),
+        num(entry->min_pool_size.value_or(c.min_pool_size)),
+        num(entry->reserve_pool.value_or(c.reserve_pool_size)),
+        secs(entry->server_lifetime.value_or(c.server_lifetime)),
+        entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
+        "round-robin", num(max_conn), num(conn == s.db_connections.end() ? 0 : conn->second), "0",
+        num(clients_of(name)), s.paused_databases.contains(name) ? "1" : "0", "0"});
+  }
+  int admins = 0;
+  for (const auto& info : s.sessions) admins += info.admin ? 1 : 0;
+  b.rs.rows.push_back(Row{"pgbouncer", Cell{}, num(c.listen_port), "pgbouncer", "pgbouncer", "2",
+                          "0", "0", "0", "statement", Cell{}, "0", "0", "0", num(admins), "0", "0"});
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- SHOW USERS
+std::set<std::string> user_names(const Snapshot& s) {
+  std::set<std::string> names;
+  for (const auto& [name, entry] : s.config->users) names.insert(name);
+  if (s.secrets) {
+    for (const auto& [name, secret] : *s.secrets) names.insert(name);
+  }
+  for (const auto& p : s.pools) names.insert(p.user);
+  for (const auto& c : s.sessions) {
+    if (counts_as_client(c)) names.insert(c.user);
+  }
+  return names;
+}
+
+ResultSet show_users(const Snapshot& s) {
+  Builder b;
+  b.texts({"name"})
+      .ints({"pool_size", "reserve_pool_size"})
+      .texts({"pool_mode"})
+      .ints({"max_user_connections", "current_connections", "max_user_client_connections",
+             "current_client_connections"});
+  const auto& c = *s.config;
+  for (const auto& name : user_names(s)) {
+    const config::UserEntry* entry = nullptr;
+    if (auto it = c.users.find(name); it != c.users.end()) entry = &it->second;
+    const int max_conn = entry && entry->max_user_connections_set ? entry->max_user_connections
+                                                                  : c.max_user_connections;
+    int clients = 0;
+    for (const auto& info : s.sessions) clients += (counts_as_client(info) && info.user == name) ? 1 : 0;
+    const auto conn = s.user_connections.find(name);
+    b.rs.rows.push_back(Row{
+        name, entry && entry->pool_size ? Cell{num(*entry->pool_size)} : Cell{},
+        entry && entry->reserve_pool_size ? Cell{num(*entry->reserve_pool_size)} : Cell{},
+        entry && entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
+        num(max_conn), num(conn == s.user_connections.end() ? 0 : conn->second), "0",
+        num(clients)});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- SHOW STATS family
+constexpr Stat kStatOrder[] = {Stat::server_assignment, Stat::xact,          Stat::query,
+                               Stat::received,          Stat::sent,          Stat::xact_time_us,
+                               Stat::query_time_us,     Stat::wait_time_us,  Stat::client_parse,
+                               Stat::server_parse,      Stat::bind,          Stat::client_login};
+constexpr const char* kTotalNames[] = {
+    "total_server_assignment_count", "total_xact_count", "total_query_count", "total_received",
+    "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
+    "total_client_parse_count", "total_server_parse_count", "total_bind_count",
+    "total_client_login_count"};
+constexpr const char* kAvgNames[] = {
+    "avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent",
+    "avg_xact_time", "avg_query_time", "avg_wait_time", "avg_client_parse_count",
+    "avg_server_parse_count", "avg_bind_count", "avg_client_login_count"};
+constexpr const char* kBareNames[] = {
+    "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
+    "xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count",
+    "bind_count", "client_login_count"};
+
+struct DbStats {
+  pool::StatValues totals, delta;
+  Clock::duration period{};
+};
+
+std::map<std::string, DbStats> stats_by_database(const Snapshot& s) {
+  std::map<std::string, DbStats> out;
+  for (const auto& p : s.pools) {
+    auto& d = out[p.database];
+    d.totals += p.totals;
+    d.delta += p.period_delta;
+    d.period = std::max(d.period, p.period);
+  }
+  return out;
+}
+
+// Averages over the last stats_period: counts and bytes per second; times per transaction,
+// per query and per server assignment (µs), as PgBouncer computes them.
+std::vector<std::uint64_t> averages(const DbStats& d) {
+  const double seconds = std::chrono::duration<double>(d.period).count();
+  auto rate = [&](Stat st) -> std::uint64_t {
+    return seconds > 0 ? static_cast<std::uint64_t>(static_cast<double>(d.delta[st]) / seconds) : 0;
+  };
+  auto per = [&](Stat time, Stat count) -> std::uint64_t {
+    return d.delta[count] > 0 ? d.delta[time] / d.delta[count] : 0;
+  };
+  std::vector<std::uint64_t> out;
+  for (Stat st : kStatOrder) {
+    switch (st) {
+      case Stat::xact_time_us: out.push_back(per(st, Stat::xact)); break;
+      case Stat::query_time_us: out.push_back(per(st, Stat::query)); break;
+      case Stat::wait_time_us: out.push_back(per(st, Stat::server_assignment)); break;
+      default: out.push_back(rate(st)); break;
+    }
+  }
+  return out;
+}
+
+ResultSet show_stats(const Snapshot& s, bool totals, bool avgs, bool bare) {
+  Builder b;
+  b.texts({"database"});
+  if (totals) {
+    for (std::size_t i = 0; i < std::size(kStatOrder); ++i) b.col(bare ? kBareNames[i] : kTotalNames[i], kInt8Oid);
+  }
+  if (avgs) {
+    for (std::size_t i = 0; i < std::size(kStatOrder); ++i) b.col(bare ? kBareNames[i] : kAvgNames[i], kInt8Oid);
+  }
+  for (const auto& [database, d] : stats_by_database(s)) {
+    Row row{database};
+    if (totals) {
+      for (Stat st : kStatOrder) row.push_back(unum(d.totals[st]));
+    }
+    if (avgs) {
+      for (auto v : averages(d)) row.push_back(unum(v));
+    }
+    b.rs.rows.push_back(std::move(row));
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+ResultSet show_totals(const Snapshot& s) {
+  Builder b;
+  b.texts({"name"}).ints({"value"});
+  DbStats all;
+  for (const auto& [database, d] : stats_by_database(s)) {
+    all.totals += d.totals;
+    all.delta += d.delta;
+    all.period = std::max(all.period, d.period);
+  }
+  for (std::size_t i = 0; i < std::size(kStatOrder); ++i) {
+    b.rs.rows.push_back(Row{kTotalNames[i], unum(all.totals[kStatOrder[i]])});
+  }
+  const auto avg = averages(all);
+  for (std::size_t i = 0; i < std::size(kStatOrder); ++i) {
+    b.rs.rows.push_back(Row{kAvgNames[i], unum(avg[i])});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- small ones
+ResultSet show_config(const Snapshot& s) {
+  Builder b;
+  b.texts({"key", "value", "default", "changeable"});
+  std::map<std::string, std::string> defaults;
+  for (auto& [key, value] : config::show_config_rows(config::Config{})) defaults[key] = value;
+  auto rows = config::show_config_rows(*s.config);
+  std::sort(rows.begin(), rows.end());
+  for (const auto& [key, value] : rows) {
+    auto d = defaults.find(key);
+    b.rs.rows.push_back(Row{key, value, d == defaults.end() ? Cell{""} : Cell{d->second},
+                            config::is_runtime_changeable(key) ? "yes" : "no"});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+ResultSet show_lists(const Snapshot& s) {
+  Builder b;
+  b.texts({"list"}).ints({"items"});
+  std::set<std::string> databases;
+  for (const auto& [name, entry] : s.config->databases) {
+    if (name != "*") databases.insert(name);
+  }
+  for (const auto& p : s.pools) databases.insert(p.database);
+  int used_clients = 0, login_clients = 0, servers = 0;
+  for (const auto& c : s.sessions) (counts_as_client(c) ? used_clients : login_clients) += 1;
+  for (const auto& p : s.pools) servers += p.stats.total;
+  const std::pair<const char*, std::size_t> items[] = {
+      {"databases", databases.size() + 1},  // + the console's "pgbouncer"
+      {"users", user_names(s).size()},
+      {"peers", 0},
+      {"pools", s.pools.size() + 1},
+      {"peer_pools", 0},
+      {"free_clients", 0},  // no object free lists: sessions are allocated per connection
+      {"used_clients", static_cast<std::size_t>(used_clients)},
+      {"login_clients", static_cast<std::size_t>(login_clients)},
+      {"free_servers", 0},
+      {"used_servers", static_cast<std::size_t>(servers)},
+      {"dns_names", 0},
+      {"dns_zones", 0},
+      {"dns_queries", 0},
+      {"dns_pending", 0},
+  };
+  for (const auto& [name, count] : items) b.rs.rows.push_back(Row{name, unum(count)});
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+ResultSet show_state(const Snapshot& s) {
+  Builder b;
+  b.texts({"key", "value"});
+  b.rs.rows.push_back(Row{"active", s.all_paused ? "no" : "yes"});
+  b.rs.rows.push_back(Row{"paused", s.all_paused ? "yes" : "no"});
+  b.rs.rows.push_back(Row{"suspended", "no"});
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+ResultSet show_version() {
+  Builder b;
+  b.texts({"version"});
+  b.rs.rows.push_back(Row{std::string("pgwarden " PGWARDEN_VERSION " (PgBouncer 1.25.0 compatible)")});
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+ResultSet show_help() {
+  ResultSet rs;
+  rs.notices.push_back(
+      "Console usage\n"
+      "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
+      "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n"
+      "\tSET key = arg\n"
+      "\tRELOAD\n"
+      "\tPAUSE [<db>]\n"
+      "\tRESUME [<db>]\n"
+      "\tRECONNECT [<db>]\n"
+      "\tKILL [<db>]\n"
+      "\tKILL_CLIENT <client_id>\n"
+      "\tWAIT_CLOSE [<db>]\n"
+      "\tSHUTDOWN");
+  rs.tag = "SHOW";
+  return rs;
+}
+
+}  // namespace
+
+bool show_needs_sessions(std::string_view subject) {
+  return subject == "clients" || subject == "servers" || subject == "pools" ||
+         subject == "databases" || subject == "users" || subject == "lists";
+}
+
+ResultSet build_show(std::string_view subject, const Snapshot& s) {
+  if (subject == "clients") return show_clients(s);
+  if (subject == "servers") return show_servers(s);
+  if (subject == "pools") return show_pools(s);
+  if (subject == "databases") return show_databases(s);
+  if (subject == "users") return show_users(s);
+  if (subject == "stats") return show_stats(s, true, true, false);
+  if (subject == "stats_totals") return show_stats(s, true, false, true);
+  if (subject == "stats_averages") return show_stats(s, false, true, true);
+  if (subject == "totals") return show_totals(s);
+  if (subject == "config") return show_config(s);
+  if (subject == "lists") return show_lists(s);
+  if (subject == "state") return show_state(s);
+  if (subject == "version") return show_version();
+  return show_help();
+}
+
+std::vector<std::string> column_names(std::string_view subject) {
+  Snapshot empty;
+  empty.config = std::make_shared<const config::Config>();
+  std::vector<std::string> out;
+  for (const auto& column : build_show(subject, empty).columns) out.push_back(column.name);
+  return out;
+}
+
+}  // namespace pgw::admin
