@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "auth/auth.hpp"
+#include "net/buffer_pool.hpp"
 
 namespace pgw::session {
 
@@ -444,12 +445,18 @@ asio::awaitable<bool> ClientSession::welcome() {
   if (!co_await write_client(out)) co_return false;
 
   // Whatever the client pipelined after its last login message is the start of its traffic.
-  in_.resize(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config_->pkt_buf)));
+  in_buffer_size_ = std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config_->pkt_buf));
   auto pending = login_reader_.remaining();
-  if (pending.size() > in_.size()) in_.resize(pending.size());
-  std::memcpy(in_.data(), pending.data(), pending.size());
+  if (!pending.empty()) {
+    in_ = net::BufferPool::take(in_buffer_size_);
+    if (pending.size() > in_.size()) in_.resize(pending.size());
+    std::memcpy(in_.data(), pending.data(), pending.size());
+  }
   in_len_ = pending.size();
   login_reader_ = net::MessageReader(0);
+  // serve() reads without blocking once the socket is readable (see there).
+  asio::error_code ignored;
+  client_.non_blocking(true, ignored);
   state_ = ClientState::idle;
   state_since_ = Clock::now();
   stats_->add(pool::Stat::client_login, 1);
@@ -468,10 +475,26 @@ asio::awaitable<void> ClientSession::serve() {
   bool first = true;
   while (!terminate) {
     if (!first || in_len_ == 0) {
-      if (in_len_ == in_.size()) in_.resize(in_.size() * 2);  // a header split at the end
-      auto [ec, n] = co_await client_.async_read_some(
-          asio::buffer(in_.data() + in_len_, in_.size() - in_len_), net::use_nothrow);
-      if (ec) co_return;  // client went away; cleanup() decides what to do with the server
+      std::size_t n = 0;
+      if (in_len_ == 0) {
+        // Nothing buffered: wait for readability holding no buffer, so an idle client costs
+        // no buffer memory, then read at once. (A plain async read would also first try a
+        // recv that fails with EAGAIN: the same number of syscalls, but with a buffer held.)
+        if (!in_.empty()) net::BufferPool::give(std::move(in_), in_buffer_size_);
+        auto [wait_error] = co_await client_.async_wait(net::Socket::wait_read, net::use_nothrow);
+        if (wait_error) co_return;  // closed by cleanup, terminate or shutdown
+        in_ = net::BufferPool::take(in_buffer_size_);
+        asio::error_code ec;
+        n = client_.read_some(asio::buffer(in_.data(), in_.size()), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
+        if (ec) co_return;  // client went away; cleanup() decides what to do with the server
+      } else {
+        if (in_len_ == in_.size()) in_.resize(in_.size() * 2);  // a header split at the end
+        auto [ec, got] = co_await client_.async_read_some(
+            asio::buffer(in_.data() + in_len_, in_.size() - in_len_), net::use_nothrow);
+        if (ec) co_return;  // client went away; cleanup() decides what to do with the server
+        n = got;
+      }
       in_len_ += n;
       stats_->add(pool::Stat::received, n);
     }
@@ -866,6 +889,7 @@ asio::awaitable<void> ClientSession::cleanup() {
     server_->synced_client = 0;
     pool_->release(std::move(server_), clean);
   }
+  if (!in_.empty()) net::BufferPool::give(std::move(in_), in_buffer_size_);
   if (state_ != ClientState::login) log_disconnect(disconnect_reason_);
   asio::error_code ignored;
   client_.close(ignored);

@@ -134,7 +134,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool admin_full_access_ = false;   // admin_users (else stats_users: SHOW only)
 
   // Client read buffer: bytes [0, in_len_) are unconsumed.
+  // Held only while bytes are in it (net::BufferPool); in_buffer_size_ is pkt_buf.
   std::vector<std::byte> in_;
+  std::size_t in_buffer_size_ = 0;
   std::size_t in_len_ = 0;
   std::uint32_t in_remaining_ = 0;  // body bytes of a streamed message still to pass on
 
