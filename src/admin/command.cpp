@@ -81,7 +81,8 @@ constexpr std::array kShowSubjects{
     std::string_view{"databases"}, std::string_view{"pools"}, std::string_view{"clients"},
     std::string_view{"servers"}, std::string_view{"users"}, std::string_view{"stats"},
     std::string_view{"stats_totals"}, std::string_view{"stats_averages"},
-    std::string_view{"totals"}, std::string_view{"lists"}, std::string_view{"state"}};
+    std::string_view{"totals"}, std::string_view{"lists"}, std::string_view{"state"},
+    std::string_view{"leases"}, std::string_view{"leaks"}, std::string_view{"events"}};
 
 }  // namespace
 
@@ -103,6 +104,7 @@ std::string_view verb_name(Verb verb) {
     case Verb::reconnect: return "RECONNECT";
     case Verb::kill: return "KILL";
     case Verb::kill_client: return "KILL_CLIENT";
+    case Verb::cancel_client: return "CANCEL_CLIENT";
     case Verb::wait_close: return "WAIT_CLOSE";
     case Verb::reload: return "RELOAD";
     case Verb::shutdown: return "SHUTDOWN";
@@ -170,13 +172,17 @@ std::variant<Command, ParseError> parse_command(std::string_view sql) {
     command.value = tokens[3].text;
     return command;
   }
-  if (verb == "kill_client") {
+  if (verb == "kill_client" || verb == "cancel_client") {
+    const bool kill = verb == "kill_client";
     const bool digits = args == 1 && tokens[1].kind == Token::word && !tokens[1].text.empty() &&
                         tokens[1].text.size() <= 19 &&
                         std::all_of(tokens[1].text.begin(), tokens[1].text.end(),
                                     [](unsigned char c) { return std::isdigit(c); });
-    if (!digits) return ParseError{Err::admin_syntax_error, "KILL_CLIENT takes a client id"};
-    command.verb = Verb::kill_client;
+    if (!digits) {
+      return ParseError{Err::admin_syntax_error,
+                        std::string(kill ? "KILL_CLIENT" : "CANCEL_CLIENT") + " takes a client id"};
+    }
+    command.verb = kill ? Verb::kill_client : Verb::cancel_client;
     command.arg = tokens[1].text;
     return command;
   }

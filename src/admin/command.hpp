@@ -20,6 +20,7 @@ enum class Verb {
   reconnect,
   kill,
   kill_client,  // arg: client id (digits)
+  cancel_client,  // arg: client id (digits): CancelRequest for its running query
   wait_close,
   reload,
   shutdown,     // arg: "" or "wait_for_servers" / "wait_for_clients"

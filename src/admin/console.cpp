@@ -394,6 +394,30 @@ asio::awaitable<int> Console::terminate_clients(const std::string& database, std
   co_return total;
 }
 
+asio::awaitable<int> Console::cancel_client(std::uint64_t id) {
+  // CANCEL_CLIENT: a CancelRequest for the client's running query, sent by the session's own
+  // worker through the same path as a client's CancelRequest (forward_cancel).
+  auto cancel = [&shared = shared_, id, who = who_.user](unsigned worker) {
+    std::vector<int> found;
+    for (auto* client : shared.sessions(worker)) {
+      if (client->id() != id || client->is_admin()) continue;
+      const auto info = client->info();
+      const bool running = info.lease && info.lease->state == session::LeaseState::active;
+      client->forward_cancel();
+      shared.leaks.events.push(session::LeakEvent{
+          std::chrono::system_clock::now(), id, info.application_name, "cancel",
+          "CANCEL_CLIENT by " + who + (running ? "" : " (no query running)"),
+          info.lease ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - info.lease->start).count()
+                     : 0,
+          info.lease ? info.lease->first_query : std::string{}});
+      found.push_back(1);
+    }
+    return found;
+  };
+  auto found = co_await on_every_worker<int>(shared_, cancel);
+  co_return static_cast<int>(found.size());
+}
+
 Console::Outcome Console::set_setting(const std::string& key, const std::string& value) {
   // Read, modify and apply under the lock RELOAD and SIGHUP take too.
   std::lock_guard lock(shared_.config_change_mutex);
@@ -447,6 +471,7 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
     case Verb::show: {
       const bool sessions = show_needs_sessions(command.arg);
       auto snap = co_await snapshot(sessions);
+      if (command.arg == "events") snap.events = shared_.leaks.events.newest_first();
       co_return Outcome{build_show(command.arg, snap), std::nullopt, {}};
     }
     case Verb::set:
@@ -497,6 +522,13 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
       if (killed == 0) {
         co_return Outcome{std::nullopt, Err::admin_no_such_client, command.arg};
       }
+      co_return Outcome{std::move(done), std::nullopt, {}};
+    }
+    case Verb::cancel_client: {
+      const std::uint64_t id = std::stoull(command.arg);
+      int found = 0;
+      if (id != 0) found = co_await cancel_client(id);
+      if (found == 0) co_return Outcome{std::nullopt, Err::admin_no_such_client, command.arg};
       co_return Outcome{std::move(done), std::nullopt, {}};
     }
     case Verb::wait_close: {

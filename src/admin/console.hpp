@@ -53,6 +53,7 @@ class Console {
   bool known_database(const std::string& name) const;
   asio::awaitable<int> count_closing(const std::string& database);
   asio::awaitable<int> terminate_clients(const std::string& database, std::uint64_t id);
+  asio::awaitable<int> cancel_client(std::uint64_t id);
   Outcome set_setting(const std::string& key, const std::string& value);
   void write_error(Err code, const std::string& argument);
 

@@ -418,12 +418,111 @@ ResultSet show_version() {
   return b.rs;
 }
 
+// --- SHOW LEASES / LEAKS (leak guard, docs/leak-guard.md)
+std::int64_t whole_seconds(Clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::seconds>(d).count();
+}
+
+// The next policy step for a lease, and when: the earliest of the steps that apply.
+struct NextAction {
+  std::string what;
+  std::optional<Clock::time_point> at;
+};
+
+NextAction next_action(const session::LeaseInfo& l, const config::Config& c, config::Millis leak_after) {
+  NextAction next;
+  auto consider = [&](const char* what, Clock::time_point at) {
+    if (!next.at || at < *next.at) {
+      next.what = what;
+      next.at = at;
+    }
+  };
+  using session::LeaseState;
+  if (l.state == LeaseState::active && c.query_timeout.count() > 0 && l.query_start != Clock::time_point{}) {
+    consider("cancel+disconnect (query_timeout)", l.query_start + c.query_timeout);
+  }
+  if (l.state == LeaseState::idle_in_transaction && c.idle_transaction_timeout.count() > 0) {
+    consider("disconnect (idle_transaction_timeout)", l.idle_since + c.idle_transaction_timeout);
+  }
+  if (l.state != LeaseState::active && !l.warned && leak_after.count() > 0) {
+    consider("warn (leak_warn_after)", l.idle_since + leak_after);
+  }
+  return next;
+}
+
+bool is_leak(const session::LeaseInfo& l, Clock::time_point now, config::Millis leak_after) {
+  return l.state != session::LeaseState::active && leak_after.count() > 0 && now - l.idle_since > leak_after;
+}
+
+ResultSet show_leases(const Snapshot& s, bool leaks_only) {
+  Builder b;
+  b.ints({"client_id"})
+      .texts({"application_name", "user", "database", "client_addr"})
+      .ints({"client_port", "backend_pid"})
+      .texts({"state"})
+      .ints({"lease_age_s", "xact_age_s", "idle_s", "statements"})
+      .texts({"first_query", "last_query", "tags", "action_taken", "next_action"})
+      .ints({"next_action_in_s"});
+  std::vector<const session::LeaseInfo*> leases;
+  for (const auto& c : s.sessions) {
+    if (!c.lease) continue;
+    if (leaks_only && !is_leak(*c.lease, s.now, session::leak_threshold(*s.config, c.lease->application_name))) {
+      continue;
+    }
+    leases.push_back(&*c.lease);
+  }
+  // Oldest lease first.
+  std::sort(leases.begin(), leases.end(), [](const auto* a, const auto* c) {
+    return a->start != c->start ? a->start < c->start : a->client_id < c->client_id;
+  });
+  for (const auto* l : leases) {
+    const bool active = l->state == session::LeaseState::active;
+    const auto next = next_action(*l, *s.config, session::leak_threshold(*s.config, l->application_name));
+    Cell next_in;
+    if (next.at) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next.at - s.now).count();
+      next_in = num(left <= 0 ? 0 : (left + 999) / 1000);
+    }
+    b.rs.rows.push_back(Row{
+        unum(l->client_id), l->application_name, l->user, l->database, l->addr, num(l->port),
+        num(l->backend_pid), std::string(session::to_string(l->state)),
+        num(whole_seconds(s.now - l->start)),
+        l->xact_start == Clock::time_point{} ? Cell{} : Cell{num(whole_seconds(s.now - l->xact_start))},
+        active ? Cell{} : Cell{num(whole_seconds(s.now - l->idle_since))}, unum(l->statements),
+        l->first_query, l->last_query, l->tags, l->warned ? "warned" : "", next.what, next_in});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- SHOW EVENTS
+ResultSet show_events(const Snapshot& s) {
+  Builder b;
+  b.texts({"time"})
+      .ints({"client_id"})
+      .texts({"application_name", "action", "reason"})
+      .ints({"lease_age_s"})
+      .texts({"first_query"});
+  for (const auto& e : s.events) {
+    const std::time_t tt = std::chrono::system_clock::to_time_t(e.time);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    b.rs.rows.push_back(Row{std::string(buf), unum(e.client_id), e.application_name, e.action,
+                            e.reason, num(e.lease_age_ms / 1000), e.first_query});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
 ResultSet show_help() {
   ResultSet rs;
   rs.notices.push_back(
       "Console usage\n"
       "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
       "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n"
+      "\tSHOW LEASES|LEAKS|EVENTS\n"
       "\tSET key = arg\n"
       "\tRELOAD\n"
       "\tPAUSE [<db>]\n"
@@ -431,6 +530,7 @@ ResultSet show_help() {
       "\tRECONNECT [<db>]\n"
       "\tKILL [<db>]\n"
       "\tKILL_CLIENT <client_id>\n"
+      "\tCANCEL_CLIENT <client_id>\n"
       "\tWAIT_CLOSE [<db>]\n"
       "\tSHUTDOWN");
   rs.tag = "SHOW";
@@ -441,7 +541,8 @@ ResultSet show_help() {
 
 bool show_needs_sessions(std::string_view subject) {
   return subject == "clients" || subject == "servers" || subject == "pools" ||
-         subject == "databases" || subject == "users" || subject == "lists";
+         subject == "databases" || subject == "users" || subject == "lists" ||
+         subject == "leases" || subject == "leaks";
 }
 
 ResultSet build_show(std::string_view subject, const Snapshot& s) {
@@ -458,6 +559,9 @@ ResultSet build_show(std::string_view subject, const Snapshot& s) {
   if (subject == "lists") return show_lists(s);
   if (subject == "state") return show_state(s);
   if (subject == "version") return show_version();
+  if (subject == "leases") return show_leases(s, false);
+  if (subject == "leaks") return show_leases(s, true);
+  if (subject == "events") return show_events(s);
   return show_help();
 }
 

@@ -55,6 +55,7 @@ struct Snapshot {
   std::map<std::string, int> db_connections, user_connections;
   std::set<std::string> paused_databases;      // paused individually or globally
   bool all_paused = false;
+  std::vector<session::LeakEvent> events;      // SHOW EVENTS: newest first
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::chrono::system_clock::time_point wall_now = std::chrono::system_clock::now();
 };

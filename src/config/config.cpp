@@ -178,6 +178,7 @@ void set_pgbouncer_key(Config& c, const Location& at, const std::string& key,
   else if (key == "client_login_timeout") duration(c.client_login_timeout);
   else if (key == "idle_transaction_timeout") duration(c.idle_transaction_timeout);
   else if (key == "stats_period") duration(c.stats_period);
+  else if (key == "leak_warn_after") duration(c.leak_warn_after);
   else if (key == "ignore_startup_parameters") c.ignore_startup_parameters = parse_list(value);
   else if (key == "logfile") c.logfile = value;
   else if (key == "pidfile") c.pidfile = value;
@@ -367,7 +368,15 @@ void parse_text(Config& c, const std::string& text, const std::string& name,
       const std::string user = unquote_name(key);
       c.users[user] = parse_user(at, user, value);
     } else if (section == "apps") {
-      c.apps.push_back({key, value, at.str()});
+      Config::AppLine app;
+      app.pattern = key;
+      app.settings = value;
+      app.source = at.str();
+      // Only the leak guard's keys are read here; others are kept for later features.
+      for (const auto& [app_key, app_value] : parse_connstring(at, value)) {
+        if (app_key == "leak_warn_after") app.leak_warn_after = parse_duration(at, app_key, app_value);
+      }
+      c.apps.push_back(std::move(app));
     } else if (section.empty()) {
       throw ConfigError(at.str() + ": key '" + key + "' outside of any section");
     }
@@ -558,6 +567,7 @@ std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& 
       {"client_login_timeout", secs(c.client_login_timeout)},
       {"idle_transaction_timeout", secs(c.idle_transaction_timeout)},
       {"stats_period", secs(c.stats_period)},
+      {"leak_warn_after", secs(c.leak_warn_after)},
       {"ignore_startup_parameters", join(c.ignore_startup_parameters)},
       {"logfile", c.logfile},
       {"pidfile", c.pidfile},

@@ -91,6 +91,7 @@ struct Config {
   Millis client_login_timeout{60000};
   Millis idle_transaction_timeout{0};
   Millis stats_period{60000};
+  Millis leak_warn_after{60000};  // leak guard: warn about a lease idle this long; 0 = off
   std::vector<std::string> ignore_startup_parameters;
   std::string logfile;
   std::string pidfile;
@@ -112,6 +113,7 @@ struct Config {
     std::string pattern;
     std::string settings;
     std::string source;  // "file:line"
+    std::optional<Millis> leak_warn_after;  // from `settings`, if given there
   };
   std::vector<AppLine> apps;
   // PgBouncer keys accepted but not acted on yet, shown by SHOW CONFIG.

@@ -139,7 +139,10 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     std::vector<std::shared_ptr<session::ClientSession>> sessions;
     for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
     const auto config = shared_->config();
-    for (auto& session : sessions) session->check_timeouts(now, *config);
+    for (auto& session : sessions) {
+      session->check_timeouts(now, *config);
+      session->check_leak(now, *config);  // leak guard: leak_warn_after
+    }
     if (worker == 0) {
       shared_->pools.maintain(now);
       shared_->pools.roll_stats(now, config->stats_period);

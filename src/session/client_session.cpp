@@ -522,6 +522,9 @@ asio::awaitable<void> ClientSession::serve() {
         co_return;
       }
       const auto header = std::get<proto::Header>(parsed);
+      if (header.type == 'Q' || header.type == 'P' || header.type == 'E') {
+        note_statement(header.type, pos, header.body_size());  // lease attribution (leak guard)
+      }
       if (header.type == 'X') {
         terminate = true;
         break;
@@ -622,6 +625,7 @@ asio::awaitable<bool> ClientSession::link_server(bool for_client_traffic) {
     stats_->add_time(pool::Stat::wait_time_us, now - wait_start);
     state_ = ClientState::active;
     state_since_ = now;
+    lease_.begin(now, server_->backend_pid);
     start_relay();
     co_return true;
   }
@@ -785,6 +789,7 @@ asio::awaitable<void> ClientSession::relay() {
           if (auto status = proto::parse_ready_for_query(body)) server.status = *status;
           if (expected_ready_ > 0) --expected_ready_;
           count_ready(server.status);
+          lease_.on_ready(server.status != TransactionStatus::idle, expected_ready_, Clock::now());
           if (server.status != TransactionStatus::idle) {
             xact_idle_since_ = Clock::now();
             transaction_block = statement_pooling;
@@ -840,6 +845,7 @@ asio::awaitable<void> ClientSession::relay() {
         state_ = ClientState::idle;
         state_since_ = Clock::now();
         server.last_used = state_since_;
+        end_lease("transaction ended");
         pool_->release(std::move(server_), true);
         co_return;
       }
@@ -887,6 +893,7 @@ asio::awaitable<void> ClientSession::cleanup() {
       if (clean) server_->params = pool_->defaults().value_or(ParamSet{});
     }
     server_->synced_client = 0;
+    end_lease(disconnect_reason_);
     pool_->release(std::move(server_), clean);
   }
   if (!in_.empty()) net::BufferPool::give(std::move(in_), in_buffer_size_);

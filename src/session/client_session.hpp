@@ -48,6 +48,7 @@ struct SessionInfo {
   const pool::Pool* pool = nullptr;
   std::uintptr_t ptr = 0;
   std::optional<pool::ServerInfo> server;  // the leased server, if any
+  std::optional<LeaseInfo> lease;          // the lease, while a server is held for the client
 };
 
 class ClientSession : public std::enable_shared_from_this<ClientSession> {
@@ -60,6 +61,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Called on the session's worker thread.
   void forward_cancel();
   void check_timeouts(Clock::time_point now, const config::Config& current);
+  // Leak guard (client_session_lease.cpp): warns once about a lease idle past leak_warn_after.
+  void check_leak(Clock::time_point now, const config::Config& current);
   // Ends the session with a FATAL error (shutdown, admin KILL): the coroutine unwinds.
   void terminate(Err reason, std::string argument = {});
 
@@ -156,6 +159,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   Clock::time_point xact_idle_since_{};
   bool timed_out_ = false;
   std::string disconnect_reason_ = "client disconnected";
+
+  // Lease tracking and leak attribution (session/lease.hpp, client_session_lease.cpp).
+  Lease lease_;
+  void note_statement(char type, std::size_t at, std::uint32_t body_size);
+  void end_lease(std::string_view how);
+  LeaseState lease_state() const;
+  LeaseInfo lease_info() const;
 };
 
 }  // namespace pgw::session

@@ -65,6 +65,7 @@ SessionInfo ClientSession::info() const {
                                         pool_->fingerprint());
     info.server->link = info.ptr;
   }
+  if (lease_.held && server_) info.lease = lease_info();
   return info;
 }
 

@@ -16,6 +16,7 @@
 
 #include "config/config.hpp"
 #include "pool/pool.hpp"
+#include "session/lease.hpp"
 
 namespace pgw::session {
 
@@ -95,6 +96,7 @@ class Shared {
   std::atomic<int> clients{0};  // connected clients, for max_client_conn
   std::atomic<bool> shutting_down{false};
   std::atomic<std::uint64_t> next_client_id{0};
+  LeakBook leaks;  // leak guard: per-application counters and the recent leak events
 
  private:
   std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;

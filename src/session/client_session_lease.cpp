@@ -1,0 +1,110 @@
+// The leak guard's side of ClientSession: the data-path hooks' out-of-line parts, the janitor's
+// leak check, and the lease as the console sees it. See session/lease.hpp and
+// docs/leak-guard.md. Everything here runs on the session's worker thread.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "session/client_session.hpp"
+
+namespace pgw::session {
+namespace {
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+std::string lease_tags(const Lease& lease) {
+  auto tags = parse_sqlcomment_tags(lease.first.view());
+  if (tags.empty() && !lease.first_tail.empty()) tags = parse_sqlcomment_tags(lease.first_tail.view());
+  return format_tags(tags);
+}
+
+}  // namespace
+
+void ClientSession::note_statement(char type, std::size_t at, std::uint32_t body_size) {
+  // Only the part of the body already in the buffer: nothing is buffered for this.
+  const std::size_t body_at = at + proto::kHeaderSize;
+  const std::size_t available = std::min<std::size_t>(body_size, in_len_ - body_at);
+  lease_.on_message(type,
+                    std::string_view(reinterpret_cast<const char*>(in_.data()) + body_at, available),
+                    available == body_size);
+}
+
+LeaseState ClientSession::lease_state() const {
+  const bool in_transaction = server_ && server_->status != proto::TransactionStatus::idle;
+  return session::lease_state(expected_ready_ > 0 || mid_batch_, in_transaction);
+}
+
+LeaseInfo ClientSession::lease_info() const {
+  LeaseInfo info;
+  info.client_id = id_;
+  info.application_name = application_name_;
+  info.user = user_;
+  info.database = database_;
+  info.addr = peer_addr_;
+  info.port = peer_port_;
+  info.backend_pid = lease_.backend_pid;
+  info.state = lease_state();
+  info.start = lease_.start;
+  info.xact_start = lease_.xact_start;
+  info.idle_since = lease_.idle_since == Clock::time_point{} ? lease_.start : lease_.idle_since;
+  info.query_start = query_start_;
+  info.statements = lease_.statements;
+  info.first_query = std::string(lease_.first.view());
+  info.last_query = std::string(lease_.last.view());
+  info.tags = lease_tags(lease_);
+  info.warned = lease_.warned;
+  return info;
+}
+
+void ClientSession::check_leak(Clock::time_point now, const config::Config& c) {
+  if (!lease_.held || lease_.warned || !server_) return;
+  const auto state = lease_state();
+  if (state == LeaseState::active) return;
+  const auto idle_since = lease_.idle_since == Clock::time_point{} ? lease_.start : lease_.idle_since;
+  // Cheap test first: most leases are idle for less than the global threshold.
+  if (now - idle_since <= std::min(c.leak_warn_after, config::Millis{1000})) return;
+  const auto threshold = leak_threshold(c, application_name_);
+  if (threshold.count() <= 0 || now - idle_since <= threshold) return;
+  lease_.warned = true;
+  lease_.warned_at = now;
+  const auto info = lease_info();
+  const auto count = shared_.leaks.note_suspected(application_name_);
+  const std::string xact =
+      info.xact_start == Clock::time_point{} ? "-" : fmt::format("{:.1f}s", seconds(now - info.xact_start));
+  spdlog::warn(
+      "C-{}: leak suspected: app='{}' user={} db={} client={}:{} backend_pid={} state={} "
+      "lease_age={:.1f}s xact_age={} idle={:.1f}s statements={} first_query='{}' tags='{}' "
+      "(leak_warn_after={:g}s, suspected leaks of this app: {})",
+      id_, printable(application_name_), user_, database_, peer_addr_, peer_port_,
+      info.backend_pid, to_string(state), seconds(now - info.start), xact,
+      seconds(now - idle_since), info.statements, printable(info.first_query),
+      printable(info.tags), seconds(threshold), count);
+  shared_.leaks.events.push(LeakEvent{
+      std::chrono::system_clock::now(), id_, application_name_, "leak_warning",
+      fmt::format("{} for {:.1f}s (leak_warn_after {:g}s)", to_string(state),
+                  seconds(now - idle_since), seconds(threshold)),
+      std::chrono::duration_cast<std::chrono::milliseconds>(now - info.start).count(),
+      info.first_query});
+}
+
+void ClientSession::end_lease(std::string_view how) {
+  if (lease_.held && lease_.warned) {
+    const auto now = Clock::now();
+    const auto age = now - lease_.start;
+    spdlog::info(
+        "C-{}: leak resolved after {:.1f}s ({}): app='{}' user={} db={} client={}:{} "
+        "backend_pid={} lease_age={:.1f}s statements={} first_query='{}'",
+        id_, seconds(now - lease_.warned_at), printable(how), printable(application_name_), user_,
+        database_, peer_addr_, peer_port_, lease_.backend_pid, seconds(age), lease_.statements,
+        printable(lease_.first.view()));
+    shared_.leaks.note_resolved(application_name_);
+    shared_.leaks.events.push(LeakEvent{
+        std::chrono::system_clock::now(), id_, application_name_, "leak_resolved",
+        fmt::format("{} after {:.1f}s", how, seconds(now - lease_.warned_at)),
+        std::chrono::duration_cast<std::chrono::milliseconds>(age).count(),
+        std::string(lease_.first.view())});
+  }
+  lease_.reset();
+}
+
+}  // namespace pgw::session

@@ -1,0 +1,181 @@
+// Leases and leak attribution (docs/leak-guard.md).
+//
+// A lease is the time a client holds a server connection. The session keeps one `Lease` record
+// (plain data, touched only on its worker thread): the data path updates it with a few stores
+// and at most one bounded copy per statement (no allocation), the janitor reads it to flag
+// suspected leaks, and the console copies it into a `LeaseInfo`. Everything here that is not
+// a data-path hook is pure (classification, truncation, sqlcommenter tags, state names) and is
+// unit-tested in tests/unit/lease_test.cpp. `LeakBook` (per-application counters and the ring
+// of recent leak events) is shared by all workers and takes a mutex per leak event.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace pgw::session {
+
+// How much of a statement is kept (bytes; never cut inside a UTF-8 character).
+inline constexpr std::size_t kStatementCapture = 200;
+
+enum class LeaseState : std::uint8_t {
+  active,               // a query (or an extended-protocol batch) is in flight
+  idle_in_transaction,  // ReadyForQuery 'T' or 'E': the client holds a transaction open
+  idle_pinned,          // ReadyForQuery 'I' and the server is still held (session mode)
+};
+std::string_view to_string(LeaseState state);
+LeaseState lease_state(bool in_flight, bool in_transaction);
+
+// The longest prefix of `text` of at most `max` bytes that does not end inside a UTF-8
+// multibyte sequence.
+std::size_t utf8_prefix(std::string_view text, std::size_t max);
+
+// `sql` after leading whitespace and comments (-- to end of line, nested /* */).
+std::string_view skip_blanks_and_comments(std::string_view sql);
+
+// Whether `sql` starts (after blanks and comments) with transaction control or SET: BEGIN,
+// START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, PREPARE TRANSACTION, SET, RESET.
+// Such statements are not "the statement that matters" of a lease.
+bool is_control_statement(std::string_view sql);
+
+// The statement after any leading control statements of a multi-statement text
+// ("BEGIN; SELECT ..." -> "SELECT ..."); "" if the text holds only control statements.
+std::string_view first_significant_statement(std::string_view sql);
+
+// The query text at the start of a (possibly partial) frontend message body: 'Q' (query) or
+// 'P' (statement name, then query). Stops at the terminating NUL or at the end of `body`.
+std::string_view statement_text(char type, std::string_view body);
+
+// sqlcommenter tags (https://google.github.io/sqlcommenter/spec/) of the leading or else the
+// trailing comment of `sql`: key='value' pairs separated by commas, keys and values
+// URL-decoded (%XX), \' unescaped. A comment that is not entirely such pairs is ignored.
+using Tags = std::vector<std::pair<std::string, std::string>>;
+Tags parse_sqlcomment_tags(std::string_view sql);
+// "key=value,key2=value2".
+std::string format_tags(const Tags& tags);
+
+// The leak_warn_after that applies to `application_name`: the first [apps] line whose pattern
+// (fnmatch glob) matches decides; without a leak_warn_after of its own, or with no match, the
+// [pgbouncer] value. 0 = off.
+config::Millis leak_threshold(const config::Config& config, std::string_view application_name);
+
+// Log-safe text: control characters become spaces.
+std::string printable(std::string_view text);
+
+// A statement prefix in a fixed buffer: no allocation per statement.
+class StatementText {
+ public:
+  void assign(std::string_view text) {
+    len_ = static_cast<std::uint16_t>(utf8_prefix(text, kStatementCapture));
+    if (len_ > 0) text.copy(data_.data(), len_);
+  }
+  void clear() { len_ = 0; }
+  bool empty() const { return len_ == 0; }
+  std::string_view view() const { return {data_.data(), len_}; }
+
+ private:
+  std::array<char, kStatementCapture> data_;
+  std::uint16_t len_ = 0;
+};
+
+// One session's current lease. Times are steady_clock; {} means "none".
+struct Lease {
+  using Clock = std::chrono::steady_clock;
+
+  bool held = false;             // between begin() and end()
+  Clock::time_point start{};     // server obtained
+  Clock::time_point xact_start{};  // first statement since the server was last idle ('I')
+  Clock::time_point idle_since{};  // last ReadyForQuery that left nothing in flight
+  std::int32_t backend_pid = 0;
+  std::uint64_t statements = 0;  // simple queries and Executes
+  bool have_first = false;       // `first` holds the statement that matters
+  StatementText first, last;
+  StatementText first_tail;      // trailing comment of a first statement longer than `first`
+  bool warned = false;           // a leak warning was logged for this lease
+  Clock::time_point warned_at{};
+
+  // The server was obtained (statements that triggered the lease are already recorded).
+  void begin(Clock::time_point now, std::int32_t pid) {
+    held = true;
+    start = now;
+    idle_since = {};
+    backend_pid = pid;
+    warned = false;
+  }
+  // A ReadyForQuery: `owed` is what the server still owes after it.
+  void on_ready(bool in_transaction, int owed, Clock::time_point now) {
+    if (owed == 0) idle_since = now;
+    if (!in_transaction) xact_start = owed > 0 ? now : Clock::time_point{};
+  }
+  // A Query ('Q'), Parse ('P') or Execute ('E') message; `body` is the part of its body in
+  // the buffer (maybe partial). `whole` = the body is complete.
+  void on_message(char type, std::string_view body, bool whole);
+  // Forgets everything (the server went back to the pool).
+  void reset();
+};
+
+// A lease as the console shows it (SHOW LEASES / LEAKS), copied on the session's worker.
+struct LeaseInfo {
+  std::uint64_t client_id = 0;
+  std::string application_name, user, database, addr;
+  int port = 0;
+  std::int32_t backend_pid = 0;
+  LeaseState state = LeaseState::active;
+  std::chrono::steady_clock::time_point start{}, xact_start{}, idle_since{}, query_start{};
+  std::uint64_t statements = 0;
+  std::string first_query, last_query, tags;
+  bool warned = false;
+};
+
+// A leak event: a warning, a resolution, or (later) a forced action.
+struct LeakEvent {
+  std::chrono::system_clock::time_point time{};
+  std::uint64_t client_id = 0;
+  std::string application_name;
+  std::string action;  // leak_warning, leak_resolved, cancel, rollback, disconnect
+  std::string reason;
+  std::int64_t lease_age_ms = 0;
+  std::string first_query;
+};
+
+// A bounded ring of the most recent events.
+class EventRing {
+ public:
+  explicit EventRing(std::size_t capacity = 1000) : capacity_(capacity) {}
+  void push(LeakEvent event);
+  std::vector<LeakEvent> newest_first() const;
+
+ private:
+  std::size_t capacity_;
+  mutable std::mutex mutex_;
+  std::deque<LeakEvent> events_;
+};
+
+// Per-application leak counters, and the event ring. Shared by all workers.
+class LeakBook {
+ public:
+  struct AppCounters {
+    std::uint64_t suspected = 0;
+    std::uint64_t resolved = 0;
+  };
+  // Returns the application's suspected-leak count including this one.
+  std::uint64_t note_suspected(const std::string& application_name);
+  void note_resolved(const std::string& application_name);
+  std::map<std::string, AppCounters> counters() const;
+  EventRing events;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, AppCounters> apps_;
+};
+
+}  // namespace pgw::session

@@ -1,0 +1,388 @@
+// Leak guard: the pure parts of lease tracking (src/session/lease.hpp): statement
+// classification, UTF-8-safe truncation, sqlcommenter tags, states, thresholds, the event ring,
+// and the lease record's data-path hooks.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+
+#include "admin/command.hpp"
+#include "admin/tables.hpp"
+#include "config/config.hpp"
+#include "session/lease.hpp"
+
+namespace {
+
+using namespace pgw::session;
+using namespace std::chrono_literals;
+
+std::string q_body(std::string_view sql) { return std::string(sql) + '\0'; }
+std::string p_body(std::string_view name, std::string_view sql) {
+  return std::string(name) + '\0' + std::string(sql) + '\0' + std::string("\0\0", 2);
+}
+
+// --- classification ---------------------------------------------------------------------------
+
+TEST(LeaseClassifyTest, TransactionControlVariants) {
+  for (const char* sql :
+       {"BEGIN", "begin", "Begin;", "BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN TRANSACTION",
+        "START TRANSACTION", "start transaction read only", "COMMIT", "commit;", "END", "end work",
+        "ROLLBACK", "rollback to savepoint s1", "ABORT", "SAVEPOINT s1", "RELEASE SAVEPOINT s1",
+        "release s1", "PREPARE TRANSACTION 'x'", "SET application_name = 'x'", "set local x = 1",
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "RESET ALL", "reset search_path"}) {
+    EXPECT_TRUE(is_control_statement(sql)) << sql;
+  }
+}
+
+TEST(LeaseClassifyTest, OtherStatementsAreSignificant) {
+  for (const char* sql :
+       {"SELECT 1", "select begin from t", "INSERT INTO t VALUES (1)", "UPDATE t SET x = 1",
+        "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW search_path", "BEGINNING", "settings",
+        "ENDPOINT", "START_X", "PREPARE stmt AS SELECT 1", "DO $$BEGIN END$$", "COMMITTED",
+        "RESETx", "", "   ", "/* only a comment */", "RELEASED"}) {
+    EXPECT_FALSE(is_control_statement(sql)) << sql;
+  }
+}
+
+TEST(LeaseClassifyTest, WhitespaceAndCommentsAreSkipped) {
+  EXPECT_TRUE(is_control_statement("  \n\t BEGIN"));
+  EXPECT_TRUE(is_control_statement("-- driver\nBEGIN"));
+  EXPECT_TRUE(is_control_statement("/* a */ /* b */ begin"));
+  EXPECT_TRUE(is_control_statement("/* outer /* nested */ still comment */ COMMIT"));
+  EXPECT_FALSE(is_control_statement("/* BEGIN */ SELECT 1"));
+  EXPECT_FALSE(is_control_statement("-- BEGIN\nSELECT 1"));
+  EXPECT_EQ(skip_blanks_and_comments(" -- x\n /* y */ SELECT"), "SELECT");
+  EXPECT_EQ(skip_blanks_and_comments("/* unterminated"), "");
+  EXPECT_EQ(skip_blanks_and_comments("-- no newline"), "");
+}
+
+TEST(LeaseClassifyTest, FirstSignificantStatementSkipsLeadingControl) {
+  EXPECT_EQ(first_significant_statement("SELECT 1"), "SELECT 1");
+  EXPECT_EQ(first_significant_statement("  SELECT 1"), "SELECT 1");
+  EXPECT_EQ(first_significant_statement("BEGIN; SELECT 2"), "SELECT 2");
+  EXPECT_EQ(first_significant_statement("BEGIN;SET x = 'a;b'; /* t */ UPDATE t SET y = 1"),
+            "/* t */ UPDATE t SET y = 1");
+  EXPECT_EQ(first_significant_statement("BEGIN"), "");
+  EXPECT_EQ(first_significant_statement("BEGIN; COMMIT;"), "");
+  EXPECT_EQ(first_significant_statement(""), "");
+}
+
+// --- truncation ---------------------------------------------------------------------------------
+
+TEST(LeaseTruncateTest, AsciiCutAt200Bytes) {
+  const std::string sql(300, 'x');
+  EXPECT_EQ(utf8_prefix(sql, 200), 200U);
+  StatementText text;
+  text.assign(sql);
+  EXPECT_EQ(text.view(), std::string(200, 'x'));
+  text.assign("short");
+  EXPECT_EQ(text.view(), "short");
+  text.assign(std::string(200, 'y'));
+  EXPECT_EQ(text.view().size(), 200U);
+  text.clear();
+  EXPECT_TRUE(text.empty());
+}
+
+TEST(LeaseTruncateTest, NeverCutsInsideAMultibyteCharacter) {
+  // 199 ASCII bytes then "é" (2 bytes): the cut at 200 would split it.
+  std::string sql = std::string(199, 'a') + "\xC3\xA9" + "zzz";
+  EXPECT_EQ(utf8_prefix(sql, 200), 199U);
+  // 198 + a 3-byte char (€) at 198..200: cut before it.
+  sql = std::string(198, 'a') + "\xE2\x82\xAC" + "zzz";
+  EXPECT_EQ(utf8_prefix(sql, 200), 198U);
+  // 197 + a 4-byte char (😀) at 197..200: cut before it.
+  sql = std::string(197, 'a') + "\xF0\x9F\x98\x80" + "zzz";
+  EXPECT_EQ(utf8_prefix(sql, 200), 197U);
+  // A character that ends exactly at 200 is kept.
+  sql = std::string(198, 'a') + "\xC3\xA9" + "zzz";
+  EXPECT_EQ(utf8_prefix(sql, 200), 200U);
+  StatementText text;
+  text.assign(std::string(199, 'a') + "\xC3\xA9");
+  EXPECT_EQ(text.view().size(), 199U);
+}
+
+// --- sqlcommenter tags --------------------------------------------------------------------------
+
+TEST(LeaseTagsTest, TrailingComment) {
+  auto tags = parse_sqlcomment_tags("SELECT 1 /* route='checkout',controller='cart' */");
+  ASSERT_EQ(tags.size(), 2U);
+  EXPECT_EQ(tags[0], (std::pair<std::string, std::string>{"route", "checkout"}));
+  EXPECT_EQ(tags[1], (std::pair<std::string, std::string>{"controller", "cart"}));
+  EXPECT_EQ(format_tags(tags), "route=checkout,controller=cart");
+  // A trailing ';' and whitespace after the comment are fine.
+  EXPECT_EQ(format_tags(parse_sqlcomment_tags("SELECT 1 /*a='b'*/ ;\n")), "a=b");
+}
+
+TEST(LeaseTagsTest, LeadingComment) {
+  EXPECT_EQ(format_tags(parse_sqlcomment_tags("  /* file='app.py:42', route='/x' */ SELECT 1")),
+            "file=app.py:42,route=/x");
+  // A leading comment that is not tags: the trailing one is used.
+  EXPECT_EQ(format_tags(parse_sqlcomment_tags("/* hello */ SELECT 1 /* a='1' */")), "a=1");
+}
+
+TEST(LeaseTagsTest, UrlDecodingAndEscapes) {
+  EXPECT_EQ(format_tags(parse_sqlcomment_tags(
+                "SELECT 1 /*route='%2Fcart%2Fcheckout',traceparent='00-ab-cd-01',db%20driver='psycopg2'*/")),
+            "route=/cart/checkout,traceparent=00-ab-cd-01,db driver=psycopg2");
+  auto tags = parse_sqlcomment_tags("SELECT 1 /* msg='it\\'s',x='%e2%82%ac' */");
+  ASSERT_EQ(tags.size(), 2U);
+  EXPECT_EQ(tags[0].second, "it's");
+  EXPECT_EQ(tags[1].second, "\xE2\x82\xAC");
+}
+
+TEST(LeaseTagsTest, MalformedCommentsAreIgnored) {
+  for (const char* sql : {
+           "SELECT 1",
+           "SELECT 1 /* just a note */",
+           "SELECT 1 /* route=checkout */",         // value not quoted
+           "SELECT 1 /* route='checkout */",        // unterminated quote
+           "SELECT 1 /* route='a' controller='b' */",  // no comma
+           "SELECT 1 /* ='a' */",                   // no key
+           "SELECT 1 /* route='%zz' */",            // bad escape
+           "SELECT 1 /* route='%2' */",             // truncated escape
+           "SELECT 1 /* route='a',, b='c' */",
+           "SELECT 1 /* route='a', */",
+           "SELECT 1 /* */",
+           "SELECT 1 /* route='a'",                 // unterminated comment
+           "/* route='a' SELECT 1",
+           "SELECT '*/' ",
+       }) {
+    EXPECT_TRUE(parse_sqlcomment_tags(sql).empty()) << sql;
+  }
+}
+
+// --- states -------------------------------------------------------------------------------------
+
+TEST(LeaseStateTest, Names) {
+  EXPECT_EQ(to_string(lease_state(true, false)), "active");
+  EXPECT_EQ(to_string(lease_state(true, true)), "active");
+  EXPECT_EQ(to_string(lease_state(false, true)), "idle_in_transaction");
+  EXPECT_EQ(to_string(lease_state(false, false)), "idle_pinned");
+}
+
+// --- the lease record ---------------------------------------------------------------------------
+
+TEST(LeaseRecordTest, FirstStatementSkipsDriverBegin) {
+  Lease lease;
+  lease.on_message('Q', q_body("BEGIN"), true);
+  EXPECT_FALSE(lease.have_first);
+  EXPECT_EQ(lease.last.view(), "BEGIN");
+  lease.begin(Lease::Clock::now(), 1234);
+  lease.on_message('Q', q_body("SELECT 1 /* route='checkout',controller='cart' */"), true);
+  lease.on_message('Q', q_body("UPDATE t SET x = 2"), true);
+  EXPECT_TRUE(lease.held);
+  EXPECT_EQ(lease.backend_pid, 1234);
+  EXPECT_EQ(lease.statements, 3U);
+  EXPECT_EQ(lease.first.view(), "SELECT 1 /* route='checkout',controller='cart' */");
+  EXPECT_EQ(lease.last.view(), "UPDATE t SET x = 2");
+  EXPECT_NE(lease.xact_start, Lease::Clock::time_point{});
+  lease.reset();
+  EXPECT_FALSE(lease.held);
+  EXPECT_EQ(lease.statements, 0U);
+  EXPECT_TRUE(lease.first.empty());
+  EXPECT_TRUE(lease.last.empty());
+  EXPECT_EQ(lease.xact_start, Lease::Clock::time_point{});
+}
+
+TEST(LeaseRecordTest, ParseCarriesTextExecuteCounts) {
+  Lease lease;
+  lease.on_message('P', p_body("s1", "SELECT * FROM t WHERE id = $1"), true);
+  lease.on_message('E', std::string("\0\0\0\0\0", 5), true);
+  EXPECT_EQ(lease.statements, 1U);
+  EXPECT_EQ(lease.first.view(), "SELECT * FROM t WHERE id = $1");
+  // A Parse whose statement name is cut off by the buffer end gives no text.
+  lease.on_message('P', "s2", false);
+  EXPECT_EQ(lease.last.view(), "SELECT * FROM t WHERE id = $1");
+}
+
+TEST(LeaseRecordTest, LastStatementOfALongQueryIsItsPrefix) {
+  Lease lease;
+  lease.on_message('Q', q_body("SELECT 1"), true);
+  const std::string sql = "INSERT INTO t VALUES " + std::string(5000, 'v');
+  lease.on_message('Q', q_body(sql), true);
+  EXPECT_EQ(lease.last.view(), sql.substr(0, 200));
+  lease.on_message('P', p_body("stmt_1", sql), true);
+  EXPECT_EQ(lease.last.view(), sql.substr(0, 200));
+  lease.on_message('Q', q_body("SELECT 2"), true);
+  EXPECT_EQ(lease.last.view(), "SELECT 2");
+  EXPECT_EQ(lease.first.view(), "SELECT 1");
+}
+
+TEST(LeaseRecordTest, PartialBodyCapturesThePrefix) {
+  Lease lease;
+  const std::string sql = "SELECT " + std::string(500, 'x');
+  lease.on_message('Q', std::string_view(sql).substr(0, 60), false);
+  EXPECT_EQ(lease.first.view(), sql.substr(0, 60));
+  EXPECT_EQ(statement_text('Q', sql.substr(0, 60)), sql.substr(0, 60));
+}
+
+TEST(LeaseRecordTest, LongFirstStatementKeepsItsTrailingTags) {
+  Lease lease;
+  const std::string sql = "SELECT " + std::string(400, 'x') + " /* route='long',file='a.py:7' */";
+  lease.on_message('Q', q_body(sql), true);
+  EXPECT_EQ(lease.first.view().size(), 200U);
+  EXPECT_EQ(lease.first_tail.view(), "/* route='long',file='a.py:7' */");
+  EXPECT_EQ(format_tags(parse_sqlcomment_tags(lease.first_tail.view())), "route=long,file=a.py:7");
+}
+
+TEST(LeaseRecordTest, ReadyForQueryTracksIdleAndTransaction) {
+  Lease lease;
+  const auto t0 = Lease::Clock::now();
+  lease.on_message('Q', q_body("BEGIN"), true);
+  lease.begin(t0, 1);
+  const auto xact = lease.xact_start;
+  lease.on_ready(true, 0, t0 + 1s);  // 'T', nothing owed
+  EXPECT_EQ(lease.idle_since, t0 + 1s);
+  EXPECT_EQ(lease.xact_start, xact);
+  lease.on_ready(false, 1, t0 + 2s);  // 'I' with a pipelined query behind it
+  EXPECT_EQ(lease.idle_since, t0 + 1s);
+  EXPECT_EQ(lease.xact_start, t0 + 2s);
+  lease.on_ready(false, 0, t0 + 3s);  // 'I', nothing owed: no transaction
+  EXPECT_EQ(lease.idle_since, t0 + 3s);
+  EXPECT_EQ(lease.xact_start, Lease::Clock::time_point{});
+}
+
+// --- thresholds and config ----------------------------------------------------------------------
+
+pgw::config::Config load(const std::string& text) {
+  std::vector<pgw::config::Warning> warnings;
+  return pgw::config::load_string(text, "pgbouncer.ini", warnings);
+}
+
+TEST(LeaseConfigTest, LeakWarnAfterDefaultsAndParses) {
+  EXPECT_EQ(load("").leak_warn_after, 60s);
+  EXPECT_EQ(load("[pgbouncer]\nleak_warn_after = 2\n").leak_warn_after, 2s);
+  EXPECT_EQ(load("[pgbouncer]\nleak_warn_after = 0\n").leak_warn_after, 0s);
+  EXPECT_THROW(load("[pgbouncer]\nleak_warn_after = soon\n"), pgw::config::ConfigError);
+  auto c = load("");
+  pgw::config::set_key(c, "leak_warn_after", "5");
+  EXPECT_EQ(c.leak_warn_after, 5s);
+  EXPECT_TRUE(pgw::config::is_runtime_changeable("leak_warn_after"));
+  bool listed = false;
+  for (const auto& [key, value] : pgw::config::show_config_rows(c)) {
+    if (key == "leak_warn_after") listed = value == "5";
+  }
+  EXPECT_TRUE(listed);
+}
+
+TEST(LeaseConfigTest, PerAppThresholdFirstMatchWins) {
+  const auto c = load(
+      "[pgbouncer]\nleak_warn_after = 60\n"
+      "[apps]\n"
+      "checkout-* = leak_warn_after=5\n"
+      "checkout-batch = leak_warn_after=600\n"
+      "report* = pool_mode=session\n"
+      "legacy = leak_warn_after=0\n");
+  ASSERT_EQ(c.apps.size(), 4U);
+  EXPECT_EQ(leak_threshold(c, "checkout-svc"), 5s);
+  EXPECT_EQ(leak_threshold(c, "checkout-batch"), 5s);  // the first matching line decides
+  EXPECT_EQ(leak_threshold(c, "reports"), 60s);       // matches, but sets no leak_warn_after
+  EXPECT_EQ(leak_threshold(c, "legacy"), 0s);
+  EXPECT_EQ(leak_threshold(c, "other"), 60s);
+  EXPECT_EQ(leak_threshold(c, ""), 60s);
+  EXPECT_THROW(load("[apps]\nx = leak_warn_after=abc\n"), pgw::config::ConfigError);
+}
+
+// --- events -------------------------------------------------------------------------------------
+
+TEST(LeaseEventsTest, RingKeepsTheNewestAndListsThemFirst) {
+  EventRing ring(1000);
+  for (std::uint64_t i = 1; i <= 1005; ++i) {
+    LeakEvent e;
+    e.client_id = i;
+    e.action = "leak_warning";
+    ring.push(e);
+  }
+  const auto events = ring.newest_first();
+  ASSERT_EQ(events.size(), 1000U);
+  EXPECT_EQ(events.front().client_id, 1005U);
+  EXPECT_EQ(events.back().client_id, 6U);
+}
+
+TEST(LeaseEventsTest, PerAppCounters) {
+  LeakBook book;
+  EXPECT_EQ(book.note_suspected("a"), 1U);
+  EXPECT_EQ(book.note_suspected("a"), 2U);
+  EXPECT_EQ(book.note_suspected("b"), 1U);
+  book.note_resolved("a");
+  const auto counters = book.counters();
+  EXPECT_EQ(counters.at("a").suspected, 2U);
+  EXPECT_EQ(counters.at("a").resolved, 1U);
+  EXPECT_EQ(counters.at("b").resolved, 0U);
+}
+
+TEST(LeaseEventsTest, PrintableReplacesControlCharacters) {
+  EXPECT_EQ(printable("SELECT\n1\t\x1b[31m"), "SELECT 1  [31m");
+}
+
+// --- console ------------------------------------------------------------------------------------
+
+TEST(LeaseConsoleTest, ShowSubjectsAndColumns) {
+  using pgw::admin::column_names;
+  EXPECT_TRUE(pgw::admin::is_show_subject("leases"));
+  EXPECT_TRUE(pgw::admin::is_show_subject("leaks"));
+  EXPECT_TRUE(pgw::admin::is_show_subject("events"));
+  const std::vector<std::string> lease_columns{
+      "client_id", "application_name", "user", "database", "client_addr", "client_port",
+      "backend_pid", "state", "lease_age_s", "xact_age_s", "idle_s", "statements", "first_query",
+      "last_query", "tags", "action_taken", "next_action", "next_action_in_s"};
+  EXPECT_EQ(column_names("leaks"), lease_columns);
+  EXPECT_EQ(column_names("leases"), lease_columns);
+  EXPECT_EQ(column_names("events"),
+            (std::vector<std::string>{"time", "client_id", "application_name", "action", "reason",
+                                      "lease_age_s", "first_query"}));
+}
+
+TEST(LeaseConsoleTest, LeaksListsOnlyIdleLeasesPastTheThreshold) {
+  pgw::admin::Snapshot s;
+  auto config = load("[pgbouncer]\nleak_warn_after = 2\nidle_transaction_timeout = 10\n");
+  s.config = std::make_shared<const pgw::config::Config>(config);
+  s.now = std::chrono::steady_clock::now();
+  auto add = [&](std::uint64_t id, LeaseState state, std::chrono::seconds age, std::chrono::seconds idle,
+                 bool warned) {
+    SessionInfo info;
+    info.id = id;
+    LeaseInfo l;
+    l.client_id = id;
+    l.state = state;
+    l.start = s.now - age;
+    l.idle_since = s.now - idle;
+    l.xact_start = l.start;
+    l.first_query = "SELECT " + std::to_string(id);
+    l.warned = warned;
+    info.lease = l;
+    s.sessions.push_back(info);
+  };
+  add(1, LeaseState::idle_in_transaction, 5s, 3s, true);  // leak, warned
+  add(2, LeaseState::active, 50s, 50s, false);            // active: never a leak
+  add(3, LeaseState::idle_pinned, 1s, 1s, false);         // not yet
+  add(4, LeaseState::idle_pinned, 9s, 9s, false);         // leak, older
+  const auto leaks = pgw::admin::build_show("leaks", s);
+  ASSERT_EQ(leaks.rows.size(), 2U);
+  EXPECT_EQ(leaks.rows[0][0], "4");  // oldest first
+  EXPECT_EQ(leaks.rows[1][0], "1");
+  EXPECT_EQ(leaks.rows[1][7], "idle_in_transaction");
+  EXPECT_EQ(leaks.rows[1][15], "warned");
+  EXPECT_EQ(leaks.rows[1][16], "disconnect (idle_transaction_timeout)");
+  EXPECT_EQ(leaks.rows[1][17], "7");
+  const auto leases = pgw::admin::build_show("leases", s);
+  ASSERT_EQ(leases.rows.size(), 4U);
+  EXPECT_EQ(leases.rows[3][0], "3");
+  EXPECT_EQ(leases.rows[3][16], "warn (leak_warn_after)");
+  EXPECT_EQ(leases.rows[3][17], "1");
+  EXPECT_EQ(leases.rows[0][0], "2");
+  EXPECT_FALSE(leases.rows[0][10].has_value());  // active: idle_s NULL
+  EXPECT_EQ(leases.rows[0][16], "");              // no query_timeout: nothing planned
+  EXPECT_FALSE(leases.rows[0][17].has_value());
+}
+
+TEST(LeaseConsoleTest, CancelClientParses) {
+  auto parsed = pgw::admin::parse_command("cancel_client 42;");
+  auto* command = std::get_if<pgw::admin::Command>(&parsed);
+  ASSERT_NE(command, nullptr);
+  EXPECT_EQ(command->verb, pgw::admin::Verb::cancel_client);
+  EXPECT_EQ(command->arg, "42");
+  EXPECT_TRUE(std::holds_alternative<pgw::admin::ParseError>(pgw::admin::parse_command("CANCEL_CLIENT x")));
+}
+
+}  // namespace
