@@ -1,0 +1,348 @@
+// Writes the seed corpora of the fuzz targets: fuzz_make_corpus DIR (normally fuzz/corpus).
+// Real messages built with the codec's MessageWriter, real SCRAM exchanges run with the
+// fixture of scram_fixture.hpp, and sample pgbouncer.ini / userlist.txt texts. The output is
+// committed; rerun this after changing it (files of other names in DIR are left alone).
+//
+//   cmake --build build --target fuzz_make_corpus && build/fuzz/fuzz_make_corpus fuzz/corpus
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "auth/auth.hpp"
+#include "protocol/codec.hpp"
+#include "scram_fixture.hpp"
+
+namespace {
+
+namespace proto = pgw::proto;
+namespace auth = pgw::auth;
+namespace fx = pgw::fuzz::scram;
+
+std::filesystem::path g_root;
+int g_written = 0;
+
+void write(const std::string& target, const std::string& name, std::string_view content) {
+  const auto dir = g_root / target;
+  std::filesystem::create_directories(dir);
+  std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  if (!out) {
+    std::fprintf(stderr, "cannot write %s\n", (dir / name).string().c_str());
+    std::exit(1);
+  }
+  ++g_written;
+}
+
+template <typename Build>
+std::string build(Build&& fn) {
+  std::string out;
+  proto::MessageWriter writer(out);
+  fn(writer);
+  return out;
+}
+
+// Frontend messages the writer has no helper for.
+std::string parse_message(std::string_view name, std::string_view sql, std::vector<std::int32_t> types) {
+  return build([&](proto::MessageWriter& w) {
+    w.begin('P').cstring(name).cstring(sql).int16(static_cast<std::int16_t>(types.size()));
+    for (auto t : types) w.int32(t);
+    w.finish();
+  });
+}
+std::string bind_message(std::string_view portal, std::string_view statement, std::string_view value) {
+  return build([&](proto::MessageWriter& w) {
+    w.begin('B').cstring(portal).cstring(statement);
+    w.int16(1).int16(0);                                                    // parameter formats
+    w.int16(1).int32(static_cast<std::int32_t>(value.size())).raw(value);  // parameter values
+    w.int16(1).int16(0);                                                    // result formats
+    w.finish();
+  });
+}
+std::string describe_portal(std::string_view portal) {
+  return build([&](proto::MessageWriter& w) { w.begin('D').int8('P').cstring(portal).finish(); });
+}
+std::string execute_message(std::string_view portal) {
+  return build([&](proto::MessageWriter& w) { w.begin('E').cstring(portal).int32(0).finish(); });
+}
+std::string close_statement(std::string_view name) {
+  return build([&](proto::MessageWriter& w) { w.begin('C').int8('S').cstring(name).finish(); });
+}
+std::string copy_data(std::string_view data) {
+  return build([&](proto::MessageWriter& w) { w.begin('d').raw(data).finish(); });
+}
+std::string simple(char type) {
+  return build([&](proto::MessageWriter& w) { w.begin(type).finish(); });
+}
+
+std::string startup(std::vector<std::pair<std::string, std::string>> params) {
+  return build([&](proto::MessageWriter& w) { w.startup_message(params); });
+}
+std::string code_packet(std::uint32_t code) {
+  return build([&](proto::MessageWriter& w) { w.int32(8).int32(static_cast<std::int32_t>(code)); });
+}
+
+std::string body_of(const std::string& message) { return message.substr(proto::kHeaderSize); }
+
+struct Scram {
+  std::string client_first, server_first, client_final, server_final;
+};
+
+Scram exchange(std::string_view gs2 = "n,,", std::string_view user = "") {
+  const auto secret = auth::make_scram_secret(fx::kPassword, fx::kSalt, fx::kIterations);
+  auth::ScramServer server(secret, std::string(fx::kServerNonceRaw));
+  auto client = auth::ScramClient::with_password("", std::string(fx::kPassword),
+                                                 std::string(fx::kClientNonceRaw));
+  Scram s;
+  s.client_first = user.empty() ? client.client_first() : client.client_first_with_user(user);
+  if (gs2 != "n,,") s.client_first = std::string(gs2) + s.client_first.substr(3);
+  s.server_first = server.handle_client_first(s.client_first).value();
+  s.client_final = client.handle_server_first(s.server_first).value();
+  // With another gs2 header the client's c=biws ("n,,") does not match: a negative seed.
+  const auto server_final = server.handle_client_final(s.client_final);
+  s.server_final = server_final ? *server_final : "e=invalid-proof";
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+    return 2;
+  }
+  g_root = argv[1];
+
+  const Scram scram = exchange();
+  const std::string_view mechanisms[] = {"SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"};
+  const std::byte salt[4] = {std::byte{0x12}, std::byte{0x34}, std::byte{0x56}, std::byte{0x78}};
+  const std::string_view columns[] = {"id", "name"};
+  const std::optional<std::string_view> row[] = {"1", std::nullopt};
+  const std::string unrecognized[] = {"_pq_.compression"};
+
+  // --- single messages, frontend and backend ---
+  const std::vector<std::pair<std::string, std::string>> messages{
+      {"fe_query", build([](auto& w) { w.query("SELECT 1"); })},
+      {"fe_query_empty", build([](auto& w) { w.query(""); })},
+      {"fe_parse", parse_message("s1", "SELECT $1::int", {23})},
+      {"fe_parse_unnamed", parse_message("", "SELECT now()", {})},
+      {"fe_bind", bind_message("", "s1", "42")},
+      {"fe_describe", describe_portal("")},
+      {"fe_execute", execute_message("")},
+      {"fe_close", close_statement("s1")},
+      {"fe_sync", build([](auto& w) { w.sync(); })},
+      {"fe_flush", simple('H')},
+      {"fe_terminate", build([](auto& w) { w.terminate(); })},
+      {"fe_copy_data", copy_data("1\tone\n")},
+      {"fe_copy_done", simple('c')},
+      {"fe_password", build([](auto& w) { w.password_message("md5" + std::string(32, 'a')); })},
+      {"fe_sasl_initial", build([&](auto& w) { w.sasl_initial_response("SCRAM-SHA-256", scram.client_first); })},
+      {"fe_sasl_response", build([&](auto& w) { w.sasl_response(scram.client_final); })},
+      {"be_auth_ok", build([](auto& w) { w.authentication_ok(); })},
+      {"be_auth_cleartext", build([](auto& w) { w.authentication_cleartext(); })},
+      {"be_auth_md5", build([&](auto& w) { w.authentication_md5(std::span<const std::byte, 4>(salt)); })},
+      {"be_auth_sasl", build([&](auto& w) { w.authentication_sasl(mechanisms); })},
+      {"be_auth_sasl_continue", build([&](auto& w) { w.authentication_sasl_continue(scram.server_first); })},
+      {"be_auth_sasl_final", build([&](auto& w) { w.authentication_sasl_final(scram.server_final); })},
+      {"be_parameter_status", build([](auto& w) { w.parameter_status("client_encoding", "UTF8"); })},
+      {"be_backend_key_data", build([](auto& w) { w.backend_key_data(4242, -123456789); })},
+      {"be_ready_idle", build([](auto& w) { w.ready_for_query(proto::TransactionStatus::idle); })},
+      {"be_ready_failed", build([](auto& w) { w.ready_for_query(proto::TransactionStatus::failed); })},
+      {"be_error", build([](auto& w) {
+         w.error_response("ERROR", "42P01", "relation \"t\" does not exist", "some detail", "a hint");
+       })},
+      {"be_error_fatal", build([](auto& w) {
+         w.error_response("FATAL", "28P01", "password authentication failed for user \"u\"");
+       })},
+      {"be_notice", build([](auto& w) { w.notice_response("NOTICE", "00000", "hello"); })},
+      {"be_row_description", build([&](auto& w) { w.row_description(columns); })},
+      {"be_data_row", build([&](auto& w) { w.data_row(row); })},
+      {"be_command_complete", build([](auto& w) { w.command_complete("SELECT 1"); })},
+      {"be_empty_query", build([](auto& w) { w.empty_query_response(); })},
+      {"be_negotiate_protocol", build([&](auto& w) { w.negotiate_protocol_version(0, unrecognized); })},
+  };
+  std::string extended;
+  for (const auto& name : {"fe_parse", "fe_bind", "fe_describe", "fe_execute", "fe_sync"}) {
+    for (const auto& [n, m] : messages) {
+      if (n == name) extended += m;
+    }
+  }
+  auto find = [&](std::string_view name) {
+    for (const auto& [n, m] : messages) {
+      if (n == name) return m;
+    }
+    std::fprintf(stderr, "no message %s\n", std::string(name).c_str());
+    std::exit(1);
+  };
+  const std::string login = find("be_auth_ok") + find("be_parameter_status") +
+                            build([](auto& w) { w.parameter_status("server_version", "15.6"); }) +
+                            find("be_backend_key_data") + find("be_ready_idle");
+  const std::string sasl_login = find("be_auth_sasl") + find("be_auth_sasl_continue") +
+                                 find("be_auth_sasl_final") + login;
+  const std::string result = find("be_row_description") + find("be_data_row") +
+                             find("be_command_complete") +
+                             build([](auto& w) { w.ready_for_query(proto::TransactionStatus::in_transaction); });
+  const std::string errors = find("be_notice") + find("be_error") + find("be_ready_failed") +
+                             find("be_error_fatal");
+  const std::string client_session = find("fe_query") + extended + find("fe_copy_data") +
+                                     find("fe_copy_done") + find("fe_flush") + find("fe_terminate");
+
+  // protocol: single messages and sequences.
+  for (const auto& [name, message] : messages) write("protocol", name, message);
+  write("protocol", "fe_extended", extended);
+  write("protocol", "fe_session", client_session);
+  write("protocol", "be_login", login);
+  write("protocol", "be_sasl_login", sasl_login);
+  write("protocol", "be_result", result);
+  write("protocol", "be_errors", errors);
+
+  // protocol_bodies: the bodies alone.
+  for (const auto& [name, message] : messages) write("protocol_bodies", name, body_of(message));
+
+  // first_packet: what a connection starts with, optionally with pipelined messages.
+  const std::string startup_basic = startup({{"user", "alice"}, {"database", "app"}});
+  write("first_packet", "startup", startup_basic);
+  write("first_packet", "startup_full",
+        startup({{"user", "alice"}, {"database", "app"}, {"application_name", "psql"},
+                 {"client_encoding", "UTF8"}, {"options", "-c search_path=public --work-mem=4MB"}}));
+  std::string startup_32 = startup_basic;
+  startup_32[7] = 2;  // protocol 3.2
+  write("first_packet", "startup_3_2", startup_32);
+  write("first_packet", "ssl_request", code_packet(proto::kSslRequestCode));
+  write("first_packet", "gssenc_request", code_packet(proto::kGssEncRequestCode));
+  write("first_packet", "cancel_request", build([](auto& w) { w.cancel_request(4242, -123456789); }));
+  write("first_packet", "startup_then_password", startup_basic + find("fe_password"));
+  write("first_packet", "startup_then_query", startup_basic + find("fe_query") + find("fe_terminate"));
+
+  // stream: byte 0 seeds the read sizes, byte 1 the mode (0 client relay, 1 server relay,
+  // 2 client MessageReader with first packet, 3 server MessageReader).
+  auto stream = [&](const std::string& name, char seed, char mode, const std::string& data) {
+    write("stream", name, std::string{seed, mode} + data);
+  };
+  stream("client_relay", 1, 0, client_session);
+  stream("client_relay_query", 7, 0, find("fe_query") + find("fe_query"));
+  stream("server_relay_result", 2, 1, result);
+  stream("server_relay_errors", 3, 1, errors);
+  stream("server_relay_login", 4, 1, login);
+  stream("client_login", 5, 2, startup_basic + find("fe_sasl_initial") + find("fe_sasl_response") +
+                                   find("fe_query"));
+  stream("client_cancel", 6, 2, build([](auto& w) { w.cancel_request(1, 2); }));
+  stream("server_login", 8, 3, sasl_login);
+
+  // config: pgbouncer.ini texts.
+  write("config", "pgbouncer.ini", R"ini(;; sample pgbouncer.ini
+[databases]
+app = host=127.0.0.1 port=5432 dbname=appdb pool_size=20 pool_mode=transaction
+"odd name" = host=/var/run/postgresql user=forced password='p a s s' connect_query='SELECT 1'
+reporting = host=db2 port=6543 max_db_connections=10 server_lifetime=30min application_name=rep
+* = host=localhost client_encoding=UTF8 datestyle=ISO timezone=UTC
+
+[users]
+alice = pool_mode=session max_user_connections=5 query_timeout=10
+bob = pool_size=3 reserve_pool=1 idle_transaction_timeout=250ms client_idle_timeout=1h
+
+[pgbouncer]
+listen_addr = *
+listen_port = 6432
+unix_socket_dir = /tmp
+auth_type = scram-sha-256
+auth_file = userlist.txt
+admin_users = admin, alice
+stats_users = stats
+pool_mode = transaction
+default_pool_size = 20
+min_pool_size = 2
+reserve_pool_size = 5
+reserve_pool_timeout = 0.5
+max_client_conn = 1000
+server_reset_query = DISCARD ALL
+server_check_delay = 30
+server_lifetime = 3600
+server_idle_timeout = 600
+query_wait_timeout = 2min
+client_login_timeout = 60s
+ignore_startup_parameters = extra_float_digits, search_path
+log_connections = 1
+log_disconnections = no
+verbose = 2
+tcp_keepalive = on
+workers = 2
+client_tls_sslmode = disable
+unknown_key = 1
+
+[apps]
+psql* = pool_mode=session
+)ini");
+  write("config", "minimal.ini", "[pgbouncer]\nlisten_port = 6000\n[databases]\ndb = host=h\n");
+  write("config", "durations.ini",
+        "[pgbouncer]\nquery_timeout = 1.5\nserver_lifetime = 2h\nclient_idle_timeout = 1d\n"
+        "server_connect_timeout = 1500ms\nidle_transaction_timeout = 10us\nstats_period = 0\n"
+        "server_check_delay = 2.5e1\n[databases]\nd = host=h server_lifetime=1e4ms\n");
+  write("config", "errors.ini", "[pgbouncer]\nlisten_port = 70000\n");
+  write("config", "quotes.ini",
+        "[databases]\nq = host='a\\'b' dbname=x\\ y user = 'u'\n[users]\n\"we\"\"ird\" = pool_size=1\n");
+
+  // auth_file: userlist.txt texts.
+  write("auth_file", "userlist.txt",
+        "\"alice\" \"secret\"\n"
+        "\"bob\" \"md5" + auth::md5_password_hash("bob", "pw").substr(3) + "\"\n"
+        "\"carol\" \"" + auth::format_scram_secret(auth::make_scram_secret("pw", "0123456789abcdef", 4096)) + "\"\n"
+        "; comment\n# another\n\n"
+        "\"we\"\"ird\" \"pass \"\"word\"\"\"\n");
+  write("auth_file", "unterminated.txt", "\"alice\" \"secret\n");
+
+  // base64
+  write("base64", "empty", "");
+  write("base64", "one", "QQ==");
+  write("base64", "two", "QUI=");
+  write("base64", "three", "QUJD");
+  write("base64", "salt", auth::base64_encode(fx::kSalt));
+  write("base64", "binary", std::string("\x00\xff\x10=\n+/", 7));
+
+  // scram_secret
+  write("scram_secret", "generated",
+        auth::format_scram_secret(auth::make_scram_secret("pencil", "0123456789abcdef", 4096)));
+  write("scram_secret", "fixture",
+        auth::format_scram_secret(auth::make_scram_secret(fx::kPassword, fx::kSalt, fx::kIterations)));
+  write("scram_secret", "md5", auth::md5_password_hash("alice", "secret"));
+  write("scram_secret", "short_key", "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy");
+
+  // scram_server: client-first-message, newline, client-final-message.
+  write("scram_server", "exchange", scram.client_first + "\n" + scram.client_final);
+  const Scram with_user = exchange("n,,", "alice");
+  write("scram_server", "exchange_user", with_user.client_first + "\n" + with_user.client_final);
+  const Scram y_header = exchange("y,,");
+  write("scram_server", "exchange_y", y_header.client_first + "\n" + y_header.client_final);
+  write("scram_server", "channel_binding", "p=tls-server-end-point,,n=,r=abc\nc=biws,r=abc,p=AAAA");
+
+  // scram_client: server-first-message, newline, server-final-message.
+  write("scram_client", "exchange", scram.server_first + "\n" + scram.server_final);
+  write("scram_client", "error_final", scram.server_first + "\ne=invalid-proof");
+
+  // admin_command: console queries.
+  const std::pair<const char*, const char*> commands[] = {
+      {"show_pools", "SHOW POOLS;"},
+      {"show_help", "show help"},
+      {"set_eq", "SET default_pool_size = 30"},
+      {"set_to", "set query_timeout to '1.5'"},
+      {"set_quoted", "SET server_reset_query = 'DISCARD ALL; SELECT ''x'''"},
+      {"set_bad", "SET listen_port = 0"},
+      {"pause_db", "PAUSE \"my db\";"},
+      {"resume", "RESUME"},
+      {"kill", "KILL app"},
+      {"kill_client", "KILL_CLIENT 12345"},
+      {"reconnect", "RECONNECT"},
+      {"wait_close", "WAIT_CLOSE app"},
+      {"reload", "RELOAD;"},
+      {"shutdown", "SHUTDOWN WAIT_FOR_CLIENTS"},
+      {"empty", " ; ;"},
+  };
+  for (const auto& [name, sql] : commands) write("admin_command", name, sql);
+
+  std::printf("wrote %d seed files under %s\n", g_written, g_root.string().c_str());
+  return 0;
+}
