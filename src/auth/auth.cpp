@@ -317,14 +317,17 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
     stored_key = secret_->stored_key;
     server_key = secret_->server_key;
   } else {
-    const auto secret = make_scram_secret(password_, *salt, iterations);
+    // One PBKDF2 (the expensive part of a login) gives all three keys.
     std::string salted(32, '\0');
-    PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
-                      reinterpret_cast<const unsigned char*>(salt->data()), static_cast<int>(salt->size()),
-                      iterations, EVP_sha256(), 32, reinterpret_cast<unsigned char*>(salted.data()));
+    if (PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
+                          reinterpret_cast<const unsigned char*>(salt->data()),
+                          static_cast<int>(salt->size()), iterations, EVP_sha256(), 32,
+                          reinterpret_cast<unsigned char*>(salted.data())) != 1) {
+      return std::nullopt;
+    }
     client_key = hmac_sha256(salted, "Client Key");
-    stored_key = secret.stored_key;
-    server_key = secret.server_key;
+    stored_key = sha256(client_key);
+    server_key = hmac_sha256(salted, "Server Key");
   }
   const std::string without_proof = "c=biws,r=" + std::string(nonce);
   const std::string auth_message =

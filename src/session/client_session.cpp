@@ -16,6 +16,8 @@ using proto::TransactionStatus;
 namespace {
 
 constexpr std::size_t kMinBuffer = 4096;
+// Largest ReadyForQuery, ParameterStatus or ErrorResponse the relay buffers whole.
+constexpr std::size_t kWholeServerMessageLimit = 1 << 20;
 // How long a vanished client's in-flight query may take to end after its cancel, before the
 // server connection is closed instead of being reused.
 constexpr std::chrono::seconds kCleanupTimeout{5};
@@ -778,7 +780,12 @@ asio::awaitable<void> ClientSession::relay() {
       const auto header = std::get<proto::Header>(parsed);
       const char type = header.type;
       if (type == 'Z' || type == 'S' || type == 'E') {
-        // Small messages whose content matters: wait until they are whole.
+        // Small messages whose content matters: wait until they are whole. PostgreSQL's are
+        // far below the cap; a server claiming more is broken, not a reason to allocate it.
+        if (header.total_size() > kWholeServerMessageLimit) {
+          fatal = true;
+          break;
+        }
         if (have - pos < header.total_size()) {
           if (header.total_size() > buffer.size()) buffer.resize(header.total_size());
           break;
