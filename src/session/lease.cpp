@@ -318,6 +318,29 @@ void Lease::on_message(char type, std::string_view body, bool whole) {
   }
 }
 
+namespace {
+// Free statement blocks of this thread. A block given back on another thread than the one
+// it came from (a session destroyed elsewhere) simply joins that thread's list.
+std::vector<std::unique_ptr<char[]>>& free_statement_blocks() {
+  thread_local std::vector<std::unique_ptr<char[]>> blocks;
+  return blocks;
+}
+constexpr std::size_t kMaxFreeStatementBlocks = 1024;
+}  // namespace
+
+std::unique_ptr<char[]> StatementText::take_block() {
+  auto& blocks = free_statement_blocks();
+  if (blocks.empty()) return std::make_unique_for_overwrite<char[]>(kStatementCapture);
+  auto block = std::move(blocks.back());
+  blocks.pop_back();
+  return block;
+}
+
+void StatementText::give_block(std::unique_ptr<char[]> block) {
+  auto& blocks = free_statement_blocks();
+  if (blocks.size() < kMaxFreeStatementBlocks) blocks.push_back(std::move(block));
+}
+
 void Lease::reset() {
   held = false;
   start = xact_start = idle_since = warned_at = Clock::time_point{};

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -71,19 +72,39 @@ config::Millis leak_threshold(const config::Config& config, std::string_view app
 // Log-safe text: control characters become spaces.
 std::string printable(std::string_view text);
 
-// A statement prefix in a fixed buffer: no allocation per statement.
+// A statement prefix in a fixed-size block. Blocks come from a per-thread free list and are
+// held only while a statement is recorded: no allocation per statement, and an idle client
+// (its lease reset when its server went back to the pool) holds none.
 class StatementText {
  public:
+  StatementText() = default;
+  StatementText(const StatementText&) = delete;
+  StatementText& operator=(const StatementText&) = delete;
+  ~StatementText() { clear(); }
+
   void assign(std::string_view text) {
-    len_ = static_cast<std::uint16_t>(utf8_prefix(text, kStatementCapture));
-    if (len_ > 0) text.copy(data_.data(), len_);
+    const std::size_t size = utf8_prefix(text, kStatementCapture);
+    if (size == 0) {
+      clear();
+      return;
+    }
+    if (!data_) data_ = take_block();
+    text.copy(data_.get(), size);
+    len_ = static_cast<std::uint16_t>(size);
   }
-  void clear() { len_ = 0; }
+  void clear() {
+    len_ = 0;
+    if (data_) give_block(std::move(data_));
+  }
   bool empty() const { return len_ == 0; }
-  std::string_view view() const { return {data_.data(), len_}; }
+  std::string_view view() const {
+    return data_ ? std::string_view(data_.get(), len_) : std::string_view();
+  }
 
  private:
-  std::array<char, kStatementCapture> data_;
+  static std::unique_ptr<char[]> take_block();
+  static void give_block(std::unique_ptr<char[]> block);
+  std::unique_ptr<char[]> data_;
   std::uint16_t len_ = 0;
 };
 
