@@ -11,6 +11,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import harness  # noqa: E402
 
 POOL_SIZE = 5
+
+# A typical leak: psycopg2 opens a transaction implicitly (its own BEGIN), the code runs one
+# tagged query and never commits or closes.
+LEAKY_APP = """
+import sys, time, psycopg2
+conn = psycopg2.connect(sys.argv[1], application_name="checkout-svc")
+cur = conn.cursor()
+cur.execute("SELECT count(*) FROM pgbench_accounts /* route='checkout',controller='cart' */")
+print("checkout-svc: ran its query, left the transaction open", flush=True)
+time.sleep(60)
+"""
 CLIENTS = 50
 
 
@@ -32,7 +43,8 @@ def main():
         print(f"PostgreSQL on 127.0.0.1:{pg.port}, data in {pg.data}")
         step(f"starting pgwarden in front of it (transaction pooling, pool_size={POOL_SIZE})")
         with harness.Pgwarden(pg, default_pool_size=POOL_SIZE, log_connections=0,
-                              log_disconnections=0) as pgw:
+                              log_disconnections=0, admin_users="scram_user",
+                              leak_warn_after=2) as pgw:
             print(f"pgwarden on 127.0.0.1:{pgw.port}, config {pgw.ini}:")
             with open(pgw.ini) as f:
                 print("    " + f.read().replace("\n", "\n    "))
@@ -64,6 +76,26 @@ def main():
             if result.returncode != 0 or peak[0] > POOL_SIZE:
                 print("demo: unexpected result", file=sys.stderr)
                 return 1
+
+            step("the leak guard: an app that leaves a transaction open")
+            leaky = subprocess.Popen(["/usr/bin/python3", "-c", LEAKY_APP, pgw.dsn()],
+                                     stdout=subprocess.PIPE, text=True)
+            try:
+                print(leaky.stdout.readline().rstrip())
+                time.sleep(3)  # past leak_warn_after = 2 s
+                console = ["psql", "-X", "-d", pgw.dsn(db="pgbouncer"), "-x", "-c"]
+                result = show(console + ["SHOW LEAKS"])
+                if "checkout-svc" not in result.stdout or "route=checkout" not in result.stdout:
+                    print("demo: the leaking client is missing from SHOW LEAKS", file=sys.stderr)
+                    return 1
+                print("\npgwarden's log:")
+                for line in pgw.log().splitlines():
+                    if "leak suspected" in line:
+                        print("    " + line)
+                show(["psql", "-X", "-d", pgw.dsn(db="pgbouncer"), "-c", "SHOW POOLS"])
+            finally:
+                leaky.kill()
+                leaky.wait()
 
             step("clear errors instead of hangs")
             show(["psql", "-X", "-d", pgw.dsn(password="wrong"), "-c", "SELECT 1"])
