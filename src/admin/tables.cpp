@@ -439,7 +439,7 @@ NextAction next_action(const session::LeaseInfo& l, const config::Config& c, con
   };
   using session::LeaseState;
   if (l.state == LeaseState::active && c.query_timeout.count() > 0 && l.query_start != Clock::time_point{}) {
-    consider("cancel+disconnect (query_timeout)", l.query_start + c.query_timeout);
+    consider("cancel (query_timeout)", l.query_start + c.query_timeout);
   }
   if (l.state == LeaseState::idle_in_transaction && c.idle_transaction_timeout.count() > 0) {
     consider("disconnect (idle_transaction_timeout)", l.idle_since + c.idle_transaction_timeout);

@@ -16,6 +16,9 @@ using proto::TransactionStatus;
 namespace {
 
 constexpr std::size_t kMinBuffer = 4096;
+// How long a backend may take to act on the CancelRequest sent at query_timeout before the
+// client is disconnected instead.
+constexpr std::chrono::seconds kCancelGrace{5};
 // Largest ReadyForQuery, ParameterStatus or ErrorResponse the relay buffers whole.
 constexpr std::size_t kWholeServerMessageLimit = 1 << 20;
 // How long a vanished client's in-flight query may take to end after its cancel, before the
@@ -976,7 +979,18 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
     case ClientState::active:
       if (server_ && expected_ready_ > 0 && query_start_ != Clock::time_point{} &&
           c.query_timeout.count() > 0 && now - query_start_ > c.query_timeout) {
-        terminate(Err::query_timeout);
+        if (query_timeout_cancelled_ != query_start_) {
+          // Cancel first: PostgreSQL answers the client with 57014 and the session goes on.
+          query_timeout_cancelled_ = query_start_;
+          query_timeout_cancel_sent_ = now;
+          spdlog::info("C-{}: query_timeout: cancelling the running query (backend pid {})", id_,
+                       server_->backend_pid);
+          forward_cancel();
+        } else if (now - query_timeout_cancel_sent_ > kCancelGrace) {
+          // The backend ignored the cancel: the client gets the error, the server is closed
+          // unless cleanup() finds it clean.
+          terminate(Err::query_timeout);
+        }
       } else if (server_ && expected_ready_ == 0 && server_->status != TransactionStatus::idle &&
                  c.idle_transaction_timeout.count() > 0 &&
                  now - xact_idle_since_ > c.idle_transaction_timeout) {

@@ -158,6 +158,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
   Clock::time_point xact_idle_since_{};
   bool timed_out_ = false;
+  // query_timeout: the query (by its start time) already cancelled, and when.
+  Clock::time_point query_timeout_cancelled_{};
+  Clock::time_point query_timeout_cancel_sent_{};
   std::string disconnect_reason_ = "client disconnected";
 
   // Lease tracking and leak attribution (session/lease.hpp, client_session_lease.cpp).

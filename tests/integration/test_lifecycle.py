@@ -75,22 +75,24 @@ def test_idle_transaction_timeout_rolls_back_and_frees_lock():
                                 "WHERE state LIKE 'idle in transaction%'").fetchone()[0] == 0
 
 
-def test_query_timeout_cancels_the_query():
+def test_query_timeout_cancels_the_query_and_keeps_the_session():
     with harness.Pgwarden(pg(), auth_type="trust", query_timeout=1, default_pool_size=1) as pw:
         client = login(pw)
         start = time.monotonic()
-        body = b"SELECT pg_sleep(20)\0"
-        client.send(b"Q" + len(body + b"1234").to_bytes(4, "big") + body)
         client.sock.settimeout(10)
-        messages = client.read_until(types=(), limit=100)
+        messages = client.query("SELECT pg_sleep(20)")
+        elapsed = time.monotonic() - start
         error = harness.first_error(messages)
-        assert error and error["C"] == "57014", messages
-        assert time.monotonic() - start < 4
-        # The sleeping query is gone from PostgreSQL, and the pool serves the next client.
-        harness.wait_until(lambda: pg().sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' "
-            "AND state = 'active'")[0][0] == "0", 5, what="the query to be cancelled")
-        assert harness.psql(pw.dsn(), "SELECT 'next'", timeout=10).stdout.strip() == "next"
+        assert error and error["C"] == "57014" and error["S"] == "ERROR", messages
+        assert messages[-1] == (b"Z", b"I"), messages
+        assert 0.9 < elapsed < 3, elapsed
+        # The same connection goes on, and the sleeping query is gone from PostgreSQL.
+        messages = client.query("SELECT 'still here'")
+        assert any(t == b"D" and b"still here" in body for t, body in messages), messages
+        assert pg().sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(20)' "
+                        "AND state = 'active'")[0][0] == "0"
+        assert "query_timeout: cancelling" in pw.log()
+        client.close()
 
 
 def test_client_login_timeout():
