@@ -1,0 +1,66 @@
+// Per-transaction work of a session outside the codec: the read-buffer pool, the leak guard's
+// statement capture, and the parameter comparison done when a client gets a server.
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "net/buffer_pool.hpp"
+#include "pool/params.hpp"
+#include "protocol/codec.hpp"
+#include "session/lease.hpp"
+
+namespace {
+
+void BM_BufferPoolTakeGive(benchmark::State& state) {
+  for (auto _ : state) {
+    auto buffer = pgw::net::BufferPool::take(4096);
+    benchmark::DoNotOptimize(buffer.data());
+    pgw::net::BufferPool::give(std::move(buffer), 4096);
+  }
+}
+BENCHMARK(BM_BufferPoolTakeGive);
+
+// One lease of a driver that wraps each statement in BEGIN ... COMMIT.
+void BM_LeaseCaptureTransaction(benchmark::State& state) {
+  const std::string begin = "BEGIN";
+  const std::string select =
+      "SELECT abalance FROM pgbench_accounts WHERE aid = $1 /* route='checkout',controller='cart' */";
+  const std::string commit = "COMMIT";
+  pgw::session::Lease lease;
+  for (auto _ : state) {
+    const auto now = pgw::session::Lease::Clock::now();
+    lease.on_message('Q', begin, true);
+    lease.begin(now, 4242);
+    lease.on_message('Q', select, true);
+    lease.on_ready(true, 0, now);
+    lease.on_message('Q', commit, true);
+    lease.on_ready(false, 0, now);
+    benchmark::DoNotOptimize(lease.statements);
+    lease.reset();
+  }
+}
+BENCHMARK(BM_LeaseCaptureTransaction);
+
+// The comparison sync_parameters() makes when a client gets a server another client used.
+void BM_ParamSetCompare(benchmark::State& state) {
+  pgw::ParamSet client, server;
+  for (auto* set : {&client, &server}) {
+    set->set("application_name", "pgbench");
+    set->set("client_encoding", "UTF8");
+    set->set("DateStyle", "ISO, MDY");
+    set->set("TimeZone", "Etc/UTC");
+    set->set("IntervalStyle", "postgres");
+    set->set("standard_conforming_strings", "on");
+  }
+  for (auto _ : state) {
+    bool differs = false;
+    for (const auto& [name, value] : client) {
+      const std::string* current = server.find(name);
+      differs |= !current || *current != value;
+    }
+    benchmark::DoNotOptimize(differs);
+  }
+}
+BENCHMARK(BM_ParamSetCompare);
+
+}  // namespace
