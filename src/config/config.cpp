@@ -1,5 +1,7 @@
 #include "config/config.hpp"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -375,6 +377,9 @@ void parse_text(Config& c, const std::string& text, const std::string& name,
       // Only the leak guard's keys are read here; others are kept for later features.
       for (const auto& [app_key, app_value] : parse_connstring(at, value)) {
         if (app_key == "leak_warn_after") app.leak_warn_after = parse_duration(at, app_key, app_value);
+        if (app_key == "max_client_conn") {
+          app.max_client_conn = parse_int(at, app_key, app_value, 0, 1'000'000);
+        }
       }
       c.apps.push_back(std::move(app));
     } else if (section.empty()) {
@@ -414,6 +419,15 @@ std::optional<DatabaseEntry> Config::find_database(const std::string& name) cons
     return entry;
   }
   return std::nullopt;
+}
+
+const Config::AppLine* Config::find_app(std::string_view application_name) const {
+  if (apps.empty()) return nullptr;
+  const std::string name(application_name);
+  for (const auto& app : apps) {
+    if (::fnmatch(app.pattern.c_str(), name.c_str(), 0) == 0) return &app;
+  }
+  return nullptr;
 }
 
 int Config::effective_workers() const {

@@ -114,6 +114,7 @@ struct Config {
     std::string settings;
     std::string source;  // "file:line"
     std::optional<Millis> leak_warn_after;  // from `settings`, if given there
+    std::optional<int> max_client_conn;     // clients of one application_name at a time
   };
   std::vector<AppLine> apps;
   // PgBouncer keys accepted but not acted on yet, shown by SHOW CONFIG.
@@ -123,6 +124,8 @@ struct Config {
 
   // The entry for a client-visible database name: exact match, else "*" (with dbname = name).
   std::optional<DatabaseEntry> find_database(const std::string& name) const;
+  // The first [apps] line whose pattern matches `application_name` (fnmatch), or null.
+  const AppLine* find_app(std::string_view application_name) const;
   int effective_workers() const;
 };
 

@@ -130,6 +130,7 @@ ClientSession::ClientSession(Shared& shared, asio::io_context& io, unsigned work
 ClientSession::~ClientSession() {
   if (registered_) shared_.cancels.remove(cancel_key_);
   if (counted_) shared_.clients.fetch_sub(1, std::memory_order_relaxed);
+  if (app_counted_) shared_.release_app_client(app_counted_as_);
 }
 
 asio::awaitable<void> ClientSession::run() {
@@ -239,6 +240,19 @@ asio::awaitable<bool> ClientSession::startup() {
   if (shared_.shutting_down.load()) {
     co_await fail(Err::shutting_down);
     co_return false;
+  }
+  // Per-application cap ([apps] max_client_conn), counted by the startup application_name.
+  if (const auto* app = config_->find_app(application_name_); app && app->max_client_conn) {
+    if (!shared_.admit_app_client(application_name_, *app->max_client_conn)) {
+      co_await fail(Err::app_max_client_conn, application_name_,
+                    fmt::format("application \"{}\" is limited to {} client connections by [apps] "
+                                "line \"{}\" ({})",
+                                application_name_, *app->max_client_conn, app->pattern,
+                                app->source));
+      co_return false;
+    }
+    app_counted_ = true;
+    app_counted_as_ = application_name_;  // a later SET application_name does not move it
   }
   co_return true;
 }

@@ -120,6 +120,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::shared_ptr<const config::Config> config_;
   net::MessageReader login_reader_;
   bool counted_ = false;  // holds a slot of max_client_conn
+  bool app_counted_ = false;    // holds a slot of its [apps] line's max_client_conn
+  std::string app_counted_as_;  // the application_name it was counted under
   bool registered_ = false;
   CancelRegistry::Key cancel_key_{};
 

@@ -1,6 +1,5 @@
 #include "session/lease.hpp"
 
-#include <fnmatch.h>
 
 #include <cctype>
 #include <string>
@@ -266,15 +265,8 @@ std::string format_tags(const Tags& tags) {
 }
 
 config::Millis leak_threshold(const config::Config& config, std::string_view application_name) {
-  if (!config.apps.empty()) {
-    const std::string name(application_name);
-    for (const auto& app : config.apps) {
-      if (::fnmatch(app.pattern.c_str(), name.c_str(), 0) == 0) {
-        return app.leak_warn_after.value_or(config.leak_warn_after);
-      }
-    }
-  }
-  return config.leak_warn_after;
+  const auto* app = config.find_app(application_name);
+  return app ? app->leak_warn_after.value_or(config.leak_warn_after) : config.leak_warn_after;
 }
 
 std::string printable(std::string_view text) {

@@ -27,6 +27,23 @@ std::shared_ptr<ClientSession> CancelRegistry::find(Key key) const {
   return it == sessions_.end() ? nullptr : it->second.lock();
 }
 
+bool Shared::admit_app_client(const std::string& application_name, int cap) {
+  std::lock_guard lock(app_clients_mutex_);
+  int& count = app_clients_[application_name];
+  if (count >= cap) {
+    if (count == 0) app_clients_.erase(application_name);
+    return false;
+  }
+  ++count;
+  return true;
+}
+
+void Shared::release_app_client(const std::string& application_name) {
+  std::lock_guard lock(app_clients_mutex_);
+  auto it = app_clients_.find(application_name);
+  if (it != app_clients_.end() && --it->second <= 0) app_clients_.erase(it);
+}
+
 std::string Shared::scram_secret_for(const std::string& user, const std::string& password) {
   {
     std::lock_guard lock(scram_mutex_);

@@ -91,6 +91,11 @@ class Shared {
   // iterations costs milliseconds, far more than the rest of a login.
   std::string scram_secret_for(const std::string& user, const std::string& password);
 
+  // Clients per application_name, for the max_client_conn of [apps] lines. Taken once per
+  // login and once per disconnect, never per message.
+  bool admit_app_client(const std::string& application_name, int cap);
+  void release_app_client(const std::string& application_name);
+
   pool::PoolManager pools;
   CancelRegistry cancels;
   std::atomic<int> clients{0};  // connected clients, for max_client_conn
@@ -100,6 +105,8 @@ class Shared {
 
  private:
   std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;
+  std::mutex app_clients_mutex_;
+  std::unordered_map<std::string, int> app_clients_;
   std::mutex scram_mutex_;
   std::map<std::string, std::pair<std::string, std::string>> scram_cache_;  // user -> (pw, secret)
   mutable std::mutex mutex_;

@@ -49,6 +49,8 @@ constexpr std::array kErrors{
     ErrorSpec{Err::admin_invalid_value, "22023", "ERROR", "{}"},
     ErrorSpec{Err::admin_wrong_state, "55000", "ERROR", "{}"},
     ErrorSpec{Err::admin_reload_failed, "F0000", "ERROR", "reload failed: {}"},
+    ErrorSpec{Err::app_max_client_conn, "53300", "FATAL",
+              "no more connections allowed for application \"{}\" (max_client_conn in [apps])"},
 };
 
 }  // namespace

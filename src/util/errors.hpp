@@ -45,6 +45,7 @@ enum class Err {
   admin_invalid_value,      // SET with a value the key does not accept
   admin_wrong_state,        // PAUSE when paused, RESUME when not paused, ...
   admin_reload_failed,      // RELOAD could not read the configuration
+  app_max_client_conn,      // an [apps] line's max_client_conn reached
 };
 
 struct ErrorSpec {

@@ -306,5 +306,49 @@ def test_cancel_client():
             assert e.diag.sqlstate == "42704", e
 
 
+def _refusal(pw, application_name):
+    """The PostgresError a login as `application_name` gets (asyncpg exposes SQLSTATE and
+    DETAIL of a login failure), or None when it gets in."""
+    import asyncio
+    import asyncpg
+
+    async def attempt():
+        try:
+            conn = await asyncpg.connect(host="127.0.0.1", port=pw.port, user="app_user",
+                                         database="pgwarden_test", timeout=10,
+                                         server_settings={"application_name": application_name})
+            await conn.close()
+            return None
+        except asyncpg.PostgresError as e:
+            return e
+    return asyncio.run(attempt())
+
+
+def test_per_app_max_client_conn():
+    import psycopg
+    with bouncer(apps={"app_a": "max_client_conn=5", "batch-*": "max_client_conn=1"}) as pw:
+        held = [psycopg.connect(pw.dsn(), application_name="app_a") for _ in range(5)]
+        try:
+            error = _refusal(pw, "app_a")
+            assert error is not None, "the sixth app_a connection was accepted"
+            assert error.sqlstate == "53300", error
+            assert 'application "app_a"' in str(error) and "max_client_conn" in str(error), error
+            assert "limited to 5 client connections" in error.detail, error.detail
+            assert "[apps]" in error.detail, error.detail
+            # Another application still gets in; a glob line caps each matching name.
+            assert _refusal(pw, "app_b") is None
+            with psycopg.connect(pw.dsn(), application_name="batch-nightly"):
+                error = _refusal(pw, "batch-nightly")
+                assert error is not None and error.sqlstate == "53300", error
+                assert _refusal(pw, "batch-hourly") is None
+            # A slot freed by a disconnect is available again, even after SET application_name.
+            held[0].execute("SET application_name = 'renamed'")
+            held.pop(0).close()
+            harness.wait_until(lambda: _refusal(pw, "app_a") is None, 5, what="a freed app_a slot")
+        finally:
+            for conn in held:
+                conn.close()
+
+
 if __name__ == "__main__":
     harness.main(globals())
