@@ -81,19 +81,10 @@ void Pool::update_settings(PoolSettings settings) {
     const bool target_changed = settings.fingerprint != settings_.fingerprint;
     settings_ = std::move(settings);
     mode_.store(settings_.mode, std::memory_order_relaxed);
-    if (target_changed) {
-      // Idle servers point at the old target: close them; leased ones close on release.
-      for (auto& server : idle_) to_close.push_back(std::move(server));
-      idle_.clear();
-      total_ -= static_cast<int>(to_close.size());
-      db_count_->fetch_sub(static_cast<int>(to_close.size()));
-      user_count_->fetch_sub(static_cast<int>(to_close.size()));
-    }
+    // Idle servers of an old target are closed; leased ones close on release.
+    if (target_changed) to_close = take_idle_locked();
     // A larger pool may let waiters in right away.
-    for (std::size_t i = 0; i < waiters_.size() && !paused_; ++i) {
-      if (!can_open_locked(false)) break;
-      launch_locked(waiters_[i]->worker, launches);
-    }
+    launch_for_waiters_locked(launches);
   }
   for (auto& server : to_close) close_on_owner(std::move(server));
   spawn_logins(launches);
@@ -105,8 +96,26 @@ std::optional<ParamSet> Pool::defaults() const {
 }
 
 bool Pool::can_open_locked(bool use_reserve) const {
+  if (paused_) return false;  // PAUSE: no new server connections until RESUME
   const int limit = settings_.pool_size + (use_reserve ? settings_.reserve_pool_size : 0);
   return total_ < limit;
+}
+
+void Pool::launch_for_waiters_locked(std::vector<unsigned>& launches) {
+  for (std::size_t i = 0; i < waiters_.size(); ++i) {
+    if (!can_open_locked(false)) break;
+    launch_locked(waiters_[i]->worker, launches);
+  }
+}
+
+std::vector<ServerPtr> Pool::take_idle_locked() {
+  std::vector<ServerPtr> taken = std::move(idle_);
+  idle_.clear();
+  const int n = static_cast<int>(taken.size());
+  total_ -= n;
+  db_count_->fetch_sub(n);
+  user_count_->fetch_sub(n);
+  return taken;
 }
 
 void Pool::launch_locked(unsigned worker, std::vector<unsigned>& launches) {
@@ -252,7 +261,7 @@ asio::awaitable<AcquireResult> Pool::acquire(unsigned worker, Clock::time_point 
     }
     waiter = std::make_shared<Waiter>(executor, worker);
     waiters_.push_back(waiter);
-    if (!paused_ && can_open_locked(false)) launch_locked(worker, launches);
+    if (can_open_locked(false)) launch_locked(worker, launches);
   }
   spawn_logins(launches);
 
@@ -313,7 +322,7 @@ void Pool::release(ServerPtr server, bool reusable) {
       if (too_many && reserve_in_use_ > 0) --reserve_in_use_;
       drop_locked(std::move(server));
       freed = true;
-      if (!waiters_.empty() && !paused_ && can_open_locked(false)) {
+      if (!waiters_.empty() && can_open_locked(false)) {
         launch_locked(waiters_.front()->worker, launches);
       }
     } else {
@@ -330,7 +339,7 @@ void Pool::capacity_freed() {
   std::vector<unsigned> launches;
   {
     std::lock_guard lock(mutex_);
-    if (!waiters_.empty() && !paused_ && connecting_ == 0 && can_open_locked(false)) {
+    if (!waiters_.empty() && connecting_ == 0 && can_open_locked(false)) {
       launch_locked(waiters_.front()->worker, launches);
     }
   }
@@ -361,8 +370,7 @@ void Pool::maintain(Clock::time_point now) {
       }
     }
     // min_pool_size: keep warm connections once the pool is in use.
-    while (!paused_ && total_ < settings_.min_pool_size && connecting_ == 0 &&
-           can_open_locked(false)) {
+    while (total_ < settings_.min_pool_size && connecting_ == 0 && can_open_locked(false)) {
       const auto before = launches.size();
       launch_locked(static_cast<unsigned>(launches.size() % manager_.worker_count()), launches);
       if (launches.size() == before) break;
@@ -376,11 +384,7 @@ void Pool::close_all(bool include_leased) {
   std::vector<ServerPtr> to_close;
   {
     std::lock_guard lock(mutex_);
-    for (auto& server : idle_) to_close.push_back(std::move(server));
-    total_ -= static_cast<int>(idle_.size());
-    db_count_->fetch_sub(static_cast<int>(idle_.size()));
-    user_count_->fetch_sub(static_cast<int>(idle_.size()));
-    idle_.clear();
+    to_close = take_idle_locked();
     if (include_leased) settings_.fingerprint += "#closed";
   }
   for (auto& server : to_close) close_on_owner(std::move(server));
@@ -395,11 +399,9 @@ PoolStats Pool::stats() const {
   s.active = total_ - connecting_ - s.idle;
   s.waiting = static_cast<int>(waiters_.size());
   if (!waiters_.empty()) s.max_wait = Clock::now() - waiters_.front()->since;
-  if (settings_.server_check_enabled && settings_.server_check_delay.count() >= 0) {
-    const auto now = Clock::now();
-    for (const auto& server : idle_) {
-      if (now - server->last_used > settings_.server_check_delay) ++s.used;
-    }
+  const auto now = Clock::now();
+  for (const auto& server : idle_) {
+    if (due_for_check(settings_, *server, now)) ++s.used;
   }
   s.paused = paused_;
   s.logins_failed = logins_failed_;
@@ -418,8 +420,7 @@ std::vector<ServerInfo> Pool::idle_servers() const {
   const auto now = Clock::now();
   for (const auto& server : idle_) {
     // Only fields of the connection are read; no operation is pending on an idle socket.
-    const bool used = settings_.server_check_enabled && settings_.server_check_delay.count() >= 0 &&
-                      now - server->last_used > settings_.server_check_delay;
+    const bool used = due_for_check(settings_, *server, now);
     out.push_back(describe_server(*server, used ? "used" : "idle", settings_.fingerprint));
   }
   return out;
@@ -430,11 +431,7 @@ void Pool::pause() {
   {
     std::lock_guard lock(mutex_);
     paused_ = true;
-    for (auto& server : idle_) to_close.push_back(std::move(server));
-    total_ -= static_cast<int>(idle_.size());
-    db_count_->fetch_sub(static_cast<int>(idle_.size()));
-    user_count_->fetch_sub(static_cast<int>(idle_.size()));
-    idle_.clear();
+    to_close = take_idle_locked();
   }
   for (auto& server : to_close) close_on_owner(std::move(server));
 }
@@ -445,10 +442,7 @@ void Pool::resume() {
     std::lock_guard lock(mutex_);
     if (!paused_) return;
     paused_ = false;
-    for (std::size_t i = 0; i < waiters_.size(); ++i) {
-      if (!can_open_locked(false)) break;
-      launch_locked(waiters_[i]->worker, launches);
-    }
+    launch_for_waiters_locked(launches);
   }
   spawn_logins(launches);
 }

@@ -92,6 +92,14 @@ class ServerConn {
 };
 using ServerPtr = std::unique_ptr<ServerConn>;
 
+// An idle server unused for longer than server_check_delay runs server_check_query before a
+// client gets it (and counts as "used" in SHOW POOLS / SERVERS meanwhile).
+inline bool due_for_check(const PoolSettings& settings, const ServerConn& server,
+                          Clock::time_point now) {
+  return settings.server_check_enabled && settings.server_check_delay.count() >= 0 &&
+         now - server.last_used > settings.server_check_delay;
+}
+
 struct AcquireResult {
   ServerPtr server;
   Err error = Err::internal;
@@ -195,7 +203,12 @@ class Pool {
   };
   using WaiterPtr = std::shared_ptr<Waiter>;
 
+  // False while paused, and at the pool's size limit (plus the reserve if `use_reserve`).
   bool can_open_locked(bool use_reserve) const;
+  // Opens servers for queued waiters while the limits allow.
+  void launch_for_waiters_locked(std::vector<unsigned>& launches);
+  // Takes every idle server out of the pool and its counts; the caller closes them.
+  std::vector<ServerPtr> take_idle_locked();
   void launch_locked(unsigned worker, std::vector<unsigned>& launches);
   void spawn_logins(const std::vector<unsigned>& launches);
   void login_finished(ServerPtr server, Err error, std::string detail);

@@ -628,8 +628,7 @@ asio::awaitable<bool> ClientSession::link_server(bool for_client_traffic) {
     server_ = std::move(result.server);
     const auto settings_check = pool_->settings();
     const auto now = Clock::now();
-    if (settings_check.server_check_enabled && settings_check.server_check_delay.count() >= 0 &&
-        now - server_->last_used > settings_check.server_check_delay) {
+    if (pool::due_for_check(settings_check, *server_, now)) {
       // A server idle for a while may have been terminated: check before handing it out.
       if (!co_await pool::run_internal_query(*server_, settings_check.server_check_query,
                                              std::chrono::seconds(5))) {
@@ -705,10 +704,9 @@ void ClientSession::note_request() {
   if (xact_start_ == Clock::time_point{}) xact_start_ = query_start_;
 }
 
-void ClientSession::count_ready(TransactionStatus status) {
+void ClientSession::count_ready(TransactionStatus status, Clock::time_point now) {
   // PgBouncer's definitions: every ReadyForQuery ends a query; one that returns to 'I' ends a
   // transaction. Plain stores into this worker's slot: no lock, no shared cache line.
-  const auto now = Clock::now();
   stats_->add(pool::Stat::query, 1);
   if (query_start_ != Clock::time_point{}) {
     stats_->add_time(pool::Stat::query_time_us, now - query_start_);
@@ -812,12 +810,12 @@ asio::awaitable<void> ClientSession::relay() {
         if (type == 'Z') {
           if (auto status = proto::parse_ready_for_query(body)) server.status = *status;
           if (expected_ready_ > 0) --expected_ready_;
-          count_ready(server.status);
-          lease_.on_ready(server.status != TransactionStatus::idle, expected_ready_, Clock::now());
-          if (server.status != TransactionStatus::idle) {
-            xact_idle_since_ = Clock::now();
-            transaction_block = statement_pooling;
-          }
+          // One clock read per ReadyForQuery serves the statistics and the lease (whose
+          // idle_since also times idle_transaction_timeout).
+          const auto now = Clock::now();
+          count_ready(server.status, now);
+          lease_.on_ready(server.status != TransactionStatus::idle, expected_ready_, now);
+          if (server.status != TransactionStatus::idle) transaction_block = statement_pooling;
         } else if (type == 'S') {
           if (auto status = proto::parse_parameter_status(body)) {
             note_parameter(status->name, status->value);
@@ -1007,7 +1005,7 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
         }
       } else if (server_ && expected_ready_ == 0 && server_->status != TransactionStatus::idle &&
                  c.idle_transaction_timeout.count() > 0 &&
-                 now - xact_idle_since_ > c.idle_transaction_timeout) {
+                 now - lease_.idle_from() > c.idle_transaction_timeout) {
         terminate(Err::idle_transaction_timeout);
       }
       break;

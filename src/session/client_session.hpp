@@ -100,7 +100,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool server_is_clean() const;
   // Statistics on the data path (see pool/stats.hpp).
   void note_request();
-  void count_ready(proto::TransactionStatus status);
+  void count_ready(proto::TransactionStatus status, Clock::time_point now);
 
   // Sends ErrorResponse FATAL, half-closes, drains briefly, closes: the driver sees the error.
   asio::awaitable<void> fail(Err code, const std::string& argument = {},
@@ -158,7 +158,6 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   Clock::time_point query_start_{};
   Clock::time_point xact_start_{};    // first query of the current transaction (stats)
   Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
-  Clock::time_point xact_idle_since_{};
   bool timed_out_ = false;
   // query_timeout: the query (by its start time) already cancelled, and when.
   Clock::time_point query_timeout_cancelled_{};

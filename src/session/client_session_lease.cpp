@@ -46,7 +46,7 @@ LeaseInfo ClientSession::lease_info() const {
   info.state = lease_state();
   info.start = lease_.start;
   info.xact_start = lease_.xact_start;
-  info.idle_since = lease_.idle_since == Clock::time_point{} ? lease_.start : lease_.idle_since;
+  info.idle_since = lease_.idle_from();
   info.query_start = query_start_;
   info.statements = lease_.statements;
   info.first_query = std::string(lease_.first.view());
@@ -60,7 +60,7 @@ void ClientSession::check_leak(Clock::time_point now, const config::Config& c) {
   if (!lease_.held || lease_.warned || !server_) return;
   const auto state = lease_state();
   if (state == LeaseState::active) return;
-  const auto idle_since = lease_.idle_since == Clock::time_point{} ? lease_.start : lease_.idle_since;
+  const auto idle_since = lease_.idle_from();
   // Cheap test first: most leases are idle for less than the global threshold.
   if (now - idle_since <= std::min(c.leak_warn_after, config::Millis{1000})) return;
   const auto threshold = leak_threshold(c, application_name_);

@@ -140,6 +140,10 @@ struct Lease {
   // A Query ('Q'), Parse ('P') or Execute ('E') message; `body` is the part of its body in
   // the buffer (maybe partial). `whole` = the body is complete.
   void on_message(char type, std::string_view body, bool whole);
+  // Since when the lease has had nothing in flight (its start if it never went idle).
+  Clock::time_point idle_from() const {
+    return idle_since == Clock::time_point{} ? start : idle_since;
+  }
   // Forgets everything (the server went back to the pool).
   void reset();
 };
