@@ -11,7 +11,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (const auto decoded = pgw::auth::base64_decode(text)) {
     FUZZ_CHECK(text.size() % 4 == 0);
     std::size_t padding = 0;
-    while (padding < text.size() && padding < 3 && text[text.size() - 1 - padding] == '=') ++padding;
+    while (padding < text.size() && padding < 3 && text[text.size() - 1 - padding] == '=')
+      ++padding;
     FUZZ_CHECK(padding <= 2);
     // Padding only at the end: every other character is a base64 digit, each giving 6 bits.
     FUZZ_CHECK(text.substr(0, text.size() - padding).find('=') == std::string_view::npos);

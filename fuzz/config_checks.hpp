@@ -15,10 +15,11 @@ using pgw::config::Millis;
 // Durations must be usable by std::chrono timers: not negative, and convertible to the
 // nanosecond steady_clock without overflow.
 inline bool sane(Millis m) {
-  return m.count() >= 0 &&
-         m <= std::chrono::duration_cast<Millis>(std::chrono::nanoseconds::max());
+  return m.count() >= 0 && m <= std::chrono::duration_cast<Millis>(std::chrono::nanoseconds::max());
 }
-inline bool sane(const std::optional<Millis>& m) { return !m || sane(*m); }
+inline bool sane(const std::optional<Millis>& m) {
+  return !m || sane(*m);
+}
 
 inline void check_config(const pgw::config::Config& c) {
   FUZZ_CHECK(c.listen_port >= 1 && c.listen_port <= 65535);

@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   std::vector<pgw::config::Warning> warnings;
   try {
-    const auto config = pgw::config::load_string(text, "fuzz.ini", warnings, "/nonexistent-pgwarden-fuzz");
+    const auto config =
+        pgw::config::load_string(text, "fuzz.ini", warnings, "/nonexistent-pgwarden-fuzz");
     pgw::fuzz::check_config(config);
     for (const auto& warning : warnings) FUZZ_CHECK(!warning.text.empty());
   } catch (const pgw::config::ConfigError& e) {

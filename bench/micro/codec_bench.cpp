@@ -32,7 +32,8 @@ std::string select_reply() {
 
 // serve()'s scan of one client read: headers only, bodies skipped.
 void BM_ScanClientQuery(benchmark::State& state) {
-  const std::string bytes = query_message("SELECT abalance FROM pgbench_accounts WHERE aid = 4242;");
+  const std::string bytes =
+      query_message("SELECT abalance FROM pgbench_accounts WHERE aid = 4242;");
   const auto input = as_bytes(bytes);
   for (auto _ : state) {
     std::size_t pos = 0;
@@ -77,9 +78,8 @@ BENCHMARK(BM_ScanServerReply);
 void BM_ScanManyDataRows(benchmark::State& state) {
   std::string bytes;
   MessageWriter writer(bytes);
-  const std::optional<std::string_view> values[] = {std::string_view("12345"),
-                                                    std::string_view("some text value"),
-                                                    std::nullopt};
+  const std::optional<std::string_view> values[] = {
+      std::string_view("12345"), std::string_view("some text value"), std::nullopt};
   while (bytes.size() < static_cast<std::size_t>(state.range(0))) writer.data_row(values);
   const auto input = as_bytes(bytes);
   for (auto _ : state) {
@@ -101,9 +101,11 @@ BENCHMARK(BM_ScanManyDataRows)->Arg(4096)->Arg(65536);
 
 void BM_ParseStartup(benchmark::State& state) {
   std::string bytes;
-  const std::pair<std::string, std::string> parameters[] = {
-      {"user", "app_user"}, {"database", "appdb"}, {"application_name", "checkout-svc"},
-      {"client_encoding", "UTF8"}, {"DateStyle", "ISO, MDY"}};
+  const std::pair<std::string, std::string> parameters[] = {{"user", "app_user"},
+                                                            {"database", "appdb"},
+                                                            {"application_name", "checkout-svc"},
+                                                            {"client_encoding", "UTF8"},
+                                                            {"DateStyle", "ISO, MDY"}};
   MessageWriter(bytes).startup_message(parameters);
   for (auto _ : state) {
     std::size_t consumed = 0;

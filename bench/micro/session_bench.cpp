@@ -24,7 +24,8 @@ BENCHMARK(BM_BufferPoolTakeGive);
 void BM_LeaseCaptureTransaction(benchmark::State& state) {
   const std::string begin = "BEGIN";
   const std::string select =
-      "SELECT abalance FROM pgbench_accounts WHERE aid = $1 /* route='checkout',controller='cart' */";
+      "SELECT abalance FROM pgbench_accounts WHERE aid = $1 /* route='checkout',controller='cart' "
+      "*/";
   const std::string commit = "COMMIT";
   pgw::session::Lease lease;
   for (auto _ : state) {
