@@ -16,24 +16,22 @@ using Clock = std::chrono::steady_clock;
 // conditions.
 //
 // Runs fn(worker) on every worker's thread (the only thread allowed to touch that worker's
-// sessions) and collects what each returns. The console's coroutine sleeps on a timer of its
-// own worker; the last worker to finish posts the timer's cancel back to that worker, so the
-// wake-up happens on the console's thread and `left` is re-checked under the mutex.
+// sessions) and collects what each returns. The console's coroutine waits on an Event of its
+// own worker; the last worker to finish posts the event's set() back to that worker.
 template <typename T, typename Fn>
-asio::awaitable<std::vector<T>> on_every_worker(session::Shared& shared, const Fn& fn) {
+asio::awaitable<std::vector<T>> on_every_worker(session::Shared& shared, net::Reactor& home,
+                                                const Fn& fn) {
   struct State {
-    State(const asio::any_io_executor& executor, unsigned n) : left(n), timer(executor) {}
     std::mutex mutex;
     std::vector<T> items;
-    unsigned left;
-    asio::steady_timer timer;
+    unsigned left = 0;
+    net::Event done;  // touched on `home` only
   };
-  auto executor = co_await asio::this_coro::executor;
   const unsigned workers = shared.pools.worker_count();
-  auto state = std::make_shared<State>(executor, workers);
-  state->timer.expires_at(Clock::time_point::max());
+  auto state = std::make_shared<State>();
+  state->left = workers;
   for (unsigned i = 0; i < workers; ++i) {
-    asio::post(shared.pools.worker_io(i), [state, fn, i] {
+    shared.pools.reactor(i).post([state, fn, i, &home] {
       std::vector<T> part = fn(i);
       bool last = false;
       {
@@ -41,16 +39,11 @@ asio::awaitable<std::vector<T>> on_every_worker(session::Shared& shared, const F
         for (auto& item : part) state->items.push_back(std::move(item));
         last = --state->left == 0;
       }
-      if (last) asio::post(state->timer.get_executor(), [state] { state->timer.cancel(); });
+      if (last) home.post([state] { state->done.set(); });
     });
   }
-  for (;;) {
-    {
-      std::lock_guard lock(state->mutex);
-      if (state->left == 0) break;
-    }
-    co_await state->timer.async_wait(net::use_nothrow);
-  }
+  auto& done = state->done;
+  co_await done.async_wait(net::use_nothrow);
   std::lock_guard lock(state->mutex);
   co_return std::move(state->items);
 }
@@ -101,15 +94,14 @@ void Console::write_error(Err code, const std::string& argument) {
 
 asio::awaitable<bool> Console::flush() {
   if (out_.empty()) co_return true;
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(out_), net::use_nothrow);
+  auto ec = co_await socket_.async_write_all(out_);
   out_.clear();
   co_return !ec;
 }
 
 asio::awaitable<void> Console::sleep(std::chrono::milliseconds duration) {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  timer.expires_after(duration);
-  co_await timer.async_wait(net::use_nothrow);
+  net::Timer timer(reactor_);
+  co_await timer.async_wait_for(duration, net::use_nothrow);
 }
 
 asio::awaitable<std::string> Console::run() {
@@ -118,7 +110,8 @@ asio::awaitable<std::string> Console::run() {
     auto next = co_await reader_.next(socket_, proto::Direction::frontend);
     if (std::holds_alternative<std::error_code>(next)) co_return "client disconnected";
     if (auto* error = std::get_if<proto::CodecError>(&next)) {
-      write_error(Err::protocol_violation, "invalid message from client: " + std::string(proto::describe(*error)));
+      write_error(Err::protocol_violation,
+                  "invalid message from client: " + std::string(proto::describe(*error)));
       co_await flush();
       co_return "protocol violation";
     }
@@ -273,8 +266,8 @@ asio::awaitable<std::string> Console::run() {
         if (!co_await flush()) co_return "client disconnected";
         break;
       default:
-        write_error(Err::admin_syntax_error,
-                    std::string("message type '") + type + "' is not supported by the admin console");
+        write_error(Err::admin_syntax_error, std::string("message type '") + type +
+                                                 "' is not supported by the admin console");
         skip_to_sync = true;
         break;
     }
@@ -296,7 +289,8 @@ asio::awaitable<Console::Outcome> Console::execute(std::string_view sql) {
   const auto& command = std::get<Command>(parsed);
   if (command.verb == Verb::empty) co_return Outcome{};
   if (needs_admin(command) && !who_.full_access) {
-    co_return Outcome{std::nullopt, Err::admin_permission_denied, std::string(verb_name(command.verb))};
+    co_return Outcome{std::nullopt, Err::admin_permission_denied,
+                      std::string(verb_name(command.verb))};
   }
   if (command.verb != Verb::show) {
     spdlog::info("C-{}: admin console: {} by {}", who_.session_id, sql, who_.user);
@@ -314,7 +308,7 @@ asio::awaitable<Snapshot> Console::snapshot(bool with_sessions) {
       for (auto* session : shared.sessions(worker)) out.push_back(session->info());
       return out;
     };
-    s.sessions = co_await on_every_worker<session::SessionInfo>(shared_, collect);
+    s.sessions = co_await on_every_worker<session::SessionInfo>(shared_, reactor_, collect);
   }
   shared_.pools.for_each([&](pool::Pool& pool) {
     PoolSnapshot p;
@@ -365,7 +359,7 @@ asio::awaitable<int> Console::count_closing(const std::string& database) {
     }
     return std::vector<int>{n};
   };
-  auto counts = co_await on_every_worker<int>(shared_, count);
+  auto counts = co_await on_every_worker<int>(shared_, reactor_, count);
   int total = 0;
   for (int n : counts) total += n;
   shared_.pools.for_each([&](pool::Pool& pool) {
@@ -380,15 +374,15 @@ asio::awaitable<int> Console::terminate_clients(const std::string& database, std
   auto kill = [&shared = shared_, database, id](unsigned worker) {
     std::vector<std::shared_ptr<session::ClientSession>> victims;
     for (auto* session : shared.sessions(worker)) {
-      const bool match = id != 0 ? session->id() == id
-                                 : !session->is_admin() &&
-                                       (database.empty() || session->database() == database);
+      const bool match =
+          id != 0 ? session->id() == id
+                  : !session->is_admin() && (database.empty() || session->database() == database);
       if (match) victims.push_back(session->shared_from_this());
     }
     for (auto& victim : victims) victim->terminate(Err::admin_shutdown);
     return std::vector<int>{static_cast<int>(victims.size())};
   };
-  auto counts = co_await on_every_worker<int>(shared_, kill);
+  auto counts = co_await on_every_worker<int>(shared_, reactor_, kill);
   int total = 0;
   for (int n : counts) total += n;
   co_return total;
@@ -407,14 +401,16 @@ asio::awaitable<int> Console::cancel_client(std::uint64_t id) {
       shared.leaks.events.push(session::LeakEvent{
           std::chrono::system_clock::now(), id, info.application_name, "cancel",
           "CANCEL_CLIENT by " + who + (running ? "" : " (no query running)"),
-          info.lease ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - info.lease->start).count()
+          info.lease ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
+                                                                             info.lease->start)
+                           .count()
                      : 0,
           info.lease ? info.lease->first_query : std::string{}});
       found.push_back(1);
     }
     return found;
   };
-  auto found = co_await on_every_worker<int>(shared_, cancel);
+  auto found = co_await on_every_worker<int>(shared_, reactor_, cancel);
   co_return static_cast<int>(found.size());
 }
 
@@ -495,8 +491,9 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
     case Verb::resume: {
       if (auto bad = check_db()) co_return *bad;
       if (!shared_.pools.resume_database(db)) {
-        co_return Outcome{std::nullopt, Err::admin_wrong_state,
-                          db.empty() ? "pooler is not paused" : "database " + db + " is not paused"};
+        co_return Outcome{
+            std::nullopt, Err::admin_wrong_state,
+            db.empty() ? "pooler is not paused" : "database " + db + " is not paused"};
       }
       co_return Outcome{std::move(done), std::nullopt, {}};
     }

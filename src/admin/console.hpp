@@ -28,8 +28,13 @@ struct Identity {
 
 class Console {
  public:
-  Console(session::Shared& shared, net::Socket& socket, net::MessageReader& reader, Identity who)
-      : shared_(shared), socket_(socket), reader_(reader), who_(std::move(who)) {}
+  Console(session::Shared& shared, net::Connection& socket, net::MessageReader& reader,
+          Identity who)
+      : shared_(shared),
+        socket_(socket),
+        reactor_(*socket.reactor()),
+        reader_(reader),
+        who_(std::move(who)) {}
 
   // Serves simple and extended query protocol until the client leaves; returns the reason.
   asio::awaitable<std::string> run();
@@ -58,7 +63,8 @@ class Console {
   void write_error(Err code, const std::string& argument);
 
   session::Shared& shared_;
-  net::Socket& socket_;
+  net::Connection& socket_;
+  net::Reactor& reactor_;
   net::MessageReader& reader_;
   Identity who_;
   std::string out_;

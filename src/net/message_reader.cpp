@@ -10,20 +10,20 @@ void MessageReader::compact() {
   end_ = live;
 }
 
-asio::awaitable<std::error_code> MessageReader::fill(Socket& socket, std::size_t want) {
+asio::awaitable<std::error_code> MessageReader::fill(Connection& connection, std::size_t want) {
   // Make room for `want` bytes counted from begin_; messages are bounded by the codec's limits
   // before this is called, so the buffer cannot grow without bound.
   compact();
   if (buffer_.size() < want) buffer_.resize(want);
   if (end_ == buffer_.size()) buffer_.resize(buffer_.size() * 2);
-  auto [ec, n] = co_await socket.async_read_some(
-      asio::buffer(buffer_.data() + end_, buffer_.size() - end_), use_nothrow);
-  if (ec) co_return ec;
-  end_ += n;
+  auto result = co_await connection.async_read_some(buffer_.data() + end_, buffer_.size() - end_);
+  if (result.error) co_return result.error;
+  if (result.bytes == 0) co_return asio::error::eof;
+  end_ += result.bytes;
   co_return std::error_code{};
 }
 
-asio::awaitable<MessageReader::Result> MessageReader::next(Socket& socket,
+asio::awaitable<MessageReader::Result> MessageReader::next(Connection& connection,
                                                            proto::Direction direction) {
   begin_ += pending_consume_;
   pending_consume_ = 0;
@@ -35,11 +35,11 @@ asio::awaitable<MessageReader::Result> MessageReader::next(Socket& socket,
     }
     if (auto* error = std::get_if<proto::CodecError>(&parsed)) co_return *error;
     const auto need = std::get<proto::NeedMore>(parsed).at_least;
-    if (auto ec = co_await fill(socket, need)) co_return ec;
+    if (auto ec = co_await fill(connection, need)) co_return ec;
   }
 }
 
-asio::awaitable<MessageReader::FirstResult> MessageReader::first_packet(Socket& socket) {
+asio::awaitable<MessageReader::FirstResult> MessageReader::first_packet(Connection& connection) {
   begin_ += pending_consume_;
   pending_consume_ = 0;
   for (;;) {
@@ -52,7 +52,7 @@ asio::awaitable<MessageReader::FirstResult> MessageReader::first_packet(Socket& 
     }
     if (auto* error = std::get_if<proto::CodecError>(&parsed)) co_return *error;
     const auto need = std::get<proto::NeedMore>(parsed).at_least;
-    if (auto ec = co_await fill(socket, need)) co_return ec;
+    if (auto ec = co_await fill(connection, need)) co_return ec;
   }
 }
 

@@ -9,7 +9,7 @@
 #include <variant>
 #include <vector>
 
-#include "net/socket.hpp"
+#include "net/reactor.hpp"
 #include "protocol/codec.hpp"
 
 namespace pgw::net {
@@ -21,11 +21,11 @@ class MessageReader {
   // Next whole message. On a codec error returns it; on EOF / socket error returns the
   // error_code. `direction` selects the validation rules.
   using Result = std::variant<proto::Message, proto::CodecError, std::error_code>;
-  asio::awaitable<Result> next(Socket& socket, proto::Direction direction);
+  asio::awaitable<Result> next(Connection& connection, proto::Direction direction);
 
   // The first packet of a client connection (no type byte).
   using FirstResult = std::variant<proto::FirstPacket, proto::CodecError, std::error_code>;
-  asio::awaitable<FirstResult> first_packet(Socket& socket);
+  asio::awaitable<FirstResult> first_packet(Connection& connection);
 
   // Bytes received but not consumed yet (a client may pipeline its first query right after
   // the password message; they must be passed on, not dropped).
@@ -35,11 +35,11 @@ class MessageReader {
 
  private:
   std::span<const std::byte> unread() const { return {buffer_.data() + begin_, end_ - begin_}; }
-  asio::awaitable<std::error_code> fill(Socket& socket, std::size_t want);
+  asio::awaitable<std::error_code> fill(Connection& connection, std::size_t want);
   void compact();
   std::vector<std::byte> buffer_;
-  std::size_t begin_ = 0;  // first unconsumed byte
-  std::size_t end_ = 0;    // end of received bytes
+  std::size_t begin_ = 0;            // first unconsumed byte
+  std::size_t end_ = 0;              // end of received bytes
   std::size_t pending_consume_ = 0;  // size of the message handed out last (consumed lazily)
 };
 

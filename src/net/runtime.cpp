@@ -4,7 +4,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 
 #include "session/client_session.hpp"
@@ -13,9 +15,8 @@ namespace pgw::net {
 
 namespace {
 
-
-std::unique_ptr<Acceptor> make_acceptor(asio::io_context& io, const Endpoint& endpoint,
-                                        int backlog, bool reuse_port) {
+std::unique_ptr<Acceptor> make_acceptor(asio::io_context& io, const Endpoint& endpoint, int backlog,
+                                        bool reuse_port) {
   auto acceptor = std::make_unique<Acceptor>(io);
   acceptor->open(endpoint.protocol());
   if (endpoint.protocol().family() != AF_UNIX) {
@@ -35,14 +36,15 @@ std::unique_ptr<Acceptor> make_acceptor(asio::io_context& io, const Endpoint& en
 Runtime::Runtime(config::Config config, std::map<std::string, std::string> secrets)
     : config_path_(config.path) {
   const unsigned count = static_cast<unsigned>(config.effective_workers());
-  std::vector<asio::io_context*> ios;
+  std::vector<Reactor*> reactors;
   for (unsigned i = 0; i < count; ++i) {
     workers_.push_back(std::make_unique<Worker>());
-    ios.push_back(&workers_.back()->io);
+    reactors.push_back(&workers_.back()->reactor);
   }
-  shared_ = std::make_unique<session::Shared>(ios);
-  shared_->set_config(std::make_shared<const config::Config>(std::move(config)),
-                      std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
+  shared_ = std::make_unique<session::Shared>(reactors);
+  shared_->set_config(
+      std::make_shared<const config::Config>(std::move(config)),
+      std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
   // The console's RELOAD and SHUTDOWN do exactly what SIGHUP and SIGTERM do. stop() touches
   // the acceptors, which belong to the main thread: post it there.
   shared_->reload = [this] { return reload("RELOAD"); };
@@ -89,50 +91,67 @@ void Runtime::bind_listeners() {
     }
   }
   if (!config->unix_socket_dir.empty()) {
-    unix_socket_path_ = config->unix_socket_dir + "/.s.PGSQL." + std::to_string(config->listen_port);
+    unix_socket_path_ =
+        config->unix_socket_dir + "/.s.PGSQL." + std::to_string(config->listen_port);
     std::filesystem::remove(unix_socket_path_);
-    acceptors_.push_back(make_acceptor(
-        main_io_, Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)), backlog, false));
+    acceptors_.push_back(
+        make_acceptor(main_io_, Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)),
+                      backlog, false));
     ::chmod(unix_socket_path_.c_str(), 0777);
     spdlog::info("listening on unix:{}", unix_socket_path_);
   }
-  if (acceptors_.empty()) throw std::runtime_error("no listen_addr and no unix_socket_dir: nothing to listen on");
+  if (acceptors_.empty())
+    throw std::runtime_error("no listen_addr and no unix_socket_dir: nothing to listen on");
 }
 
 asio::awaitable<void> Runtime::accept_loop(Acceptor& acceptor) {
+  acceptor.non_blocking(true);
   for (;;) {
-    // Accept straight into the next worker's io_context: the socket is registered there and
-    // the session never touches another thread.
-    const unsigned worker = next_worker_++ % workers_.size();
-    auto& io = workers_[worker]->io;
-    auto [ec, socket] = co_await acceptor.async_accept(io, use_nothrow);
+    auto [ec] = co_await acceptor.async_wait(Acceptor::wait_read, use_nothrow);
     if (ec) {
       if (ec == asio::error::operation_aborted) co_return;
       spdlog::warn("accept failed: {}", ec.message());
-      // Out of file descriptors and similar: back off instead of spinning.
-      asio::steady_timer pause(main_io_, std::chrono::milliseconds(100));
-      co_await pause.async_wait(use_nothrow);
       continue;
     }
-    auto session = std::make_shared<session::ClientSession>(*shared_, io, worker, std::move(socket));
-    asio::co_spawn(io, [session]() -> asio::awaitable<void> { co_await session->run(); },
-                   [](std::exception_ptr error) {
-                     if (!error) return;
-                     try {
-                       std::rethrow_exception(error);
-                     } catch (const std::exception& e) {
-                       spdlog::error("client session failed: {}", e.what());
-                     }
-                   });
+    // Take every connection that is there (bounded, so a flood cannot starve signals). The
+    // socket goes to the next worker, which registers it with its own reactor: the session
+    // never touches another thread.
+    for (int i = 0; i < 64; ++i) {
+      const int fd =
+          ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        spdlog::warn("accept failed: {}", std::strerror(errno));
+        // Out of file descriptors and similar: back off instead of spinning.
+        asio::steady_timer pause(main_io_, std::chrono::milliseconds(100));
+        co_await pause.async_wait(use_nothrow);
+        break;
+      }
+      const unsigned worker = next_worker_++ % workers_.size();
+      auto& reactor = workers_[worker]->reactor;
+      reactor.post([this, &reactor, worker, fd] {
+        auto session = std::make_shared<session::ClientSession>(*shared_, reactor, worker, fd);
+        asio::co_spawn(
+            reactor.io(), [session]() -> asio::awaitable<void> { co_await session->run(); },
+            [](std::exception_ptr error) {
+              if (!error) return;
+              try {
+                std::rethrow_exception(error);
+              } catch (const std::exception& e) {
+                spdlog::error("client session failed: {}", e.what());
+              }
+            });
+      });
+    }
   }
 }
 
 asio::awaitable<void> Runtime::janitor(unsigned worker) {
   // One janitor per worker: it only touches that worker's sessions, so it needs no locks.
-  asio::steady_timer timer(workers_[worker]->io);
+  Timer timer(workers_[worker]->reactor);
   for (;;) {
-    timer.expires_after(std::chrono::milliseconds(200));
-    auto [ec] = co_await timer.async_wait(use_nothrow);
+    auto [ec] = co_await timer.async_wait_for(std::chrono::milliseconds(200), use_nothrow);
     if (ec) co_return;
     const auto now = Clock::now();
     // Copy first: a timeout may end a session, which removes it from the set.
@@ -195,16 +214,16 @@ void Runtime::stop() {
   // Tell every client, on its own worker, that the pooler is going away; servers are closed
   // as the sessions end. Then let the workers finish.
   for (unsigned i = 0; i < workers_.size(); ++i) {
-    asio::post(workers_[i]->io, [this, i] {
+    workers_[i]->reactor.post([this, i] {
       std::vector<std::shared_ptr<session::ClientSession>> sessions;
       for (auto* session : shared_->sessions(i)) sessions.push_back(session->shared_from_this());
       for (auto& session : sessions) session->terminate(Err::shutting_down);
     });
   }
-  asio::steady_timer grace(main_io_, std::chrono::milliseconds(600));
-  grace.async_wait([this](const asio::error_code&) {
+  auto grace = std::make_shared<asio::steady_timer>(main_io_, std::chrono::milliseconds(600));
+  grace->async_wait([this, grace](const asio::error_code&) {
     shared_->pools.for_each([](pool::Pool& pool) { pool.close_all(true); });
-    for (auto& worker : workers_) worker->io.stop();
+    for (auto& worker : workers_) worker->reactor.stop();
     main_io_.stop();
   });
 }
@@ -212,20 +231,19 @@ void Runtime::stop() {
 int Runtime::run() {
   bind_listeners();
   for (unsigned i = 0; i < workers_.size(); ++i) {
-    asio::co_spawn(workers_[i]->io, janitor(i), asio::detached);
+    workers_[i]->reactor.post(
+        [this, i] { asio::co_spawn(workers_[i]->io, janitor(i), asio::detached); });
   }
-  for (auto& acceptor : acceptors_) asio::co_spawn(main_io_, accept_loop(*acceptor), asio::detached);
+  for (auto& acceptor : acceptors_)
+    asio::co_spawn(main_io_, accept_loop(*acceptor), asio::detached);
   asio::co_spawn(main_io_, signals(), asio::detached);
   for (auto& worker : workers_) {
-    worker->thread = std::thread([&io = worker->io] {
-      auto guard = asio::make_work_guard(io);
-      io.run();
-    });
+    worker->thread = std::thread([&reactor = worker->reactor] { reactor.run(); });
   }
   spdlog::info("pgwarden {} started with {} worker threads", PGWARDEN_VERSION, workers_.size());
   main_io_.run();
   for (auto& worker : workers_) {
-    worker->io.stop();
+    worker->reactor.stop();
     if (worker->thread.joinable()) worker->thread.join();
   }
   spdlog::info("pgwarden stopped");

@@ -1,5 +1,6 @@
-// The process: worker threads with one io_context each, listeners, signals, the janitor and
-// configuration reloads. Clients are spread over workers at accept time and stay there.
+// The process: worker threads with one event loop each (net::Reactor), listeners and signals on
+// the main thread, the janitors and configuration reloads. Clients are spread over workers at
+// accept time and stay there.
 #pragma once
 
 #include <asio.hpp>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "net/reactor.hpp"
 #include "session/shared.hpp"
 
 namespace pgw::net {
@@ -25,7 +27,8 @@ class Runtime {
 
  private:
   struct Worker {
-    asio::io_context io{1};  // run by exactly one thread
+    asio::io_context io{1};  // the handler queue and coroutine executor of one thread
+    Reactor reactor{io};     // that thread's event loop (runs io)
     std::thread thread;
   };
 

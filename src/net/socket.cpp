@@ -11,23 +11,30 @@
 namespace pgw::net {
 namespace {
 
-bool is_tcp(const Socket& socket) {
-  const int family = socket.local_endpoint().protocol().family();
-  return family == AF_INET || family == AF_INET6;
+void set_int_option(int fd, int level, int name, int value) {
+  // Options are best effort: a failure leaves the kernel default, which is still correct.
+  (void)::setsockopt(fd, level, name, &value, sizeof value);
 }
 
-void set_int_option(Socket& socket, int level, int name, int value) {
-  // Options are best effort: a failure leaves the kernel default, which is still correct.
-  (void)::setsockopt(socket.native_handle(), level, name, &value, sizeof value);
+Endpoint endpoint_of(const sockaddr_storage& storage, socklen_t size) {
+  return Endpoint(&storage, size, 0);
 }
 
 }  // namespace
+
+bool is_tcp(int fd) {
+  sockaddr_storage storage{};
+  socklen_t size = sizeof storage;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0) return false;
+  return storage.ss_family == AF_INET || storage.ss_family == AF_INET6;
+}
 
 Endpoint server_endpoint(const std::string& host, int port, std::error_code& ec) {
   ec.clear();
   if (host.empty() || host.front() == '/') {
     const std::string dir = host.empty() ? "/var/run/postgresql" : host;
-    return Endpoint(asio::local::stream_protocol::endpoint(dir + "/.s.PGSQL." + std::to_string(port)));
+    return Endpoint(
+        asio::local::stream_protocol::endpoint(dir + "/.s.PGSQL." + std::to_string(port)));
   }
   asio::error_code aec;
   auto address = asio::ip::make_address(host, aec);
@@ -71,36 +78,38 @@ std::string describe(const Endpoint& endpoint) {
   return std::string(host) + ":" + serv;
 }
 
-void set_nodelay(Socket& socket) {
-  asio::error_code ec;
-  if (socket.is_open() && is_tcp(socket)) set_int_option(socket, IPPROTO_TCP, TCP_NODELAY, 1);
+void set_nodelay(int fd) {
+  if (fd >= 0 && is_tcp(fd)) set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
 }
 
-void set_keepalive(Socket& socket, const Keepalive& keepalive) {
-  if (!socket.is_open() || !is_tcp(socket) || !keepalive.enabled) return;
-  set_int_option(socket, SOL_SOCKET, SO_KEEPALIVE, 1);
-  if (keepalive.idle_s > 0) set_int_option(socket, IPPROTO_TCP, TCP_KEEPIDLE, keepalive.idle_s);
-  if (keepalive.interval_s > 0) {
-    set_int_option(socket, IPPROTO_TCP, TCP_KEEPINTVL, keepalive.interval_s);
-  }
-  if (keepalive.count > 0) set_int_option(socket, IPPROTO_TCP, TCP_KEEPCNT, keepalive.count);
+void set_keepalive(int fd, const Keepalive& keepalive) {
+  if (fd < 0 || !is_tcp(fd) || !keepalive.enabled) return;
+  set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+  if (keepalive.idle_s > 0) set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, keepalive.idle_s);
+  if (keepalive.interval_s > 0)
+    set_int_option(fd, IPPROTO_TCP, TCP_KEEPINTVL, keepalive.interval_s);
+  if (keepalive.count > 0) set_int_option(fd, IPPROTO_TCP, TCP_KEEPCNT, keepalive.count);
   if (keepalive.user_timeout_ms > 0) {
-    set_int_option(socket, IPPROTO_TCP, TCP_USER_TIMEOUT, keepalive.user_timeout_ms);
+    set_int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, keepalive.user_timeout_ms);
   }
 }
 
-std::pair<std::string, int> peer_of(const Socket& socket) {
-  asio::error_code ec;
-  const auto endpoint = socket.remote_endpoint(ec);
-  if (ec) return {"?", 0};
-  return address_of(endpoint);
+std::pair<std::string, int> peer_of(int fd) {
+  sockaddr_storage storage{};
+  socklen_t size = sizeof storage;
+  if (fd < 0 || ::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0) {
+    return {"?", 0};
+  }
+  return address_of(endpoint_of(storage, size));
 }
 
-std::pair<std::string, int> local_of(const Socket& socket) {
-  asio::error_code ec;
-  const auto endpoint = socket.local_endpoint(ec);
-  if (ec) return {"?", 0};
-  return address_of(endpoint);
+std::pair<std::string, int> local_of(int fd) {
+  sockaddr_storage storage{};
+  socklen_t size = sizeof storage;
+  if (fd < 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0) {
+    return {"?", 0};
+  }
+  return address_of(endpoint_of(storage, size));
 }
 
 std::pair<std::string, int> address_of(const Endpoint& endpoint) {
@@ -115,16 +124,39 @@ std::pair<std::string, int> address_of(const Endpoint& endpoint) {
   return {host, std::atoi(serv)};
 }
 
-asio::awaitable<std::error_code> connect_with_timeout(Socket& socket, const Endpoint& endpoint,
-                                                      std::chrono::milliseconds timeout) {
+asio::awaitable<std::error_code> connect(Connection& connection, Reactor& reactor,
+                                         const Endpoint& endpoint,
+                                         std::chrono::milliseconds timeout) {
   using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  timer.expires_after(timeout);
-  auto result = co_await (socket.async_connect(endpoint, use_nothrow) ||
-                          timer.async_wait(use_nothrow));
-  if (result.index() == 1) co_return std::make_error_code(std::errc::timed_out);
-  auto [ec] = std::get<0>(result);
-  co_return ec;
+  const int fd =
+      ::socket(endpoint.data()->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) co_return std::error_code(errno, std::system_category());
+  connection.open(reactor, fd, true);
+  if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) {
+    co_return std::error_code{};
+  }
+  if (errno != EINPROGRESS) {
+    const std::error_code error(errno, std::system_category());
+    connection.close();
+    co_return error;
+  }
+  // In progress: writable (or an error event) when the handshake has finished either way.
+  Timer timer(reactor);
+  auto& conn = connection;
+  auto result = co_await (conn.async_wait_writable(use_nothrow) ||
+                          timer.async_wait_for(timeout, use_nothrow));
+  if (result.index() == 1) {
+    connection.close();
+    co_return std::make_error_code(std::errc::timed_out);
+  }
+  int error = 0;
+  socklen_t size = sizeof error;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
+  if (error != 0) {
+    connection.close();
+    co_return std::error_code(error, std::system_category());
+  }
+  co_return std::error_code{};
 }
 
 }  // namespace pgw::net

@@ -1,6 +1,7 @@
-// Socket types and small helpers shared by the listener, client sessions and server logins.
-// Client and server connections may be TCP or Unix-domain, so both are held as Asio's generic
-// stream socket: one code path for both, no templates over the transport.
+// Endpoint types and small socket helpers shared by the listener, client sessions and server
+// logins. Client and server connections may be TCP or Unix-domain; both are plain descriptors
+// in a net::Connection (reactor.hpp), and addresses are Asio's generic endpoints: one code path
+// for both transports.
 #pragma once
 
 #include <asio.hpp>
@@ -11,9 +12,10 @@
 #include <string>
 #include <system_error>
 
+#include "net/reactor.hpp"
+
 namespace pgw::net {
 
-using Socket = asio::generic::stream_protocol::socket;
 using Endpoint = asio::generic::stream_protocol::endpoint;
 using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 using Clock = std::chrono::steady_clock;
@@ -28,20 +30,23 @@ Endpoint server_endpoint(const std::string& host, int port, std::error_code& ec)
 std::string describe(const Endpoint& endpoint);
 
 // Disables Nagle on TCP sockets (no-op for Unix sockets): every response must leave at once.
-void set_nodelay(Socket& socket);
+void set_nodelay(int fd);
 struct Keepalive {
   bool enabled = true;
   int idle_s = 0, interval_s = 0, count = 0, user_timeout_ms = 0;
 };
-void set_keepalive(Socket& socket, const Keepalive& keepalive);
+void set_keepalive(int fd, const Keepalive& keepalive);
 // Peer address and port for logs and SHOW CLIENTS ("unix" and 0 for Unix sockets).
-std::pair<std::string, int> peer_of(const Socket& socket);
+std::pair<std::string, int> peer_of(int fd);
 // The same for the local end of a socket, and for any endpoint (SHOW CLIENTS / SERVERS).
-std::pair<std::string, int> local_of(const Socket& socket);
+std::pair<std::string, int> local_of(int fd);
 std::pair<std::string, int> address_of(const Endpoint& endpoint);
+bool is_tcp(int fd);
 
-// Connects with a deadline. Returns the error (timed_out on expiry).
-asio::awaitable<std::error_code> connect_with_timeout(Socket& socket, const Endpoint& endpoint,
-                                                      std::chrono::milliseconds timeout);
+// Opens a non-blocking socket registered with `reactor` in `connection` and connects it,
+// with a deadline. Returns the error (timed_out on expiry).
+asio::awaitable<std::error_code> connect(Connection& connection, Reactor& reactor,
+                                         const Endpoint& endpoint,
+                                         std::chrono::milliseconds timeout);
 
 }  // namespace pgw::net

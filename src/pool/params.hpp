@@ -2,6 +2,7 @@
 // A handful of entries at most, so a flat vector beats a map for both memory and speed.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,20 @@ class ParamSet {
   auto begin() const { return entries_.begin(); }
   auto end() const { return entries_.end(); }
   bool empty() const { return entries_.empty(); }
+
+  // Identifies the set of (name, value) pairs whatever their order (0 for the empty set), so
+  // "does this server already have this client's parameters?" is one comparison per lease.
+  std::uint64_t fingerprint() const {
+    std::uint64_t sum = 0;
+    for (const auto& [key, value] : entries_) {
+      std::uint64_t h = 14695981039346656037ull;  // FNV-1a over lower(name) '=' value
+      for (char c : key) h = (h ^ static_cast<unsigned char>(lower(c))) * 1099511628211ull;
+      h = (h ^ '=') * 1099511628211ull;
+      for (char c : value) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+      sum += h * 0x9E3779B97F4A7C15ull | 1;  // commutative, so order does not matter
+    }
+    return sum;
+  }
 
   // GUC names are case-insensitive ("DateStyle" == "datestyle").
   static bool equal_names(std::string_view a, std::string_view b) {

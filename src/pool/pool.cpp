@@ -6,12 +6,10 @@
 
 namespace pgw::pool {
 
-void ServerConn::rehome(asio::io_context& io, unsigned new_worker) {
-  if (new_worker == worker) return;
-  const auto protocol = socket.local_endpoint().protocol();
-  const int fd = socket.release();
-  socket = net::Socket(io, protocol, fd);
-  worker = new_worker;
+void ServerConn::on_ready(net::Connection& connection) {
+  // Idle in the pool, a backend has nothing to say: a readable socket means a FATAL (admin
+  // command, shutdown) followed by EOF, or an already closed connection.
+  if (connection.readable() && pool != nullptr) pool->evict_idle(*this);
 }
 
 void KeyStore::put(const std::string& user, const std::string& client_key) {
@@ -47,7 +45,7 @@ ServerInfo describe_server(const ServerConn& server, std::string_view state,
   info.backend_pid = server.backend_pid;
   info.state = state;
   std::tie(info.addr, info.port) = net::address_of(server.endpoint);
-  std::tie(info.local_addr, info.local_port) = net::local_of(server.socket);
+  std::tie(info.local_addr, info.local_port) = net::local_of(server.conn.fd());
   info.created = server.created;
   info.last_used = server.last_used;
   info.close_needed = server.close_needed || server.fingerprint != fingerprint;
@@ -62,9 +60,12 @@ Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSet
       user_(std::move(user)),
       mode_(settings.mode),
       settings_(std::move(settings)),
+      waiters_(manager.worker_count()),
       db_count_(manager.db_counter(database_)),
       user_count_(manager.user_counter(user_)),
-      stat_slots_(new StatSlot[manager.worker_count()]) {}
+      stat_slots_(new StatSlot[manager.worker_count()]) {
+  check_delay_ms_.store(settings_.server_check_enabled ? settings_.server_check_delay.count() : -1);
+}
 
 Pool::~Pool() = default;
 
@@ -81,6 +82,8 @@ void Pool::update_settings(PoolSettings settings) {
     const bool target_changed = settings.fingerprint != settings_.fingerprint;
     settings_ = std::move(settings);
     mode_.store(settings_.mode, std::memory_order_relaxed);
+    check_delay_ms_.store(settings_.server_check_enabled ? settings_.server_check_delay.count()
+                                                         : -1);
     // Idle servers of an old target are closed; leased ones close on release.
     if (target_changed) to_close = take_idle_locked();
     // A larger pool may let waiters in right away.
@@ -102,9 +105,13 @@ bool Pool::can_open_locked(bool use_reserve) const {
 }
 
 void Pool::launch_for_waiters_locked(std::vector<unsigned>& launches) {
-  for (std::size_t i = 0; i < waiters_.size(); ++i) {
-    if (!can_open_locked(false)) break;
-    launch_locked(waiters_[i]->worker, launches);
+  // One login per waiter beyond those already connecting, oldest first.
+  int wanted = waiting_ - connecting_;
+  for (auto& list : waiters_) {
+    for (Waiter* w = list.head; w != nullptr && wanted > 0; w = w->next_, --wanted) {
+      if (!can_open_locked(false)) return;
+      launch_locked(w->worker_, launches);
+    }
   }
 }
 
@@ -132,34 +139,40 @@ void Pool::launch_locked(unsigned worker, std::vector<unsigned>& launches) {
 
 void Pool::spawn_logins(const std::vector<unsigned>& launches) {
   for (unsigned worker : launches) {
-    auto& io = manager_.worker_io(worker);
+    auto& reactor = manager_.reactor(worker);
     PoolSettings settings = this->settings();
     std::optional<std::string> key;
-    if (settings.password.rfind("SCRAM-SHA-256$", 0) == 0) key = manager_.keys().get(settings.server_user);
-    asio::co_spawn(
-        io,
-        [this, &io, worker, settings = std::move(settings), key = std::move(key)]()
-            -> asio::awaitable<void> {
-          auto outcome = co_await login_server(io, worker, settings, key);
-          if (outcome.server) outcome.server->id = manager_.next_server_id();
-          login_finished(std::move(outcome.server), outcome.error, std::move(outcome.detail));
-        },
-        asio::detached);
+    if (settings.password.rfind("SCRAM-SHA-256$", 0) == 0)
+      key = manager_.keys().get(settings.server_user);
+    // Posted, so the login starts on its worker even when called from another thread.
+    reactor.post(
+        [this, &reactor, worker, settings = std::move(settings), key = std::move(key)]() mutable {
+          asio::co_spawn(
+              reactor.io(),
+              [this, &reactor, worker, settings = std::move(settings),
+               key = std::move(key)]() -> asio::awaitable<void> {
+                auto outcome = co_await login_server(reactor, worker, settings, key);
+                if (outcome.server) outcome.server->id = manager_.next_server_id();
+                login_finished(std::move(outcome.server), outcome.error, std::move(outcome.detail));
+              },
+              asio::detached);
+        });
   }
 }
 
 void Pool::login_finished(ServerPtr server, Err error, std::string detail) {
   const bool failed = server == nullptr;
-  std::vector<WaiterPtr> wake_list;
-  std::vector<unsigned> launches;
-  ServerPtr stale;
+  Handoff handoff;
+  std::vector<Handoff> failed_waiters;
   {
     std::lock_guard lock(mutex_);
     --connecting_;
     if (server) {
       if (!defaults_) defaults_ = server->params;
-      server->fingerprint = server->fingerprint.empty() ? settings_.fingerprint : server->fingerprint;
-      place_locked(std::move(server), wake_list);
+      server->fingerprint =
+          server->fingerprint.empty() ? settings_.fingerprint : server->fingerprint;
+      server->pool = this;
+      place_locked(std::move(server), handoff);
     } else {
       --total_;
       db_count_->fetch_sub(1);
@@ -170,167 +183,347 @@ void Pool::login_finished(ServerPtr server, Err error, std::string detail) {
       last_failure_ = Clock::now();
       // With no server left to wait for, waiting clients get the login error now rather than
       // at query_wait_timeout (PgBouncer's fast fail).
-      if (total_ == 0) fail_waiters_locked(error, detail, wake_list);
+      if (total_ == 0) fail_waiters_locked(error, detail, failed_waiters);
     }
   }
-  wake(wake_list);
-  spawn_logins(launches);
+  if (handoff.waiter) complete(std::move(handoff));
+  for (auto& h : failed_waiters) complete(std::move(h));
   if (failed) {
     spdlog::warn("pool {}/{}: server login failed: {}", database_, user_, detail);
     manager_.capacity_freed(database_, user_);
   }
 }
 
-void Pool::place_locked(ServerPtr server, std::vector<WaiterPtr>& wake_list) {
-  if (paused_) {
-    // PAUSE: servers are closed as they come back (on their owner's thread: we are on it).
-    drop_locked(std::move(server));
-    return;
+void Pool::enqueue_locked(Waiter& waiter) {
+  auto& list = waiters_[waiter.worker_];
+  waiter.prev_ = list.tail;
+  waiter.next_ = nullptr;
+  if (list.tail) {
+    list.tail->next_ = &waiter;
+  } else {
+    list.head = &waiter;
   }
-  if (waiters_.empty()) {
-    server->last_used = Clock::now();
-    idle_.push_back(std::move(server));
-    return;
-  }
-  // Prefer the oldest waiter on the server's own worker: no re-registration, no cross-thread
-  // wake-up. Fairness holds because the other worker's waiters are served by its own releases
-  // and, when no local waiter exists, by this one.
-  auto it = std::find_if(waiters_.begin(), waiters_.end(),
-                         [&](const WaiterPtr& w) { return w->worker == server->worker; });
-  if (it == waiters_.end()) it = waiters_.begin();
-  WaiterPtr waiter = *it;
-  waiters_.erase(it);
-  waiter->done = true;
-  waiter->result.server = std::move(server);
-  wake_list.push_back(std::move(waiter));
+  list.tail = &waiter;
+  waiter.queued_ = true;
+  ++waiting_;
 }
 
-void Pool::drop_locked(ServerPtr server) {
+void Pool::dequeue_locked(Waiter& waiter) {
+  auto& list = waiters_[waiter.worker_];
+  (waiter.prev_ ? waiter.prev_->next_ : list.head) = waiter.next_;
+  (waiter.next_ ? waiter.next_->prev_ : list.tail) = waiter.prev_;
+  waiter.prev_ = waiter.next_ = nullptr;
+  waiter.queued_ = false;
+  --waiting_;
+}
+
+bool Pool::eligible(const Waiter& waiter) const {
+  return waiter.share_ == nullptr || waiter.share_->cap <= 0 ||
+         waiter.share_->leased < waiter.share_->cap;
+}
+
+Waiter* Pool::oldest_waiter_locked() const {
+  Waiter* oldest = nullptr;
+  for (const auto& list : waiters_) {
+    if (list.head && (!oldest || list.head->since_ < oldest->since_)) oldest = list.head;
+  }
+  return oldest;
+}
+
+Waiter* Pool::next_waiter_locked(unsigned worker) {
+  // How much longer another worker's client may have waited before it is served first.
+  constexpr auto kLocalPreference = std::chrono::milliseconds(20);
+  auto first_eligible = [this](Waiter* w) {
+    while (w && !eligible(*w)) w = w->next_;
+    return w;
+  };
+  Waiter* local = worker < waiters_.size() ? first_eligible(waiters_[worker].head) : nullptr;
+  Waiter* remote = nullptr;
+  for (unsigned i = 0; i < waiters_.size(); ++i) {
+    if (i == worker) continue;
+    Waiter* w = first_eligible(waiters_[i].head);
+    if (w && (!remote || w->since_ < remote->since_)) remote = w;
+  }
+  if (!local) return remote;
+  if (remote && remote->since_ + kLocalPreference < local->since_) return remote;
+  return local;
+}
+
+void Pool::take_locked(Waiter& waiter, Handoff& handoff) {
+  dequeue_locked(waiter);
+  if (waiter.share_) ++waiter.share_->leased;
+  handoff.waiter = &waiter;
+  // The waiter is alive while queued; a delivery posted to another thread must keep it so.
+  if (!manager_.reactor(waiter.worker_).running_in_this_thread())
+    handoff.keep = waiter.keep_alive();
+}
+
+void Pool::park_idle_locked(ServerPtr server) {
+  server->conn.set_handler(server.get());  // watch it while idle
+  idle_.push_back(std::move(server));
+}
+
+void Pool::place_locked(ServerPtr server, Handoff& handoff) {
+  if (paused_) {
+    // PAUSE: servers are closed as they come back (on their owner's thread: we are on it).
+    drop_locked(server);
+    return;
+  }
+  Waiter* waiter = waiting_ > 0 ? next_waiter_locked(server->worker) : nullptr;
+  if (!waiter) {
+    server->last_used = Clock::now();
+    park_idle_locked(std::move(server));
+    return;
+  }
+  take_locked(*waiter, handoff);
+  handoff.result.server = std::move(server);
+}
+
+void Pool::dispatch_idle_locked(std::vector<Handoff>& handoffs) {
+  while (!idle_.empty() && waiting_ > 0 && !paused_) {
+    Waiter* waiter = oldest_waiter_locked();
+    // Only shares can hold waiters back while servers are idle: find one that may go now.
+    for (auto& list : waiters_) {
+      for (Waiter* w = list.head; w; w = w->next_) {
+        if (eligible(*w) && (!eligible(*waiter) || w->since_ < waiter->since_)) waiter = w;
+      }
+    }
+    if (!waiter || !eligible(*waiter)) return;
+    Handoff handoff;
+    take_locked(*waiter, handoff);
+    handoff.result.server = std::move(idle_.back());
+    idle_.pop_back();
+    handoffs.push_back(std::move(handoff));
+  }
+}
+
+void Pool::drop_locked(ServerPtr& server) {
   --total_;
   db_count_->fetch_sub(1);
   user_count_->fetch_sub(1);
-  server.reset();
+  server.reset();  // closes the socket: callers are on the owner's thread
 }
 
 void Pool::fail_waiters_locked(Err error, const std::string& detail,
-                               std::vector<WaiterPtr>& wake_list) {
-  for (auto& waiter : waiters_) {
-    waiter->done = true;
-    waiter->result.error = error;
-    waiter->result.detail = detail;
-    wake_list.push_back(waiter);
+                               std::vector<Handoff>& handoffs) {
+  for (auto& list : waiters_) {
+    while (Waiter* w = list.head) {
+      Handoff handoff;
+      dequeue_locked(*w);
+      handoff.waiter = w;
+      if (!manager_.reactor(w->worker_).running_in_this_thread()) handoff.keep = w->keep_alive();
+      handoff.result.error = error;
+      handoff.result.detail = detail;
+      handoffs.push_back(std::move(handoff));
+    }
   }
-  waiters_.clear();
 }
 
-void Pool::wake(const std::vector<WaiterPtr>& waiters) {
-  for (const auto& waiter : waiters) {
-    // The timer belongs to the waiter's worker: cancel it there.
-    asio::post(waiter->timer.get_executor(), [waiter] { waiter->timer.cancel(); });
+void Pool::complete(Handoff handoff) {
+  Waiter* waiter = handoff.waiter;
+  const unsigned to = waiter->worker_;
+  auto& target = manager_.reactor(to);
+  ServerPtr& server = handoff.result.server;
+  if (!server) {
+    // An error: no socket to move.
+    if (target.running_in_this_thread()) {
+      waiter->deliver(std::move(handoff.result));
+    } else {
+      target.post([handoff = std::move(handoff)]() mutable {
+        handoff.waiter->deliver(std::move(handoff.result));
+      });
+    }
+    return;
+  }
+  if (server->worker == to) {
+    // Same worker: the common case, no system call, no other thread.
+    server->conn.set_handler(nullptr);
+    waiter->deliver(std::move(handoff.result));
+    return;
+  }
+  // Another worker: the owner's thread takes the socket out of its epoll set (no event of it
+  // may be dispatched there afterwards), then the waiter's thread registers it with its own.
+  auto move_over = [this, to](Handoff h) {
+    ServerPtr& s = h.result.server;
+    s->conn.detach();
+    s->worker = to;
+    manager_.reactor(to).post([this, to, h = std::move(h)]() mutable {
+      h.result.server->conn.attach(manager_.reactor(to));
+      h.waiter->deliver(std::move(h.result));
+    });
+  };
+  auto& owner = manager_.reactor(server->worker);
+  if (owner.running_in_this_thread()) {
+    move_over(std::move(handoff));
+  } else {
+    owner.post(
+        [move_over, handoff = std::move(handoff)]() mutable { move_over(std::move(handoff)); });
   }
 }
 
 void Pool::close_on_owner(ServerPtr server) {
-  auto& io = manager_.worker_io(server->worker);
-  asio::post(io, [server = std::shared_ptr<ServerConn>(std::move(server))] {
-    asio::error_code ec;
-    server->socket.close(ec);
-  });
+  auto& owner = manager_.reactor(server->worker);
+  if (owner.running_in_this_thread()) {
+    server.reset();
+    return;
+  }
+  owner.post([server = std::move(server)]() mutable { server.reset(); });
 }
 
-asio::awaitable<AcquireResult> Pool::acquire(unsigned worker, Clock::time_point deadline) {
-  auto executor = co_await asio::this_coro::executor;
-  WaiterPtr waiter;
+void Pool::evict_idle(ServerConn& server) {
+  ServerPtr victim;
   std::vector<unsigned> launches;
   {
     std::lock_guard lock(mutex_);
-    if (!idle_.empty() && !paused_) {
-      // LIFO: the most recently used server is the warmest. Prefer one on this worker.
-      auto it = std::find_if(idle_.rbegin(), idle_.rend(),
-                             [&](const ServerPtr& s) { return s->worker == worker; });
-      auto pick = it == idle_.rend() ? std::prev(idle_.end()) : std::prev(it.base());
-      AcquireResult result;
-      result.server = std::move(*pick);
-      idle_.erase(pick);
-      if (result.server->worker != worker) result.server->rehome(manager_.worker_io(worker), worker);
-      co_return result;
+    auto it = std::find_if(idle_.begin(), idle_.end(),
+                           [&](const ServerPtr& s) { return s.get() == &server; });
+    if (it == idle_.end()) return;  // on its way to a client: that side deals with it
+    victim = std::move(*it);
+    idle_.erase(it);
+  }
+  // Read what it said, for the log (a FATAL's message), then close.
+  std::array<std::byte, 512> said{};
+  auto got = victim->conn.read_some(said.data(), said.size());
+  std::string reason = got.bytes == 0 ? "connection closed" : "unexpected message";
+  if (got.bytes > 0 && static_cast<char>(said[0]) == 'E') {
+    auto parsed = proto::parse_message(std::span<const std::byte>(said.data(), got.bytes),
+                                       proto::Direction::backend);
+    if (auto* message = std::get_if<proto::Message>(&parsed)) {
+      if (auto fields = proto::parse_error_fields(message->body)) {
+        reason = std::string(fields->message) + " (" + std::string(fields->sqlstate) + ")";
+      }
     }
-    if (total_ == 0 && last_failure_ != Clock::time_point{} &&
-        Clock::now() - last_failure_ < settings_.server_login_retry) {
-      co_return AcquireResult{nullptr, last_error_code_, last_error_};
-    }
-    waiter = std::make_shared<Waiter>(executor, worker);
-    waiters_.push_back(waiter);
-    if (can_open_locked(false)) launch_locked(worker, launches);
+  }
+  spdlog::info("pool {}/{}: idle server connection S-{} (backend pid {}) evicted: {}", database_,
+               user_, victim->id, victim->backend_pid, reason);
+  {
+    std::lock_guard lock(mutex_);
+    drop_locked(victim);
+    if (waiting_ > 0 && can_open_locked(false)) launch_for_waiters_locked(launches);
   }
   spawn_logins(launches);
+  manager_.capacity_freed(database_, user_);
+}
 
-  bool reserve_tried = false;
-  for (;;) {
-    auto wake_at = deadline;
-    {
-      std::lock_guard lock(mutex_);
-      if (!reserve_tried && settings_.reserve_pool_size > 0 && !paused_) {
-        wake_at = std::min(wake_at, waiter->since + settings_.reserve_pool_timeout);
-      }
-    }
-    waiter->timer.expires_at(wake_at);
-    co_await waiter->timer.async_wait(net::use_nothrow);
-
+AcquireResult Pool::acquire_now(Waiter& waiter, AppShare* share) {
+  std::vector<unsigned> launches;
+  AcquireResult result;
+  Handoff moving;
+  {
     std::lock_guard lock(mutex_);
-    if (waiter->done) {
-      auto result = std::move(waiter->result);
-      if (result.server && result.server->worker != worker) {
-        result.server->rehome(manager_.worker_io(worker), worker);
+    waiter.share_ = share;
+    const bool capped = share && share->cap > 0 && share->leased >= share->cap;
+    if (!idle_.empty() && !paused_ && !capped) {
+      // LIFO: the most recently used server is the warmest. Prefer one on this worker.
+      auto it = std::find_if(idle_.rbegin(), idle_.rend(),
+                             [&](const ServerPtr& s) { return s->worker == waiter.worker_; });
+      auto pick = it == idle_.rend() ? std::prev(idle_.end()) : std::prev(it.base());
+      ServerPtr server = std::move(*pick);
+      idle_.erase(pick);
+      if (share) ++share->leased;
+      if (server->worker == waiter.worker_) {
+        server->conn.set_handler(nullptr);
+        result.server = std::move(server);
+        return result;
       }
-      co_return result;
+      // Idle on another worker: it moves over (see complete()) and arrives by deliver().
+      moving.waiter = &waiter;
+      moving.keep = waiter.keep_alive();
+      moving.result.server = std::move(server);
+    } else if (total_ == 0 && last_failure_ != Clock::time_point{} &&
+               Clock::now() - last_failure_ < settings_.server_login_retry) {
+      result.error = last_error_code_;
+      result.detail = last_error_;
+      return result;
+    } else {
+      waiter.since_ = Clock::now();
+      enqueue_locked(waiter);
+      if (!capped && can_open_locked(false) && connecting_ < waiting_) {
+        launch_locked(waiter.worker_, launches);
+      }
     }
-    const auto now = Clock::now();
-    if (now >= deadline) {
-      std::erase(waiters_, waiter);
+  }
+  result.queued = true;
+  if (moving.waiter) complete(std::move(moving));
+  spawn_logins(launches);
+  return result;
+}
+
+bool Pool::cancel_wait(Waiter& waiter) {
+  std::lock_guard lock(mutex_);
+  if (!waiter.queued_) return false;
+  dequeue_locked(waiter);
+  return true;
+}
+
+asio::awaitable<AcquireResult> Pool::acquire(net::Reactor& reactor, unsigned worker,
+                                             Clock::time_point deadline) {
+  struct AsyncWaiter final : Waiter, std::enable_shared_from_this<AsyncWaiter> {
+    explicit AsyncWaiter(unsigned w) : Waiter(w) {}
+    void deliver(AcquireResult r) override {
+      result = std::move(r);
+      done.set();
+    }
+    std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
+    net::Event done;
+    AcquireResult result;
+  };
+  using asio::experimental::awaitable_operators::operator||;
+  auto waiter = std::make_shared<AsyncWaiter>(worker);
+  auto now = acquire_now(*waiter, nullptr);
+  if (!now.queued) co_return now;
+  net::Timer timer(reactor);
+  auto& done = waiter->done;
+  auto outcome = co_await (done.async_wait(net::use_nothrow) ||
+                           timer.async_wait_until(deadline, net::use_nothrow));
+  if (outcome.index() == 1 && !done.is_set()) {
+    if (cancel_wait(*waiter)) {
       AcquireResult timeout;
       timeout.error = Err::query_wait_timeout;
       co_return timeout;
     }
-    if (!reserve_tried && settings_.reserve_pool_size > 0 && !paused_ &&
-        now >= waiter->since + settings_.reserve_pool_timeout) {
-      reserve_tried = true;
-      if (can_open_locked(true)) {
-        spdlog::info("pool {}/{}: taking connection from reserve_pool", database_, user_);
-        ++reserve_in_use_;
-        std::vector<unsigned> reserve_launch;
-        launch_locked(worker, reserve_launch);
-        // Spawning takes the lock in settings(); release it first by deferring.
-        asio::post(executor, [this, reserve_launch] { spawn_logins(reserve_launch); });
-      }
-    }
+    co_await done.async_wait(net::use_nothrow);  // a server is on its way to us
   }
+  co_return std::move(waiter->result);
 }
 
-void Pool::release(ServerPtr server, bool reusable) {
-  std::vector<WaiterPtr> wake_list;
+AppShare* Pool::app_share(const std::string& application, int cap) {
+  std::lock_guard lock(mutex_);
+  auto& share = app_shares_[application];
+  share.cap = cap;
+  return &share;
+}
+
+void Pool::release(ServerPtr server, bool reusable, AppShare* share) {
+  Handoff handoff;
+  std::vector<Handoff> unblocked;
   std::vector<unsigned> launches;
   bool freed = false;
   {
     std::lock_guard lock(mutex_);
     const auto now = Clock::now();
+    const bool was_capped = share && share->cap > 0 && share->leased >= share->cap;
+    if (share && share->leased > 0) --share->leased;
     // As in PgBouncer, server_lifetime = 0 means a server is used only once.
     const bool expired = now - server->created > settings_.server_lifetime;
     const bool too_many = total_ > settings_.pool_size + reserve_in_use_;
     if (!reusable || server->close_needed || expired || too_many ||
         server->fingerprint != settings_.fingerprint) {
       if (too_many && reserve_in_use_ > 0) --reserve_in_use_;
-      drop_locked(std::move(server));
+      drop_locked(server);
       freed = true;
-      if (!waiters_.empty() && can_open_locked(false)) {
-        launch_locked(waiters_.front()->worker, launches);
+      if (waiting_ > 0 && can_open_locked(false)) {
+        if (Waiter* w = oldest_waiter_locked()) launch_locked(w->worker_, launches);
       }
     } else {
       server->last_used = now;
-      place_locked(std::move(server), wake_list);
+      place_locked(std::move(server), handoff);
     }
+    // Waiters held back by this application's cap may take idle servers now.
+    if (was_capped) dispatch_idle_locked(unblocked);
   }
-  wake(wake_list);
+  if (handoff.waiter) complete(std::move(handoff));
+  for (auto& h : unblocked) complete(std::move(h));
   spawn_logins(launches);
   if (freed) manager_.capacity_freed(database_, user_);
 }
@@ -339,8 +532,8 @@ void Pool::capacity_freed() {
   std::vector<unsigned> launches;
   {
     std::lock_guard lock(mutex_);
-    if (!waiters_.empty() && connecting_ == 0 && can_open_locked(false)) {
-      launch_locked(waiters_.front()->worker, launches);
+    if (waiting_ > 0 && connecting_ == 0 && can_open_locked(false)) {
+      if (Waiter* w = oldest_waiter_locked()) launch_locked(w->worker_, launches);
     }
   }
   spawn_logins(launches);
@@ -367,6 +560,20 @@ void Pool::maintain(Clock::time_point now) {
         user_count_->fetch_sub(1);
       } else {
         ++it;
+      }
+    }
+    // reserve_pool_size: a client waiting longer than reserve_pool_timeout gets connections
+    // beyond pool_size, one per upkeep round.
+    if (settings_.reserve_pool_size > 0 && !paused_ && connecting_ == 0) {
+      const Waiter* oldest = oldest_waiter_locked();
+      if (oldest && now - oldest->since_ >= settings_.reserve_pool_timeout &&
+          can_open_locked(true)) {
+        const auto before = launches.size();
+        launch_locked(oldest->worker_, launches);
+        if (launches.size() > before) {
+          ++reserve_in_use_;
+          spdlog::info("pool {}/{}: taking connection from reserve_pool", database_, user_);
+        }
       }
     }
     // min_pool_size: keep warm connections once the pool is in use.
@@ -397,8 +604,8 @@ PoolStats Pool::stats() const {
   s.connecting = connecting_;
   s.total = total_;
   s.active = total_ - connecting_ - s.idle;
-  s.waiting = static_cast<int>(waiters_.size());
-  if (!waiters_.empty()) s.max_wait = Clock::now() - waiters_.front()->since;
+  s.waiting = waiting_;
+  if (const Waiter* oldest = oldest_waiter_locked()) s.max_wait = Clock::now() - oldest->since_;
   const auto now = Clock::now();
   for (const auto& server : idle_) {
     if (due_for_check(settings_, *server, now)) ++s.used;

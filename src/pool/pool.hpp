@@ -4,8 +4,9 @@
 //
 // A server connection (ServerConn) is owned by exactly one party at a time: the pool (idle
 // list), a login coroutine, or the client session that leased it. Its socket is registered with
-// the io_context of the worker that currently owns it; handing it to a client on another worker
-// re-registers it there (ServerConn::rehome), which is the only cross-thread step.
+// the reactor of the worker that currently owns it, and only that worker's thread touches it.
+// Handing it to a client on another worker is the only cross-thread step: the owner's thread
+// takes it out of its epoll set, then the new owner's thread adds it to its own (Pool::complete).
 #pragma once
 
 #include <asio.hpp>
@@ -21,9 +22,11 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.hpp"
+#include "net/reactor.hpp"
 #include "net/socket.hpp"
 #include "pool/params.hpp"
 #include "pool/stats.hpp"
@@ -66,11 +69,15 @@ struct PoolSettings {
   std::string fingerprint;  // changes when the login target changes: old servers get closed
 };
 
-class ServerConn {
+// One connection to PostgreSQL. While it sits idle in its pool it watches its own socket: a
+// backend that speaks unasked (a FATAL from pg_terminate_backend, a shutdown, EOF) is evicted
+// at once, before any client could be handed a dead connection.
+class ServerConn final : public net::ReadyHandler {
  public:
-  ServerConn(asio::io_context& io, unsigned owner) : socket(io), worker(owner) {}
-  net::Socket socket;
-  unsigned worker;        // whose io_context the socket is registered with
+  explicit ServerConn(unsigned owner) : worker(owner) {}
+  net::Connection conn;
+  unsigned worker;       // whose reactor the socket is registered with
+  Pool* pool = nullptr;  // set when it joins a pool
   std::uint64_t id = 0;
   std::int32_t backend_pid = 0;
   std::int32_t backend_key = 0;
@@ -80,15 +87,15 @@ class ServerConn {
   Clock::time_point created{};
   Clock::time_point last_used{};
   std::string fingerprint;
-  // Which client's parameters were applied last, so an unchanged client skips the comparison.
-  std::uint64_t synced_client = 0;
-  std::uint64_t synced_version = 0;
+  // ParamSet::fingerprint() of the client parameters the server session has on top of the
+  // pool's defaults (0: just the defaults), so a client with the same ones skips the sync.
+  std::uint64_t applied_params = 0;
   std::uint64_t last_client = 0;
   bool close_needed = false;
   std::vector<std::byte> buffer;  // read buffer of the relay, kept with the connection
 
-  // Moves the socket to another worker's io_context. No operation may be pending on it.
-  void rehome(asio::io_context& io, unsigned new_worker);
+  // Readiness while idle in the pool (the pool installs this object as the handler).
+  void on_ready(net::Connection& connection) override;
 };
 using ServerPtr = std::unique_ptr<ServerConn>;
 
@@ -102,8 +109,43 @@ inline bool due_for_check(const PoolSettings& settings, const ServerConn& server
 
 struct AcquireResult {
   ServerPtr server;
+  bool queued = false;  // no server yet: the waiter's deliver() will be called
   Err error = Err::internal;
   std::string detail;  // argument of the error text
+};
+
+// One application's share of a pool ([apps] max_server_conn): how many of the pool's servers
+// its clients hold, and how many they may hold. Owned by the pool, guarded by its mutex.
+struct AppShare {
+  int cap = 0;  // 0 = no cap
+  int leased = 0;
+};
+
+// A party waiting for a server of a pool: a client session, or a coroutine in Pool::acquire().
+// Queued in the pool's FIFO of its worker (intrusive: queuing allocates nothing). A queued
+// waiter is alive; it leaves the queue (cancel_wait) before it goes away.
+class Waiter {
+ public:
+  // Called on the waiter's worker, with a server registered with that worker's reactor, or an
+  // error. Never called with the pool mutex held.
+  virtual void deliver(AcquireResult result) = 0;
+  // Keeps the waiting party alive while a hand-off is posted to its worker.
+  virtual std::shared_ptr<void> keep_alive() = 0;
+  unsigned waiter_worker() const { return worker_; }
+  bool waiting() const { return queued_; }  // under the pool mutex only
+
+ protected:
+  explicit Waiter(unsigned worker) : worker_(worker) {}
+  virtual ~Waiter() = default;
+
+ private:
+  friend class Pool;
+  unsigned worker_;
+  AppShare* share_ = nullptr;
+  Clock::time_point since_{};
+  Waiter* prev_ = nullptr;
+  Waiter* next_ = nullptr;
+  bool queued_ = false;
 };
 
 // Credentials learnt from clients: the SCRAM ClientKey of a user who logged in with SCRAM,
@@ -120,8 +162,8 @@ class KeyStore {
 
 struct PoolStats {  // a consistent snapshot for the console and logs
   int idle = 0, active = 0, connecting = 0, waiting = 0, total = 0;
-  int used = 0;                  // of the idle ones: due for server_check_query before reuse
-  Clock::duration max_wait{};    // how long the oldest waiter has been waiting
+  int used = 0;                // of the idle ones: due for server_check_query before reuse
+  Clock::duration max_wait{};  // how long the oldest waiter has been waiting
   bool paused = false;
   std::uint64_t logins_failed = 0;
   std::string last_error;
@@ -154,13 +196,31 @@ class Pool {
   const std::string& user() const { return user_; }
   PoolSettings settings() const;
   config::PoolMode mode() const { return mode_.load(std::memory_order_relaxed); }
+  // Whether `server` must run server_check_query before a client gets it (no lock, no copy:
+  // asked once per lease).
+  bool check_due(const ServerConn& server, Clock::time_point now) const {
+    const auto delay = check_delay_ms_.load(std::memory_order_relaxed);
+    return delay >= 0 && now - server.last_used > Millis(delay);
+  }
   void update_settings(PoolSettings settings);
 
-  // Leases a server to a client on `worker`, waiting in FIFO order up to `deadline`.
-  asio::awaitable<AcquireResult> acquire(unsigned worker, Clock::time_point deadline);
-  // Gives a leased server back; `reusable` = clean (idle, no pending results). Called on the
-  // worker that owns the server's socket.
-  void release(ServerPtr server, bool reusable);
+  // Leases a server to `waiter` (on the waiter's worker): an idle one of the same worker at
+  // once (LIFO: the warmest), else `queued` and deliver() later (an idle server of another
+  // worker moving over, a released one, or a new login), or an error right away. `share`
+  // ([apps] max_server_conn) may be null.
+  AcquireResult acquire_now(Waiter& waiter, AppShare* share);
+  // Takes a queued waiter out of the queue. False if it was not queued (a hand-off to it may
+  // be on its way: its deliver() will still be called).
+  bool cancel_wait(Waiter& waiter);
+  // The same as a coroutine with a deadline (the welcome's first login of a pool).
+  asio::awaitable<AcquireResult> acquire(net::Reactor& reactor, unsigned worker,
+                                         Clock::time_point deadline);
+  // Gives a leased server back, on the worker that owns its socket; `reusable` = clean
+  // (idle, no pending results). `share` is what acquire_now() was given.
+  void release(ServerPtr server, bool reusable, AppShare* share = nullptr);
+  // The share of `application` in this pool (created with `cap` when new; the cap follows
+  // later values). The pointer stays valid for the pool's lifetime.
+  AppShare* app_share(const std::string& application, int cap);
 
   // Parameters the server reports at login, replayed to clients in their welcome.
   std::optional<ParamSet> defaults() const;
@@ -192,17 +252,24 @@ class Pool {
   std::pair<StatValues, Clock::duration> last_period() const;
 
  private:
-  struct Waiter {
-    explicit Waiter(const asio::any_io_executor& executor, unsigned w)
-        : timer(executor), worker(w) {}
-    asio::steady_timer timer;  // woken (cancelled) on hand-off
-    unsigned worker;
-    Clock::time_point since = Clock::now();
-    bool done = false;
+  struct WaitList {  // FIFO of one worker's waiters
+    Waiter* head = nullptr;
+    Waiter* tail = nullptr;
+  };
+  // A server handed to a waiter, completed after the mutex is released.
+  struct Handoff {
+    Waiter* waiter = nullptr;
+    std::shared_ptr<void> keep;  // only for a waiter on another worker
     AcquireResult result;
   };
-  using WaiterPtr = std::shared_ptr<Waiter>;
 
+  void enqueue_locked(Waiter& waiter);
+  void dequeue_locked(Waiter& waiter);
+  // The waiter a server of `worker` goes to: the oldest eligible waiter of that worker, unless
+  // another worker's has waited much longer (bounded unfairness, fewer cross-thread moves).
+  Waiter* next_waiter_locked(unsigned worker);
+  bool eligible(const Waiter& waiter) const;
+  Waiter* oldest_waiter_locked() const;
   // False while paused, and at the pool's size limit (plus the reserve if `use_reserve`).
   bool can_open_locked(bool use_reserve) const;
   // Opens servers for queued waiters while the limits allow.
@@ -212,22 +279,34 @@ class Pool {
   void launch_locked(unsigned worker, std::vector<unsigned>& launches);
   void spawn_logins(const std::vector<unsigned>& launches);
   void login_finished(ServerPtr server, Err error, std::string detail);
-  // Hands `server` to a waiter (preferring one on the server's worker) or parks it idle.
-  void place_locked(ServerPtr server, std::vector<WaiterPtr>& wake);
-  void drop_locked(ServerPtr server);
-  void fail_waiters_locked(Err error, const std::string& detail, std::vector<WaiterPtr>& wake);
-  static void wake(const std::vector<WaiterPtr>& waiters);
+  // Hands `server` to a waiter (filling `handoff`) or parks it idle.
+  void place_locked(ServerPtr server, Handoff& handoff);
+  // After a share dropped below its cap: give idle servers to waiters that were held back.
+  void dispatch_idle_locked(std::vector<Handoff>& handoffs);
+  void take_locked(Waiter& waiter, Handoff& handoff);
+  void park_idle_locked(ServerPtr server);
+  void drop_locked(ServerPtr& server);
+  void fail_waiters_locked(Err error, const std::string& detail, std::vector<Handoff>& handoffs);
+  // Completes a hand-off: directly on the waiter's own worker, else by moving the socket's
+  // registration through the owner's thread to the waiter's.
+  void complete(Handoff handoff);
   void close_on_owner(ServerPtr server);
+  // A server idle in this pool spoke or closed: evict it (on its owner's thread).
+  friend class ServerConn;
+  void evict_idle(ServerConn& server);
 
   PoolManager& manager_;
   const std::string database_;
   const std::string user_;
   std::atomic<config::PoolMode> mode_;
+  std::atomic<Millis::rep> check_delay_ms_{-1};  // server_check_delay, -1 when checks are off
 
   mutable std::mutex mutex_;
   PoolSettings settings_;
-  std::vector<ServerPtr> idle_;      // most recently used last (LIFO reuse)
-  std::deque<WaiterPtr> waiters_;    // FIFO
+  std::vector<ServerPtr> idle_;    // most recently used last (LIFO reuse)
+  std::vector<WaitList> waiters_;  // per worker, each FIFO
+  int waiting_ = 0;
+  std::unordered_map<std::string, AppShare> app_shares_;  // node-based: pointers stay valid
   int total_ = 0;       // servers that exist or are being opened, leased ones included
   int connecting_ = 0;  // of which still logging in
   int reserve_in_use_ = 0;
@@ -249,7 +328,7 @@ class Pool {
 // Owns all pools and the shared resources they need (worker io_contexts, counters, keys).
 class PoolManager {
  public:
-  explicit PoolManager(std::vector<asio::io_context*> workers) : workers_(std::move(workers)) {}
+  explicit PoolManager(std::vector<net::Reactor*> workers) : workers_(std::move(workers)) {}
 
   // The pool for (database, user), created with `settings` when new.
   Pool& get(const std::string& database, const std::string& user,
@@ -257,7 +336,7 @@ class PoolManager {
   void for_each(const std::function<void(Pool&)>& fn);
   void maintain(Clock::time_point now);
 
-  asio::io_context& worker_io(unsigned worker) { return *workers_.at(worker); }
+  net::Reactor& reactor(unsigned worker) { return *workers_.at(worker); }
   unsigned worker_count() const { return static_cast<unsigned>(workers_.size()); }
   KeyStore& keys() { return keys_; }
   std::uint64_t next_server_id() { return ++server_ids_; }
@@ -280,7 +359,7 @@ class PoolManager {
   void capacity_freed(const std::string& database, const std::string& user);
 
  private:
-  std::vector<asio::io_context*> workers_;
+  std::vector<net::Reactor*> workers_;
   std::mutex mutex_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
   std::map<std::string, std::shared_ptr<std::atomic<int>>> db_counts_;
@@ -299,7 +378,7 @@ struct LoginOutcome {
   Err error = Err::internal;
   std::string detail;
 };
-asio::awaitable<LoginOutcome> login_server(asio::io_context& io, unsigned worker,
+asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worker,
                                            const PoolSettings& settings,
                                            std::optional<std::string> client_key);
 
@@ -309,6 +388,7 @@ asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sq
                                          std::chrono::milliseconds timeout);
 
 // Sends a CancelRequest for the backend to `endpoint` over a new connection.
-asio::awaitable<void> send_cancel(net::Endpoint endpoint, std::int32_t pid, std::int32_t key);
+asio::awaitable<void> send_cancel(net::Reactor& reactor, net::Endpoint endpoint, std::int32_t pid,
+                                  std::int32_t key);
 
 }  // namespace pgw::pool

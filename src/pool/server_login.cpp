@@ -17,13 +17,13 @@ std::string error_text(const proto::ErrorFields& fields) {
   return text;
 }
 
-asio::awaitable<bool> write_all(net::Socket& socket, const std::string& bytes) {
-  auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes), net::use_nothrow);
+asio::awaitable<bool> write_all(net::Connection& connection, const std::string& bytes) {
+  auto ec = co_await connection.async_write_all(bytes);
   co_return !ec;
 }
 
 // The login conversation proper, without the deadline.
-asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
+asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker,
                                           const PoolSettings& settings,
                                           std::optional<std::string> client_key) {
   LoginOutcome out;
@@ -34,15 +34,16 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
     out.detail = "could not resolve host \"" + settings.host + "\"";
     co_return out;
   }
-  auto server = std::make_unique<ServerConn>(io, worker);
+  auto server = std::make_unique<ServerConn>(worker);
   server->endpoint = endpoint;
-  auto [connect_error] = co_await server->socket.async_connect(endpoint, net::use_nothrow);
+  auto connect_error =
+      co_await net::connect(server->conn, reactor, endpoint, settings.server_connect_timeout);
   if (connect_error) {
     out.error = Err::server_connect_failed;
     out.detail = net::describe(endpoint) + ": " + connect_error.message();
     co_return out;
   }
-  net::set_nodelay(server->socket);
+  net::set_nodelay(server->conn.fd());
 
   std::string packet;
   proto::MessageWriter writer(packet);
@@ -51,7 +52,7 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
   params.emplace_back("database", settings.dbname);
   for (const auto& param : settings.startup_params) params.push_back(param);
   writer.startup_message(params);
-  if (!co_await write_all(server->socket, packet)) {
+  if (!co_await write_all(server->conn, packet)) {
     out.error = Err::server_connect_failed;
     out.detail = "connection closed during login";
     co_return out;
@@ -60,7 +61,7 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
   net::MessageReader reader;
   std::optional<auth::ScramClient> scram;
   for (;;) {
-    auto next = co_await reader.next(server->socket, proto::Direction::backend);
+    auto next = co_await reader.next(server->conn, proto::Direction::backend);
     if (!std::holds_alternative<proto::Message>(next)) {
       out.error = Err::server_login_failed;
       out.detail = std::holds_alternative<std::error_code>(next)
@@ -97,7 +98,8 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
               co_return out;
             }
             const std::string salt(reinterpret_cast<const char*>(request->md5_salt.data()), 4);
-            writer.password_message(auth::md5_response(settings.server_user, settings.password, salt));
+            writer.password_message(
+                auth::md5_response(settings.server_user, settings.password, salt));
             break;
           }
           case proto::AuthRequestKind::sasl: {
@@ -117,7 +119,8 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
                     "with SCRAM first";
                 co_return out;
               }
-              scram = auth::ScramClient::with_client_key(settings.server_user, *client_key, *secret);
+              scram =
+                  auth::ScramClient::with_client_key(settings.server_user, *client_key, *secret);
             } else if (!settings.password.empty() && !auth::is_md5_hash(settings.password)) {
               scram = auth::ScramClient::with_password(settings.server_user, settings.password);
             } else {
@@ -129,8 +132,8 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
             break;
           }
           case proto::AuthRequestKind::sasl_continue: {
-            auto reply = scram ? scram->handle_server_first(proto::as_chars(request->data))
-                               : std::nullopt;
+            auto reply =
+                scram ? scram->handle_server_first(proto::as_chars(request->data)) : std::nullopt;
             if (!reply) {
               out.error = Err::server_login_failed;
               out.detail = "invalid SCRAM exchange with server";
@@ -148,7 +151,7 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
             break;
         }
         bool written = true;
-        if (!packet.empty()) written = co_await write_all(server->socket, packet);
+        if (!packet.empty()) written = co_await write_all(server->conn, packet);
         if (!written) {
           out.error = Err::server_login_failed;
           out.detail = "connection closed during authentication";
@@ -198,19 +201,20 @@ asio::awaitable<LoginOutcome> login_steps(asio::io_context& io, unsigned worker,
 
 }  // namespace
 
-asio::awaitable<LoginOutcome> login_server(asio::io_context& io, unsigned worker,
+asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worker,
                                            const PoolSettings& settings,
                                            std::optional<std::string> client_key) {
-  asio::steady_timer deadline(io);
-  deadline.expires_after(settings.server_connect_timeout);
-  auto result = co_await (login_steps(io, worker, settings, std::move(client_key)) ||
-                          deadline.async_wait(net::use_nothrow));
+  net::Timer deadline(reactor);
+  auto result =
+      co_await (login_steps(reactor, worker, settings, std::move(client_key)) ||
+                deadline.async_wait_for(settings.server_connect_timeout, net::use_nothrow));
   if (result.index() == 1) {
     LoginOutcome timeout;
     timeout.error = Err::server_connect_failed;
     timeout.detail = "server_connect_timeout (" +
                      std::to_string(settings.server_connect_timeout.count() / 1000.0).substr(0, 4) +
-                     " s) expired connecting to " + settings.host + ":" + std::to_string(settings.port);
+                     " s) expired connecting to " + settings.host + ":" +
+                     std::to_string(settings.port);
     co_return timeout;
   }
   co_return std::move(std::get<0>(result));
@@ -220,14 +224,14 @@ asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sq
                                          std::chrono::milliseconds timeout) {
   std::string packet;
   proto::MessageWriter(packet).query(sql);
-  asio::steady_timer deadline(co_await asio::this_coro::executor);
-  deadline.expires_after(timeout);
+  if (!server.conn.is_open() || server.conn.reactor() == nullptr) co_return false;
+  net::Timer deadline(*server.conn.reactor());
   auto conversation = [&]() -> asio::awaitable<bool> {
-    if (!co_await write_all(server.socket, packet)) co_return false;
+    if (!co_await write_all(server.conn, packet)) co_return false;
     net::MessageReader reader;
     bool failed = false;
     for (;;) {
-      auto next = co_await reader.next(server.socket, proto::Direction::backend);
+      auto next = co_await reader.next(server.conn, proto::Direction::backend);
       if (!std::holds_alternative<proto::Message>(next)) co_return false;
       const auto message = std::get<proto::Message>(next);
       if (message.header.type == 'S') {
@@ -247,24 +251,33 @@ asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sq
       }
     }
   };
-  auto result = co_await (conversation() || deadline.async_wait(net::use_nothrow));
+  auto result = co_await (conversation() || deadline.async_wait_for(timeout, net::use_nothrow));
   co_return result.index() == 0 && std::get<0>(result);
 }
 
-asio::awaitable<void> send_cancel(net::Endpoint endpoint, std::int32_t pid, std::int32_t key) {
-  net::Socket socket(co_await asio::this_coro::executor);
-  auto ec = co_await net::connect_with_timeout(socket, endpoint, std::chrono::seconds(5));
+asio::awaitable<void> send_cancel(net::Reactor& reactor, net::Endpoint endpoint, std::int32_t pid,
+                                  std::int32_t key) {
+  net::Connection connection;
+  auto ec = co_await net::connect(connection, reactor, endpoint, std::chrono::seconds(5));
   if (ec) {
-    spdlog::warn("could not forward cancel request to {}: {}", net::describe(endpoint), ec.message());
+    spdlog::warn("could not forward cancel request to {}: {}", net::describe(endpoint),
+                 ec.message());
     co_return;
   }
   std::string packet;
   proto::MessageWriter(packet).cancel_request(pid, key);
-  co_await write_all(socket, packet);
-  // PostgreSQL closes the connection after reading the request; wait for that so the cancel
-  // is processed before we report anything.
+  co_await write_all(connection, packet);
+  // PostgreSQL closes the connection after reading the request; wait for that (bounded) so
+  // the cancel is processed before we report anything.
   std::array<char, 16> sink{};
-  co_await socket.async_read_some(asio::buffer(sink), net::use_nothrow);
+  net::Timer limit(reactor);
+  auto read_to_end = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      auto got = co_await connection.async_read_some(sink.data(), sink.size());
+      if (got.error || got.bytes == 0) co_return;
+    }
+  };
+  co_await (read_to_end() || limit.async_wait_for(std::chrono::seconds(5), net::use_nothrow));
 }
 
 }  // namespace pgw::pool

@@ -19,17 +19,12 @@ constexpr std::size_t kMinBuffer = 4096;
 // How long a backend may take to act on the CancelRequest sent at query_timeout before the
 // client is disconnected instead.
 constexpr std::chrono::seconds kCancelGrace{5};
-// Largest ReadyForQuery, ParameterStatus or ErrorResponse the relay buffers whole.
-constexpr std::size_t kWholeServerMessageLimit = 1 << 20;
 // How long a vanished client's in-flight query may take to end after its cancel, before the
 // server connection is closed instead of being reused.
 constexpr std::chrono::seconds kCleanupTimeout{5};
 
-bool is_control_copy(char type) { return type == 'd' || type == 'c' || type == 'f'; }
-
 // Splits a libpq "options" value into "-c name=value" / "--name=value" settings.
-std::vector<std::pair<std::string, std::string>> parse_options(std::string_view options,
-                                                               bool& ok) {
+std::vector<std::pair<std::string, std::string>> parse_options(std::string_view options, bool& ok) {
   std::vector<std::string> words;
   std::string word;
   bool escaped = false;
@@ -107,24 +102,29 @@ std::string set_config_sql(std::string_view name, std::string_view value) {
 
 std::string_view to_string(ClientState state) {
   switch (state) {
-    case ClientState::login: return "login";
-    case ClientState::idle: return "idle";
-    case ClientState::waiting: return "waiting";
-    case ClientState::active: return "active";
-    case ClientState::closing: return "closing";
+    case ClientState::login:
+      return "login";
+    case ClientState::idle:
+      return "idle";
+    case ClientState::waiting:
+      return "waiting";
+    case ClientState::active:
+      return "active";
+    case ClientState::closing:
+      return "closing";
   }
   return "?";
 }
 
-ClientSession::ClientSession(Shared& shared, asio::io_context& io, unsigned worker,
-                             net::Socket socket)
-    : shared_(shared),
-      io_(io),
+ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd)
+    : pool::Waiter(worker),
+      shared_(shared),
+      reactor_(reactor),
+      io_(reactor.io()),
       worker_(worker),
-      client_(std::move(socket)),
-      id_(++shared.next_client_id),
-      relay_done_(io) {
-  std::tie(peer_addr_, peer_port_) = net::peer_of(client_);
+      id_(++shared.next_client_id) {
+  client_.open(reactor, fd);
+  std::tie(peer_addr_, peer_port_) = net::peer_of(fd);
 }
 
 ClientSession::~ClientSession() {
@@ -136,10 +136,10 @@ ClientSession::~ClientSession() {
 asio::awaitable<void> ClientSession::run() {
   config_ = shared_.config();
   shared_.sessions(worker_).insert(this);
-  net::set_nodelay(client_);
-  net::set_keepalive(client_, {config_->tcp_keepalive, config_->tcp_keepidle,
-                               config_->tcp_keepintvl, config_->tcp_keepcnt,
-                               config_->tcp_user_timeout});
+  net::set_nodelay(client_.fd());
+  net::set_keepalive(client_.fd(),
+                     {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,
+                      config_->tcp_keepcnt, config_->tcp_user_timeout});
   // One statement per phase: g++ 12 miscompiles co_await inside short-circuit operators.
   bool ok = co_await startup();
   if (ok) ok = co_await authenticate();
@@ -182,8 +182,9 @@ asio::awaitable<bool> ClientSession::startup() {
     if (auto* cancel = std::get_if<proto::CancelRequest>(&packet)) {
       auto target = shared_.cancels.find({cancel->process_id, cancel->secret_key});
       if (target) {
-        asio::post(shared_.pools.worker_io(target->worker()),
-                   [target] { target->forward_cancel(); });
+        // The reference moves to the target's worker: the session is only ever destroyed there.
+        auto& reactor = shared_.pools.reactor(target->worker());
+        reactor.post([target = std::move(target)] { target->forward_cancel(); });
       }
       co_return false;  // PostgreSQL closes a cancel connection without a reply
     }
@@ -224,6 +225,7 @@ asio::awaitable<bool> ClientSession::startup() {
     }
     if (database_.empty()) database_ = user_;
     if (auto* app = params_.find("application_name")) application_name_ = *app;
+    params_fingerprint_ = params_.fingerprint();
     if ((start.protocol & 0xffff) != 0 || !unrecognized.empty()) {
       std::string out;
       proto::MessageWriter(out).negotiate_protocol_version(0, unrecognized);
@@ -244,11 +246,11 @@ asio::awaitable<bool> ClientSession::startup() {
   // Per-application cap ([apps] max_client_conn), counted by the startup application_name.
   if (const auto* app = config_->find_app(application_name_); app && app->max_client_conn) {
     if (!shared_.admit_app_client(application_name_, *app->max_client_conn)) {
-      co_await fail(Err::app_max_client_conn, application_name_,
-                    fmt::format("application \"{}\" is limited to {} client connections by [apps] "
-                                "line \"{}\" ({})",
-                                application_name_, *app->max_client_conn, app->pattern,
-                                app->source));
+      co_await fail(
+          Err::app_max_client_conn, application_name_,
+          fmt::format("application \"{}\" is limited to {} client connections by [apps] "
+                      "line \"{}\" ({})",
+                      application_name_, *app->max_client_conn, app->pattern, app->source));
       co_return false;
     }
     app_counted_ = true;
@@ -264,9 +266,9 @@ asio::awaitable<std::optional<proto::Message>> ClientSession::read_auth_reply() 
   auto result = co_await login_reader_.next(client_, proto::Direction::frontend);
   if (auto* message = std::get_if<proto::Message>(&result)) {
     if (message->header.type == 'p') co_return *message;
-    co_await fail(Err::protocol_violation,
-                  std::string("expected password response, got message type '") +
-                      message->header.type + "'");
+    co_await fail(
+        Err::protocol_violation,
+        std::string("expected password response, got message type '") + message->header.type + "'");
     co_return std::nullopt;
   }
   if (auto* error = std::get_if<proto::CodecError>(&result)) {
@@ -326,9 +328,9 @@ asio::awaitable<bool> ClientSession::auth_cleartext(const std::string* secret) {
       ok = auth::md5_password_hash(user_, *password) == *secret;
     } else if (auth::is_scram_secret(*secret)) {
       auto parsed = auth::parse_scram_secret(*secret);
-      ok = parsed && auth::format_scram_secret(auth::make_scram_secret(
-                         *password, parsed->salt, parsed->iterations)) ==
-                         auth::format_scram_secret(*parsed);
+      ok = parsed &&
+           auth::format_scram_secret(auth::make_scram_secret(
+               *password, parsed->salt, parsed->iterations)) == auth::format_scram_secret(*parsed);
     } else {
       ok = *password == *secret;
     }
@@ -364,7 +366,8 @@ asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
     scram_secret = auth::parse_scram_secret(shared_.scram_secret_for(user_, *secret));
   }
   const bool can_succeed = scram_secret.has_value();
-  if (!scram_secret) scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16), 4096);
+  if (!scram_secret)
+    scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16), 4096);
 
   std::string out;
   const std::string_view mechanisms[] = {"SCRAM-SHA-256"};
@@ -390,8 +393,7 @@ asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
 
   auto final_message = co_await read_auth_reply();
   if (!final_message) co_return false;
-  auto server_final =
-      server.handle_client_final(proto::as_chars(final_message->body));
+  auto server_final = server.handle_client_final(proto::as_chars(final_message->body));
   if (!server_final || !can_succeed) {
     co_await fail(Err::password_failed, user_);
     co_return false;
@@ -411,7 +413,8 @@ asio::awaitable<bool> ClientSession::route() {
     auto listed = [this](const std::vector<std::string>& users) {
       return std::find(users.begin(), users.end(), user_) != users.end();
     };
-    admin_full_access_ = listed(config_->admin_users) || config_->auth_type == config::AuthType::any;
+    admin_full_access_ =
+        listed(config_->admin_users) || config_->auth_type == config::AuthType::any;
     if (!admin_full_access_ && !listed(config_->stats_users)) {
       co_await fail(Err::admin_not_allowed, user_);
       co_return false;
@@ -431,6 +434,8 @@ asio::awaitable<bool> ClientSession::route() {
     return Shared::pool_settings(config, *entry, pool_user, *secrets);
   });
   stats_ = &pool_->stat_slot(worker_);
+  transaction_pooling_ = pool_->mode() != config::PoolMode::session;
+  statement_pooling_ = pool_->mode() == config::PoolMode::statement;
   co_return true;
 }
 
@@ -443,8 +448,7 @@ asio::awaitable<bool> ClientSession::welcome() {
   if (!defaults) {
     // The first client of a pool: log in to the server once to learn its parameters (and to
     // report a server-side login problem now, not at the first query).
-    if (!co_await link_server(false)) co_return false;
-    pool_->release(std::move(server_), true);
+    if (!co_await first_server()) co_return false;
     defaults = pool_->defaults();
     if (!defaults) {
       co_await fail(Err::internal, "no server parameters");
@@ -473,9 +477,6 @@ asio::awaitable<bool> ClientSession::welcome() {
   }
   in_len_ = pending.size();
   login_reader_ = net::MessageReader(0);
-  // serve() reads without blocking once the socket is readable (see there).
-  asio::error_code ignored;
-  client_.non_blocking(true, ignored);
   state_ = ClientState::idle;
   state_since_ = Clock::now();
   stats_->add(pool::Stat::client_login, 1);
@@ -487,172 +488,74 @@ asio::awaitable<bool> ClientSession::welcome() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// serve: stream client messages to the leased server; the relay streams replies back.
+// serve: the data path (client_session_relay.cpp) runs until it stops; then tell the client why.
 
 asio::awaitable<void> ClientSession::serve() {
-  bool terminate = false;
-  bool first = true;
-  while (!terminate) {
-    if (!first || in_len_ == 0) {
-      std::size_t n = 0;
-      if (in_len_ == 0) {
-        // Nothing buffered: wait for readability holding no buffer, so an idle client costs
-        // no buffer memory, then read at once. (A plain async read would also first try a
-        // recv that fails with EAGAIN: the same number of syscalls, but with a buffer held.)
-        if (!in_.empty()) net::BufferPool::give(std::move(in_), in_buffer_size_);
-        auto [wait_error] = co_await client_.async_wait(net::Socket::wait_read, net::use_nothrow);
-        if (wait_error) co_return;  // closed by cleanup, terminate or shutdown
-        in_ = net::BufferPool::take(in_buffer_size_);
-        asio::error_code ec;
-        n = client_.read_some(asio::buffer(in_.data(), in_.size()), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) continue;
-        if (ec) co_return;  // client went away; cleanup() decides what to do with the server
+  serving_ = true;
+  client_.set_handler(this);
+  pump();  // bytes pipelined behind the login, and whatever arrived meanwhile
+  co_await data_path_done_.async_wait(net::use_nothrow);
+  switch (end_) {
+    case End::none:
+    case End::client_gone:
+      client_gone_ = true;
+      break;
+    case End::client_terminate:
+      client_gone_ = true;
+      disconnect_reason_ = "client close request";
+      break;
+    case End::server_lost: {
+      client_gone_ = true;
+      // g++ 12 mishandles temporaries in co_await expressions (PR 99576): named arguments.
+      const std::string why = ": the server closed the connection while the client was using it";
+      if (server_fatal_sent_) {
+        // The client has the server's own FATAL (pg_terminate_backend, shutdown): close.
+        disconnect_reason_ = "the server ended the connection";
+        co_await abort_client(Err::server_connection_lost, why, false);
       } else {
-        if (in_len_ == in_.size()) in_.resize(in_.size() * 2);  // a header split at the end
-        auto [ec, got] = co_await client_.async_read_some(
-            asio::buffer(in_.data() + in_len_, in_.size() - in_len_), net::use_nothrow);
-        if (ec) co_return;  // client went away; cleanup() decides what to do with the server
-        n = got;
+        co_await abort_client(Err::server_connection_lost, why);
       }
-      in_len_ += n;
-      stats_->add(pool::Stat::received, n);
+      break;
     }
-    first = false;
-
-    // Scan: count what the server will answer, find the end of what can be passed on now.
-    std::size_t pos = 0;
-    while (pos < in_len_) {
-      if (in_remaining_ > 0) {
-        const auto take = std::min<std::size_t>(in_remaining_, in_len_ - pos);
-        pos += take;
-        in_remaining_ -= static_cast<std::uint32_t>(take);
-        continue;
+    case End::pool_error:
+      if (end_error_ == Err::query_wait_timeout && end_argument_.empty()) {
+        end_argument_ = std::to_string(config_->query_wait_timeout.count() / 1000);
       }
-      auto parsed = proto::parse_header(
-          std::span<const std::byte>(in_.data() + pos, in_len_ - pos), proto::Direction::frontend);
-      if (std::holds_alternative<proto::NeedMore>(parsed)) break;
-      if (auto* error = std::get_if<proto::CodecError>(&parsed)) {
-        const std::string text = "invalid message from client: " + std::string(proto::describe(*error));
-        if (relay_running_) {
-          co_await abort_client(Err::protocol_violation, text);
-        } else {
-          co_await fail(Err::protocol_violation, text);
-        }
-        co_return;
-      }
-      const auto header = std::get<proto::Header>(parsed);
-      if (header.type == 'Q' || header.type == 'P' || header.type == 'E') {
-        note_statement(header.type, pos, header.body_size());  // lease attribution (leak guard)
-      }
-      if (header.type == 'X') {
-        terminate = true;
-        break;
-      }
-      switch (header.type) {
-        case 'Q':
-        case 'F':
-          ++expected_ready_;
-          mid_batch_ = false;
-          note_request();
-          break;
-        case 'S':
-          ++expected_ready_;
-          mid_batch_ = false;
-          note_request();
-          break;
-        case 'H':
-          break;
-        case 'P':
-          // Every Parse reaches the server (no statement cache): both counters move.
-          stats_->add(pool::Stat::client_parse, 1);
-          stats_->add(pool::Stat::server_parse, 1);
-          mid_batch_ = true;
-          break;
-        case 'B':
-          stats_->add(pool::Stat::bind, 1);
-          mid_batch_ = true;
-          break;
-        default:
-          if (!is_control_copy(header.type)) mid_batch_ = true;
-          break;
-      }
-      pos += proto::kHeaderSize;
-      in_remaining_ = header.body_size();
-    }
-
-    if (pos > 0) {
-      if (!server_) {
-        const bool linked = co_await link_server(true);
-        if (!linked) co_return;
-      }
-      if (server_) {
-        auto [ec, n] = co_await asio::async_write(server_->socket, asio::buffer(in_.data(), pos),
-                                                  net::use_nothrow);
-        if (ec) {
-          server_failed_ = true;
-          co_return;
-        }
-      } else {
-        co_return;  // the relay failed the session meanwhile
-      }
-    }
-    // Keep the unscanned tail (an incomplete header) at the front of the buffer.
-    const std::size_t rest = in_len_ - pos;
-    if (rest > 0 && pos > 0) std::memmove(in_.data(), in_.data() + pos, rest);
-    in_len_ = rest;
+      [[fallthrough]];
+    case End::client_protocol:
+    case End::server_protocol:
+    case End::statement_mode_txn:
+    case End::terminated:
+      client_gone_ = true;
+      co_await abort_client(end_error_, end_argument_);
+      break;
   }
-  client_gone_ = true;
-  disconnect_reason_ = "client close request";
 }
 
 // ---------------------------------------------------------------------------------------------
-// Leasing a server and keeping its parameters in line with the client's.
+// Servers off the data path: the welcome's first login, parameter sync.
 
-asio::awaitable<bool> ClientSession::link_server(bool for_client_traffic) {
+asio::awaitable<bool> ClientSession::first_server() {
   state_ = ClientState::waiting;
   state_since_ = Clock::now();
-  const auto wait_start = state_since_;
   const auto wait = config_->query_wait_timeout;
   const auto deadline =
       wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    auto result = co_await pool_->acquire(worker_, deadline);
-    if (!result.server) {
-      if (result.error == Err::query_wait_timeout) {
-        co_await fail(result.error, std::to_string(wait.count() / 1000));
-      } else {
-        co_await fail(result.error, result.detail);
-      }
-      co_return false;
+  auto result = co_await pool_->acquire(reactor_, worker_, deadline);
+  if (!result.server) {
+    if (result.error == Err::query_wait_timeout) {
+      co_await fail(result.error, std::to_string(wait.count() / 1000));
+    } else {
+      co_await fail(result.error, result.detail);
     }
-    server_ = std::move(result.server);
-    const auto settings_check = pool_->settings();
-    const auto now = Clock::now();
-    if (pool::due_for_check(settings_check, *server_, now)) {
-      // A server idle for a while may have been terminated: check before handing it out.
-      if (!co_await pool::run_internal_query(*server_, settings_check.server_check_query,
-                                             std::chrono::seconds(5))) {
-        pool_->release(std::move(server_), false);
-        continue;
-      }
-    }
-    if (!for_client_traffic) co_return true;
-    if (!co_await sync_parameters()) co_return false;
-    server_->last_client = id_;
-    stats_->add(pool::Stat::server_assignment, 1);
-    stats_->add_time(pool::Stat::wait_time_us, now - wait_start);
-    state_ = ClientState::active;
-    state_since_ = now;
-    lease_.begin(now, server_->backend_pid);
-    start_relay();
-    co_return true;
+    co_return false;
   }
-  co_await fail(Err::server_connection_lost, ": no healthy server connection after 3 attempts");
-  co_return false;
+  pool_->release(std::move(result.server), true);
+  co_return true;
 }
 
 asio::awaitable<bool> ClientSession::sync_parameters() {
-  if (server_->synced_client == id_ && server_->synced_version == params_version_) co_return true;
+  if (server_->applied_params == params_fingerprint_) co_return true;
   std::string sql;
   std::vector<std::string> resets;
   for (const auto& [name, value] : params_) {
@@ -674,17 +577,14 @@ asio::awaitable<bool> ClientSession::sync_parameters() {
   }
   if (!sql.empty()) {
     if (!co_await pool::run_internal_query(*server_, sql, std::chrono::seconds(10))) {
-      pool_->release(std::move(server_), false);
-      co_await fail(Err::protocol_violation,
-                    "could not apply session parameters on the server: " + sql);
+      spdlog::warn("C-{}: could not apply session parameters on the server: {}", id_, sql);
       co_return false;
     }
     // Values not reported by ParameterStatus (search_path, ...) are now what we set.
     for (const auto& [name, value] : params_) server_->params.set(name, value);
     for (const auto& name : resets) server_->params.erase(name);
   }
-  server_->synced_client = id_;
-  server_->synced_version = params_version_;
+  server_->applied_params = params_fingerprint_;
   co_return true;
 }
 
@@ -692,7 +592,9 @@ void ClientSession::note_parameter(std::string_view name, std::string_view value
   server_->params.set(name, value);
   if (params_.set(name, value)) {
     ++params_version_;
-    server_->synced_version = params_version_;
+    params_fingerprint_ = params_.fingerprint();
+    // The server mirrors the pool's defaults plus this client's parameters, as before.
+    server_->applied_params = params_fingerprint_;
   }
   if (ParamSet::equal_names(name, "application_name")) application_name_ = value;
 }
@@ -720,208 +622,52 @@ void ClientSession::count_ready(TransactionStatus status, Clock::time_point now)
   query_start_ = expected_ready_ > 0 ? now : Clock::time_point{};
 }
 
-bool ClientSession::server_is_clean() const {
-  return server_ && !server_failed_ && expected_ready_ == 0 && !mid_batch_ &&
-         relay_leftover_ == 0 && server_->status == TransactionStatus::idle;
-}
-
-void ClientSession::start_relay() {
-  relay_running_ = true;
-  relay_done_.expires_at(Clock::time_point::max());
-  asio::co_spawn(io_, relay(), [self = shared_from_this()](std::exception_ptr error) {
-    if (error) {
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        spdlog::error("C-{}: relay failed: {}", self->id_, e.what());
-      }
-    }
-  });
-}
-
-asio::awaitable<void> ClientSession::relay() {
-  // Runs when the body exits, before the frame is handed back: by the time the session's
-  // next lease could start another relay, this one is marked finished.
-  struct Finished {
-    ClientSession& session;
-    ~Finished() {
-      session.relay_running_ = false;
-      session.relay_done_.cancel();
-    }
-  } finished{*this};
-  pool::ServerConn& server = *server_;
-  auto& buffer = server.buffer;
-  if (buffer.size() < kMinBuffer) {
-    buffer.resize(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config_->pkt_buf)));
-  }
-  std::size_t have = 0;
-  std::uint32_t remaining = 0;
-  const bool transaction_pooling = pool_->mode() != config::PoolMode::session;
-  const bool statement_pooling = pool_->mode() == config::PoolMode::statement;
-  for (;;) {
-    if (have == buffer.size()) buffer.resize(buffer.size() * 2);
-    auto [ec, n] = co_await server.socket.async_read_some(
-        asio::buffer(buffer.data() + have, buffer.size() - have), net::use_nothrow);
-    if (ec) {
-      if (ec == asio::error::operation_aborted && client_gone_) co_return;  // cleanup interrupts
-      server_failed_ = true;
-      if (!client_gone_) {
-        // The server went away under the client: tell it why, then end the session.
-        client_gone_ = true;
-        co_await abort_client(Err::server_connection_lost,
-                              ": the server closed the connection while the client was using it");
-      }
-      co_return;
-    }
-    have += n;
-
-    std::size_t pos = 0;
-    bool fatal = false;
-    bool transaction_block = false;  // statement mode: a transaction was left open
-    while (pos < have) {
-      if (remaining > 0) {
-        const auto take = std::min<std::size_t>(remaining, have - pos);
-        pos += take;
-        remaining -= static_cast<std::uint32_t>(take);
-        continue;
-      }
-      auto parsed = proto::parse_header(std::span<const std::byte>(buffer.data() + pos, have - pos),
-                                        proto::Direction::backend);
-      if (std::holds_alternative<proto::NeedMore>(parsed)) break;
-      if (std::holds_alternative<proto::CodecError>(parsed)) {
-        fatal = true;
-        break;
-      }
-      const auto header = std::get<proto::Header>(parsed);
-      const char type = header.type;
-      if (type == 'Z' || type == 'S' || type == 'E') {
-        // Small messages whose content matters: wait until they are whole. PostgreSQL's are
-        // far below the cap; a server claiming more is broken, not a reason to allocate it.
-        if (header.total_size() > kWholeServerMessageLimit) {
-          fatal = true;
-          break;
-        }
-        if (have - pos < header.total_size()) {
-          if (header.total_size() > buffer.size()) buffer.resize(header.total_size());
-          break;
-        }
-        const std::span<const std::byte> body(buffer.data() + pos + proto::kHeaderSize,
-                                              header.body_size());
-        if (type == 'Z') {
-          if (auto status = proto::parse_ready_for_query(body)) server.status = *status;
-          if (expected_ready_ > 0) --expected_ready_;
-          // One clock read per ReadyForQuery serves the statistics and the lease (whose
-          // idle_since also times idle_transaction_timeout).
-          const auto now = Clock::now();
-          count_ready(server.status, now);
-          lease_.on_ready(server.status != TransactionStatus::idle, expected_ready_, now);
-          if (server.status != TransactionStatus::idle) transaction_block = statement_pooling;
-        } else if (type == 'S') {
-          if (auto status = proto::parse_parameter_status(body)) {
-            note_parameter(status->name, status->value);
-          }
-        } else if (auto fields = proto::parse_error_fields(body); fields && fields->is_fatal()) {
-          server_failed_ = true;  // the backend is about to close
-        }
-        pos += header.total_size();
-        continue;
-      }
-      pos += proto::kHeaderSize;
-      remaining = header.body_size();
-    }
-    if (fatal) {
-      server_failed_ = true;
-      if (!client_gone_) {
-        client_gone_ = true;
-        co_await abort_client(Err::protocol_violation, "invalid message from server");
-      }
-      co_return;
-    }
-
-    if (transaction_block && !client_gone_) {
-      // The client must not believe it is in a transaction: it gets the error instead of
-      // the ReadyForQuery 'T', and cleanup() rolls the server back.
-      client_gone_ = true;
-      co_await abort_client(Err::statement_mode_transaction);
-    }
-    if (pos > 0 && !client_gone_) {
-      relay_writing_ = true;
-      auto [write_error, written] =
-          co_await asio::async_write(client_, asio::buffer(buffer.data(), pos), net::use_nothrow);
-      relay_writing_ = false;
-      if (write_error) {
-        client_gone_ = true;  // keep reading: the server must reach idle
-      } else {
-        stats_->add(pool::Stat::sent, pos);
-      }
-    }
-    const std::size_t rest = have - pos;
-    if (rest > 0 && pos > 0) std::memmove(buffer.data(), buffer.data() + pos, rest);
-    have = rest;
-    relay_leftover_ = have + remaining;
-
-    if (expected_ready_ == 0 && relay_leftover_ == 0) {
-      if (client_gone_) co_return;  // cleanup() takes it from here
-      if (transaction_pooling && !mid_batch_ && server.status == TransactionStatus::idle) {
-        // Transaction over: the server goes back to the pool for the next client.
-        state_ = ClientState::idle;
-        state_since_ = Clock::now();
-        server.last_used = state_since_;
-        end_lease("transaction ended");
-        pool_->release(std::move(server_), true);
-        co_return;
-      }
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // cleanup: give the server back only if it is provably clean.
 
 asio::awaitable<void> ClientSession::cleanup() {
   state_ = ClientState::closing;
   client_gone_ = true;
-  if (relay_running_ && server_) {
-    if (expected_ready_ > 0) {
-      // A query is still running for a client that left: cancel it rather than wait for it.
-      if (!server_failed_) {
-        asio::co_spawn(io_, pool::send_cancel(server_->endpoint, server_->backend_pid,
-                                              server_->backend_key),
+  serving_ = false;
+  if (waiting_ && pool_->cancel_wait(*this)) waiting_ = false;
+  // A check or parameter sync still running on the server finishes first (it owns server_).
+  while (linking_) co_await link_done_.async_wait(net::use_nothrow);
+  if (server_) {
+    server_->conn.set_handler(nullptr);
+    if (!server_failed_ && !server_owes_nothing()) {
+      // A query is still running for a client that left: cancel it rather than wait for it,
+      // then read what the server still sends until it is idle again.
+      if (expected_ready_ > 0) {
+        asio::co_spawn(io_,
+                       pool::send_cancel(reactor_, server_->endpoint, server_->backend_pid,
+                                         server_->backend_key),
                        asio::detached);
       }
-    } else {
-      asio::error_code ignored;
-      server_->socket.cancel(ignored);  // stop the relay's idle read
+      if (!co_await drain_server(kCleanupTimeout)) server_failed_ = true;
     }
-    relay_done_.expires_after(kCleanupTimeout);
-    co_await relay_done_.async_wait(net::use_nothrow);
-    if (relay_running_) {
-      server_failed_ = true;
-      asio::error_code ignored;
-      if (server_) server_->socket.close(ignored);
-      relay_done_.expires_at(Clock::time_point::max());
-      co_await relay_done_.async_wait(net::use_nothrow);
-    }
-  }
-  if (server_) {
-    bool clean = !server_failed_ && expected_ready_ == 0 && relay_leftover_ == 0;
+    // An extended-protocol batch without its Sync cannot be ended without committing or
+    // guessing at its state: such a server is closed, not reused.
+    bool clean = !server_failed_ && server_owes_nothing() && !mid_batch_;
     if (clean && server_->status != TransactionStatus::idle) {
       clean = co_await pool::run_internal_query(*server_, "ROLLBACK", kCleanupTimeout);
     }
     const auto settings = pool_->settings();
-    const bool reset = settings.mode == config::PoolMode::session || settings.server_reset_query_always;
+    const bool reset =
+        settings.mode == config::PoolMode::session || settings.server_reset_query_always;
     if (clean && reset && !settings.server_reset_query.empty()) {
-      clean = co_await pool::run_internal_query(*server_, settings.server_reset_query, kCleanupTimeout);
-      if (clean) server_->params = pool_->defaults().value_or(ParamSet{});
+      clean =
+          co_await pool::run_internal_query(*server_, settings.server_reset_query, kCleanupTimeout);
+      if (clean) {
+        server_->params = pool_->defaults().value_or(ParamSet{});
+        server_->applied_params = 0;
+      }
     }
-    server_->synced_client = 0;
     end_lease(disconnect_reason_);
-    pool_->release(std::move(server_), clean);
+    pool_->release(std::move(server_), clean, app_share_);
   }
   if (!in_.empty()) net::BufferPool::give(std::move(in_), in_buffer_size_);
   if (state_ != ClientState::login) log_disconnect(disconnect_reason_);
-  asio::error_code ignored;
-  client_.close(ignored);
+  client_.close();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -929,13 +675,21 @@ asio::awaitable<void> ClientSession::cleanup() {
 
 void ClientSession::forward_cancel() {
   if (!server_ || expected_ready_ == 0) return;  // nothing running: PostgreSQL ignores it too
-  asio::co_spawn(io_, pool::send_cancel(server_->endpoint, server_->backend_pid, server_->backend_key),
-                 asio::detached);
+  asio::co_spawn(
+      io_,
+      pool::send_cancel(reactor_, server_->endpoint, server_->backend_pid, server_->backend_key),
+      asio::detached);
 }
 
 void ClientSession::terminate(Err reason, std::string argument) {
   if (timed_out_) return;
   timed_out_ = true;
+  if (serving_) {
+    // The data path stops; serve() sends the error and cleanup() cancels, rolls back and
+    // returns the server like for any vanished client.
+    stop_data_path(End::terminated, reason, std::move(argument));
+    return;
+  }
   auto self = shared_from_this();
   asio::co_spawn(
       io_,
@@ -947,29 +701,31 @@ void ClientSession::terminate(Err reason, std::string argument) {
       asio::detached);
 }
 
-asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& argument) {
-  // serve() may be reading the client socket, so unlike fail() this does not drain itself:
-  // it writes the error (unless the relay is mid-write, which would interleave bytes),
-  // half-closes, and lets serve()'s pending read see the client's close. A client that does
-  // not close is cut off shortly after.
+asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& argument,
+                                                  bool send_error) {
+  // Another coroutine may be reading the socket (login, console), so unlike fail() this does
+  // not drain itself: it writes the error, half-closes, and lets that read see the close. A
+  // client that does not close is cut off shortly after. Mid-way through a server message the
+  // error cannot be written without corrupting the stream: then the connection only closes.
   auto self = shared_from_this();
   const auto& spec = error_spec(code);
   const std::string message = error_message(code, argument);
-  spdlog::warn("C-{}: {}/{}@{}:{} pooler error: {} ({})", id_, database_, user_, peer_addr_,
-               peer_port_, message, spec.sqlstate);
-  disconnect_reason_ = message;
+  if (send_error) {
+    spdlog::warn("C-{}: {}/{}@{}:{} pooler error: {} ({})", id_, database_, user_, peer_addr_,
+                 peer_port_, message, spec.sqlstate);
+    disconnect_reason_ = message;
+  }
   if (!client_.is_open()) co_return;
-  if (!relay_writing_) {
+  const bool mid_message = server_ && (relay_remaining_ > 0 || relay_out_begin_ < relay_out_end_);
+  if (send_error && !mid_message) {
     std::string out;
     proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message);
     co_await write_client(out);
   }
-  asio::error_code ignored;
-  client_.shutdown(net::Socket::shutdown_send, ignored);
-  asio::steady_timer timer(io_);
-  timer.expires_after(std::chrono::milliseconds(250));
-  co_await timer.async_wait(net::use_nothrow);
-  client_.close(ignored);
+  client_.shutdown_send();
+  net::Timer timer(reactor_);
+  co_await timer.async_wait_for(std::chrono::milliseconds(250), net::use_nothrow);
+  client_.close();
 }
 
 void ClientSession::check_timeouts(Clock::time_point now, const config::Config& c) {
@@ -986,6 +742,15 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
     case ClientState::idle:
       if (c.client_idle_timeout.count() > 0 && now - state_since_ > c.client_idle_timeout) {
         terminate(Err::client_idle_timeout);
+      }
+      break;
+    case ClientState::waiting:
+      // query_wait_timeout of the data path (the welcome's first login has its own deadline).
+      if (waiting_ && c.query_wait_timeout.count() > 0 &&
+          now - wait_start_ > c.query_wait_timeout && pool_->cancel_wait(*this)) {
+        waiting_ = false;
+        stop_data_path(End::pool_error, Err::query_wait_timeout,
+                       std::to_string(c.query_wait_timeout.count() / 1000));
       }
       break;
     case ClientState::active:
@@ -1018,7 +783,7 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
 // Writing to the client.
 
 asio::awaitable<bool> ClientSession::write_client(const std::string& bytes) {
-  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(bytes), net::use_nothrow);
+  auto ec = co_await client_.async_write_all(bytes);
   co_return !ec;
 }
 
@@ -1035,24 +800,23 @@ asio::awaitable<void> ClientSession::fail(Err code, const std::string& argument,
   if (!client_.is_open()) co_return;
   co_await write_client(out);
   // Half-close and drain briefly so the error reaches the driver instead of a reset.
-  asio::error_code ignored;
-  client_.shutdown(net::Socket::shutdown_send, ignored);
-  asio::steady_timer timer(io_);
-  timer.expires_after(std::chrono::milliseconds(250));
+  client_.shutdown_send();
+  net::Timer timer(reactor_);
   auto drain = [this]() -> asio::awaitable<void> {
     std::array<std::byte, 512> sink{};
     for (;;) {
-      auto [ec, n] = co_await client_.async_read_some(asio::buffer(sink), net::use_nothrow);
-      if (ec) co_return;
+      auto got = co_await client_.async_read_some(sink.data(), sink.size());
+      if (got.error || got.bytes == 0) co_return;
     }
   };
-  co_await (drain() || timer.async_wait(net::use_nothrow));
-  client_.close(ignored);
+  co_await (drain() || timer.async_wait_for(std::chrono::milliseconds(250), net::use_nothrow));
+  client_.close();
 }
 
 void ClientSession::log_disconnect(std::string_view reason) {
   if (!config_ || !config_->log_disconnections) return;
-  const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - connect_time_);
+  const auto age =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - connect_time_);
   spdlog::info("C-{}: {}/{}@{}:{} closing because: {} (age={}s)", id_, database_, user_, peer_addr_,
                peer_port_, reason, age.count() / 1000);
 }

@@ -1,9 +1,10 @@
 // One client connection, served by one coroutine that reads top to bottom:
 //   startup -> authenticate -> route -> welcome -> serve -> cleanup.
-// While a server connection is leased, a second coroutine (the relay) streams the server's
-// replies to the client, so both directions flow at once (pipelines, COPY, cancels) and a
-// client that vanishes mid-query is noticed immediately. Both coroutines run on the session's
-// worker thread, so the state they share needs no locks.
+// serve() hands the connection to the data path (client_session_relay.cpp) and sleeps until it
+// ends: readiness events of the client and of the leased server call pump() directly from the
+// worker's event loop, which streams bytes both ways (pipelines, COPY, cancels) with one read
+// and one write per arrival, takes and returns servers, and tells the coroutine why it stopped.
+// Everything runs on the session's worker thread, so the state they share needs no locks.
 #pragma once
 
 #include <asio.hpp>
@@ -16,6 +17,7 @@
 
 #include "config/config.hpp"
 #include "net/message_reader.hpp"
+#include "net/reactor.hpp"
 #include "net/socket.hpp"
 #include "pool/params.hpp"
 #include "pool/pool.hpp"
@@ -51,9 +53,12 @@ struct SessionInfo {
   std::optional<LeaseInfo> lease;          // the lease, while a server is held for the client
 };
 
-class ClientSession : public std::enable_shared_from_this<ClientSession> {
+class ClientSession final : public std::enable_shared_from_this<ClientSession>,
+                            public net::ReadyHandler,
+                            public pool::Waiter {
  public:
-  ClientSession(Shared& shared, asio::io_context& io, unsigned worker, net::Socket socket);
+  // `fd`: the accepted, non-blocking client socket; registered with `reactor` here.
+  ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd);
   ~ClientSession();
 
   asio::awaitable<void> run();
@@ -91,11 +96,49 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   asio::awaitable<bool> auth_scram(const std::string* secret);
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
 
-  // Leasing and relaying.
-  asio::awaitable<bool> link_server(bool for_client_traffic);
+  // Why the data path stopped; serve() reports it to the client.
+  enum class End : std::uint8_t {
+    none,
+    client_terminate,    // Terminate message
+    client_gone,         // EOF or error on the client socket
+    client_protocol,     // a malformed message from the client
+    pool_error,          // no server: query_wait_timeout, login failure, ...
+    server_lost,         // the server closed or failed under the client
+    server_protocol,     // a malformed message from the server
+    statement_mode_txn,  // statement pooling and the client opened a transaction
+    terminated,          // terminate(): timeouts, KILL, shutdown
+  };
+
+  // The data path (client_session_relay.cpp).
+  void on_ready(net::Connection& connection) override;
+  void deliver(pool::AcquireResult result) override;
+  std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
+  void pump();
+  bool client_to_server();
+  bool server_to_client();
+  void request_server();
+  void link(pool::ServerPtr server);
+  asio::awaitable<void> prepare_server();
+  void finish_link();
+  void release_server();
+  void stop_data_path(End why, Err error = Err::internal, std::string argument = {});
+  // Scans the server bytes buffered in `server_->buffer` [0, relay_have_): returns how many
+  // can go to the client now; whole ReadyForQuery / ParameterStatus / ErrorResponse are
+  // looked into (transaction status, parameters, FATAL), everything else streams.
+  struct ServerScan {
+    std::size_t forward = 0;
+    bool bad_message = false;
+    bool transaction_block = false;  // statement mode: a ReadyForQuery 'T' or 'E'
+  };
+  ServerScan scan_server_bytes();
+  // Reads and discards the server's remaining replies after the client has gone, until it
+  // owes nothing (true) or fails.
+  asio::awaitable<bool> drain_server(std::chrono::milliseconds timeout);
+  bool server_owes_nothing() const;
+
+  // Leasing off the data path: the welcome's first login, parameter sync, checks.
+  asio::awaitable<bool> first_server();
   asio::awaitable<bool> sync_parameters();
-  asio::awaitable<void> relay();
-  void start_relay();
   void note_parameter(std::string_view name, std::string_view value);
   bool server_is_clean() const;
   // Statistics on the data path (see pool/stats.hpp).
@@ -105,21 +148,24 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Sends ErrorResponse FATAL, half-closes, drains briefly, closes: the driver sees the error.
   asio::awaitable<void> fail(Err code, const std::string& argument = {},
                              const std::string& detail = {});
-  // The same while serve() or the relay may be using the socket (no drain of its own).
-  asio::awaitable<void> abort_client(Err code, const std::string& argument = {});
+  // The same for a session whose output may hold half a server message (then only closes),
+  // or while another coroutine reads the socket (login, console: no drain of its own).
+  // `send_error` false: the client already has an error (the server's FATAL): only close.
+  asio::awaitable<void> abort_client(Err code, const std::string& argument, bool send_error = true);
   asio::awaitable<bool> write_client(const std::string& bytes);
   void log_disconnect(std::string_view reason);
 
   Shared& shared_;
+  net::Reactor& reactor_;
   asio::io_context& io_;
   unsigned worker_;
-  net::Socket client_;
+  net::Connection client_;
   std::uint64_t id_;
   std::string peer_addr_;
   int peer_port_ = 0;
   std::shared_ptr<const config::Config> config_;
   net::MessageReader login_reader_;
-  bool counted_ = false;  // holds a slot of max_client_conn
+  bool counted_ = false;        // holds a slot of max_client_conn
   bool app_counted_ = false;    // holds a slot of its [apps] line's max_client_conn
   std::string app_counted_as_;  // the application_name it was counted under
   bool registered_ = false;
@@ -133,30 +179,56 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::string application_name_;
   ParamSet params_;  // parameters the client asked for (startup) or changed (SET)
   std::uint64_t params_version_ = 1;
+  std::uint64_t params_fingerprint_ = 0;  // params_.fingerprint(): compared with a server's
   pool::Pool* pool_ = nullptr;
-  pool::StatSlot* stats_ = nullptr;  // this worker's counters of pool_ (SHOW STATS)
-  bool admin_ = false;               // a console session
-  bool admin_full_access_ = false;   // admin_users (else stats_users: SHOW only)
+  pool::AppShare* app_share_ = nullptr;  // [apps] max_server_conn of this client's application
+  pool::StatSlot* stats_ = nullptr;      // this worker's counters of pool_ (SHOW STATS)
+  bool transaction_pooling_ = false;
+  bool statement_pooling_ = false;
+  bool admin_ = false;              // a console session
+  bool admin_full_access_ = false;  // admin_users (else stats_users: SHOW only)
 
-  // Client read buffer: bytes [0, in_len_) are unconsumed.
-  // Held only while bytes are in it (net::BufferPool); in_buffer_size_ is pkt_buf.
+  // Client -> server. Bytes [0, in_len_) of the read buffer are unsent; [0, in_scanned_) are
+  // whole headers (and the body bytes after them) that may go to the server now. The buffer is
+  // held only while bytes are in it (net::BufferPool); in_buffer_size_ is pkt_buf.
   std::vector<std::byte> in_;
   std::size_t in_buffer_size_ = 0;
   std::size_t in_len_ = 0;
-  std::uint32_t in_remaining_ = 0;  // body bytes of a streamed message still to pass on
+  std::size_t in_scanned_ = 0;
+  std::size_t in_sent_ = 0;
+  std::uint32_t in_remaining_ = 0;  // body bytes of a streamed message not yet scanned
+  bool terminate_seen_ = false;     // a Terminate is next: end after forwarding what precedes it
+
+  // Server -> client, in server_->buffer: [0, relay_have_) received; [relay_out_begin_,
+  // relay_out_end_) still to write to the client.
+  std::size_t relay_have_ = 0;
+  std::size_t relay_out_begin_ = 0;
+  std::size_t relay_out_end_ = 0;
+  std::uint32_t relay_remaining_ = 0;  // body bytes of a streamed message not yet received
+
+  // The data path's state.
+  bool serving_ = false;  // the data path owns both connections
+  bool waiting_ = false;  // queued in the pool for a server
+  bool linking_ = false;  // a server is being checked or synced off the data path
+  bool pumping_ = false;  // pump() is on the stack (re-entry only sets pump_again_)
+  bool pump_again_ = false;
+  int link_attempts_ = 0;
+  End end_ = End::none;
+  Err end_error_ = Err::internal;
+  std::string end_argument_;
+  net::Event data_path_done_;
+  net::Event link_done_;  // set when prepare_server() has finished
 
   // The lease.
   pool::ServerPtr server_;
-  int expected_ready_ = 0;   // ReadyForQuery messages still owed by the server
-  bool mid_batch_ = false;   // extended-protocol messages sent since the last Sync
-  bool relay_running_ = false;
-  bool relay_writing_ = false;
+  int expected_ready_ = 0;  // ReadyForQuery messages still owed by the server
+  bool mid_batch_ = false;  // extended-protocol messages sent since the last Sync
   bool client_gone_ = false;
   bool server_failed_ = false;
-  std::size_t relay_leftover_ = 0;  // partial server message bytes held by the relay
-  asio::steady_timer relay_done_;   // cancelled when the relay exits
+  bool server_fatal_sent_ = false;  // the client already got the server's own FATAL
+  Clock::time_point wait_start_{};
   Clock::time_point query_start_{};
-  Clock::time_point xact_start_{};    // first query of the current transaction (stats)
+  Clock::time_point xact_start_{};                 // first query of the current transaction (stats)
   Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
   bool timed_out_ = false;
   // query_timeout: the query (by its start time) already cancelled, and when.

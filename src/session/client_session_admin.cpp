@@ -52,7 +52,7 @@ SessionInfo ClientSession::info() const {
   info.application_name = application_name_;
   info.addr = peer_addr_;
   info.port = peer_port_;
-  std::tie(info.local_addr, info.local_port) = net::local_of(client_);
+  std::tie(info.local_addr, info.local_port) = net::local_of(client_.fd());
   info.connect_time = connect_time_;
   info.request_time = request_time_;
   info.state_since = state_since_;
@@ -61,8 +61,8 @@ SessionInfo ClientSession::info() const {
   if (server_ && pool_) {
     // Leased: "active" while it carries client traffic; "tested" while the session runs a
     // check, reset or ROLLBACK on it.
-    info.server = pool::describe_server(*server_, state_ == ClientState::active ? "active" : "tested",
-                                        pool_->fingerprint());
+    info.server = pool::describe_server(
+        *server_, state_ == ClientState::active ? "active" : "tested", pool_->fingerprint());
     info.server->link = info.ptr;
   }
   if (lease_.held && server_) info.lease = lease_info();

@@ -46,7 +46,7 @@ class CancelRegistry {
 
 class Shared {
  public:
-  explicit Shared(std::vector<asio::io_context*> workers)
+  explicit Shared(std::vector<net::Reactor*> workers)
       : pools(workers), sessions_by_worker_(workers.size()) {}
 
   // Sessions living on a worker; touched only from that worker's thread (janitor, shutdown).

@@ -1,0 +1,295 @@
+#include "net/reactor.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <stdexcept>
+#include <system_error>
+
+namespace pgw::net {
+
+namespace {
+
+std::error_code last_error() {
+  return {errno, std::system_category()};
+}
+
+// The wake-up eventfd's epoll entry points here instead of at a Connection.
+char wake_marker;
+
+// The reactor whose loop runs on this thread (events are dispatched outside io_context::poll,
+// so Asio's running_in_this_thread() cannot tell).
+thread_local const Reactor* current_reactor = nullptr;
+
+}  // namespace
+
+struct Reactor::epoll_event_storage {
+  epoll_event events[Reactor::kBatch];
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reactor
+
+Reactor::Reactor(asio::io_context& io) : io_(io), events_(std::make_unique<epoll_event_storage>()) {
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::system_error(last_error(), "epoll/eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &wake_marker;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+    throw std::system_error(last_error(), "epoll_ctl(eventfd)");
+  }
+  last_turn_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+}
+
+Reactor::~Reactor() {
+  ::close(wake_fd_);
+  ::close(epoll_fd_);
+}
+
+bool Reactor::running_in_this_thread() const {
+  return current_reactor == this;
+}
+
+void Reactor::add(Connection& connection) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = &connection;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, connection.fd_, &ev) != 0) {
+    throw std::system_error(last_error(), "epoll_ctl(ADD)");
+  }
+}
+
+void Reactor::remove(Connection& connection) {
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection.fd_, nullptr);
+  // Events of this connection still waiting in the current batch must not reach it.
+  for (int i = batch_next_; i < batch_size_; ++i) {
+    if (events_->events[i].data.ptr == &connection) events_->events[i].data.ptr = nullptr;
+  }
+}
+
+void Reactor::wake() {
+  // Only a sleeping loop needs the system call; a running one polls its queue before it
+  // sleeps again (see run()).
+  if (sleeping_.load(std::memory_order_seq_cst)) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+void Reactor::stop() {
+  stopped_.store(true);
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+int Reactor::timeout_ms(Clock::time_point now) const {
+  if (timers_.empty()) return -1;
+  const auto next = timers_.begin()->first;
+  if (next <= now) return 0;
+  // Round up: waking a little late is fine, waking early means a useless turn.
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
+  return ms > 3600000 ? 3600000 : static_cast<int>(ms);
+}
+
+void Reactor::fire_due_timers(Clock::time_point now) {
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    Timer* timer = timers_.begin()->second;
+    timers_.erase(timers_.begin());
+    timer->scheduled_ = false;
+    timer->fire();
+  }
+}
+
+void Reactor::run() {
+  auto guard = asio::make_work_guard(io_);
+  const Reactor* outer = current_reactor;
+  current_reactor = this;
+  struct Restore {
+    const Reactor* outer;
+    ~Restore() { current_reactor = outer; }
+  } restore{outer};
+  while (!stopped_.load(std::memory_order_relaxed)) {
+    auto now = Clock::now();
+    last_turn_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    fire_due_timers(now);
+    // Every post counted before this load was queued before it, so the poll below runs it.
+    const std::uint64_t seen_posts = posted_.load(std::memory_order_seq_cst);
+    io_.poll();  // handlers posted from this thread or others; coroutine resumptions
+    if (stopped_.load(std::memory_order_relaxed)) break;
+
+    // Dekker-style hand-shake with post(): either we see its count move, or it sees us
+    // sleeping and writes the eventfd.
+    sleeping_.store(true, std::memory_order_seq_cst);
+    const bool more_posts = posted_.load(std::memory_order_seq_cst) != seen_posts;
+    const int timeout = more_posts ? 0 : timeout_ms(Clock::now());
+    const int n = ::epoll_wait(epoll_fd_, events_->events, kBatch, timeout);
+    sleeping_.store(false, std::memory_order_relaxed);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(last_error(), "epoll_wait");
+    }
+    batch_size_ = n;
+    for (batch_next_ = 0; batch_next_ < batch_size_;) {
+      const epoll_event ev = events_->events[batch_next_++];
+      if (ev.data.ptr == nullptr) continue;  // closed by an earlier event of this batch
+      if (ev.data.ptr == &wake_marker) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] const auto r = ::read(wake_fd_, &count, sizeof count);
+        continue;
+      }
+      static_cast<Connection*>(ev.data.ptr)->on_events(ev.events);
+    }
+    batch_size_ = batch_next_ = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timer
+
+void Timer::schedule(Clock::time_point deadline) {
+  position_ = reactor_->timers_.emplace(deadline, this);
+  scheduled_ = true;
+}
+
+void Timer::cancel() {
+  if (scheduled_) {
+    reactor_->timers_.erase(position_);
+    scheduled_ = false;
+  }
+  wait_.complete(asio::error::operation_aborted);
+}
+
+void Timer::fire() {
+  wait_.complete({});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+void Connection::open(Reactor& reactor, int fd, bool connecting) {
+  close();
+  fd_ = fd;
+  attach(reactor);
+  if (connecting) writable_ = false;
+}
+
+void Connection::attach(Reactor& reactor) {
+  reactor_ = &reactor;
+  // Registration reports the current state as a first event: until it arrives, assume the
+  // socket can take writes and has nothing to read.
+  readable_ = false;
+  writable_ = true;
+  reactor.add(*this);
+}
+
+void Connection::detach() {
+  if (reactor_ && fd_ >= 0) reactor_->remove(*this);
+  reactor_ = nullptr;
+  handler_ = nullptr;
+}
+
+void Connection::on_events(std::uint32_t events) {
+  // Errors and hang-ups make both directions "ready": the next read or write reports them.
+  const bool broken = (events & (EPOLLERR | EPOLLHUP)) != 0;
+  if (broken || (events & (EPOLLIN | EPOLLRDHUP))) readable_ = true;
+  if (broken || (events & EPOLLOUT)) writable_ = true;
+  if (handler_) {
+    handler_->on_ready(*this);
+    return;
+  }
+  if (readable_) read_wait_.complete({});
+  if (writable_) write_wait_.complete({});
+}
+
+IoResult Connection::read_some(void* data, std::size_t size) {
+  IoResult result;
+  for (;;) {
+    const ssize_t n = ::recv(fd_, data, size, 0);
+    if (n > 0) {
+      result.bytes = static_cast<std::size_t>(n);
+      // Short read: the receive queue is empty now; new data brings a new edge.
+      if (result.bytes < size) readable_ = false;
+      return result;
+    }
+    if (n == 0) return result;  // end of stream (readable_ stays set: it stays at the end)
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      readable_ = false;
+      result.error = std::make_error_code(std::errc::operation_would_block);
+    } else {
+      result.error = last_error();
+    }
+    return result;
+  }
+}
+
+IoResult Connection::write_some(const void* data, std::size_t size) {
+  IoResult result;
+  for (;;) {
+    const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
+    if (n >= 0) {
+      result.bytes = static_cast<std::size_t>(n);
+      if (result.bytes < size) writable_ = false;  // the send buffer is full
+      return result;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      writable_ = false;
+      result.error = std::make_error_code(std::errc::operation_would_block);
+    } else {
+      result.error = last_error();
+    }
+    return result;
+  }
+}
+
+void Connection::shutdown_send() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
+void Connection::close() {
+  if (fd_ < 0) return;
+  if (reactor_) reactor_->remove(*this);
+  ::close(fd_);
+  fd_ = -1;
+  reactor_ = nullptr;
+  handler_ = nullptr;
+  readable_ = writable_ = false;
+  read_wait_.complete(asio::error::operation_aborted);
+  write_wait_.complete(asio::error::operation_aborted);
+}
+
+asio::awaitable<IoResult> Connection::async_read_some(void* data, std::size_t size) {
+  for (;;) {
+    if (fd_ < 0) co_return IoResult{0, asio::error::bad_descriptor};
+    if (readable_) {
+      auto result = read_some(data, size);
+      if (!result.would_block()) co_return result;
+    }
+    auto [ec] = co_await async_wait_readable(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return IoResult{0, ec};
+  }
+}
+
+asio::awaitable<std::error_code> Connection::async_write_all(std::span<const std::byte> bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    if (fd_ < 0) co_return asio::error::bad_descriptor;
+    if (writable_) {
+      auto result = write_some(bytes.data() + done, bytes.size() - done);
+      done += result.bytes;
+      if (result.error && !result.would_block()) co_return result.error;
+      if (done == bytes.size()) break;
+    }
+    auto [ec] = co_await async_wait_writable(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return ec;
+  }
+  co_return std::error_code{};
+}
+
+}  // namespace pgw::net

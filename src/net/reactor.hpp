@@ -1,0 +1,299 @@
+// The event loop of one worker thread: an edge-triggered epoll instance, a timer list and the
+// worker's asio::io_context, which here is only a handler queue and the executor of the
+// coroutines (no Asio socket or timer ever lives on a worker, so Asio's own reactor is never
+// created there and io_context::poll() costs no system call).
+//
+// Why not Asio's reactor: it re-arms a descriptor with epoll_ctl for every non-speculative
+// wait and tries a speculative recv() before many reads, so a pooled transaction cost two
+// extra system calls, plus a handler allocation and several type-erased hops per operation.
+// Here every descriptor is registered once (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) and keeps
+// its readiness in two flags: set by epoll, cleared when a read or write comes back short
+// (edge-triggered epoll reports new data even if old data was left unread, so a short read
+// proves the queue empty and nothing is missed). A read is only tried when the flag says data
+// is there: one recv() per arrival, no failed ones.
+//
+// Two ways to use a Connection:
+//  * the hot path sets a ReadyHandler, called directly from the loop on every readiness event;
+//  * coroutines (login, authentication, console, internal queries) co_await readable() /
+//    writable() / read_some() / write_all(), whose completions are posted to the io_context.
+//
+// Everything about a Connection, Timer or Event happens on its reactor's thread; only post(),
+// wake() and stop() may be called from other threads.
+#pragma once
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace pgw::net {
+
+using Clock = std::chrono::steady_clock;
+class Reactor;
+class Connection;
+
+// One pending completion handler of a coroutine waiting on a Connection, Timer or Event.
+// Type-erased (the handler types come from Asio's completion tokens) and cancellable through
+// the handler's cancellation slot, so awaitable_operators (a || b) can abandon it.
+class PendingWait {
+ public:
+  PendingWait() = default;
+  PendingWait(const PendingWait&) = delete;
+  PendingWait& operator=(const PendingWait&) = delete;
+  ~PendingWait() { complete(asio::error::operation_aborted); }
+
+  bool armed() const { return op_ != nullptr; }
+
+  template <typename Handler>
+  void arm(Handler&& handler) {
+    complete(asio::error::operation_aborted);  // one waiter at a time
+    auto op = std::make_unique<Op<std::decay_t<Handler>>>(std::forward<Handler>(handler));
+    auto slot = asio::get_associated_cancellation_slot(op->handler);
+    if (slot.is_connected()) {
+      slot.assign([this](asio::cancellation_type) {
+        // Runs inside the slot's handler: the slot must not be cleared from here.
+        if (auto pending = std::move(op_)) pending->complete(asio::error::operation_aborted, false);
+      });
+    }
+    op_ = std::move(op);
+  }
+
+  // Posts the handler with `ec` to its executor (it never runs inside the caller).
+  void complete(std::error_code ec) {
+    if (!op_) return;
+    auto op = std::move(op_);
+    op->complete(ec, true);
+  }
+
+ private:
+  struct Base {
+    virtual ~Base() = default;
+    virtual void complete(std::error_code ec, bool clear_slot) = 0;
+  };
+  template <typename Handler>
+  struct Op final : Base {
+    explicit Op(Handler&& h) : handler(std::move(h)) {}
+    void complete(std::error_code ec, bool clear_slot) override {
+      if (clear_slot) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) slot.clear();
+      }
+      auto executor = asio::get_associated_executor(handler);
+      asio::post(executor, [h = std::move(handler), ec]() mutable { std::move(h)(ec); });
+    }
+    Handler handler;
+  };
+  std::unique_ptr<Base> op_;
+};
+
+// Readiness callback of the data path. Called on the connection's reactor thread, directly
+// from the event loop (not posted), with the connection whose flags changed.
+class ReadyHandler {
+ public:
+  virtual void on_ready(Connection& connection) = 0;
+
+ protected:
+  virtual ~ReadyHandler() = default;
+};
+
+// Result of a non-blocking read or write. `bytes` > 0: transferred; bytes == 0 and no error on
+// a read: end of stream; `error` == would_block: nothing to do until the next readiness event.
+struct IoResult {
+  std::size_t bytes = 0;
+  std::error_code error;
+  bool would_block() const { return error == std::errc::operation_would_block; }
+};
+
+class Timer {
+ public:
+  explicit Timer(Reactor& reactor) : reactor_(&reactor) {}
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+  ~Timer() { cancel(); }
+
+  // Completes with success at `deadline`, or operation_aborted if cancelled first.
+  template <typename Token>
+  auto async_wait_until(Clock::time_point deadline, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [this, deadline](auto handler) {
+          cancel();
+          wait_.arm(std::move(handler));
+          schedule(deadline);
+        },
+        token);
+  }
+  template <typename Token>
+  auto async_wait_for(Clock::duration duration, Token&& token) {
+    return async_wait_until(Clock::now() + duration, std::forward<Token>(token));
+  }
+  void cancel();
+
+ private:
+  friend class Reactor;
+  void schedule(Clock::time_point deadline);
+  void fire();
+  Reactor* reactor_;
+  PendingWait wait_;
+  bool scheduled_ = false;
+  std::multimap<Clock::time_point, Timer*>::iterator position_;
+};
+
+// A flag a coroutine can wait for (the end of the data path, a gathered console snapshot).
+class Event {
+ public:
+  Event() = default;
+  bool is_set() const { return set_; }
+  void set() {
+    set_ = true;
+    wait_.complete({});
+  }
+  void reset() { set_ = false; }
+  // Completes at once if the event is set.
+  template <typename Token>
+  auto async_wait(Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [this](auto handler) {
+          wait_.arm(std::move(handler));
+          if (set_) wait_.complete({});
+        },
+        token);
+  }
+
+ private:
+  bool set_ = false;
+  PendingWait wait_;
+};
+
+// A stream socket (TCP or Unix) registered with one reactor. Not movable: the reactor keeps
+// its address.
+class Connection {
+ public:
+  Connection() = default;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection() { close(); }
+
+  // Takes ownership of the non-blocking descriptor `fd` and registers it with `reactor`.
+  // `connecting`: a connect() is about to start, so the socket is not writable until epoll
+  // says so.
+  void open(Reactor& reactor, int fd, bool connecting = false);
+  bool is_open() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  Reactor* reactor() const { return reactor_; }
+
+  // Moving between workers: detach() on the old reactor's thread, attach() on the new one's.
+  void detach();
+  void attach(Reactor& reactor);
+
+  void set_handler(ReadyHandler* handler) { handler_ = handler; }
+  bool readable() const { return readable_; }
+  bool writable() const { return writable_; }
+
+  IoResult read_some(void* data, std::size_t size);
+  IoResult write_some(const void* data, std::size_t size);
+  void shutdown_send();
+  // Closes the descriptor; pending waits complete with operation_aborted.
+  void close();
+
+  // Coroutine waits for readiness (complete at once if the flag is already set).
+  template <typename Token>
+  auto async_wait_readable(Token&& token) {
+    return wait_for(read_wait_, readable_, std::forward<Token>(token));
+  }
+  template <typename Token>
+  auto async_wait_writable(Token&& token) {
+    return wait_for(write_wait_, writable_, std::forward<Token>(token));
+  }
+
+  // Coroutine I/O for the paths off the hot one.
+  asio::awaitable<IoResult> async_read_some(void* data, std::size_t size);
+  asio::awaitable<std::error_code> async_write_all(std::span<const std::byte> bytes);
+  asio::awaitable<std::error_code> async_write_all(std::string_view bytes) {
+    return async_write_all(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
+  }
+
+ private:
+  friend class Reactor;
+  template <typename Token>
+  auto wait_for(PendingWait& wait, const bool& flag, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code)>(
+        [this, &wait, &flag](auto handler) {
+          wait.arm(std::move(handler));
+          if (flag || fd_ < 0)
+            wait.complete(fd_ < 0 ? asio::error::bad_descriptor : std::error_code{});
+        },
+        token);
+  }
+  void on_events(std::uint32_t events);
+
+  int fd_ = -1;
+  Reactor* reactor_ = nullptr;
+  ReadyHandler* handler_ = nullptr;
+  bool readable_ = false;
+  bool writable_ = false;
+  PendingWait read_wait_;
+  PendingWait write_wait_;
+};
+
+class Reactor {
+ public:
+  explicit Reactor(asio::io_context& io);
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+  ~Reactor();
+
+  asio::io_context& io() { return io_; }
+  bool running_in_this_thread() const;
+
+  // Runs the loop on the calling thread until stop().
+  void run();
+  // Any thread.
+  void stop();
+  void wake();
+  template <typename Fn>
+  void post(Fn&& fn) {
+    asio::post(io_, std::forward<Fn>(fn));
+    posted_.fetch_add(1, std::memory_order_seq_cst);
+    wake();
+  }
+
+  // Watchdog (issue: a loop stalled for over a second): when the loop last came round, and
+  // how many iterations it has done. Read from other threads.
+  Clock::time_point last_turn() const {
+    return Clock::time_point(Clock::duration(last_turn_.load(std::memory_order_relaxed)));
+  }
+
+ private:
+  friend class Connection;
+  friend class Timer;
+  void add(Connection& connection);
+  void remove(Connection& connection);
+  void fire_due_timers(Clock::time_point now);
+  int timeout_ms(Clock::time_point now) const;
+
+  asio::io_context& io_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> sleeping_{false};
+  std::atomic<std::uint64_t> posted_{0};
+  std::atomic<Clock::rep> last_turn_{0};
+  std::multimap<Clock::time_point, Timer*> timers_;
+  // The batch being dispatched: a connection closed meanwhile is blanked out of it.
+  static constexpr int kBatch = 256;
+  struct epoll_event_storage;
+  std::unique_ptr<epoll_event_storage> events_;
+  int batch_size_ = 0;
+  int batch_next_ = 0;
+};
+
+}  // namespace pgw::net
