@@ -131,17 +131,17 @@ asio::awaitable<void> Runtime::accept_loop(Acceptor& acceptor) {
       const unsigned worker = next_worker_++ % workers_.size();
       auto& reactor = workers_[worker]->reactor;
       reactor.post([this, &reactor, worker, fd] {
+        // run() holds its own reference: no wrapper coroutine (an idle client's memory is
+        // mostly its suspended frames).
         auto session = std::make_shared<session::ClientSession>(*shared_, reactor, worker, fd);
-        asio::co_spawn(
-            reactor.io(), [session]() -> asio::awaitable<void> { co_await session->run(); },
-            [](std::exception_ptr error) {
-              if (!error) return;
-              try {
-                std::rethrow_exception(error);
-              } catch (const std::exception& e) {
-                spdlog::error("client session failed: {}", e.what());
-              }
-            });
+        asio::co_spawn(reactor.io(), session->run(session), [](std::exception_ptr error) {
+          if (!error) return;
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            spdlog::error("client session failed: {}", e.what());
+          }
+        });
       });
     }
   }

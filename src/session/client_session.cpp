@@ -133,7 +133,9 @@ ClientSession::~ClientSession() {
   if (app_counted_) shared_.release_app_client(app_counted_as_);
 }
 
-asio::awaitable<void> ClientSession::run() {
+asio::awaitable<void> ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSession> self) {
+  // `self` (a parameter, so it lives in the frame from the start) keeps the session alive as
+  // long as its coroutine.
   config_ = shared_.config();
   shared_.sessions(worker_).insert(this);
   net::set_nodelay(client_.fd());
@@ -145,12 +147,13 @@ asio::awaitable<void> ClientSession::run() {
   if (ok) ok = co_await authenticate();
   if (ok) ok = co_await route();
   if (ok) ok = co_await welcome();
-  if (ok) {
-    if (admin_) {
-      co_await serve_admin();
-    } else {
-      co_await serve();
-    }
+  if (ok && admin_) co_await serve_admin();
+  if (ok && !admin_) {
+    // serve: the data path runs on readiness events until it stops (client_session_relay.cpp).
+    // Waiting here rather than in a serve() coroutine keeps an idle client to one frame.
+    serve();
+    co_await data_path_done_.async_wait(net::use_nothrow);
+    co_await report_end();
   }
   co_await cleanup();
   shared_.sessions(worker_).erase(this);
@@ -490,11 +493,13 @@ asio::awaitable<bool> ClientSession::welcome() {
 // ---------------------------------------------------------------------------------------------
 // serve: the data path (client_session_relay.cpp) runs until it stops; then tell the client why.
 
-asio::awaitable<void> ClientSession::serve() {
+void ClientSession::serve() {
   serving_ = true;
   client_.set_handler(this);
   pump();  // bytes pipelined behind the login, and whatever arrived meanwhile
-  co_await data_path_done_.async_wait(net::use_nothrow);
+}
+
+asio::awaitable<void> ClientSession::report_end() {
   switch (end_) {
     case End::none:
     case End::client_gone:

@@ -61,7 +61,8 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd);
   ~ClientSession();
 
-  asio::awaitable<void> run();
+  // The client's whole life; `self` is this session (the coroutine owns it).
+  asio::awaitable<void> run(std::shared_ptr<ClientSession> self);
 
   // Called on the session's worker thread.
   void forward_cancel();
@@ -84,7 +85,10 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   asio::awaitable<bool> authenticate();
   asio::awaitable<bool> route();
   asio::awaitable<bool> welcome();
-  asio::awaitable<void> serve();
+  // Hands the client to the data path; run() then waits for data_path_done_.
+  void serve();
+  // Tells the client why the data path stopped (a FATAL, or nothing after a Terminate).
+  asio::awaitable<void> report_end();
   // The admin console (database "pgbouncer"/"pgwarden"): src/admin/console.cpp serves it.
   asio::awaitable<bool> welcome_admin();
   asio::awaitable<void> serve_admin();
