@@ -126,7 +126,7 @@ void Reactor::run() {
     // sleeping and writes the eventfd.
     sleeping_.store(true, std::memory_order_seq_cst);
     const bool more_posts = posted_.load(std::memory_order_seq_cst) != seen_posts;
-    const int timeout = more_posts ? 0 : timeout_ms(Clock::now());
+    const int timeout = more_posts ? 0 : timeout_ms(now);
     const int n = ::epoll_wait(epoll_fd_, events_->events, kBatch, timeout);
     sleeping_.store(false, std::memory_order_relaxed);
     if (n < 0) {

@@ -121,9 +121,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool client_to_server();
   bool server_to_client();
   void request_server();
-  void link(pool::ServerPtr server);
+  void link(pool::ServerPtr server, Clock::time_point now);
   asio::awaitable<void> prepare_server();
-  void finish_link();
+  void finish_link(Clock::time_point now);
   void release_server();
   void stop_data_path(End why, Err error = Err::internal, std::string argument = {});
   // Scans the server bytes buffered in `server_->buffer` [0, relay_have_): returns how many
@@ -231,6 +231,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool server_failed_ = false;
   bool server_fatal_sent_ = false;  // the client already got the server's own FATAL
   Clock::time_point wait_start_{};
+  Clock::time_point last_ready_at_{};  // time of the last ReadyForQuery
   Clock::time_point query_start_{};
   Clock::time_point xact_start_{};                 // first query of the current transaction (stats)
   Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)

@@ -227,6 +227,7 @@ ClientSession::ServerScan ClientSession::scan_server_bytes() {
         // One clock read per ReadyForQuery serves the statistics and the lease (whose
         // idle_since also times idle_transaction_timeout).
         const auto now = Clock::now();
+        last_ready_at_ = now;  // also the release time if this ends the transaction
         count_ready(server_->status, now);
         lease_.on_ready(server_->status != TransactionStatus::idle, expected_ready_, now);
         if (statement_pooling_ && server_->status != TransactionStatus::idle) {
@@ -319,7 +320,7 @@ bool ClientSession::server_to_client() {
 }
 
 void ClientSession::release_server() {
-  const auto now = Clock::now();
+  const auto now = last_ready_at_;  // the ReadyForQuery that ended the transaction
   state_ = ClientState::idle;
   state_since_ = now;
   server_->last_used = now;
@@ -334,11 +335,12 @@ void ClientSession::release_server() {
 
 void ClientSession::request_server() {
   state_ = ClientState::waiting;
-  wait_start_ = Clock::now();
+  // The query that needs the server was stamped a moment ago (note_request): one clock read.
+  wait_start_ = query_start_ != Clock::time_point{} ? query_start_ : Clock::now();
   state_since_ = wait_start_;
   auto got = pool_->acquire_now(*this, app_share_);
   if (got.server) {
-    link(std::move(got.server));
+    link(std::move(got.server), wait_start_);
   } else if (got.queued) {
     waiting_ = true;
   } else {
@@ -357,11 +359,11 @@ void ClientSession::deliver(pool::AcquireResult result) {
     stop_data_path(End::pool_error, result.error, result.detail);
     return;
   }
-  link(std::move(result.server));
+  link(std::move(result.server), Clock::now());
   pump();
 }
 
-void ClientSession::link(pool::ServerPtr server) {
+void ClientSession::link(pool::ServerPtr server, Clock::time_point now) {
   server_ = std::move(server);
   if (server_->conn.readable()) {
     // An idle backend with something to say (or EOF) that the pool has not evicted yet: it is
@@ -376,8 +378,8 @@ void ClientSession::link(pool::ServerPtr server) {
     return;
   }
   const bool in_sync = server_->applied_params == params_fingerprint_;
-  if (in_sync && !pool_->check_due(*server_, Clock::now())) {
-    finish_link();
+  if (in_sync && !pool_->check_due(*server_, now)) {
+    finish_link(now);
     return;
   }
   // Off the data path: a server_check_query, or SETs to make the server's parameters the
@@ -422,12 +424,11 @@ asio::awaitable<void> ClientSession::prepare_server() {
     co_return;
   }
   if (!serving_) co_return;  // stopped meanwhile: cleanup() takes the server from here
-  finish_link();
+  finish_link(Clock::now());
   pump();
 }
 
-void ClientSession::finish_link() {
-  const auto now = Clock::now();
+void ClientSession::finish_link(Clock::time_point now) {
   server_->last_client = id_;
   stats_->add(pool::Stat::server_assignment, 1);
   stats_->add_time(pool::Stat::wait_time_us, now - wait_start_);
