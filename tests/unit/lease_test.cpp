@@ -271,7 +271,7 @@ TEST(LeaseConfigTest, PerAppThresholdFirstMatchWins) {
       "[apps]\n"
       "checkout-* = leak_warn_after=5\n"
       "checkout-batch = leak_warn_after=600\n"
-      "report* = pool_mode=session\n"
+      "report* = max_client_conn=50\n"
       "legacy = leak_warn_after=0\n");
   ASSERT_EQ(c.apps.size(), 4U);
   EXPECT_EQ(leak_threshold(c, "checkout-svc"), 5s);
