@@ -404,12 +404,8 @@ asio::awaitable<int> Console::cancel_client(std::uint64_t id) {
       const auto info = client->info();
       const bool running = info.lease && info.lease->state == session::LeaseState::active;
       client->forward_cancel();
-      shared.leaks.events.push(session::LeakEvent{
-          std::chrono::system_clock::now(), id, info.application_name, "cancel",
-          "CANCEL_CLIENT by " + who + (running ? "" : " (no query running)"),
-          info.lease ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - info.lease->start).count()
-                     : 0,
-          info.lease ? info.lease->first_query : std::string{}});
+      client->note_forced_action(
+          "cancel", "CANCEL_CLIENT by " + who + (running ? "" : " (no query running)"));
       found.push_back(1);
     }
     return found;

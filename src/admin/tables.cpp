@@ -429,7 +429,7 @@ struct NextAction {
   std::optional<Clock::time_point> at;
 };
 
-NextAction next_action(const session::LeaseInfo& l, const config::Config& c, config::Millis leak_after) {
+NextAction next_action(const session::LeaseInfo& l, const session::LeasePolicy& p) {
   NextAction next;
   auto consider = [&](const char* what, Clock::time_point at) {
     if (!next.at || at < *next.at) {
@@ -438,20 +438,28 @@ NextAction next_action(const session::LeaseInfo& l, const config::Config& c, con
     }
   };
   using session::LeaseState;
-  if (l.state == LeaseState::active && c.query_timeout.count() > 0 && l.query_start != Clock::time_point{}) {
-    consider("cancel (query_timeout)", l.query_start + c.query_timeout);
+  if (l.state == LeaseState::active && p.query_timeout.count() > 0 &&
+      l.query_start != Clock::time_point{}) {
+    consider("cancel (query_timeout)", l.query_start + p.query_timeout);
   }
-  if (l.state == LeaseState::idle_in_transaction && c.idle_transaction_timeout.count() > 0) {
-    consider("disconnect (idle_transaction_timeout)", l.idle_since + c.idle_transaction_timeout);
+  if (l.state == LeaseState::idle_in_transaction && p.idle_transaction_timeout.count() > 0) {
+    consider("disconnect (idle_transaction_timeout)", l.idle_since + p.idle_transaction_timeout);
   }
-  if (l.state != LeaseState::active && !l.warned && leak_after.count() > 0) {
-    consider("warn (leak_warn_after)", l.idle_since + leak_after);
+  if (l.state == LeaseState::idle_pinned && l.session_mode && p.idle_pinned_timeout.count() > 0) {
+    consider("disconnect (idle_pinned_timeout)", l.idle_since + p.idle_pinned_timeout);
+  }
+  if (l.state != LeaseState::active && !l.warned && p.leak_warn_after.count() > 0) {
+    consider("warn (leak_warn_after)", l.idle_since + p.leak_warn_after);
   }
   return next;
 }
 
 bool is_leak(const session::LeaseInfo& l, Clock::time_point now, config::Millis leak_after) {
   return l.state != session::LeaseState::active && leak_after.count() > 0 && now - l.idle_since > leak_after;
+}
+
+bool is_leak(const session::LeaseInfo& l, const Snapshot& s) {
+  return is_leak(l, s.now, session::resolve_policy(*s.config, l.application_name).leak_warn_after);
 }
 
 ResultSet show_leases(const Snapshot& s, bool leaks_only) {
@@ -466,9 +474,7 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
   std::vector<const session::LeaseInfo*> leases;
   for (const auto& c : s.sessions) {
     if (!c.lease) continue;
-    if (leaks_only && !is_leak(*c.lease, s.now, session::leak_threshold(*s.config, c.lease->application_name))) {
-      continue;
-    }
+    if (leaks_only && !is_leak(*c.lease, s)) continue;
     leases.push_back(&*c.lease);
   }
   // Oldest lease first.
@@ -477,7 +483,7 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
   });
   for (const auto* l : leases) {
     const bool active = l->state == session::LeaseState::active;
-    const auto next = next_action(*l, *s.config, session::leak_threshold(*s.config, l->application_name));
+    const auto next = next_action(*l, session::resolve_policy(*s.config, l->application_name));
     Cell next_in;
     if (next.at) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next.at - s.now).count();

@@ -65,6 +65,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void check_leak(Clock::time_point now, const config::Config& current);
   // Ends the session with a FATAL error (shutdown, admin KILL): the coroutine unwinds.
   void terminate(Err reason, std::string argument = {});
+  // Leak guard (client_session_lease.cpp): records a cancel or disconnect forced on this
+  // client by policy or by an admin (SHOW EVENTS).
+  void note_forced_action(std::string_view action, std::string reason);
 
   unsigned worker() const { return worker_; }
   ClientState state() const { return state_; }
@@ -170,6 +173,13 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void end_lease(std::string_view how);
   LeaseState lease_state() const;
   LeaseInfo lease_info() const;
+  // The policy ladder for this client's application_name under `current`.
+  const LeasePolicy& policy(const config::Config& current) {
+    return policy_cache_.get(current, application_name_);
+  }
+  // idle_transaction_timeout and idle_pinned_timeout, from check_timeouts().
+  void check_idle_lease(Clock::time_point now, const config::Config& current);
+  PolicyCache policy_cache_;
 };
 
 }  // namespace pgw::session

@@ -64,10 +64,38 @@ Tags parse_sqlcomment_tags(std::string_view sql);
 // "key=value,key2=value2".
 std::string format_tags(const Tags& tags);
 
-// The leak_warn_after that applies to `application_name`: the first [apps] line whose pattern
-// (fnmatch glob) matches decides; without a leak_warn_after of its own, or with no match, the
+// The policy ladder that applies to one application_name: each key is the first matching
+// [apps] line's value (fnmatch glob, first match wins) if that line sets it, else the
 // [pgbouncer] value. 0 = off.
-config::Millis leak_threshold(const config::Config& config, std::string_view application_name);
+struct LeasePolicy {
+  config::Millis leak_warn_after{0};           // warn about a lease idle this long
+  config::Millis idle_transaction_timeout{0};  // FATAL 25P03 for a lease idle in a transaction
+  config::Millis idle_pinned_timeout{0};       // FATAL 57P05 for a session-mode lease left idle
+  config::Millis query_timeout{0};             // cancel a query running this long
+};
+LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name);
+
+// resolve_policy() for one session, redone only when the configuration snapshot
+// (Config::version) or the application_name changes: the janitor asks every 200 ms for every
+// session, and fnmatch over the [apps] patterns is not free.
+class PolicyCache {
+ public:
+  const LeasePolicy& get(const config::Config& config, std::string_view application_name) {
+    if (!valid_ || version_ != config.version || application_name != application_name_) {
+      policy_ = resolve_policy(config, application_name);
+      version_ = config.version;
+      application_name_.assign(application_name);
+      valid_ = true;
+    }
+    return policy_;
+  }
+
+ private:
+  bool valid_ = false;
+  std::uint64_t version_ = 0;
+  std::string application_name_;
+  LeasePolicy policy_;
+};
 
 // Log-safe text: control characters become spaces.
 std::string printable(std::string_view text);
@@ -159,14 +187,15 @@ struct LeaseInfo {
   std::uint64_t statements = 0;
   std::string first_query, last_query, tags;
   bool warned = false;
+  bool session_mode = false;  // the pool is in session mode (idle_pinned_timeout applies)
 };
 
-// A leak event: a warning, a resolution, or (later) a forced action.
+// A leak event: a warning, a resolution or a forced action.
 struct LeakEvent {
   std::chrono::system_clock::time_point time{};
   std::uint64_t client_id = 0;
   std::string application_name;
-  std::string action;  // leak_warning, leak_resolved, cancel, rollback, disconnect
+  std::string action;  // leak_warning, leak_resolved, cancel, disconnect
   std::string reason;
   std::int64_t lease_age_ms = 0;
   std::string first_query;
@@ -191,10 +220,12 @@ class LeakBook {
   struct AppCounters {
     std::uint64_t suspected = 0;
     std::uint64_t resolved = 0;
+    std::uint64_t actions = 0;  // forced: cancels and disconnects by policy or by an admin
   };
   // Returns the application's suspected-leak count including this one.
   std::uint64_t note_suspected(const std::string& application_name);
   void note_resolved(const std::string& application_name);
+  void note_action(const std::string& application_name);
   std::map<std::string, AppCounters> counters() const;
   EventRing events;
 

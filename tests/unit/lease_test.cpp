@@ -274,13 +274,52 @@ TEST(LeaseConfigTest, PerAppThresholdFirstMatchWins) {
       "report* = max_client_conn=50\n"
       "legacy = leak_warn_after=0\n");
   ASSERT_EQ(c.apps.size(), 4U);
-  EXPECT_EQ(leak_threshold(c, "checkout-svc"), 5s);
-  EXPECT_EQ(leak_threshold(c, "checkout-batch"), 5s);  // the first matching line decides
-  EXPECT_EQ(leak_threshold(c, "reports"), 60s);       // matches, but sets no leak_warn_after
-  EXPECT_EQ(leak_threshold(c, "legacy"), 0s);
-  EXPECT_EQ(leak_threshold(c, "other"), 60s);
-  EXPECT_EQ(leak_threshold(c, ""), 60s);
+  auto threshold = [&](std::string_view app) { return resolve_policy(c, app).leak_warn_after; };
+  EXPECT_EQ(threshold("checkout-svc"), 5s);
+  EXPECT_EQ(threshold("checkout-batch"), 5s);  // the first matching line decides
+  EXPECT_EQ(threshold("reports"), 60s);        // matches, but sets no leak_warn_after
+  EXPECT_EQ(threshold("legacy"), 0s);
+  EXPECT_EQ(threshold("other"), 60s);
+  EXPECT_EQ(threshold(""), 60s);
   EXPECT_THROW(load("[apps]\nx = leak_warn_after=abc\n"), pgw::config::ConfigError);
+}
+
+TEST(LeaseConfigTest, PolicyTakesEachKeyFromTheLineOrTheGlobalValue) {
+  const auto c = load(
+      "[pgbouncer]\nleak_warn_after = 60\nidle_transaction_timeout = 30\n"
+      "idle_pinned_timeout = 600\nquery_timeout = 10\n"
+      "[apps]\n"
+      "billing = idle_transaction_timeout=300 query_timeout=0\n"
+      "admin-* = idle_pinned_timeout=2.5 leak_warn_after=1min\n");
+  const auto billing = resolve_policy(c, "billing");
+  EXPECT_EQ(billing.idle_transaction_timeout, 300s);
+  EXPECT_EQ(billing.query_timeout, 0s);  // off for this application only
+  EXPECT_EQ(billing.idle_pinned_timeout, 600s);
+  EXPECT_EQ(billing.leak_warn_after, 60s);
+  const auto admin = resolve_policy(c, "admin-ui");
+  EXPECT_EQ(admin.idle_pinned_timeout, 2500ms);
+  EXPECT_EQ(admin.leak_warn_after, 60s);
+  EXPECT_EQ(admin.idle_transaction_timeout, 30s);
+  const auto other = resolve_policy(c, "web");
+  EXPECT_EQ(other.idle_transaction_timeout, 30s);
+  EXPECT_EQ(other.idle_pinned_timeout, 600s);
+  EXPECT_EQ(other.query_timeout, 10s);
+}
+
+TEST(LeaseConfigTest, PolicyCacheFollowsSnapshotAndApplicationName) {
+  auto first =
+      load("[pgbouncer]\nidle_pinned_timeout = 5\n[apps]\nslow = idle_pinned_timeout=50\n");
+  PolicyCache cache;
+  EXPECT_EQ(cache.get(first, "web").idle_pinned_timeout, 5s);
+  EXPECT_EQ(cache.get(first, "slow").idle_pinned_timeout, 50s);  // SET application_name
+  // SET on the console: a copy with one key changed is a new snapshot.
+  auto changed = first;
+  pgw::config::set_key(changed, "idle_pinned_timeout", "7");
+  EXPECT_NE(changed.version, first.version);
+  EXPECT_EQ(cache.get(changed, "web").idle_pinned_timeout, 7s);
+  // A reload: a new snapshot, even if it ends up at the old one's address.
+  first = load("[pgbouncer]\nidle_pinned_timeout = 9\n");
+  EXPECT_EQ(cache.get(first, "web").idle_pinned_timeout, 9s);
 }
 
 // --- events -------------------------------------------------------------------------------------
@@ -383,6 +422,39 @@ TEST(LeaseConsoleTest, CancelClientParses) {
   EXPECT_EQ(command->verb, pgw::admin::Verb::cancel_client);
   EXPECT_EQ(command->arg, "42");
   EXPECT_TRUE(std::holds_alternative<pgw::admin::ParseError>(pgw::admin::parse_command("CANCEL_CLIENT x")));
+}
+
+TEST(LeaseConsoleTest, IdlePinnedTimeoutIsTheNextActionInSessionModeOnly) {
+  pgw::admin::Snapshot s;
+  auto config = load(
+      "[pgbouncer]\nleak_warn_after = 0\nidle_pinned_timeout = 30\n"
+      "[apps]\nbilling = idle_transaction_timeout=300\n");
+  s.config = std::make_shared<const pgw::config::Config>(config);
+  s.now = std::chrono::steady_clock::now();
+  auto add = [&](std::uint64_t id, LeaseState state, bool session_mode, std::string app) {
+    SessionInfo info;
+    info.id = id;
+    info.state = ClientState::active;
+    info.application_name = app;
+    LeaseInfo l;
+    l.client_id = id;
+    l.application_name = app;
+    l.state = state;
+    l.session_mode = session_mode;
+    l.start = l.idle_since = s.now - 10s;
+    info.lease = l;
+    s.sessions.push_back(info);
+  };
+  add(1, LeaseState::idle_pinned, true, "web");
+  add(2, LeaseState::idle_pinned, false, "web");
+  add(3, LeaseState::idle_in_transaction, false, "billing");  // its own timeout: 300 s
+  const auto leases = pgw::admin::build_show("leases", s);
+  ASSERT_EQ(leases.rows.size(), 3U);
+  EXPECT_EQ(leases.rows[0][16], "disconnect (idle_pinned_timeout)");
+  EXPECT_EQ(leases.rows[0][17], "20");
+  EXPECT_EQ(leases.rows[1][16], "");
+  EXPECT_EQ(leases.rows[2][16], "disconnect (idle_transaction_timeout)");
+  EXPECT_EQ(leases.rows[2][17], "290");
 }
 
 }  // namespace
