@@ -515,8 +515,10 @@ ResultSet show_events(const Snapshot& s) {
     gmtime_r(&tt, &tm);
     char buf[64];
     std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-    b.rs.rows.push_back(Row{std::string(buf), unum(e.client_id), e.application_name, e.action,
-                            e.reason, num(e.lease_age_ms / 1000), e.first_query});
+    // client_id 0: an event about a whole application (growth alarm).
+    b.rs.rows.push_back(Row{std::string(buf), e.client_id ? Cell{unum(e.client_id)} : Cell{},
+                            e.application_name, e.action, e.reason, num(e.lease_age_ms / 1000),
+                            e.first_query});
   }
   b.rs.tag = "SHOW";
   return b.rs;

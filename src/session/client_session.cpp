@@ -153,6 +153,7 @@ asio::awaitable<void> ClientSession::run() {
     }
   }
   co_await cleanup();
+  retire_app_tally();  // leak guard: the last counts go to the application's totals
   shared_.sessions(worker_).erase(this);
 }
 

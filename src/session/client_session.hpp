@@ -19,6 +19,7 @@
 #include "net/socket.hpp"
 #include "pool/params.hpp"
 #include "pool/pool.hpp"
+#include "session/apps.hpp"
 #include "session/shared.hpp"
 
 namespace pgw::session {
@@ -49,6 +50,7 @@ struct SessionInfo {
   std::uintptr_t ptr = 0;
   std::optional<pool::ServerInfo> server;  // the leased server, if any
   std::optional<LeaseInfo> lease;          // the lease, while a server is held for the client
+  SessionTally unreported;                 // completed work not yet in its application's totals
 };
 
 class ClientSession : public std::enable_shared_from_this<ClientSession> {
@@ -66,8 +68,10 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   // Ends the session with a FATAL error (shutdown, admin KILL): the coroutine unwinds.
   void terminate(Err reason, std::string argument = {});
   // Leak guard (client_session_lease.cpp): records a cancel or disconnect forced on this
-  // client by policy or by an admin (SHOW EVENTS).
+  // client by policy or by an admin (SHOW EVENTS, SHOW APPS).
   void note_forced_action(std::string_view action, std::string reason);
+  // Adds this client to its worker's sample for SHOW APPS, the growth alarm and pool health.
+  void add_to_sample(Clock::time_point now, const config::Config& current, WorkerSample& sample);
 
   unsigned worker() const { return worker_; }
   ClientState state() const { return state_; }
@@ -179,7 +183,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   }
   // idle_transaction_timeout and idle_pinned_timeout, from check_timeouts().
   void check_idle_lease(Clock::time_point now, const config::Config& current);
+  bool is_suspected_leak(Clock::time_point now, const config::Config& current);
+  // Hands the counts not yet reported to the application's totals (the client is leaving).
+  void retire_app_tally();
   PolicyCache policy_cache_;
+  SessionTally reported_;  // the part of lease_.tally already in its application's totals
 };
 
 }  // namespace pgw::session

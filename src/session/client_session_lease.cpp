@@ -144,4 +144,58 @@ void ClientSession::check_idle_lease(Clock::time_point now, const config::Config
   terminate(Err::idle_pinned_timeout, limit);
 }
 
+bool ClientSession::is_suspected_leak(Clock::time_point now, const config::Config& c) {
+  // SHOW LEAKS' definition: not active and idle longer than the application's leak_warn_after.
+  if (!lease_.held || !server_ || lease_state() == LeaseState::active) return false;
+  const auto threshold = policy(c).leak_warn_after;
+  return threshold.count() > 0 && now - lease_.idle_from() > threshold;
+}
+
+void ClientSession::add_to_sample(Clock::time_point now, const config::Config& c,
+                                  WorkerSample& sample) {
+  if (admin_) return;
+  // Work done since the last sample goes to the application the client has now.
+  if (const auto delta = lease_.tally - reported_; !delta.empty()) {
+    sample.counted[application_name_] += delta;
+    reported_ = lease_.tally;
+  }
+  if (state_ == ClientState::login || state_ == ClientState::closing) return;
+  AppLive& app = sample.apps[application_name_];
+  ++app.clients;
+  PoolLive* pool = pool_ ? &sample.pools[pool_] : nullptr;
+  if (state_ == ClientState::waiting) {
+    ++app.waiting;
+    if (pool) ++pool->clients_waiting;
+  } else if (pool) {
+    ++pool->clients_active;
+  }
+  if (!lease_.held || !server_) return;
+  switch (lease_state()) {
+    case LeaseState::active:
+      ++app.active;
+      break;
+    case LeaseState::idle_in_transaction:
+      ++app.idle_in_transaction;
+      break;
+    case LeaseState::idle_pinned:
+      ++app.idle_pinned;
+      break;
+  }
+  if (is_suspected_leak(now, c)) {
+    ++app.leaks;
+    if (pool) ++pool->leaks;
+  }
+  if (pool && lease_.xact_start != Clock::time_point{} &&
+      (pool->oldest_xact == Clock::time_point{} || lease_.xact_start < pool->oldest_xact)) {
+    pool->oldest_xact = lease_.xact_start;
+  }
+}
+
+void ClientSession::retire_app_tally() {
+  if (const auto delta = lease_.tally - reported_; !delta.empty()) {
+    shared_.apps.retire(application_name_, delta);
+  }
+  reported_ = lease_.tally;
+}
+
 }  // namespace pgw::session

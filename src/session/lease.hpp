@@ -97,6 +97,22 @@ class PolicyCache {
   LeasePolicy policy_;
 };
 
+// A session's completed queries (ReadyForQuery messages) and transactions (ReadyForQuery 'I'),
+// for the per-application totals of SHOW APPS and the growth alarm.
+struct SessionTally {
+  std::uint64_t queries = 0;
+  std::uint64_t transactions = 0;
+  bool empty() const { return queries == 0 && transactions == 0; }
+  SessionTally operator-(const SessionTally& earlier) const {
+    return {queries - earlier.queries, transactions - earlier.transactions};
+  }
+  SessionTally& operator+=(const SessionTally& more) {
+    queries += more.queries;
+    transactions += more.transactions;
+    return *this;
+  }
+};
+
 // Log-safe text: control characters become spaces.
 std::string printable(std::string_view text);
 
@@ -151,6 +167,9 @@ struct Lease {
   StatementText first_tail;      // trailing comment of a first statement longer than `first`
   bool warned = false;           // a leak warning was logged for this lease
   Clock::time_point warned_at{};
+  // The whole session's counts, not this lease's: reset() keeps them. They live here because
+  // on_ready() is the hook that sees every ReadyForQuery.
+  SessionTally tally;
 
   // The server was obtained (statements that triggered the lease are already recorded).
   void begin(Clock::time_point now, std::int32_t pid) {
@@ -162,6 +181,8 @@ struct Lease {
   }
   // A ReadyForQuery: `owed` is what the server still owes after it.
   void on_ready(bool in_transaction, int owed, Clock::time_point now) {
+    ++tally.queries;
+    if (!in_transaction) ++tally.transactions;
     if (owed == 0) idle_since = now;
     if (!in_transaction) xact_start = owed > 0 ? now : Clock::time_point{};
   }
@@ -190,12 +211,12 @@ struct LeaseInfo {
   bool session_mode = false;  // the pool is in session mode (idle_pinned_timeout applies)
 };
 
-// A leak event: a warning, a resolution or a forced action.
+// A leak event: a warning, a resolution, a growth alarm or a forced action.
 struct LeakEvent {
   std::chrono::system_clock::time_point time{};
-  std::uint64_t client_id = 0;
+  std::uint64_t client_id = 0;  // 0 for an event about a whole application (growth alarm)
   std::string application_name;
-  std::string action;  // leak_warning, leak_resolved, cancel, disconnect
+  std::string action;  // leak_warning, leak_resolved, growth_alarm, cancel, disconnect
   std::string reason;
   std::int64_t lease_age_ms = 0;
   std::string first_query;

@@ -424,6 +424,22 @@ TEST(LeaseConsoleTest, CancelClientParses) {
   EXPECT_TRUE(std::holds_alternative<pgw::admin::ParseError>(pgw::admin::parse_command("CANCEL_CLIENT x")));
 }
 
+TEST(LeaseConsoleTest, LeaseTallySurvivesTheEndOfALease) {
+  Lease lease;
+  const auto now = std::chrono::steady_clock::now();
+  lease.begin(now, 42);
+  lease.on_ready(true, 0, now);   // BEGIN: a query, no transaction ended
+  lease.on_ready(false, 0, now);  // COMMIT: a query that ends a transaction
+  lease.reset();                  // the server went back to the pool
+  lease.on_ready(false, 0, now);  // the next transaction, on another lease
+  EXPECT_EQ(lease.tally.queries, 3U);
+  EXPECT_EQ(lease.tally.transactions, 2U);
+  const SessionTally reported{1, 1};
+  EXPECT_EQ((lease.tally - reported).queries, 2U);
+  EXPECT_FALSE((lease.tally - reported).empty());
+  EXPECT_TRUE((lease.tally - lease.tally).empty());
+}
+
 TEST(LeaseConsoleTest, IdlePinnedTimeoutIsTheNextActionInSessionModeOnly) {
   pgw::admin::Snapshot s;
   auto config = load(
@@ -455,6 +471,19 @@ TEST(LeaseConsoleTest, IdlePinnedTimeoutIsTheNextActionInSessionModeOnly) {
   EXPECT_EQ(leases.rows[1][16], "");
   EXPECT_EQ(leases.rows[2][16], "disconnect (idle_transaction_timeout)");
   EXPECT_EQ(leases.rows[2][17], "290");
+}
+
+TEST(LeaseConsoleTest, GrowthEventsHaveNoClient) {
+  pgw::admin::Snapshot s;
+  s.config = std::make_shared<const pgw::config::Config>();
+  LeakEvent event;
+  event.application_name = "leaky";
+  event.action = "growth_alarm";
+  s.events.push_back(event);
+  const auto rows = pgw::admin::build_show("events", s).rows;
+  ASSERT_EQ(rows.size(), 1U);
+  EXPECT_FALSE(rows[0][1].has_value());
+  EXPECT_EQ(rows[0][3], "growth_alarm");
 }
 
 }  // namespace
