@@ -77,6 +77,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   ClientState state() const { return state_; }
   std::uint64_t id() const { return id_; }
   const std::string& database() const { return database_; }
+  const std::string& application_name() const { return application_name_; }
   bool is_admin() const { return admin_; }
   SessionInfo info() const;
 

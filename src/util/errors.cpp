@@ -55,6 +55,7 @@ constexpr std::array kErrors{
     ErrorSpec{Err::idle_pinned_timeout, "57P05", "FATAL",
               "terminating connection due to idle-session timeout (idle_pinned_timeout: the "
               "session held a server connection without using it for more than {} s)"},
+    ErrorSpec{Err::admin_no_such_app, "42704", "ERROR", "no client with application_name \"{}\""},
 };
 
 }  // namespace

@@ -473,6 +473,69 @@ TEST(LeaseConsoleTest, IdlePinnedTimeoutIsTheNextActionInSessionModeOnly) {
   EXPECT_EQ(leases.rows[2][17], "290");
 }
 
+TEST(LeaseConsoleTest, ShowAppsColumns) {
+  EXPECT_TRUE(pgw::admin::is_show_subject("apps"));
+  EXPECT_EQ(pgw::admin::column_names("apps"),
+            (std::vector<std::string>{
+                "application_name", "clients", "waiting", "active", "idle_in_transaction",
+                "idle_pinned", "total_xact_count", "total_query_count", "leaks", "total_leaks",
+                "total_actions", "client_growth_per_min", "lease_growth_per_min", "growth_alarm",
+                "max_client_conn", "max_server_conn", "apps_pattern"}));
+}
+
+TEST(LeaseConsoleTest, ShowAppsRows) {
+  pgw::admin::Snapshot s;
+  auto config = load(
+      "[pgbouncer]\nleak_warn_after = 5\n"
+      "[apps]\ncheckout-* = max_client_conn=200 max_server_conn=8\n");
+  s.config = std::make_shared<const pgw::config::Config>(config);
+  s.now = std::chrono::steady_clock::now();
+  auto add = [&](std::string app, ClientState state, std::optional<LeaseState> lease,
+                 std::chrono::seconds idle, SessionTally unreported, bool admin = false) {
+    SessionInfo info;
+    info.application_name = app;
+    info.state = state;
+    info.admin = admin;
+    info.unreported = unreported;
+    if (lease) {
+      LeaseInfo l;
+      l.application_name = app;
+      l.state = *lease;
+      l.start = l.idle_since = s.now - idle;
+      info.lease = l;
+    }
+    s.sessions.push_back(info);
+  };
+  add("checkout-svc", ClientState::active, LeaseState::idle_in_transaction, 9s, {3, 1});  // a leak
+  add("checkout-svc", ClientState::active, LeaseState::active, 9s, {});
+  add("checkout-svc", ClientState::waiting, std::nullopt, 0s, {});
+  add("checkout-svc", ClientState::login, std::nullopt, 0s, {});  // not a client yet
+  add("report", ClientState::idle, std::nullopt, 0s, {2, 2});
+  add("psql", ClientState::active, std::nullopt, 0s, {}, true);  // the console: not listed
+  s.apps["checkout-svc"].totals = {100, 40};
+  s.apps["checkout-svc"].client_growth_per_min = 1.26;
+  s.apps["checkout-svc"].lease_growth_per_min = 0;
+  s.apps["checkout-svc"].alarm = GrowthDetector::Series::clients;
+  s.apps["gone"].totals = {7, 7};
+  s.leak_counters["checkout-svc"] = {4, 3, 2};
+  const auto apps = pgw::admin::build_show("apps", s);
+  ASSERT_EQ(apps.rows.size(), 3U);
+  using Row = pgw::admin::Row;
+  auto cell = [](const char* text) { return pgw::admin::Cell{text}; };
+  const pgw::admin::Cell null;
+  EXPECT_EQ(apps.rows[0],
+            (Row{cell("checkout-svc"), cell("3"), cell("1"), cell("1"), cell("1"), cell("0"),
+                 cell("41"), cell("103"), cell("1"), cell("4"), cell("2"), cell("1.3"), cell("0.0"),
+                 cell("clients"), cell("200"), cell("8"), cell("checkout-*")}));
+  // Disconnected long ago: totals only, no growth data, no [apps] line.
+  EXPECT_EQ(apps.rows[1], (Row{cell("gone"), cell("0"), cell("0"), cell("0"), cell("0"), cell("0"),
+                               cell("7"), cell("7"), cell("0"), cell("0"), cell("0"), null, null,
+                               cell(""), null, null, null}));
+  EXPECT_EQ(apps.rows[2][0], "report");
+  EXPECT_EQ(apps.rows[2][1], "1");
+  EXPECT_EQ(apps.rows[2][6], "2");
+}
+
 TEST(LeaseConsoleTest, GrowthEventsHaveNoClient) {
   pgw::admin::Snapshot s;
   s.config = std::make_shared<const pgw::config::Config>();
@@ -484,6 +547,31 @@ TEST(LeaseConsoleTest, GrowthEventsHaveNoClient) {
   ASSERT_EQ(rows.size(), 1U);
   EXPECT_FALSE(rows[0][1].has_value());
   EXPECT_EQ(rows[0][3], "growth_alarm");
+}
+
+TEST(LeaseConsoleTest, KillAppParses) {
+  using pgw::admin::Command;
+  using pgw::admin::ParseError;
+  using pgw::admin::Verb;
+  for (const auto& [sql, name] : std::vector<std::pair<std::string, std::string>>{
+           {"KILL_APP checkout-svc", "checkout-svc"},
+           {"kill_app Checkout.Svc;", "Checkout.Svc"},  // the name keeps its case
+           {"KILL_APP \"my app\"", "my app"},
+           {"KILL_APP 'my app'", "my app"},
+           {"KILL_APP ''", ""}}) {
+    auto parsed = pgw::admin::parse_command(sql);
+    auto* command = std::get_if<Command>(&parsed);
+    ASSERT_NE(command, nullptr) << sql;
+    EXPECT_EQ(command->verb, Verb::kill_app) << sql;
+    EXPECT_EQ(command->arg, name) << sql;
+    EXPECT_TRUE(pgw::admin::needs_admin(*command));
+    EXPECT_EQ(pgw::admin::verb_name(command->verb), "KILL_APP");
+  }
+  for (const char* sql : {"KILL_APP", "KILL_APP a b", "KILL_APP ="}) {
+    auto parsed = pgw::admin::parse_command(sql);
+    ASSERT_TRUE(std::holds_alternative<ParseError>(parsed)) << sql;
+    EXPECT_EQ(std::get<ParseError>(parsed).code, pgw::Err::admin_syntax_error) << sql;
+  }
 }
 
 }  // namespace
