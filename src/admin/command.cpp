@@ -82,7 +82,8 @@ constexpr std::array kShowSubjects{
     std::string_view{"servers"}, std::string_view{"users"}, std::string_view{"stats"},
     std::string_view{"stats_totals"}, std::string_view{"stats_averages"},
     std::string_view{"totals"}, std::string_view{"lists"}, std::string_view{"state"},
-    std::string_view{"leases"}, std::string_view{"leaks"}, std::string_view{"events"}};
+    std::string_view{"leases"}, std::string_view{"leaks"}, std::string_view{"events"},
+    std::string_view{"apps"}};
 
 }  // namespace
 
@@ -105,6 +106,7 @@ std::string_view verb_name(Verb verb) {
     case Verb::kill: return "KILL";
     case Verb::kill_client: return "KILL_CLIENT";
     case Verb::cancel_client: return "CANCEL_CLIENT";
+    case Verb::kill_app: return "KILL_APP";
     case Verb::wait_close: return "WAIT_CLOSE";
     case Verb::reload: return "RELOAD";
     case Verb::shutdown: return "SHUTDOWN";
@@ -183,6 +185,15 @@ std::variant<Command, ParseError> parse_command(std::string_view sql) {
                         std::string(kill ? "KILL_CLIENT" : "CANCEL_CLIENT") + " takes a client id"};
     }
     command.verb = kill ? Verb::kill_client : Verb::cancel_client;
+    command.arg = tokens[1].text;
+    return command;
+  }
+  if (verb == "kill_app") {
+    // One application_name: a word, or quoted ("my app", 'my app') for anything else.
+    if (args != 1 || tokens[1].kind == Token::symbol) {
+      return ParseError{Err::admin_syntax_error, "KILL_APP takes one application_name"};
+    }
+    command.verb = Verb::kill_app;
     command.arg = tokens[1].text;
     return command;
   }

@@ -21,6 +21,7 @@ enum class Verb {
   kill,
   kill_client,  // arg: client id (digits)
   cancel_client,  // arg: client id (digits): CancelRequest for its running query
+  kill_app,     // arg: application_name (exact, case kept): disconnect its clients
   wait_close,
   reload,
   shutdown,     // arg: "" or "wait_for_servers" / "wait_for_clients"

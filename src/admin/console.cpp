@@ -63,7 +63,7 @@ void write_row_description(std::string& out, const ResultSet& result) {
   proto::MessageWriter w(out);
   w.begin('T').int16(static_cast<std::int16_t>(result.columns.size()));
   for (const auto& column : result.columns) {
-    const std::int16_t size = column.type_oid == kInt8Oid ? 8 : -1;
+    const std::int16_t size = column.type_oid == kInt8Oid || column.type_oid == kFloat8Oid ? 8 : -1;
     w.cstring(column.name).int32(0).int16(0).int32(column.type_oid).int16(size).int32(-1).int16(0);
   }
   w.finish();
@@ -398,20 +398,36 @@ asio::awaitable<int> Console::cancel_client(std::uint64_t id) {
       const auto info = client->info();
       const bool running = info.lease && info.lease->state == session::LeaseState::active;
       client->forward_cancel();
-      shared.leaks.events.push(session::LeakEvent{
-          std::chrono::system_clock::now(), id, info.application_name, "cancel",
-          "CANCEL_CLIENT by " + who + (running ? "" : " (no query running)"),
-          info.lease ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
-                                                                             info.lease->start)
-                           .count()
-                     : 0,
-          info.lease ? info.lease->first_query : std::string{}});
+      client->note_forced_action(
+          "cancel", "CANCEL_CLIENT by " + who + (running ? "" : " (no query running)"));
       found.push_back(1);
     }
     return found;
   };
   auto found = co_await on_every_worker<int>(shared_, reactor_, cancel);
   co_return static_cast<int>(found.size());
+}
+
+asio::awaitable<int> Console::terminate_app(const std::string& application_name) {
+  // KILL_APP: every client (not console sessions) whose current application_name is exactly
+  // `application_name` gets FATAL 57P01; each session's cleanup returns its server clean.
+  auto kill = [&shared = shared_, application_name, who = who_.user](unsigned worker) {
+    std::vector<std::shared_ptr<session::ClientSession>> victims;
+    for (auto* session : shared.sessions(worker)) {
+      if (!session->is_admin() && session->application_name() == application_name) {
+        victims.push_back(session->shared_from_this());
+      }
+    }
+    for (auto& victim : victims) {
+      victim->note_forced_action("disconnect", "KILL_APP by " + who);
+      victim->terminate(Err::admin_shutdown);
+    }
+    return std::vector<int>{static_cast<int>(victims.size())};
+  };
+  auto counts = co_await on_every_worker<int>(shared_, reactor_, kill);
+  int total = 0;
+  for (int n : counts) total += n;
+  co_return total;
 }
 
 Console::Outcome Console::set_setting(const std::string& key, const std::string& value) {
@@ -468,6 +484,10 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
       const bool sessions = show_needs_sessions(command.arg);
       auto snap = co_await snapshot(sessions);
       if (command.arg == "events") snap.events = shared_.leaks.events.newest_first();
+      if (command.arg == "apps") {
+        snap.apps = shared_.apps.view();
+        snap.leak_counters = shared_.leaks.counters();
+      }
       co_return Outcome{build_show(command.arg, snap), std::nullopt, {}};
     }
     case Verb::set:
@@ -526,6 +546,13 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
       int found = 0;
       if (id != 0) found = co_await cancel_client(id);
       if (found == 0) co_return Outcome{std::nullopt, Err::admin_no_such_client, command.arg};
+      co_return Outcome{std::move(done), std::nullopt, {}};
+    }
+    case Verb::kill_app: {
+      const int killed = co_await terminate_app(command.arg);
+      if (killed == 0) co_return Outcome{std::nullopt, Err::admin_no_such_app, command.arg};
+      spdlog::info("KILL_APP {}: {} client(s) disconnected", session::printable(command.arg),
+                   killed);
       co_return Outcome{std::move(done), std::nullopt, {}};
     }
     case Verb::wait_close: {

@@ -59,6 +59,7 @@ class Console {
   asio::awaitable<int> count_closing(const std::string& database);
   asio::awaitable<int> terminate_clients(const std::string& database, std::uint64_t id);
   asio::awaitable<int> cancel_client(std::uint64_t id);
+  asio::awaitable<int> terminate_app(const std::string& application_name);
   Outcome set_setting(const std::string& key, const std::string& value);
   void write_error(Err code, const std::string& argument);
 

@@ -429,7 +429,7 @@ struct NextAction {
   std::optional<Clock::time_point> at;
 };
 
-NextAction next_action(const session::LeaseInfo& l, const config::Config& c, config::Millis leak_after) {
+NextAction next_action(const session::LeaseInfo& l, const session::LeasePolicy& p) {
   NextAction next;
   auto consider = [&](const char* what, Clock::time_point at) {
     if (!next.at || at < *next.at) {
@@ -438,20 +438,28 @@ NextAction next_action(const session::LeaseInfo& l, const config::Config& c, con
     }
   };
   using session::LeaseState;
-  if (l.state == LeaseState::active && c.query_timeout.count() > 0 && l.query_start != Clock::time_point{}) {
-    consider("cancel (query_timeout)", l.query_start + c.query_timeout);
+  if (l.state == LeaseState::active && p.query_timeout.count() > 0 &&
+      l.query_start != Clock::time_point{}) {
+    consider("cancel (query_timeout)", l.query_start + p.query_timeout);
   }
-  if (l.state == LeaseState::idle_in_transaction && c.idle_transaction_timeout.count() > 0) {
-    consider("disconnect (idle_transaction_timeout)", l.idle_since + c.idle_transaction_timeout);
+  if (l.state == LeaseState::idle_in_transaction && p.idle_transaction_timeout.count() > 0) {
+    consider("disconnect (idle_transaction_timeout)", l.idle_since + p.idle_transaction_timeout);
   }
-  if (l.state != LeaseState::active && !l.warned && leak_after.count() > 0) {
-    consider("warn (leak_warn_after)", l.idle_since + leak_after);
+  if (l.state == LeaseState::idle_pinned && l.session_mode && p.idle_pinned_timeout.count() > 0) {
+    consider("disconnect (idle_pinned_timeout)", l.idle_since + p.idle_pinned_timeout);
+  }
+  if (l.state != LeaseState::active && !l.warned && p.leak_warn_after.count() > 0) {
+    consider("warn (leak_warn_after)", l.idle_since + p.leak_warn_after);
   }
   return next;
 }
 
 bool is_leak(const session::LeaseInfo& l, Clock::time_point now, config::Millis leak_after) {
   return l.state != session::LeaseState::active && leak_after.count() > 0 && now - l.idle_since > leak_after;
+}
+
+bool is_leak(const session::LeaseInfo& l, const Snapshot& s) {
+  return is_leak(l, s.now, session::resolve_policy(*s.config, l.application_name).leak_warn_after);
 }
 
 ResultSet show_leases(const Snapshot& s, bool leaks_only) {
@@ -466,9 +474,7 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
   std::vector<const session::LeaseInfo*> leases;
   for (const auto& c : s.sessions) {
     if (!c.lease) continue;
-    if (leaks_only && !is_leak(*c.lease, s.now, session::leak_threshold(*s.config, c.lease->application_name))) {
-      continue;
-    }
+    if (leaks_only && !is_leak(*c.lease, s)) continue;
     leases.push_back(&*c.lease);
   }
   // Oldest lease first.
@@ -477,7 +483,7 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
   });
   for (const auto* l : leases) {
     const bool active = l->state == session::LeaseState::active;
-    const auto next = next_action(*l, *s.config, session::leak_threshold(*s.config, l->application_name));
+    const auto next = next_action(*l, session::resolve_policy(*s.config, l->application_name));
     Cell next_in;
     if (next.at) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next.at - s.now).count();
@@ -509,8 +515,79 @@ ResultSet show_events(const Snapshot& s) {
     gmtime_r(&tt, &tm);
     char buf[64];
     std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-    b.rs.rows.push_back(Row{std::string(buf), unum(e.client_id), e.application_name, e.action,
-                            e.reason, num(e.lease_age_ms / 1000), e.first_query});
+    // client_id 0: an event about a whole application (growth alarm).
+    b.rs.rows.push_back(Row{std::string(buf), e.client_id ? Cell{unum(e.client_id)} : Cell{},
+                            e.application_name, e.action, e.reason, num(e.lease_age_ms / 1000),
+                            e.first_query});
+  }
+  b.rs.tag = "SHOW";
+  return b.rs;
+}
+
+// --- SHOW APPS (leak guard, docs/leak-guard.md#show-apps)
+Cell growth(const std::optional<double>& per_minute) {
+  if (!per_minute) return std::nullopt;
+  return fmt::format("{:.1f}", *per_minute);
+}
+
+ResultSet show_apps(const Snapshot& s) {
+  Builder b;
+  b.texts({"application_name"})
+      .ints({"clients", "waiting", "active", "idle_in_transaction", "idle_pinned",
+             "total_xact_count", "total_query_count", "leaks", "total_leaks", "total_actions"})
+      .col("client_growth_per_min", kFloat8Oid)
+      .col("lease_growth_per_min", kFloat8Oid)
+      .texts({"growth_alarm"})
+      .ints({"max_client_conn", "max_server_conn"})
+      .texts({"apps_pattern"});
+  struct AppRow {
+    session::AppLive live;
+    session::SessionTally totals;
+  };
+  std::map<std::string, AppRow> apps;
+  for (const auto& c : s.sessions) {
+    if (c.admin) continue;
+    const bool counted =
+        c.state != session::ClientState::login && c.state != session::ClientState::closing;
+    if (!counted && c.unreported.empty()) continue;
+    auto& row = apps[c.application_name];
+    row.totals += c.unreported;
+    if (!counted) continue;
+    ++row.live.clients;
+    if (c.state == session::ClientState::waiting) ++row.live.waiting;
+    if (!c.lease) continue;
+    switch (c.lease->state) {
+      case session::LeaseState::active:
+        ++row.live.active;
+        break;
+      case session::LeaseState::idle_in_transaction:
+        ++row.live.idle_in_transaction;
+        break;
+      case session::LeaseState::idle_pinned:
+        ++row.live.idle_pinned;
+        break;
+    }
+    if (is_leak(*c.lease, s)) ++row.live.leaks;
+  }
+  for (const auto& [name, view] : s.apps) apps[name].totals += view.totals;
+  for (const auto& [name, counters] : s.leak_counters) apps.try_emplace(name);
+  for (const auto& [name, row] : apps) {
+    const auto view_it = s.apps.find(name);
+    const session::AppView view = view_it == s.apps.end() ? session::AppView{} : view_it->second;
+    const auto counters_it = s.leak_counters.find(name);
+    const auto counters = counters_it == s.leak_counters.end() ? session::LeakBook::AppCounters{}
+                                                               : counters_it->second;
+    const auto* line = s.config->find_app(name);
+    auto cap = [](const std::optional<int>& value) { return value ? Cell{num(*value)} : Cell{}; };
+    b.rs.rows.push_back(
+        Row{name, num(row.live.clients), num(row.live.waiting), num(row.live.active),
+            num(row.live.idle_in_transaction), num(row.live.idle_pinned),
+            unum(row.totals.transactions), unum(row.totals.queries), num(row.live.leaks),
+            unum(counters.suspected), unum(counters.actions), growth(view.client_growth_per_min),
+            growth(view.lease_growth_per_min),
+            view.alarm ? Cell{std::string(session::to_string(*view.alarm))} : Cell{""},
+            line ? cap(line->max_client_conn) : Cell{}, line ? cap(line->max_server_conn) : Cell{},
+            line ? Cell{line->pattern} : Cell{}});
   }
   b.rs.tag = "SHOW";
   return b.rs;
@@ -522,7 +599,7 @@ ResultSet show_help() {
       "Console usage\n"
       "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n"
       "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n"
-      "\tSHOW LEASES|LEAKS|EVENTS\n"
+      "\tSHOW LEASES|LEAKS|EVENTS|APPS\n"
       "\tSET key = arg\n"
       "\tRELOAD\n"
       "\tPAUSE [<db>]\n"
@@ -531,6 +608,7 @@ ResultSet show_help() {
       "\tKILL [<db>]\n"
       "\tKILL_CLIENT <client_id>\n"
       "\tCANCEL_CLIENT <client_id>\n"
+      "\tKILL_APP <application_name>\n"
       "\tWAIT_CLOSE [<db>]\n"
       "\tSHUTDOWN");
   rs.tag = "SHOW";
@@ -542,7 +620,7 @@ ResultSet show_help() {
 bool show_needs_sessions(std::string_view subject) {
   return subject == "clients" || subject == "servers" || subject == "pools" ||
          subject == "databases" || subject == "users" || subject == "lists" ||
-         subject == "leases" || subject == "leaks";
+         subject == "leases" || subject == "leaks" || subject == "apps";
 }
 
 ResultSet build_show(std::string_view subject, const Snapshot& s) {
@@ -562,6 +640,7 @@ ResultSet build_show(std::string_view subject, const Snapshot& s) {
   if (subject == "leases") return show_leases(s, false);
   if (subject == "leaks") return show_leases(s, true);
   if (subject == "events") return show_events(s);
+  if (subject == "apps") return show_apps(s);
   return show_help();
 }
 

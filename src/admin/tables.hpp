@@ -20,6 +20,7 @@ namespace pgw::admin {
 
 inline constexpr std::int32_t kInt8Oid = 20;
 inline constexpr std::int32_t kTextOid = 25;
+inline constexpr std::int32_t kFloat8Oid = 701;
 
 struct Column {
   std::string name;
@@ -56,6 +57,8 @@ struct Snapshot {
   std::set<std::string> paused_databases;      // paused individually or globally
   bool all_paused = false;
   std::vector<session::LeakEvent> events;      // SHOW EVENTS: newest first
+  std::map<std::string, session::AppView> apps;  // SHOW APPS: totals and growth by application
+  std::map<std::string, session::LeakBook::AppCounters> leak_counters;  // SHOW APPS
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::chrono::system_clock::time_point wall_now = std::chrono::system_clock::now();
 };

@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -115,6 +116,11 @@ std::vector<std::string> parse_list(const std::string& value) {
   return out;
 }
 
+std::uint64_t next_version() {
+  static std::atomic<std::uint64_t> last{0};
+  return ++last;
+}
+
 // Keys PgBouncer has that pgwarden accepts without acting on them yet; kept for SHOW CONFIG.
 const std::set<std::string>& known_other_keys() {
   static const std::set<std::string> keys{
@@ -181,6 +187,9 @@ void set_pgbouncer_key(Config& c, const Location& at, const std::string& key,
   else if (key == "idle_transaction_timeout") duration(c.idle_transaction_timeout);
   else if (key == "stats_period") duration(c.stats_period);
   else if (key == "leak_warn_after") duration(c.leak_warn_after);
+  else if (key == "idle_pinned_timeout") duration(c.idle_pinned_timeout);
+  else if (key == "leak_growth_window") duration(c.leak_growth_window);
+  else if (key == "leak_growth_interval") duration(c.leak_growth_interval);
   else if (key == "ignore_startup_parameters") c.ignore_startup_parameters = parse_list(value);
   else if (key == "logfile") c.logfile = value;
   else if (key == "pidfile") c.pidfile = value;
@@ -313,6 +322,30 @@ UserEntry parse_user(const Location& at, const std::string& name, const std::str
   return user;
 }
 
+// The key=value pairs of an [apps] line. Unknown keys are errors, as in [databases] and
+// [users]: a misspelt timeout silently ignored would leave an application unprotected.
+void parse_app_settings(const Location& at, const std::string& text, Config::AppLine& app) {
+  for (const auto& [key, value] : parse_connstring(at, text)) {
+    if (key == "leak_warn_after") {
+      app.leak_warn_after = parse_duration(at, key, value);
+    } else if (key == "idle_transaction_timeout") {
+      app.idle_transaction_timeout = parse_duration(at, key, value);
+    } else if (key == "idle_pinned_timeout") {
+      app.idle_pinned_timeout = parse_duration(at, key, value);
+    } else if (key == "query_timeout") {
+      app.query_timeout = parse_duration(at, key, value);
+    } else if (key == "max_client_conn") {
+      app.max_client_conn = parse_int(at, key, value, 0, 1'000'000);
+    } else if (key == "max_server_conn") {
+      app.max_server_conn = parse_int(at, key, value, 0, 1'000'000);
+    } else {
+      throw ConfigError(at.str() + ": unknown key '" + key + "' in [apps] line " + app.pattern +
+                        ": expected leak_warn_after, idle_transaction_timeout, "
+                        "idle_pinned_timeout, query_timeout, max_client_conn or max_server_conn");
+    }
+  }
+}
+
 std::string unquote_name(const std::string& name) {
   if (name.size() >= 2 && name.front() == '"' && name.back() == '"') {
     std::string out;
@@ -374,13 +407,7 @@ void parse_text(Config& c, const std::string& text, const std::string& name,
       app.pattern = key;
       app.settings = value;
       app.source = at.str();
-      // Only the leak guard's keys are read here; others are kept for later features.
-      for (const auto& [app_key, app_value] : parse_connstring(at, value)) {
-        if (app_key == "leak_warn_after") app.leak_warn_after = parse_duration(at, app_key, app_value);
-        if (app_key == "max_client_conn") {
-          app.max_client_conn = parse_int(at, app_key, app_value, 0, 1'000'000);
-        }
-      }
+      parse_app_settings(at, value, app);
       c.apps.push_back(std::move(app));
     } else if (section.empty()) {
       throw ConfigError(at.str() + ": key '" + key + "' outside of any section");
@@ -444,6 +471,7 @@ Config load_string(const std::string& text, const std::string& name, std::vector
   if (!c.auth_file.empty() && std::filesystem::path(c.auth_file).is_relative()) {
     c.auth_file = (std::filesystem::path(base_dir) / c.auth_file).string();
   }
+  c.version = next_version();
   return c;
 }
 
@@ -531,6 +559,7 @@ void set_key(Config& config, const std::string& key, const std::string& value) {
   std::vector<Warning> warnings;
   set_pgbouncer_key(config, Location{"SET", 0}, name, value, warnings);
   if (!warnings.empty()) throw ConfigError(warnings.front().text);
+  config.version = next_version();
 }
 
 std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& c) {
@@ -582,6 +611,9 @@ std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& 
       {"idle_transaction_timeout", secs(c.idle_transaction_timeout)},
       {"stats_period", secs(c.stats_period)},
       {"leak_warn_after", secs(c.leak_warn_after)},
+      {"idle_pinned_timeout", secs(c.idle_pinned_timeout)},
+      {"leak_growth_window", secs(c.leak_growth_window)},
+      {"leak_growth_interval", secs(c.leak_growth_interval)},
       {"ignore_startup_parameters", join(c.ignore_startup_parameters)},
       {"logfile", c.logfile},
       {"pidfile", c.pidfile},

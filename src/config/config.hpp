@@ -92,6 +92,9 @@ struct Config {
   Millis idle_transaction_timeout{0};
   Millis stats_period{60000};
   Millis leak_warn_after{60000};  // leak guard: warn about a lease idle this long; 0 = off
+  Millis idle_pinned_timeout{0};  // session mode: disconnect a client idle on its server; 0 = off
+  Millis leak_growth_window{300000};  // growth alarm: how long a count must grow; 0 = off
+  Millis leak_growth_interval{5000};  // growth alarm (and pool health): sampling interval
   std::vector<std::string> ignore_startup_parameters;
   std::string logfile;
   std::string pidfile;
@@ -113,14 +116,23 @@ struct Config {
     std::string pattern;
     std::string settings;
     std::string source;  // "file:line"
-    std::optional<Millis> leak_warn_after;  // from `settings`, if given there
-    std::optional<int> max_client_conn;     // clients of one application_name at a time
+    // The policy ladder's keys, where the line sets them (else the [pgbouncer] values apply).
+    std::optional<Millis> leak_warn_after;
+    std::optional<Millis> idle_transaction_timeout;
+    std::optional<Millis> idle_pinned_timeout;
+    std::optional<Millis> query_timeout;
+    std::optional<int> max_client_conn;  // clients of one application_name at a time
+    std::optional<int> max_server_conn;  // server connections one application_name may hold
   };
   std::vector<AppLine> apps;
   // PgBouncer keys accepted but not acted on yet, shown by SHOW CONFIG.
   std::map<std::string, std::string> other;
 
   std::string path;  // the main file, for RELOAD
+  // Different for every configuration the loaders or set_key() produce (0 for a default-made
+  // one), so per-session caches of values derived from a snapshot can tell snapshots apart
+  // even when a new one is allocated where an old one was.
+  std::uint64_t version = 0;
 
   // The entry for a client-visible database name: exact match, else "*" (with dbname = name).
   std::optional<DatabaseEntry> find_database(const std::string& name) const;

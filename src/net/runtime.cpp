@@ -162,6 +162,7 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
       session->check_timeouts(now, *config);
       session->check_leak(now, *config);  // leak guard: leak_warn_after
     }
+    session::sample_apps(*shared_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
     if (worker == 0) {
       shared_->pools.maintain(now);
       shared_->pools.roll_stats(now, config->stats_period);

@@ -156,6 +156,7 @@ asio::awaitable<void> ClientSession::run([[maybe_unused]] std::shared_ptr<Client
     co_await report_end();
   }
   co_await cleanup();
+  retire_app_tally();  // leak guard: the last counts go to the application's totals
   shared_.sessions(worker_).erase(this);
 }
 
@@ -758,9 +759,10 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
                        std::to_string(c.query_wait_timeout.count() / 1000));
       }
       break;
-    case ClientState::active:
+    case ClientState::active: {
+      const auto query_timeout = policy(c).query_timeout;  // [apps] lines may set their own
       if (server_ && expected_ready_ > 0 && query_start_ != Clock::time_point{} &&
-          c.query_timeout.count() > 0 && now - query_start_ > c.query_timeout) {
+          query_timeout.count() > 0 && now - query_start_ > query_timeout) {
         if (query_timeout_cancelled_ != query_start_) {
           // Cancel first: PostgreSQL answers the client with 57014 and the session goes on.
           query_timeout_cancelled_ = query_start_;
@@ -768,17 +770,18 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
           spdlog::info("C-{}: query_timeout: cancelling the running query (backend pid {})", id_,
                        server_->backend_pid);
           forward_cancel();
+          note_forced_action("cancel", "query_timeout");
         } else if (now - query_timeout_cancel_sent_ > kCancelGrace) {
           // The backend ignored the cancel: the client gets the error, the server is closed
           // unless cleanup() finds it clean.
+          note_forced_action("disconnect", "query_timeout: the backend ignored the cancel");
           terminate(Err::query_timeout);
         }
-      } else if (server_ && expected_ready_ == 0 && server_->status != TransactionStatus::idle &&
-                 c.idle_transaction_timeout.count() > 0 &&
-                 now - lease_.idle_from() > c.idle_transaction_timeout) {
-        terminate(Err::idle_transaction_timeout);
+      } else {
+        check_idle_lease(now, c);  // idle_transaction_timeout, idle_pinned_timeout
       }
       break;
+    }
     default:
       break;
   }

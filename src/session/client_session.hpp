@@ -21,6 +21,7 @@
 #include "net/socket.hpp"
 #include "pool/params.hpp"
 #include "pool/pool.hpp"
+#include "session/apps.hpp"
 #include "session/shared.hpp"
 
 namespace pgw::session {
@@ -51,6 +52,7 @@ struct SessionInfo {
   std::uintptr_t ptr = 0;
   std::optional<pool::ServerInfo> server;  // the leased server, if any
   std::optional<LeaseInfo> lease;          // the lease, while a server is held for the client
+  SessionTally unreported;                 // completed work not yet in its application's totals
 };
 
 class ClientSession final : public std::enable_shared_from_this<ClientSession>,
@@ -71,11 +73,17 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void check_leak(Clock::time_point now, const config::Config& current);
   // Ends the session with a FATAL error (shutdown, admin KILL): the coroutine unwinds.
   void terminate(Err reason, std::string argument = {});
+  // Leak guard (client_session_lease.cpp): records a cancel or disconnect forced on this
+  // client by policy or by an admin (SHOW EVENTS, SHOW APPS).
+  void note_forced_action(std::string_view action, std::string reason);
+  // Adds this client to its worker's sample for SHOW APPS, the growth alarm and pool health.
+  void add_to_sample(Clock::time_point now, const config::Config& current, WorkerSample& sample);
 
   unsigned worker() const { return worker_; }
   ClientState state() const { return state_; }
   std::uint64_t id() const { return id_; }
   const std::string& database() const { return database_; }
+  const std::string& application_name() const { return application_name_; }
   bool is_admin() const { return admin_; }
   SessionInfo info() const;
 
@@ -247,6 +255,17 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void end_lease(std::string_view how);
   LeaseState lease_state() const;
   LeaseInfo lease_info() const;
+  // The policy ladder for this client's application_name under `current`.
+  const LeasePolicy& policy(const config::Config& current) {
+    return policy_cache_.get(current, application_name_);
+  }
+  // idle_transaction_timeout and idle_pinned_timeout, from check_timeouts().
+  void check_idle_lease(Clock::time_point now, const config::Config& current);
+  bool is_suspected_leak(Clock::time_point now, const config::Config& current);
+  // Hands the counts not yet reported to the application's totals (the client is leaving).
+  void retire_app_tally();
+  PolicyCache policy_cache_;
+  SessionTally reported_;  // the part of lease_.tally already in its application's totals
 };
 
 }  // namespace pgw::session

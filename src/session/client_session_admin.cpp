@@ -66,6 +66,7 @@ SessionInfo ClientSession::info() const {
     info.server->link = info.ptr;
   }
   if (lease_.held && server_) info.lease = lease_info();
+  info.unreported = lease_.tally - reported_;
   return info;
 }
 

@@ -53,6 +53,7 @@ LeaseInfo ClientSession::lease_info() const {
   info.last_query = std::string(lease_.last.view());
   info.tags = lease_tags(lease_);
   info.warned = lease_.warned;
+  info.session_mode = pool_ && pool_->mode() == config::PoolMode::session;
   return info;
 }
 
@@ -63,7 +64,7 @@ void ClientSession::check_leak(Clock::time_point now, const config::Config& c) {
   const auto idle_since = lease_.idle_from();
   // Cheap test first: most leases are idle for less than the global threshold.
   if (now - idle_since <= std::min(c.leak_warn_after, config::Millis{1000})) return;
-  const auto threshold = leak_threshold(c, application_name_);
+  const auto threshold = policy(c).leak_warn_after;
   if (threshold.count() <= 0 || now - idle_since <= threshold) return;
   lease_.warned = true;
   lease_.warned_at = now;
@@ -105,6 +106,96 @@ void ClientSession::end_lease(std::string_view how) {
         std::string(lease_.first.view())});
   }
   lease_.reset();
+}
+
+void ClientSession::note_forced_action(std::string_view action, std::string reason) {
+  shared_.leaks.note_action(application_name_);
+  const bool leased = lease_.held && server_;
+  shared_.leaks.events.push(LeakEvent{
+      std::chrono::system_clock::now(), id_, application_name_, std::string(action),
+      std::move(reason),
+      leased ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - lease_.start)
+                   .count()
+             : 0,
+      leased ? std::string(lease_.first.view()) : std::string()});
+}
+
+void ClientSession::check_idle_lease(Clock::time_point now, const config::Config& c) {
+  // The rungs of the ladder that end the session. The client gets its FATAL first; cleanup()
+  // then rolls the server back (and resets it in session mode) and returns it to the pool
+  // only if it is clean, as for any client that leaves.
+  if (!lease_.held || !server_) return;
+  const auto state = lease_state();
+  if (state == LeaseState::active) return;
+  const auto& p = policy(c);
+  const auto idle = now - lease_.idle_from();
+  if (state == LeaseState::idle_in_transaction) {
+    if (p.idle_transaction_timeout.count() <= 0 || idle <= p.idle_transaction_timeout) return;
+    note_forced_action("disconnect", fmt::format("idle_transaction_timeout ({:g}s)",
+                                                 seconds(p.idle_transaction_timeout)));
+    terminate(Err::idle_transaction_timeout);
+    return;
+  }
+  // idle_pinned. In transaction mode such a lease lasts only until the relay releases it.
+  if (!pool_ || pool_->mode() != config::PoolMode::session) return;
+  if (p.idle_pinned_timeout.count() <= 0 || idle <= p.idle_pinned_timeout) return;
+  const auto limit = fmt::format("{:g}", seconds(p.idle_pinned_timeout));
+  note_forced_action("disconnect", "idle_pinned_timeout (" + limit + "s)");
+  terminate(Err::idle_pinned_timeout, limit);
+}
+
+bool ClientSession::is_suspected_leak(Clock::time_point now, const config::Config& c) {
+  // SHOW LEAKS' definition: not active and idle longer than the application's leak_warn_after.
+  if (!lease_.held || !server_ || lease_state() == LeaseState::active) return false;
+  const auto threshold = policy(c).leak_warn_after;
+  return threshold.count() > 0 && now - lease_.idle_from() > threshold;
+}
+
+void ClientSession::add_to_sample(Clock::time_point now, const config::Config& c,
+                                  WorkerSample& sample) {
+  if (admin_) return;
+  // Work done since the last sample goes to the application the client has now.
+  if (const auto delta = lease_.tally - reported_; !delta.empty()) {
+    sample.counted[application_name_] += delta;
+    reported_ = lease_.tally;
+  }
+  if (state_ == ClientState::login || state_ == ClientState::closing) return;
+  AppLive& app = sample.apps[application_name_];
+  ++app.clients;
+  PoolLive* pool = pool_ ? &sample.pools[pool_] : nullptr;
+  if (state_ == ClientState::waiting) {
+    ++app.waiting;
+    if (pool) ++pool->clients_waiting;
+  } else if (pool) {
+    ++pool->clients_active;
+  }
+  if (!lease_.held || !server_) return;
+  switch (lease_state()) {
+    case LeaseState::active:
+      ++app.active;
+      break;
+    case LeaseState::idle_in_transaction:
+      ++app.idle_in_transaction;
+      break;
+    case LeaseState::idle_pinned:
+      ++app.idle_pinned;
+      break;
+  }
+  if (is_suspected_leak(now, c)) {
+    ++app.leaks;
+    if (pool) ++pool->leaks;
+  }
+  if (pool && lease_.xact_start != Clock::time_point{} &&
+      (pool->oldest_xact == Clock::time_point{} || lease_.xact_start < pool->oldest_xact)) {
+    pool->oldest_xact = lease_.xact_start;
+  }
+}
+
+void ClientSession::retire_app_tally() {
+  if (const auto delta = lease_.tally - reported_; !delta.empty()) {
+    shared_.apps.retire(application_name_, delta);
+  }
+  reported_ = lease_.tally;
 }
 
 }  // namespace pgw::session

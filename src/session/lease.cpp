@@ -264,9 +264,17 @@ std::string format_tags(const Tags& tags) {
   return out;
 }
 
-config::Millis leak_threshold(const config::Config& config, std::string_view application_name) {
-  const auto* app = config.find_app(application_name);
-  return app ? app->leak_warn_after.value_or(config.leak_warn_after) : config.leak_warn_after;
+LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name) {
+  LeasePolicy policy{config.leak_warn_after, config.idle_transaction_timeout,
+                     config.idle_pinned_timeout, config.query_timeout};
+  if (const auto* app = config.find_app(application_name)) {
+    policy.leak_warn_after = app->leak_warn_after.value_or(policy.leak_warn_after);
+    policy.idle_transaction_timeout =
+        app->idle_transaction_timeout.value_or(policy.idle_transaction_timeout);
+    policy.idle_pinned_timeout = app->idle_pinned_timeout.value_or(policy.idle_pinned_timeout);
+    policy.query_timeout = app->query_timeout.value_or(policy.query_timeout);
+  }
+  return policy;
 }
 
 std::string printable(std::string_view text) {
@@ -365,6 +373,11 @@ std::uint64_t LeakBook::note_suspected(const std::string& application_name) {
 void LeakBook::note_resolved(const std::string& application_name) {
   std::lock_guard lock(mutex_);
   ++apps_[application_name].resolved;
+}
+
+void LeakBook::note_action(const std::string& application_name) {
+  std::lock_guard lock(mutex_);
+  ++apps_[application_name].actions;
 }
 
 std::map<std::string, LeakBook::AppCounters> LeakBook::counters() const {

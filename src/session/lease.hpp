@@ -64,10 +64,54 @@ Tags parse_sqlcomment_tags(std::string_view sql);
 // "key=value,key2=value2".
 std::string format_tags(const Tags& tags);
 
-// The leak_warn_after that applies to `application_name`: the first [apps] line whose pattern
-// (fnmatch glob) matches decides; without a leak_warn_after of its own, or with no match, the
+// The policy ladder that applies to one application_name: each key is the first matching
+// [apps] line's value (fnmatch glob, first match wins) if that line sets it, else the
 // [pgbouncer] value. 0 = off.
-config::Millis leak_threshold(const config::Config& config, std::string_view application_name);
+struct LeasePolicy {
+  config::Millis leak_warn_after{0};           // warn about a lease idle this long
+  config::Millis idle_transaction_timeout{0};  // FATAL 25P03 for a lease idle in a transaction
+  config::Millis idle_pinned_timeout{0};       // FATAL 57P05 for a session-mode lease left idle
+  config::Millis query_timeout{0};             // cancel a query running this long
+};
+LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name);
+
+// resolve_policy() for one session, redone only when the configuration snapshot
+// (Config::version) or the application_name changes: the janitor asks every 200 ms for every
+// session, and fnmatch over the [apps] patterns is not free.
+class PolicyCache {
+ public:
+  const LeasePolicy& get(const config::Config& config, std::string_view application_name) {
+    if (!valid_ || version_ != config.version || application_name != application_name_) {
+      policy_ = resolve_policy(config, application_name);
+      version_ = config.version;
+      application_name_.assign(application_name);
+      valid_ = true;
+    }
+    return policy_;
+  }
+
+ private:
+  bool valid_ = false;
+  std::uint64_t version_ = 0;
+  std::string application_name_;
+  LeasePolicy policy_;
+};
+
+// A session's completed queries (ReadyForQuery messages) and transactions (ReadyForQuery 'I'),
+// for the per-application totals of SHOW APPS and the growth alarm.
+struct SessionTally {
+  std::uint64_t queries = 0;
+  std::uint64_t transactions = 0;
+  bool empty() const { return queries == 0 && transactions == 0; }
+  SessionTally operator-(const SessionTally& earlier) const {
+    return {queries - earlier.queries, transactions - earlier.transactions};
+  }
+  SessionTally& operator+=(const SessionTally& more) {
+    queries += more.queries;
+    transactions += more.transactions;
+    return *this;
+  }
+};
 
 // Log-safe text: control characters become spaces.
 std::string printable(std::string_view text);
@@ -123,6 +167,9 @@ struct Lease {
   StatementText first_tail;      // trailing comment of a first statement longer than `first`
   bool warned = false;           // a leak warning was logged for this lease
   Clock::time_point warned_at{};
+  // The whole session's counts, not this lease's: reset() keeps them. They live here because
+  // on_ready() is the hook that sees every ReadyForQuery.
+  SessionTally tally;
 
   // The server was obtained (statements that triggered the lease are already recorded).
   void begin(Clock::time_point now, std::int32_t pid) {
@@ -134,6 +181,8 @@ struct Lease {
   }
   // A ReadyForQuery: `owed` is what the server still owes after it.
   void on_ready(bool in_transaction, int owed, Clock::time_point now) {
+    ++tally.queries;
+    if (!in_transaction) ++tally.transactions;
     if (owed == 0) idle_since = now;
     if (!in_transaction) xact_start = owed > 0 ? now : Clock::time_point{};
   }
@@ -159,14 +208,15 @@ struct LeaseInfo {
   std::uint64_t statements = 0;
   std::string first_query, last_query, tags;
   bool warned = false;
+  bool session_mode = false;  // the pool is in session mode (idle_pinned_timeout applies)
 };
 
-// A leak event: a warning, a resolution, or (later) a forced action.
+// A leak event: a warning, a resolution, a growth alarm or a forced action.
 struct LeakEvent {
   std::chrono::system_clock::time_point time{};
-  std::uint64_t client_id = 0;
+  std::uint64_t client_id = 0;  // 0 for an event about a whole application (growth alarm)
   std::string application_name;
-  std::string action;  // leak_warning, leak_resolved, cancel, rollback, disconnect
+  std::string action;  // leak_warning, leak_resolved, growth_alarm, cancel, disconnect
   std::string reason;
   std::int64_t lease_age_ms = 0;
   std::string first_query;
@@ -191,10 +241,12 @@ class LeakBook {
   struct AppCounters {
     std::uint64_t suspected = 0;
     std::uint64_t resolved = 0;
+    std::uint64_t actions = 0;  // forced: cancels and disconnects by policy or by an admin
   };
   // Returns the application's suspected-leak count including this one.
   std::uint64_t note_suspected(const std::string& application_name);
   void note_resolved(const std::string& application_name);
+  void note_action(const std::string& application_name);
   std::map<std::string, AppCounters> counters() const;
   EventRing events;
 

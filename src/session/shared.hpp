@@ -16,6 +16,7 @@
 
 #include "config/config.hpp"
 #include "pool/pool.hpp"
+#include "session/apps.hpp"
 #include "session/lease.hpp"
 
 namespace pgw::session {
@@ -47,7 +48,9 @@ class CancelRegistry {
 class Shared {
  public:
   explicit Shared(std::vector<net::Reactor*> workers)
-      : pools(workers), sessions_by_worker_(workers.size()) {}
+      : pools(workers),
+        apps(static_cast<unsigned>(workers.size())),
+        sessions_by_worker_(workers.size()) {}
 
   // Sessions living on a worker; touched only from that worker's thread (janitor, shutdown).
   std::unordered_set<ClientSession*>& sessions(unsigned worker) {
@@ -102,6 +105,7 @@ class Shared {
   std::atomic<bool> shutting_down{false};
   std::atomic<std::uint64_t> next_client_id{0};
   LeakBook leaks;  // leak guard: per-application counters and the recent leak events
+  AppMonitor apps;  // per-application totals, growth alarm, pool health rounds
 
  private:
   std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;

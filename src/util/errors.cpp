@@ -51,6 +51,11 @@ constexpr std::array kErrors{
     ErrorSpec{Err::admin_reload_failed, "F0000", "ERROR", "reload failed: {}"},
     ErrorSpec{Err::app_max_client_conn, "53300", "FATAL",
               "no more connections allowed for application \"{}\" (max_client_conn in [apps])"},
+    // PostgreSQL's 57P05 is its idle_session_timeout; the text says which pgwarden limit it was.
+    ErrorSpec{Err::idle_pinned_timeout, "57P05", "FATAL",
+              "terminating connection due to idle-session timeout (idle_pinned_timeout: the "
+              "session held a server connection without using it for more than {} s)"},
+    ErrorSpec{Err::admin_no_such_app, "42704", "ERROR", "no client with application_name \"{}\""},
 };
 
 }  // namespace

@@ -46,6 +46,8 @@ enum class Err {
   admin_wrong_state,        // PAUSE when paused, RESUME when not paused, ...
   admin_reload_failed,      // RELOAD could not read the configuration
   app_max_client_conn,      // an [apps] line's max_client_conn reached
+  idle_pinned_timeout,      // session mode: held a server while idle too long
+  admin_no_such_app,        // KILL_APP of an application_name no client has
 };
 
 struct ErrorSpec {

@@ -21,6 +21,10 @@ LEASE_COLUMNS = ["client_id", "application_name", "user", "database", "client_ad
                  "next_action", "next_action_in_s"]
 EVENT_COLUMNS = ["time", "client_id", "application_name", "action", "reason", "lease_age_s",
                  "first_query"]
+APPS_COLUMNS = ["application_name", "clients", "waiting", "active", "idle_in_transaction",
+                "idle_pinned", "total_xact_count", "total_query_count", "leaks", "total_leaks",
+                "total_actions", "client_growth_per_min", "lease_growth_per_min", "growth_alarm",
+                "max_client_conn", "max_server_conn", "apps_pattern"]
 USERLIST = dict(harness.USERS, postgres="")
 LEAKY_QUERY = "SELECT 1 /* route='checkout',controller='cart' */"
 
@@ -39,13 +43,14 @@ class AppsPgwarden(harness.Pgwarden):
                 f.write("[apps]\n" + "".join(f"{k} = {v}\n" for k, v in self.apps.items()))
 
 
-def bouncer(apps=None, **settings):
+def bouncer(apps=None, session_pool_size=None, **settings):
     p = pg()
+    session = (f"host=127.0.0.1 port={p.port} dbname=pgwarden_test pool_mode=session"
+               + (f" pool_size={session_pool_size}" if session_pool_size else ""))
     base = dict(admin_users="postgres", auth_type="trust", userlist=USERLIST, leak_warn_after=2,
                 databases={
                     "pgwarden_test": f"host=127.0.0.1 port={p.port} dbname=pgwarden_test",
-                    "pgwarden_session": f"host=127.0.0.1 port={p.port} dbname=pgwarden_test "
-                                        "pool_mode=session",
+                    "pgwarden_session": session,
                 })
     base.update(settings)
     return AppsPgwarden(p, apps=apps, **base)
@@ -60,6 +65,37 @@ def show(conn, what):
     cur = conn.execute(f"SHOW {what}")
     names = [c.name for c in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def app_row(conn, name):
+    rows = [r for r in show(conn, "APPS") if r["application_name"] == name]
+    assert len(rows) <= 1, rows
+    return rows[0] if rows else None
+
+
+def raw_login(pw, application_name, db="pgwarden_test"):
+    """A protocol-level client past login (trust auth), for exact FATALs and counts."""
+    client = harness.RawClient(pw.port)
+    client.send_startup({"user": "app_user", "database": db,
+                         "application_name": application_name})
+    messages = client.read_until()
+    assert messages and messages[-1][0] == b"Z", messages
+    return client
+
+
+def raw_value(messages):
+    """The first column of the first DataRow."""
+    body = next(body for t, body in messages if t == b"D")
+    return body[6:].decode()
+
+
+def expect_fatal(client, sqlstate, within):
+    """Reads until the connection ends; returns the ErrorResponse, which must carry sqlstate."""
+    client.sock.settimeout(within)
+    error = harness.first_error(client.read_until(types=(), limit=100))
+    assert error is not None, f"no error within {within}s"
+    assert error["C"] == sqlstate and error["S"] == "FATAL", error
+    return error
 
 
 def local_port(psycopg2_conn):
@@ -299,6 +335,7 @@ def test_cancel_client():
         events = show(console, "EVENTS")
         assert events[0]["action"] == "cancel" and events[0]["client_id"] == row["client_id"]
         assert events[0]["reason"] == "CANCEL_CLIENT by postgres", events[0]
+        assert app_row(console, "slow-report")["total_actions"] == 1
         try:
             console.execute("CANCEL_CLIENT 999999")
             raise AssertionError("no error")
@@ -348,6 +385,217 @@ def test_per_app_max_client_conn():
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_idle_transaction_timeout_per_app():
+    # [apps] lines set their own idle_transaction_timeout: the global 1 s disconnects "hasty",
+    # "patient" has 60 s. The disconnect is a forced action in SHOW EVENTS and SHOW APPS.
+    with bouncer(apps={"patient": "idle_transaction_timeout=60"}, idle_transaction_timeout=1,
+                 leak_warn_after=0) as pw, admin(pw) as console:
+        hasty = raw_login(pw, "hasty")
+        patient = raw_login(pw, "patient")
+        for client in (hasty, patient):
+            client.query("BEGIN")
+            assert client.query("SELECT 1")[-1] == (b"Z", b"T")
+        error = expect_fatal(hasty, "25P03", within=5)
+        assert "idle-in-transaction timeout" in error["M"], error
+        assert patient.query("SELECT 2")[-1] == (b"Z", b"T")  # still in its transaction
+        row = [r for r in show(console, "LEASES") if r["application_name"] == "patient"][0]
+        assert row["next_action"] == "disconnect (idle_transaction_timeout)", row
+        assert 55 <= row["next_action_in_s"] <= 60, row
+        events = [e for e in show(console, "EVENTS") if e["application_name"] == "hasty"]
+        assert events and events[0]["action"] == "disconnect", events
+        assert events[0]["reason"] == "idle_transaction_timeout (1s)", events
+        assert app_row(console, "hasty")["total_actions"] == 1
+        assert app_row(console, "patient")["total_actions"] == 0
+        patient.close()
+
+
+def test_idle_pinned_timeout_returns_the_server_reset():
+    # Session mode, one server: a client that sits on it gets 57P05; its server is reset
+    # (DISCARD ALL) and the next client gets the same backend.
+    with bouncer(apps={"batch-*": "idle_pinned_timeout=0"}, idle_pinned_timeout=1,
+                 leak_warn_after=0, session_pool_size=1) as pw, admin(pw) as console:
+        sitter = raw_login(pw, "sitter", db="pgwarden_session")
+        pid = raw_value(sitter.query("SELECT pg_backend_pid()"))
+        assert sitter.query("CREATE TEMP TABLE pinned_state (x int)")[-1] == (b"Z", b"I")
+        row = [r for r in show(console, "LEASES") if r["application_name"] == "sitter"][0]
+        assert row["state"] == "idle_pinned", row
+        assert row["next_action"] == "disconnect (idle_pinned_timeout)", row
+        started = time.monotonic()
+        error = expect_fatal(sitter, "57P05", within=5)
+        assert time.monotonic() - started < 4
+        assert "idle_pinned_timeout" in error["M"] and "idle-session timeout" in error["M"], error
+        assert "idle_pinned_timeout" in pw.log()
+        nxt = raw_login(pw, "next", db="pgwarden_session")
+        assert raw_value(nxt.query("SELECT pg_backend_pid()")) == pid  # reused, not closed
+        assert raw_value(nxt.query("SELECT count(*) FROM pg_class WHERE relname = 'pinned_state'")) == "0"
+        nxt.close()
+        events = [e for e in show(console, "EVENTS") if e["application_name"] == "sitter"]
+        assert events[0]["action"] == "disconnect", events
+        assert events[0]["reason"] == "idle_pinned_timeout (1s)", events
+        assert events[0]["first_query"] == "SELECT pg_backend_pid()", events
+        # An [apps] line can turn it off: this one keeps its server.
+        batch = raw_login(pw, "batch-nightly", db="pgwarden_session")
+        batch.query("SELECT 1")
+        time.sleep(2.0)
+        assert batch.query("SELECT 3")[-1] == (b"Z", b"I")
+        batch.close()
+
+
+def test_show_apps_rows_counters_and_pool_health():
+    import psycopg2
+    apps = {"checkout-*": "max_client_conn=50 max_server_conn=3", "report": "leak_warn_after=60"}
+    with bouncer(apps=apps, leak_warn_after=1, stats_period=1,
+                 leak_growth_interval=0.25) as pw, admin(pw) as console:
+        worker = raw_login(pw, "checkout-svc")
+        for _ in range(3):
+            worker.query("SELECT 1")
+        for sql in ("BEGIN", "SELECT 1", "COMMIT"):
+            worker.query(sql)
+        # 6 queries (ReadyForQuery messages), 4 transactions (ReadyForQuery back to idle).
+        row = app_row(console, "checkout-svc")
+        assert row["clients"] == 1 and row["total_query_count"] == 6, row
+        assert row["total_xact_count"] == 4, row
+        assert row["max_client_conn"] == 50 and row["max_server_conn"] == 3, row
+        assert row["apps_pattern"] == "checkout-*", row
+        assert row["leaks"] == 0 and row["total_leaks"] == 0 and row["growth_alarm"] == "", row
+
+        # A leak and a second client: the states and the leak show up.
+        leaky = psycopg2.connect(pw.dsn(user="app_user", application_name="checkout-svc"))
+        leaky.cursor().execute("SELECT 1")  # psycopg2: BEGIN, then the query
+        harness.wait_until(lambda: app_row(console, "checkout-svc")["leaks"] == 1, 3,
+                           what="the leak in SHOW APPS")
+        row = app_row(console, "checkout-svc")
+        assert row["clients"] == 2 and row["idle_in_transaction"] == 1, row
+        assert row["active"] == 0 and row["idle_pinned"] == 0 and row["waiting"] == 0, row
+        harness.wait_until(lambda: app_row(console, "checkout-svc")["total_leaks"] == 1, 3)
+        other = app_row(console, "report")
+        assert other is None  # no client of it yet
+
+        # Pool health: one line per pool every stats_period, with the leak and its age.
+        def health_with_leak():
+            return [ln for ln in pw.log().splitlines()
+                    if "pool health: pgwarden_test/app_user: clients active=2 waiting=0" in ln
+                    and "suspected leaks=1" in ln and "oldest transaction=-" not in ln]
+        harness.wait_until(health_with_leak, 5, what="a pool health line with the leak")
+        line = health_with_leak()[-1]
+        assert "servers active=1 " in line, line
+
+        # Totals survive the clients; psql reads SHOW APPS too (simple protocol).
+        leaky.rollback()
+        leaky.close()
+        worker.close()
+        harness.wait_until(lambda: app_row(console, "checkout-svc")["clients"] == 0, 3)
+        row = app_row(console, "checkout-svc")
+        # psycopg2's BEGIN, SELECT and ROLLBACK: 3 more queries, 1 more transaction.
+        assert row["total_query_count"] == 9 and row["total_xact_count"] == 5, row
+        out = harness.run(["psql", "-X", "-A", "-F", "|", "-d",
+                           pw.dsn(user="postgres", db="pgbouncer"), "-c", "SHOW APPS"]).stdout
+        lines = out.splitlines()
+        assert lines[0].split("|") == APPS_COLUMNS, lines[0]
+        mine = [ln.split("|") for ln in lines[1:] if ln.startswith("checkout-svc|")]
+        assert len(mine) == 1 and mine[0][6:10] == ["5", "9", "0", "1"], out
+
+
+def test_kill_app_disconnects_exactly_that_app():
+    import psycopg
+    with bouncer(leak_warn_after=0) as pw, admin(pw) as console:
+        victims = [raw_login(pw, "victim") for _ in range(2)]
+        victims[0].query("BEGIN")
+        victim_pid = raw_value(victims[0].query("SELECT pg_backend_pid()"))
+        bystanders = [psycopg.connect(pw.dsn(user="app_user", application_name="bystander"),
+                                      autocommit=True) for _ in range(2)]
+        for conn in bystanders:
+            conn.execute("SELECT 1")
+        console.execute("KILL_APP victim")
+        for client in victims:
+            error = expect_fatal(client, "57P01", within=5)
+            assert "administrator command" in error["M"], error
+        for conn in bystanders:
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+        # The victim's server is rolled back and returned, not closed.
+        harness.wait_until(lambda: pg().sql("SELECT state FROM pg_stat_activity WHERE pid = "
+                                            + victim_pid) == [["idle"]], 5,
+                           what="the victim's server to be idle in the pool")
+        harness.wait_until(lambda: app_row(console, "victim")["clients"] == 0, 3)
+        assert app_row(console, "victim")["total_actions"] == 2
+        assert app_row(console, "bystander")["clients"] == 2
+        events = [e for e in show(console, "EVENTS") if e["application_name"] == "victim"]
+        assert [e["action"] for e in events] == ["disconnect", "disconnect"], events
+        assert all(e["reason"] == "KILL_APP by postgres" for e in events), events
+        # Unknown application: an error, the console goes on. psql (simple protocol) works too.
+        try:
+            console.execute("KILL_APP nobody")
+            raise AssertionError("KILL_APP of an unknown application accepted")
+        except psycopg.errors.UndefinedObject as e:
+            assert 'application_name "nobody"' in str(e), e
+        out = harness.run(["psql", "-X", "-d", pw.dsn(user="postgres", db="pgbouncer"),
+                           "-c", "KILL_APP bystander"]).stdout
+        assert "KILL_APP" in out, out
+        for conn in bystanders:
+            try:
+                conn.execute("SELECT 3")
+                raise AssertionError("bystander survived KILL_APP bystander")
+            except psycopg.OperationalError as e:
+                assert "administrator command" in str(e) or "closed" in str(e), e
+            conn.close()
+
+
+def test_growth_alarm_fires_for_idle_growth_only():
+    import psycopg
+    with bouncer(leak_warn_after=0, leak_growth_window=4, leak_growth_interval=0.25) as pw, \
+            admin(pw) as console:
+        stop = threading.Event()
+        failures = []
+
+        # A steady busy population: 4 clients running queries the whole time.
+        def busy():
+            try:
+                # Transaction pooling: no server-side prepared statements.
+                with psycopg.connect(pw.dsn(user="app_user", application_name="busy"),
+                                     autocommit=True, prepare_threshold=None) as conn:
+                    while not stop.is_set():
+                        conn.execute("SELECT 1")
+                        time.sleep(0.01)
+            except Exception as e:  # reported below, not swallowed
+                failures.append(e)
+        threads = [threading.Thread(target=busy, daemon=True) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        harness.wait_until(lambda: (app_row(console, "busy") or {}).get("clients") == 4, 5)
+
+        # A population that grows steadily and stays idle: a connection leak.
+        leaked = []
+        def alarm_lines():
+            return [ln for ln in pw.log().splitlines() if "connections of leaky growing by" in ln]
+        deadline = time.monotonic() + 20
+        while not alarm_lines() and time.monotonic() < deadline:
+            leaked.append(psycopg.connect(pw.dsn(user="app_user", application_name="leaky")))
+            time.sleep(0.25)
+        lines = alarm_lines()
+        assert lines, "no growth alarm"
+        assert "suspected leak" in lines[0] and "client connections" in lines[0], lines[0]
+        row = app_row(console, "leaky")
+        assert row["growth_alarm"] == "clients" and row["client_growth_per_min"] > 0, row
+        # Still growing for another window: still one warning.
+        for _ in range(20):
+            leaked.append(psycopg.connect(pw.dsn(user="app_user", application_name="leaky")))
+            time.sleep(0.25)
+        assert len(alarm_lines()) == 1, alarm_lines()
+        events = [e for e in show(console, "EVENTS") if e["action"] == "growth_alarm"]
+        assert [e["application_name"] for e in events] == ["leaky"], events
+        assert events[0]["client_id"] is None, events
+
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        assert not failures, failures
+        busy_row = app_row(console, "busy")
+        assert busy_row["growth_alarm"] == "" and busy_row["total_query_count"] > 0, busy_row
+        assert "connections of busy" not in pw.log()
+        for conn in leaked:
+            conn.close()
 
 
 if __name__ == "__main__":

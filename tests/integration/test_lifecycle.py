@@ -64,6 +64,8 @@ def test_idle_transaction_timeout_rolls_back_and_frees_lock():
                                "INSERT INTO t_itt VALUES (1)")
         client = login(pw)
         client.query("BEGIN")
+        messages = client.query("SELECT pg_backend_pid()")
+        leaky_pid = int(next(body for t, body in messages if t == b"D")[6:])
         messages = client.query("SELECT * FROM t_itt WHERE id = 1 FOR UPDATE")
         assert messages[-1] == (b"Z", b"T"), messages
         elapsed, _ = expect_fatal(client, "25P03", within=5)
@@ -73,6 +75,8 @@ def test_idle_transaction_timeout_rolls_back_and_frees_lock():
             assert conn.execute("SELECT id FROM t_itt WHERE id = 1 FOR UPDATE NOWAIT").fetchone() == (1,)
             assert conn.execute("SELECT count(*) FROM pg_stat_activity "
                                 "WHERE state LIKE 'idle in transaction%'").fetchone()[0] == 0
+            # And it was returned to the pool, not closed: the next client gets that backend.
+            assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == leaky_pid
 
 
 def test_query_timeout_cancels_the_query_and_keeps_the_session():

@@ -431,13 +431,60 @@ TEST(ConfigPgbouncerTest, UnsupportedSectionWarnsAndIsSkipped) {
 }
 
 TEST(ConfigPgbouncerTest, AppsSectionKeepsLinesInOrder) {
-  const Config c = load("[apps]\nreport* = pool_mode=session\nweb = a=b\n");
+  const Config c = load("[apps]\nreport* = max_client_conn=5\nweb = leak_warn_after=3\n");
   ASSERT_EQ(c.apps.size(), 2U);
   EXPECT_EQ(c.apps[0].pattern, "report*");
-  EXPECT_EQ(c.apps[0].settings, "pool_mode=session");
+  EXPECT_EQ(c.apps[0].settings, "max_client_conn=5");
   EXPECT_EQ(c.apps[0].source, "pgbouncer.ini:2");
   EXPECT_EQ(c.apps[1].pattern, "web");
   EXPECT_EQ(c.apps[1].source, "pgbouncer.ini:3");
+}
+
+TEST(ConfigPgbouncerTest, AppsLineTakesEveryLadderKeyAndBothCaps) {
+  const Config c = load(
+      "[apps]\nbilling = max_client_conn=200 max_server_conn=8 leak_warn_after=30 "
+      "idle_transaction_timeout=300 idle_pinned_timeout=5min query_timeout=2.5\n"
+      "web = max_server_conn=0\n");
+  ASSERT_EQ(c.apps.size(), 2U);
+  const auto& billing = c.apps[0];
+  EXPECT_EQ(billing.max_client_conn, std::optional<int>(200));
+  EXPECT_EQ(billing.max_server_conn, std::optional<int>(8));
+  EXPECT_EQ(billing.leak_warn_after, std::optional<Millis>(30s));
+  EXPECT_EQ(billing.idle_transaction_timeout, std::optional<Millis>(300s));
+  EXPECT_EQ(billing.idle_pinned_timeout, std::optional<Millis>(300s));
+  EXPECT_EQ(billing.query_timeout, std::optional<Millis>(2500ms));
+  EXPECT_EQ(c.apps[1].max_server_conn, std::optional<int>(0));
+  EXPECT_FALSE(c.apps[1].max_client_conn.has_value());
+  EXPECT_FALSE(c.apps[1].idle_pinned_timeout.has_value());
+}
+
+TEST(ConfigPgbouncerTest, AppsLineRejectsUnknownKeysAndBadValues) {
+  // A misspelt key would leave the application without the protection it was meant to get.
+  expect_error("[apps]\nweb = idle_transaction_timout=30\n",
+               {"pgbouncer.ini:2", "idle_transaction_timout", "[apps] line web",
+                "idle_pinned_timeout", "max_server_conn"});
+  expect_error("[apps]\nweb = max_server_conn=-1\n",
+               {"pgbouncer.ini:2", "max_server_conn", "'-1'"});
+  expect_error("[apps]\nweb = idle_pinned_timeout=soon\n",
+               {"pgbouncer.ini:2", "idle_pinned_timeout", "'soon'"});
+}
+
+TEST(ConfigPgbouncerTest, GrowthAlarmAndIdlePinnedKeys) {
+  const Config defaults = load("");
+  EXPECT_EQ(defaults.idle_pinned_timeout, 0s);
+  EXPECT_EQ(defaults.leak_growth_window, 300s);
+  EXPECT_EQ(defaults.leak_growth_interval, 5s);
+  const Config c = load_pgbouncer(
+      "idle_pinned_timeout = 90\nleak_growth_window = 2min\nleak_growth_interval = 250ms");
+  EXPECT_EQ(c.idle_pinned_timeout, 90s);
+  EXPECT_EQ(c.leak_growth_window, 120s);
+  EXPECT_EQ(c.leak_growth_interval, 250ms);
+  Config set = c;
+  pgw::config::set_key(set, "leak_growth_window", "0");
+  EXPECT_EQ(set.leak_growth_window, 0s);
+  for (const char* key : {"idle_pinned_timeout", "leak_growth_window", "leak_growth_interval"}) {
+    EXPECT_TRUE(pgw::config::is_runtime_changeable(key)) << key;
+  }
 }
 
 TEST(ConfigPgbouncerTest, InvalidIntegerErrorNamesFileLineKeyValueAndRange) {
@@ -948,9 +995,11 @@ TEST(ConfigShowTest, EveryTypedPgbouncerKeyIsListed) {
         "server_reset_query_always", "server_check_query", "server_check_delay", "server_lifetime",
         "server_idle_timeout", "server_connect_timeout", "server_login_retry", "query_timeout",
         "query_wait_timeout", "client_idle_timeout", "client_login_timeout",
-        "idle_transaction_timeout", "stats_period", "ignore_startup_parameters", "logfile", "pidfile",
-        "log_connections", "log_disconnections", "log_pooler_errors", "verbose", "tcp_keepalive",
-        "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "workers"}) {
+        "idle_transaction_timeout", "stats_period", "leak_warn_after", "idle_pinned_timeout",
+        "leak_growth_window", "leak_growth_interval", "ignore_startup_parameters", "logfile",
+        "pidfile", "log_connections", "log_disconnections", "log_pooler_errors", "verbose",
+        "tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
+        "workers"}) {
     EXPECT_EQ(m.count(key), 1U) << key;
   }
 }

@@ -58,6 +58,8 @@ constexpr std::array kExpected{
     Expected{Err::admin_wrong_state, "admin_wrong_state", "55000", "ERROR"},
     Expected{Err::admin_reload_failed, "admin_reload_failed", "F0000", "ERROR"},
     Expected{Err::app_max_client_conn, "app_max_client_conn", "53300", "FATAL"},
+    Expected{Err::idle_pinned_timeout, "idle_pinned_timeout", "57P05", "FATAL"},
+    Expected{Err::admin_no_such_app, "admin_no_such_app", "42704", "ERROR"},
 };
 
 std::size_t count_placeholders(std::string_view text) {

@@ -271,16 +271,55 @@ TEST(LeaseConfigTest, PerAppThresholdFirstMatchWins) {
       "[apps]\n"
       "checkout-* = leak_warn_after=5\n"
       "checkout-batch = leak_warn_after=600\n"
-      "report* = pool_mode=session\n"
+      "report* = max_client_conn=50\n"
       "legacy = leak_warn_after=0\n");
   ASSERT_EQ(c.apps.size(), 4U);
-  EXPECT_EQ(leak_threshold(c, "checkout-svc"), 5s);
-  EXPECT_EQ(leak_threshold(c, "checkout-batch"), 5s);  // the first matching line decides
-  EXPECT_EQ(leak_threshold(c, "reports"), 60s);       // matches, but sets no leak_warn_after
-  EXPECT_EQ(leak_threshold(c, "legacy"), 0s);
-  EXPECT_EQ(leak_threshold(c, "other"), 60s);
-  EXPECT_EQ(leak_threshold(c, ""), 60s);
+  auto threshold = [&](std::string_view app) { return resolve_policy(c, app).leak_warn_after; };
+  EXPECT_EQ(threshold("checkout-svc"), 5s);
+  EXPECT_EQ(threshold("checkout-batch"), 5s);  // the first matching line decides
+  EXPECT_EQ(threshold("reports"), 60s);        // matches, but sets no leak_warn_after
+  EXPECT_EQ(threshold("legacy"), 0s);
+  EXPECT_EQ(threshold("other"), 60s);
+  EXPECT_EQ(threshold(""), 60s);
   EXPECT_THROW(load("[apps]\nx = leak_warn_after=abc\n"), pgw::config::ConfigError);
+}
+
+TEST(LeaseConfigTest, PolicyTakesEachKeyFromTheLineOrTheGlobalValue) {
+  const auto c = load(
+      "[pgbouncer]\nleak_warn_after = 60\nidle_transaction_timeout = 30\n"
+      "idle_pinned_timeout = 600\nquery_timeout = 10\n"
+      "[apps]\n"
+      "billing = idle_transaction_timeout=300 query_timeout=0\n"
+      "admin-* = idle_pinned_timeout=2.5 leak_warn_after=1min\n");
+  const auto billing = resolve_policy(c, "billing");
+  EXPECT_EQ(billing.idle_transaction_timeout, 300s);
+  EXPECT_EQ(billing.query_timeout, 0s);  // off for this application only
+  EXPECT_EQ(billing.idle_pinned_timeout, 600s);
+  EXPECT_EQ(billing.leak_warn_after, 60s);
+  const auto admin = resolve_policy(c, "admin-ui");
+  EXPECT_EQ(admin.idle_pinned_timeout, 2500ms);
+  EXPECT_EQ(admin.leak_warn_after, 60s);
+  EXPECT_EQ(admin.idle_transaction_timeout, 30s);
+  const auto other = resolve_policy(c, "web");
+  EXPECT_EQ(other.idle_transaction_timeout, 30s);
+  EXPECT_EQ(other.idle_pinned_timeout, 600s);
+  EXPECT_EQ(other.query_timeout, 10s);
+}
+
+TEST(LeaseConfigTest, PolicyCacheFollowsSnapshotAndApplicationName) {
+  auto first =
+      load("[pgbouncer]\nidle_pinned_timeout = 5\n[apps]\nslow = idle_pinned_timeout=50\n");
+  PolicyCache cache;
+  EXPECT_EQ(cache.get(first, "web").idle_pinned_timeout, 5s);
+  EXPECT_EQ(cache.get(first, "slow").idle_pinned_timeout, 50s);  // SET application_name
+  // SET on the console: a copy with one key changed is a new snapshot.
+  auto changed = first;
+  pgw::config::set_key(changed, "idle_pinned_timeout", "7");
+  EXPECT_NE(changed.version, first.version);
+  EXPECT_EQ(cache.get(changed, "web").idle_pinned_timeout, 7s);
+  // A reload: a new snapshot, even if it ends up at the old one's address.
+  first = load("[pgbouncer]\nidle_pinned_timeout = 9\n");
+  EXPECT_EQ(cache.get(first, "web").idle_pinned_timeout, 9s);
 }
 
 // --- events -------------------------------------------------------------------------------------
@@ -383,6 +422,156 @@ TEST(LeaseConsoleTest, CancelClientParses) {
   EXPECT_EQ(command->verb, pgw::admin::Verb::cancel_client);
   EXPECT_EQ(command->arg, "42");
   EXPECT_TRUE(std::holds_alternative<pgw::admin::ParseError>(pgw::admin::parse_command("CANCEL_CLIENT x")));
+}
+
+TEST(LeaseConsoleTest, LeaseTallySurvivesTheEndOfALease) {
+  Lease lease;
+  const auto now = std::chrono::steady_clock::now();
+  lease.begin(now, 42);
+  lease.on_ready(true, 0, now);   // BEGIN: a query, no transaction ended
+  lease.on_ready(false, 0, now);  // COMMIT: a query that ends a transaction
+  lease.reset();                  // the server went back to the pool
+  lease.on_ready(false, 0, now);  // the next transaction, on another lease
+  EXPECT_EQ(lease.tally.queries, 3U);
+  EXPECT_EQ(lease.tally.transactions, 2U);
+  const SessionTally reported{1, 1};
+  EXPECT_EQ((lease.tally - reported).queries, 2U);
+  EXPECT_FALSE((lease.tally - reported).empty());
+  EXPECT_TRUE((lease.tally - lease.tally).empty());
+}
+
+TEST(LeaseConsoleTest, IdlePinnedTimeoutIsTheNextActionInSessionModeOnly) {
+  pgw::admin::Snapshot s;
+  auto config = load(
+      "[pgbouncer]\nleak_warn_after = 0\nidle_pinned_timeout = 30\n"
+      "[apps]\nbilling = idle_transaction_timeout=300\n");
+  s.config = std::make_shared<const pgw::config::Config>(config);
+  s.now = std::chrono::steady_clock::now();
+  auto add = [&](std::uint64_t id, LeaseState state, bool session_mode, std::string app) {
+    SessionInfo info;
+    info.id = id;
+    info.state = ClientState::active;
+    info.application_name = app;
+    LeaseInfo l;
+    l.client_id = id;
+    l.application_name = app;
+    l.state = state;
+    l.session_mode = session_mode;
+    l.start = l.idle_since = s.now - 10s;
+    info.lease = l;
+    s.sessions.push_back(info);
+  };
+  add(1, LeaseState::idle_pinned, true, "web");
+  add(2, LeaseState::idle_pinned, false, "web");
+  add(3, LeaseState::idle_in_transaction, false, "billing");  // its own timeout: 300 s
+  const auto leases = pgw::admin::build_show("leases", s);
+  ASSERT_EQ(leases.rows.size(), 3U);
+  EXPECT_EQ(leases.rows[0][16], "disconnect (idle_pinned_timeout)");
+  EXPECT_EQ(leases.rows[0][17], "20");
+  EXPECT_EQ(leases.rows[1][16], "");
+  EXPECT_EQ(leases.rows[2][16], "disconnect (idle_transaction_timeout)");
+  EXPECT_EQ(leases.rows[2][17], "290");
+}
+
+TEST(LeaseConsoleTest, ShowAppsColumns) {
+  EXPECT_TRUE(pgw::admin::is_show_subject("apps"));
+  EXPECT_EQ(pgw::admin::column_names("apps"),
+            (std::vector<std::string>{
+                "application_name", "clients", "waiting", "active", "idle_in_transaction",
+                "idle_pinned", "total_xact_count", "total_query_count", "leaks", "total_leaks",
+                "total_actions", "client_growth_per_min", "lease_growth_per_min", "growth_alarm",
+                "max_client_conn", "max_server_conn", "apps_pattern"}));
+}
+
+TEST(LeaseConsoleTest, ShowAppsRows) {
+  pgw::admin::Snapshot s;
+  auto config = load(
+      "[pgbouncer]\nleak_warn_after = 5\n"
+      "[apps]\ncheckout-* = max_client_conn=200 max_server_conn=8\n");
+  s.config = std::make_shared<const pgw::config::Config>(config);
+  s.now = std::chrono::steady_clock::now();
+  auto add = [&](std::string app, ClientState state, std::optional<LeaseState> lease,
+                 std::chrono::seconds idle, SessionTally unreported, bool admin = false) {
+    SessionInfo info;
+    info.application_name = app;
+    info.state = state;
+    info.admin = admin;
+    info.unreported = unreported;
+    if (lease) {
+      LeaseInfo l;
+      l.application_name = app;
+      l.state = *lease;
+      l.start = l.idle_since = s.now - idle;
+      info.lease = l;
+    }
+    s.sessions.push_back(info);
+  };
+  add("checkout-svc", ClientState::active, LeaseState::idle_in_transaction, 9s, {3, 1});  // a leak
+  add("checkout-svc", ClientState::active, LeaseState::active, 9s, {});
+  add("checkout-svc", ClientState::waiting, std::nullopt, 0s, {});
+  add("checkout-svc", ClientState::login, std::nullopt, 0s, {});  // not a client yet
+  add("report", ClientState::idle, std::nullopt, 0s, {2, 2});
+  add("psql", ClientState::active, std::nullopt, 0s, {}, true);  // the console: not listed
+  s.apps["checkout-svc"].totals = {100, 40};
+  s.apps["checkout-svc"].client_growth_per_min = 1.26;
+  s.apps["checkout-svc"].lease_growth_per_min = 0;
+  s.apps["checkout-svc"].alarm = GrowthDetector::Series::clients;
+  s.apps["gone"].totals = {7, 7};
+  s.leak_counters["checkout-svc"] = {4, 3, 2};
+  const auto apps = pgw::admin::build_show("apps", s);
+  ASSERT_EQ(apps.rows.size(), 3U);
+  using Row = pgw::admin::Row;
+  auto cell = [](const char* text) { return pgw::admin::Cell{text}; };
+  const pgw::admin::Cell null;
+  EXPECT_EQ(apps.rows[0],
+            (Row{cell("checkout-svc"), cell("3"), cell("1"), cell("1"), cell("1"), cell("0"),
+                 cell("41"), cell("103"), cell("1"), cell("4"), cell("2"), cell("1.3"), cell("0.0"),
+                 cell("clients"), cell("200"), cell("8"), cell("checkout-*")}));
+  // Disconnected long ago: totals only, no growth data, no [apps] line.
+  EXPECT_EQ(apps.rows[1], (Row{cell("gone"), cell("0"), cell("0"), cell("0"), cell("0"), cell("0"),
+                               cell("7"), cell("7"), cell("0"), cell("0"), cell("0"), null, null,
+                               cell(""), null, null, null}));
+  EXPECT_EQ(apps.rows[2][0], "report");
+  EXPECT_EQ(apps.rows[2][1], "1");
+  EXPECT_EQ(apps.rows[2][6], "2");
+}
+
+TEST(LeaseConsoleTest, GrowthEventsHaveNoClient) {
+  pgw::admin::Snapshot s;
+  s.config = std::make_shared<const pgw::config::Config>();
+  LeakEvent event;
+  event.application_name = "leaky";
+  event.action = "growth_alarm";
+  s.events.push_back(event);
+  const auto rows = pgw::admin::build_show("events", s).rows;
+  ASSERT_EQ(rows.size(), 1U);
+  EXPECT_FALSE(rows[0][1].has_value());
+  EXPECT_EQ(rows[0][3], "growth_alarm");
+}
+
+TEST(LeaseConsoleTest, KillAppParses) {
+  using pgw::admin::Command;
+  using pgw::admin::ParseError;
+  using pgw::admin::Verb;
+  for (const auto& [sql, name] : std::vector<std::pair<std::string, std::string>>{
+           {"KILL_APP checkout-svc", "checkout-svc"},
+           {"kill_app Checkout.Svc;", "Checkout.Svc"},  // the name keeps its case
+           {"KILL_APP \"my app\"", "my app"},
+           {"KILL_APP 'my app'", "my app"},
+           {"KILL_APP ''", ""}}) {
+    auto parsed = pgw::admin::parse_command(sql);
+    auto* command = std::get_if<Command>(&parsed);
+    ASSERT_NE(command, nullptr) << sql;
+    EXPECT_EQ(command->verb, Verb::kill_app) << sql;
+    EXPECT_EQ(command->arg, name) << sql;
+    EXPECT_TRUE(pgw::admin::needs_admin(*command));
+    EXPECT_EQ(pgw::admin::verb_name(command->verb), "KILL_APP");
+  }
+  for (const char* sql : {"KILL_APP", "KILL_APP a b", "KILL_APP ="}) {
+    auto parsed = pgw::admin::parse_command(sql);
+    ASSERT_TRUE(std::holds_alternative<ParseError>(parsed)) << sql;
+    EXPECT_EQ(std::get<ParseError>(parsed).code, pgw::Err::admin_syntax_error) << sql;
+  }
 }
 
 }  // namespace
