@@ -643,13 +643,14 @@ asio::awaitable<void> ClientSession::cleanup() {
     if (!server_failed_ && !server_owes_nothing()) {
       // A query is still running for a client that left: cancel it rather than wait for it,
       // then read what the server still sends until it is idle again.
-      if (expected_ready_ > 0) {
-        asio::co_spawn(io_,
-                       pool::send_cancel(reactor_, server_->endpoint, server_->backend_pid,
-                                         server_->backend_key),
-                       asio::detached);
-      }
+      forward_cancel();
       if (!co_await drain_server(kCleanupTimeout)) server_failed_ = true;
+    }
+    // A cancel still on its way could hit the next client's query on this backend: the server
+    // stays here until PostgreSQL has acted on it (bounded by send_cancel's own limits).
+    while (!server_failed_ && cancels_in_flight_ > 0) {
+      cancel_done_.reset();
+      co_await cancel_done_.async_wait(net::use_nothrow);
     }
     // An extended-protocol batch without its Sync cannot be ended without committing or
     // guessing at its state: such a server is closed, not reused.
@@ -681,10 +682,30 @@ asio::awaitable<void> ClientSession::cleanup() {
 
 void ClientSession::forward_cancel() {
   if (!server_ || expected_ready_ == 0) return;  // nothing running: PostgreSQL ignores it too
+  // Until PostgreSQL has closed the cancel connection (it signals the backend first), the
+  // server is not given to anyone else: a late cancel must not hit another client's query.
+  ++cancels_in_flight_;
+  auto endpoint = server_->endpoint;
+  const auto pid = server_->backend_pid;
+  const auto key = server_->backend_key;
   asio::co_spawn(
       io_,
-      pool::send_cancel(reactor_, server_->endpoint, server_->backend_pid, server_->backend_key),
+      [](std::shared_ptr<ClientSession> self, net::Endpoint to, std::int32_t backend_pid,
+         std::int32_t backend_key) -> asio::awaitable<void> {
+        co_await pool::send_cancel(self->reactor_, to, backend_pid, backend_key);
+        self->cancel_finished();
+      }(shared_from_this(), std::move(endpoint), pid, key),
       asio::detached);
+}
+
+void ClientSession::cancel_finished() {
+  if (--cancels_in_flight_ > 0) return;
+  cancel_done_.set();
+  // The transaction ended while the cancel was on its way: the server can go back now.
+  if (serving_ && server_ && !linking_ && transaction_over()) {
+    release_server();
+    pump();
+  }
 }
 
 void ClientSession::terminate(Err reason, std::string argument) {

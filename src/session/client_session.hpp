@@ -147,6 +147,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // owes nothing (true) or fails.
   asio::awaitable<bool> drain_server(std::chrono::milliseconds timeout);
   bool server_owes_nothing() const;
+  // Transaction pooling and the server is idle with nothing owed: it may go back to the pool.
+  bool transaction_over() const;
+  void cancel_finished();
 
   // Leasing off the data path: the welcome's first login, parameter sync, checks.
   asio::awaitable<bool> first_server();
@@ -244,6 +247,8 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   Clock::time_point xact_start_{};                 // first query of the current transaction (stats)
   Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
   bool timed_out_ = false;
+  int cancels_in_flight_ = 0;  // CancelRequests sent for this lease's queries, not yet done
+  net::Event cancel_done_;
   // query_timeout: the query (by its start time) already cancelled, and when.
   Clock::time_point query_timeout_cancelled_{};
   Clock::time_point query_timeout_cancel_sent_{};

@@ -256,6 +256,11 @@ bool ClientSession::server_owes_nothing() const {
   return expected_ready_ == 0 && relay_have_ == 0 && relay_remaining_ == 0;
 }
 
+bool ClientSession::transaction_over() const {
+  return transaction_pooling_ && server_owes_nothing() && !mid_batch_ &&
+         relay_out_begin_ == relay_out_end_ && server_->status == TransactionStatus::idle;
+}
+
 bool ClientSession::server_to_client() {
   if (!server_ || linking_) return false;
   bool progress = false;
@@ -279,9 +284,9 @@ bool ClientSession::server_to_client() {
       if (rest > 0) std::memmove(buffer.data(), buffer.data() + relay_out_end_, rest);
       relay_have_ = rest;
       relay_out_begin_ = relay_out_end_ = 0;
-      if (server_owes_nothing() && transaction_pooling_ && !mid_batch_ &&
-          server_->status == TransactionStatus::idle) {
-        // Transaction over: the server goes back to the pool for the next client.
+      if (transaction_over() && cancels_in_flight_ == 0) {
+        // Transaction over: the server goes back to the pool for the next client (with a
+        // cancel in flight, once PostgreSQL has acted on it: cancel_finished()).
         release_server();
         return true;
       }

@@ -47,6 +47,57 @@ def test_cancel_from_asyncpg_timeout():
         asyncio.run(scenario(pw))
 
 
+def test_late_cancel_never_hits_another_client():
+    """A cancel that reaches PostgreSQL after its query has finished must not cancel the next
+    client's query on the same backend: the server is only reused once PostgreSQL has acted on
+    the cancel. One server connection, one client cancelling its own short queries at random
+    moments (often after they finished), another client running queries on the same backend."""
+    import random
+    import psycopg
+    with harness.Pgwarden(pg(), pool_mode="transaction", default_pool_size=1) as pw:
+        stop = threading.Event()
+        bystander = {"queries": 0, "cancelled": 0, "errors": []}
+
+        # prepare_threshold=None: no server-side prepared statements in transaction pooling.
+        def other_client():
+            with psycopg.connect(pw.dsn(), autocommit=True, prepare_threshold=None) as conn:
+                while not stop.is_set():
+                    try:
+                        conn.execute("SELECT pg_sleep(0.002)").fetchone()
+                        bystander["queries"] += 1
+                    except psycopg.errors.QueryCanceled:
+                        bystander["cancelled"] += 1
+                    except Exception as e:  # noqa: BLE001
+                        bystander["errors"].append(repr(e))
+                        return
+
+        thread = threading.Thread(target=other_client)
+        thread.start()
+        rng = random.Random(7)
+        own_cancels = 0
+        try:
+            with psycopg.connect(pw.dsn(), autocommit=True, prepare_threshold=None) as conn:
+                for _ in range(100):
+                    # Aimed at the last milliseconds of the query: the cancel is forwarded while
+                    # it runs and often reaches PostgreSQL just after it has finished.
+                    timer = threading.Timer(rng.uniform(0.006, 0.012), conn.cancel)
+                    timer.start()
+                    try:
+                        conn.execute("SELECT pg_sleep(0.01)")
+                    except psycopg.errors.QueryCanceled:
+                        own_cancels += 1
+                    timer.join()
+                    time.sleep(rng.uniform(0.0, 0.01))
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert not bystander["errors"], bystander["errors"]
+        assert bystander["queries"] > 50, bystander
+        assert bystander["cancelled"] == 0, (
+            f"{bystander['cancelled']} queries of the other client were cancelled "
+            f"({own_cancels} of the canceller's own were)")
+
+
 def test_unknown_cancel_key_is_ignored():
     import struct
     with harness.Pgwarden(pg()) as pw:
