@@ -440,6 +440,12 @@ asio::awaitable<bool> ClientSession::route() {
   stats_ = &pool_->stat_slot(worker_);
   transaction_pooling_ = pool_->mode() != config::PoolMode::session;
   statement_pooling_ = pool_->mode() == config::PoolMode::statement;
+  // [apps] max_server_conn: this application's share of the pool (by the startup
+  // application_name, like max_client_conn; a later SET does not move it).
+  if (const auto* app = config.find_app(application_name_);
+      app && app->max_server_conn && *app->max_server_conn > 0) {
+    app_share_ = pool_->app_share(application_name_, *app->max_server_conn);
+  }
   co_return true;
 }
 

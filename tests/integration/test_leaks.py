@@ -387,6 +387,52 @@ def test_per_app_max_client_conn():
                 conn.close()
 
 
+def test_per_app_max_server_conn():
+    """[apps] max_server_conn is the application's share of each pool: its clients queue for
+    their share while another application keeps getting servers."""
+    import psycopg
+    with bouncer(apps={"greedy": "max_server_conn=2"}, default_pool_size=6) as pw:
+        stop = threading.Event()
+        done = {"greedy": 0, "polite": 0}
+        errors = []
+
+        def client(app, sql):
+            try:
+                with psycopg.connect(pw.dsn(), application_name=app, autocommit=True,
+                                     prepare_threshold=None) as conn:
+                    while not stop.is_set():
+                        conn.execute(sql)
+                        done[app] += 1
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"{app}: {e!r}")
+
+        threads = [threading.Thread(target=client, args=("greedy", "SELECT pg_sleep(0.2)"))
+                   for _ in range(6)]
+        threads += [threading.Thread(target=client, args=("polite", "SELECT 1"))
+                    for _ in range(2)]
+        for t in threads:
+            t.start()
+        peak = 0
+        polite_before = done["polite"]
+        try:
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                rows = pg().sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                "'greedy' AND state = 'active'")
+                peak = max(peak, int(rows[0][0]))
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+        assert not errors, errors
+        # Six greedy clients, two servers for them at a time; all of them got their turns.
+        assert peak == 2, f"greedy held {peak} servers at once (cap 2)"
+        assert done["greedy"] >= 6, done
+        # The other application was never starved: it ran queries the whole time.
+        assert done["polite"] - polite_before > 100, done
+
+
 def test_idle_transaction_timeout_per_app():
     # [apps] lines set their own idle_transaction_timeout: the global 1 s disconnects "hasty",
     # "patient" has 60 s. The disconnect is a forced action in SHOW EVENTS and SHOW APPS.
