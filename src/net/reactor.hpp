@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -147,7 +148,7 @@ class Timer {
   std::multimap<Clock::time_point, Timer*>::iterator position_;
 };
 
-// A flag a coroutine can wait for (the end of the data path, a gathered console snapshot).
+// A flag a coroutine can wait for (a finished check, a gathered console snapshot).
 class Event {
  public:
   Event() = default;
@@ -171,6 +172,35 @@ class Event {
  private:
   bool set_ = false;
   PendingWait wait_;
+};
+
+// The same for a plain coroutine (net::DetachedTask): the end of the data path, which an idle
+// client waits for all its life, so it is as small as it can be.
+class TaskEvent {
+ public:
+  void set() {
+    set_ = true;
+    // Never resumed inline: set() is called from deep inside the data path.
+    if (waiter_) asio::post(*io_, [caller = std::exchange(waiter_, nullptr)] { caller.resume(); });
+  }
+  auto wait_on(asio::io_context& io) {
+    struct Awaiter {
+      TaskEvent& event;
+      asio::io_context& io;
+      bool await_ready() const noexcept { return event.set_; }
+      void await_suspend(std::coroutine_handle<> caller) noexcept {
+        event.waiter_ = caller;
+        event.io_ = &io;
+      }
+      void await_resume() const noexcept {}
+    };
+    return Awaiter{*this, io};
+  }
+
+ private:
+  bool set_ = false;
+  std::coroutine_handle<> waiter_;
+  asio::io_context* io_ = nullptr;
 };
 
 // A stream socket (TCP or Unix) registered with one reactor. Not movable: the reactor keeps

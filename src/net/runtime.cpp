@@ -131,17 +131,9 @@ asio::awaitable<void> Runtime::accept_loop(Acceptor& acceptor) {
       const unsigned worker = next_worker_++ % workers_.size();
       auto& reactor = workers_[worker]->reactor;
       reactor.post([this, &reactor, worker, fd] {
-        // run() holds its own reference: no wrapper coroutine (an idle client's memory is
-        // mostly its suspended frames).
+        // run() starts at once and owns the session (net/task.hpp).
         auto session = std::make_shared<session::ClientSession>(*shared_, reactor, worker, fd);
-        asio::co_spawn(reactor.io(), session->run(session), [](std::exception_ptr error) {
-          if (!error) return;
-          try {
-            std::rethrow_exception(error);
-          } catch (const std::exception& e) {
-            spdlog::error("client session failed: {}", e.what());
-          }
-        });
+        session->run(session);
       });
     }
   }

@@ -117,12 +117,7 @@ std::string_view to_string(ClientState state) {
 }
 
 ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd)
-    : pool::Waiter(worker),
-      shared_(shared),
-      reactor_(reactor),
-      io_(reactor.io()),
-      worker_(worker),
-      id_(++shared.next_client_id) {
+    : pool::Waiter(worker), shared_(shared), reactor_(reactor), id_(++shared.next_client_id) {
   client_.open(reactor, fd);
   std::tie(peer_addr_, peer_port_) = net::peer_of(fd);
 }
@@ -130,34 +125,46 @@ ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned wor
 ClientSession::~ClientSession() {
   if (registered_) shared_.cancels.remove(cancel_key_);
   if (counted_) shared_.clients.fetch_sub(1, std::memory_order_relaxed);
-  if (app_counted_) shared_.release_app_client(app_counted_as_);
+  if (app_counted_as_) shared_.release_app_client(*app_counted_as_);
 }
 
-asio::awaitable<void> ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSession> self) {
+net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSession> self) {
   // `self` (a parameter, so it lives in the frame from the start) keeps the session alive as
-  // long as its coroutine.
+  // long as its coroutine. The phases are Asio coroutines run one after the other; while the
+  // data path serves the client, only this frame exists (net/task.hpp says why).
+  // g++ 12 mishandles temporaries in co_await expressions (PR 99576): the awaiters are named.
   config_ = shared_.config();
-  shared_.sessions(worker_).insert(this);
+  shared_.sessions(waiter_worker()).insert(this);
   net::set_nodelay(client_.fd());
   net::set_keepalive(client_.fd(),
                      {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,
                       config_->tcp_keepcnt, config_->tcp_user_timeout});
+  auto& io = reactor_.io();
+  auto logging_in = net::in_asio(io, log_in());  // startup, authenticate, route, welcome
+  const bool ok = co_await logging_in;
+  if (ok && !admin_) {
+    serve();  // the data path runs on readiness events until it stops
+    co_await data_path_done_.wait_on(io);
+  }
+  auto ending = net::in_asio(io, finish(ok));  // the console, or why serving stopped; cleanup
+  co_await ending;
+  shared_.sessions(waiter_worker()).erase(this);
+  retire_app_tally();
+}
+
+asio::awaitable<bool> ClientSession::log_in() {
   // One statement per phase: g++ 12 miscompiles co_await inside short-circuit operators.
   bool ok = co_await startup();
   if (ok) ok = co_await authenticate();
   if (ok) ok = co_await route();
   if (ok) ok = co_await welcome();
-  if (ok && admin_) co_await serve_admin();
-  if (ok && !admin_) {
-    // serve: the data path runs on readiness events until it stops (client_session_relay.cpp).
-    // Waiting here rather than in a serve() coroutine keeps an idle client to one frame.
-    serve();
-    co_await data_path_done_.async_wait(net::use_nothrow);
-    co_await report_end();
-  }
+  co_return ok;
+}
+
+asio::awaitable<void> ClientSession::finish(bool logged_in) {
+  if (logged_in && admin_) co_await serve_admin();
+  if (logged_in && !admin_) co_await report_end();
   co_await cleanup();
-  retire_app_tally();  // leak guard: the last counts go to the application's totals
-  shared_.sessions(worker_).erase(this);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,7 +172,7 @@ asio::awaitable<void> ClientSession::run([[maybe_unused]] std::shared_ptr<Client
 
 asio::awaitable<bool> ClientSession::startup() {
   for (;;) {
-    auto result = co_await login_reader_.first_packet(client_);
+    auto result = co_await login_reader_->first_packet(client_);
     if (std::holds_alternative<std::error_code>(result)) co_return false;
     if (auto* error = std::get_if<proto::CodecError>(&result)) {
       if (*error == proto::CodecError::unsupported_protocol) {
@@ -257,8 +264,8 @@ asio::awaitable<bool> ClientSession::startup() {
                       application_name_, *app->max_client_conn, app->pattern, app->source));
       co_return false;
     }
-    app_counted_ = true;
-    app_counted_as_ = application_name_;  // a later SET application_name does not move it
+    // Counted under the startup name: a later SET application_name does not move it.
+    app_counted_as_ = std::make_unique<std::string>(application_name_);
   }
   co_return true;
 }
@@ -267,7 +274,7 @@ asio::awaitable<bool> ClientSession::startup() {
 // authenticate: against auth_file, with the method of auth_type.
 
 asio::awaitable<std::optional<proto::Message>> ClientSession::read_auth_reply() {
-  auto result = co_await login_reader_.next(client_, proto::Direction::frontend);
+  auto result = co_await login_reader_->next(client_, proto::Direction::frontend);
   if (auto* message = std::get_if<proto::Message>(&result)) {
     if (message->header.type == 'p') co_return *message;
     co_await fail(
@@ -437,7 +444,7 @@ asio::awaitable<bool> ClientSession::route() {
   pool_ = &shared_.pools.get(database_, pool_user, [&] {
     return Shared::pool_settings(config, *entry, pool_user, *secrets);
   });
-  stats_ = &pool_->stat_slot(worker_);
+  stats_ = &pool_->stat_slot(waiter_worker());
   transaction_pooling_ = pool_->mode() != config::PoolMode::session;
   statement_pooling_ = pool_->mode() == config::PoolMode::statement;
   // [apps] max_server_conn: this application's share of the pool (by the startup
@@ -471,7 +478,7 @@ asio::awaitable<bool> ClientSession::welcome() {
     const std::string* own = params_.find(name);
     writer.parameter_status(name, own ? *own : value);
   }
-  cancel_key_ = shared_.cancels.add(shared_from_this());
+  cancel_key_ = shared_.cancels.add(this);
   registered_ = true;
   writer.backend_key_data(cancel_key_.pid, cancel_key_.secret);
   writer.ready_for_query(TransactionStatus::idle);
@@ -479,14 +486,14 @@ asio::awaitable<bool> ClientSession::welcome() {
 
   // Whatever the client pipelined after its last login message is the start of its traffic.
   in_buffer_size_ = std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config_->pkt_buf));
-  auto pending = login_reader_.remaining();
+  auto pending = login_reader_->remaining();
   if (!pending.empty()) {
     in_ = net::BufferPool::take(in_buffer_size_);
     if (pending.size() > in_.size()) in_.resize(pending.size());
     std::memcpy(in_.data(), pending.data(), pending.size());
   }
   in_len_ = pending.size();
-  login_reader_ = net::MessageReader(0);
+  login_reader_.reset();
   state_ = ClientState::idle;
   state_since_ = Clock::now();
   stats_->add(pool::Stat::client_login, 1);
@@ -514,7 +521,7 @@ asio::awaitable<void> ClientSession::report_end() {
       break;
     case End::client_terminate:
       client_gone_ = true;
-      disconnect_reason_ = "client close request";
+      end_texts().disconnect_reason = "client close request";
       break;
     case End::server_lost: {
       client_gone_ = true;
@@ -522,7 +529,7 @@ asio::awaitable<void> ClientSession::report_end() {
       const std::string why = ": the server closed the connection while the client was using it";
       if (server_fatal_sent_) {
         // The client has the server's own FATAL (pg_terminate_backend, shutdown): close.
-        disconnect_reason_ = "the server ended the connection";
+        end_texts().disconnect_reason = "the server ended the connection";
         co_await abort_client(Err::server_connection_lost, why, false);
       } else {
         co_await abort_client(Err::server_connection_lost, why);
@@ -530,8 +537,8 @@ asio::awaitable<void> ClientSession::report_end() {
       break;
     }
     case End::pool_error:
-      if (end_error_ == Err::query_wait_timeout && end_argument_.empty()) {
-        end_argument_ = std::to_string(config_->query_wait_timeout.count() / 1000);
+      if (end_error_ == Err::query_wait_timeout && end_texts().argument.empty()) {
+        end_texts().argument = std::to_string(config_->query_wait_timeout.count() / 1000);
       }
       [[fallthrough]];
     case End::client_protocol:
@@ -539,7 +546,7 @@ asio::awaitable<void> ClientSession::report_end() {
     case End::statement_mode_txn:
     case End::terminated:
       client_gone_ = true;
-      co_await abort_client(end_error_, end_argument_);
+      co_await abort_client(end_error_, end_texts().argument);
       break;
   }
 }
@@ -553,7 +560,7 @@ asio::awaitable<bool> ClientSession::first_server() {
   const auto wait = config_->query_wait_timeout;
   const auto deadline =
       wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
-  auto result = co_await pool_->acquire(reactor_, worker_, deadline);
+  auto result = co_await pool_->acquire(reactor_, waiter_worker(), deadline);
   if (!result.server) {
     if (result.error == Err::query_wait_timeout) {
       co_await fail(result.error, std::to_string(wait.count() / 1000));
@@ -603,7 +610,6 @@ asio::awaitable<bool> ClientSession::sync_parameters() {
 void ClientSession::note_parameter(std::string_view name, std::string_view value) {
   server_->params.set(name, value);
   if (params_.set(name, value)) {
-    ++params_version_;
     params_fingerprint_ = params_.fingerprint();
     // The server mirrors the pool's defaults plus this client's parameters, as before.
     server_->applied_params = params_fingerprint_;
@@ -675,11 +681,11 @@ asio::awaitable<void> ClientSession::cleanup() {
         server_->applied_params = 0;
       }
     }
-    end_lease(disconnect_reason_);
+    end_lease(disconnect_reason());
     pool_->release(std::move(server_), clean, app_share_);
   }
   if (!in_.empty()) net::BufferPool::give(std::move(in_), in_buffer_size_);
-  if (state_ != ClientState::login) log_disconnect(disconnect_reason_);
+  if (state_ != ClientState::login) log_disconnect(disconnect_reason());
   client_.close();
 }
 
@@ -695,7 +701,7 @@ void ClientSession::forward_cancel() {
   const auto pid = server_->backend_pid;
   const auto key = server_->backend_key;
   asio::co_spawn(
-      io_,
+      reactor_.io(),
       [](std::shared_ptr<ClientSession> self, net::Endpoint to, std::int32_t backend_pid,
          std::int32_t backend_key) -> asio::awaitable<void> {
         co_await pool::send_cancel(self->reactor_, to, backend_pid, backend_key);
@@ -725,7 +731,7 @@ void ClientSession::terminate(Err reason, std::string argument) {
   }
   auto self = shared_from_this();
   asio::co_spawn(
-      io_,
+      reactor_.io(),
       [self, reason, argument = std::move(argument)]() -> asio::awaitable<void> {
         // Ending the client connection ends serve(); cleanup() then cancels, rolls back and
         // returns the server like for any vanished client.
@@ -746,7 +752,7 @@ asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& a
   if (send_error) {
     spdlog::warn("C-{}: {}/{}@{}:{} pooler error: {} ({})", id_, database_, user_, peer_addr_,
                  peer_port_, message, spec.sqlstate);
-    disconnect_reason_ = message;
+    end_texts().disconnect_reason = message;
   }
   if (!client_.is_open()) co_return;
   const bool mid_message = server_ && (relay_remaining_ > 0 || relay_out_begin_ < relay_out_end_);

@@ -19,6 +19,7 @@
 #include "net/message_reader.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
+#include "net/task.hpp"
 #include "pool/params.hpp"
 #include "pool/pool.hpp"
 #include "session/apps.hpp"
@@ -63,8 +64,8 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd);
   ~ClientSession();
 
-  // The client's whole life; `self` is this session (the coroutine owns it).
-  asio::awaitable<void> run(std::shared_ptr<ClientSession> self);
+  // The client's whole life, started at once; `self` is this session (the coroutine owns it).
+  net::DetachedTask run(std::shared_ptr<ClientSession> self);
 
   // Called on the session's worker thread.
   void forward_cancel();
@@ -79,7 +80,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // Adds this client to its worker's sample for SHOW APPS, the growth alarm and pool health.
   void add_to_sample(Clock::time_point now, const config::Config& current, WorkerSample& sample);
 
-  unsigned worker() const { return worker_; }
+  unsigned worker() const { return waiter_worker(); }
   ClientState state() const { return state_; }
   std::uint64_t id() const { return id_; }
   const std::string& database() const { return database_; }
@@ -89,6 +90,10 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
 
  private:
   // Phases of run(), in order. Each returns false when the session must end.
+  asio::awaitable<bool> log_in();  // startup, authenticate, route, welcome
+  // After serving (or a failed login): the console session, or telling the client why the
+  // data path stopped; then cleanup.
+  asio::awaitable<void> finish(bool logged_in);
   asio::awaitable<bool> startup();
   asio::awaitable<bool> authenticate();
   asio::awaitable<bool> route();
@@ -169,90 +174,101 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   asio::awaitable<void> abort_client(Err code, const std::string& argument, bool send_error = true);
   asio::awaitable<bool> write_client(const std::string& bytes);
   void log_disconnect(std::string_view reason);
+  std::string_view disconnect_reason() const {
+    if (!end_texts_ || end_texts_->disconnect_reason.empty()) return "client disconnected";
+    return end_texts_->disconnect_reason;
+  }
 
+  // Members are grouped by size (8-byte, then 4, then 1) so that an idle client, which is
+  // mostly this object, wastes no padding.
   Shared& shared_;
   net::Reactor& reactor_;
-  asio::io_context& io_;
-  unsigned worker_;
   net::Connection client_;
   std::uint64_t id_;
   std::string peer_addr_;
-  int peer_port_ = 0;
   std::shared_ptr<const config::Config> config_;
-  net::MessageReader login_reader_;
-  bool counted_ = false;        // holds a slot of max_client_conn
-  bool app_counted_ = false;    // holds a slot of its [apps] line's max_client_conn
-  std::string app_counted_as_;  // the application_name it was counted under
-  bool registered_ = false;
+  // Whole messages of the login phases; gone after the welcome (the console keeps it).
+  std::unique_ptr<net::MessageReader> login_reader_ = std::make_unique<net::MessageReader>();
+  // Holds a slot of its [apps] line's max_client_conn, under this application_name.
+  std::unique_ptr<std::string> app_counted_as_;
   CancelRegistry::Key cancel_key_{};
-
-  ClientState state_ = ClientState::login;
   Clock::time_point state_since_ = Clock::now();
   Clock::time_point connect_time_ = Clock::now();
   std::string user_;
   std::string database_;
   std::string application_name_;
   ParamSet params_;  // parameters the client asked for (startup) or changed (SET)
-  std::uint64_t params_version_ = 1;
   std::uint64_t params_fingerprint_ = 0;  // params_.fingerprint(): compared with a server's
   pool::Pool* pool_ = nullptr;
   pool::AppShare* app_share_ = nullptr;  // [apps] max_server_conn of this client's application
   pool::StatSlot* stats_ = nullptr;      // this worker's counters of pool_ (SHOW STATS)
-  bool transaction_pooling_ = false;
-  bool statement_pooling_ = false;
-  bool admin_ = false;              // a console session
-  bool admin_full_access_ = false;  // admin_users (else stats_users: SHOW only)
 
   // Client -> server. Bytes [0, in_len_) of the read buffer are unsent; [0, in_scanned_) are
   // whole headers (and the body bytes after them) that may go to the server now. The buffer is
   // held only while bytes are in it (net::BufferPool); in_buffer_size_ is pkt_buf.
   std::vector<std::byte> in_;
-  std::size_t in_buffer_size_ = 0;
-  std::size_t in_len_ = 0;
-  std::size_t in_scanned_ = 0;
-  std::size_t in_sent_ = 0;
+  std::uint32_t in_buffer_size_ = 0;
+  std::uint32_t in_len_ = 0;
+  std::uint32_t in_scanned_ = 0;
+  std::uint32_t in_sent_ = 0;
   std::uint32_t in_remaining_ = 0;  // body bytes of a streamed message not yet scanned
-  bool terminate_seen_ = false;     // a Terminate is next: end after forwarding what precedes it
-
   // Server -> client, in server_->buffer: [0, relay_have_) received; [relay_out_begin_,
   // relay_out_end_) still to write to the client.
-  std::size_t relay_have_ = 0;
-  std::size_t relay_out_begin_ = 0;
-  std::size_t relay_out_end_ = 0;
+  std::uint32_t relay_have_ = 0;
+  std::uint32_t relay_out_begin_ = 0;
+  std::uint32_t relay_out_end_ = 0;
   std::uint32_t relay_remaining_ = 0;  // body bytes of a streamed message not yet received
+  int peer_port_ = 0;
 
+  // Texts of the session's end: the argument of the error that stopped the data path, and the
+  // disconnect reason for the log. Allocated only when there is one (an idle client has none).
+  struct EndTexts {
+    std::string argument;
+    std::string disconnect_reason;  // empty: "client disconnected"
+  };
+  std::unique_ptr<EndTexts> end_texts_;
+  EndTexts& end_texts() {
+    if (!end_texts_) end_texts_ = std::make_unique<EndTexts>();
+    return *end_texts_;
+  }
+  net::TaskEvent data_path_done_;
+  net::Event link_done_;  // set when prepare_server() has finished
+
+  // The lease.
+  pool::ServerPtr server_;
+  Clock::time_point wait_start_{};
+  Clock::time_point last_ready_at_{};  // time of the last ReadyForQuery
+  Clock::time_point query_start_{};
+  Clock::time_point xact_start_{};                 // first query of the current transaction (stats)
+  Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
+  net::Event cancel_done_;
+  // query_timeout: the query (by its start time) already cancelled, and when.
+  Clock::time_point query_timeout_cancelled_{};
+  Clock::time_point query_timeout_cancel_sent_{};
+  int expected_ready_ = 0;     // ReadyForQuery messages still owed by the server
+  int cancels_in_flight_ = 0;  // CancelRequests sent for this lease's queries, not yet done
+  int link_attempts_ = 0;
+  Err end_error_ = Err::internal;
+  End end_ = End::none;
+  ClientState state_ = ClientState::login;
+  bool counted_ = false;     // holds a slot of max_client_conn
+  bool registered_ = false;  // in the cancel registry
+  bool transaction_pooling_ = false;
+  bool statement_pooling_ = false;
+  bool admin_ = false;              // a console session
+  bool admin_full_access_ = false;  // admin_users (else stats_users: SHOW only)
+  bool terminate_seen_ = false;     // a Terminate is next: end after forwarding what precedes it
   // The data path's state.
   bool serving_ = false;  // the data path owns both connections
   bool waiting_ = false;  // queued in the pool for a server
   bool linking_ = false;  // a server is being checked or synced off the data path
   bool pumping_ = false;  // pump() is on the stack (re-entry only sets pump_again_)
   bool pump_again_ = false;
-  int link_attempts_ = 0;
-  End end_ = End::none;
-  Err end_error_ = Err::internal;
-  std::string end_argument_;
-  net::Event data_path_done_;
-  net::Event link_done_;  // set when prepare_server() has finished
-
-  // The lease.
-  pool::ServerPtr server_;
-  int expected_ready_ = 0;  // ReadyForQuery messages still owed by the server
   bool mid_batch_ = false;  // extended-protocol messages sent since the last Sync
   bool client_gone_ = false;
   bool server_failed_ = false;
   bool server_fatal_sent_ = false;  // the client already got the server's own FATAL
-  Clock::time_point wait_start_{};
-  Clock::time_point last_ready_at_{};  // time of the last ReadyForQuery
-  Clock::time_point query_start_{};
-  Clock::time_point xact_start_{};                 // first query of the current transaction (stats)
-  Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
   bool timed_out_ = false;
-  int cancels_in_flight_ = 0;  // CancelRequests sent for this lease's queries, not yet done
-  net::Event cancel_done_;
-  // query_timeout: the query (by its start time) already cancelled, and when.
-  Clock::time_point query_timeout_cancelled_{};
-  Clock::time_point query_timeout_cancel_sent_{};
-  std::string disconnect_reason_ = "client disconnected";
 
   // Lease tracking and leak attribution (session/lease.hpp, client_session_lease.cpp).
   Lease lease_;

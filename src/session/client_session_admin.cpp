@@ -20,7 +20,7 @@ asio::awaitable<bool> ClientSession::welcome_admin() {
   writer.parameter_status("integer_datetimes", "on");
   writer.parameter_status("standard_conforming_strings", "on");
   writer.parameter_status("application_name", application_name_);
-  cancel_key_ = shared_.cancels.add(shared_from_this());
+  cancel_key_ = shared_.cancels.add(this);
   registered_ = true;
   writer.backend_key_data(cancel_key_.pid, cancel_key_.secret);
   writer.ready_for_query(proto::TransactionStatus::idle);
@@ -37,8 +37,9 @@ asio::awaitable<bool> ClientSession::welcome_admin() {
 
 asio::awaitable<void> ClientSession::serve_admin() {
   // The login reader keeps whatever the client pipelined after its password.
-  admin::Console console(shared_, client_, login_reader_, {id_, user_, admin_full_access_});
-  disconnect_reason_ = co_await console.run();
+  admin::Console console(shared_, client_, *login_reader_, {id_, user_, admin_full_access_});
+  auto reason = co_await console.run();
+  end_texts().disconnect_reason = std::move(reason);
   client_gone_ = true;
 }
 

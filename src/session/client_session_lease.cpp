@@ -10,11 +10,14 @@
 namespace pgw::session {
 namespace {
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 std::string lease_tags(const Lease& lease) {
   auto tags = parse_sqlcomment_tags(lease.first.view());
-  if (tags.empty() && !lease.first_tail.empty()) tags = parse_sqlcomment_tags(lease.first_tail.view());
+  if (tags.empty() && !lease.first_tail.empty())
+    tags = parse_sqlcomment_tags(lease.first_tail.view());
   return format_tags(tags);
 }
 
@@ -24,9 +27,9 @@ void ClientSession::note_statement(char type, std::size_t at, std::uint32_t body
   // Only the part of the body already in the buffer: nothing is buffered for this.
   const std::size_t body_at = at + proto::kHeaderSize;
   const std::size_t available = std::min<std::size_t>(body_size, in_len_ - body_at);
-  lease_.on_message(type,
-                    std::string_view(reinterpret_cast<const char*>(in_.data()) + body_at, available),
-                    available == body_size);
+  lease_.on_message(
+      type, std::string_view(reinterpret_cast<const char*>(in_.data()) + body_at, available),
+      available == body_size);
 }
 
 LeaseState ClientSession::lease_state() const {
@@ -70,22 +73,22 @@ void ClientSession::check_leak(Clock::time_point now, const config::Config& c) {
   lease_.warned_at = now;
   const auto info = lease_info();
   const auto count = shared_.leaks.note_suspected(application_name_);
-  const std::string xact =
-      info.xact_start == Clock::time_point{} ? "-" : fmt::format("{:.1f}s", seconds(now - info.xact_start));
+  const std::string xact = info.xact_start == Clock::time_point{}
+                               ? "-"
+                               : fmt::format("{:.1f}s", seconds(now - info.xact_start));
   spdlog::warn(
       "C-{}: leak suspected: app='{}' user={} db={} client={}:{} backend_pid={} state={} "
       "lease_age={:.1f}s xact_age={} idle={:.1f}s statements={} first_query='{}' tags='{}' "
       "(leak_warn_after={:g}s, suspected leaks of this app: {})",
-      id_, printable(application_name_), user_, database_, peer_addr_, peer_port_,
-      info.backend_pid, to_string(state), seconds(now - info.start), xact,
-      seconds(now - idle_since), info.statements, printable(info.first_query),
-      printable(info.tags), seconds(threshold), count);
-  shared_.leaks.events.push(LeakEvent{
-      std::chrono::system_clock::now(), id_, application_name_, "leak_warning",
-      fmt::format("{} for {:.1f}s (leak_warn_after {:g}s)", to_string(state),
-                  seconds(now - idle_since), seconds(threshold)),
-      std::chrono::duration_cast<std::chrono::milliseconds>(now - info.start).count(),
-      info.first_query});
+      id_, printable(application_name_), user_, database_, peer_addr_, peer_port_, info.backend_pid,
+      to_string(state), seconds(now - info.start), xact, seconds(now - idle_since), info.statements,
+      printable(info.first_query), printable(info.tags), seconds(threshold), count);
+  shared_.leaks.events.push(
+      LeakEvent{std::chrono::system_clock::now(), id_, application_name_, "leak_warning",
+                fmt::format("{} for {:.1f}s (leak_warn_after {:g}s)", to_string(state),
+                            seconds(now - idle_since), seconds(threshold)),
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - info.start).count(),
+                info.first_query});
 }
 
 void ClientSession::end_lease(std::string_view how) {
@@ -99,11 +102,11 @@ void ClientSession::end_lease(std::string_view how) {
         database_, peer_addr_, peer_port_, lease_.backend_pid, seconds(age), lease_.statements,
         printable(lease_.first.view()));
     shared_.leaks.note_resolved(application_name_);
-    shared_.leaks.events.push(LeakEvent{
-        std::chrono::system_clock::now(), id_, application_name_, "leak_resolved",
-        fmt::format("{} after {:.1f}s", how, seconds(now - lease_.warned_at)),
-        std::chrono::duration_cast<std::chrono::milliseconds>(age).count(),
-        std::string(lease_.first.view())});
+    shared_.leaks.events.push(
+        LeakEvent{std::chrono::system_clock::now(), id_, application_name_, "leak_resolved",
+                  fmt::format("{} after {:.1f}s", how, seconds(now - lease_.warned_at)),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(age).count(),
+                  std::string(lease_.first.view())});
   }
   lease_.reset();
 }

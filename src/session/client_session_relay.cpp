@@ -68,7 +68,7 @@ void ClientSession::pump() {
   pumping_ = false;
   if (serving_ && rounds >= kRoundsPerPump) {
     // Still busy (a large COPY or result): continue after the other sessions' events.
-    asio::post(io_, [self = shared_from_this()] { self->pump(); });
+    asio::post(reactor_.io(), [self = shared_from_this()] { self->pump(); });
   }
 }
 
@@ -391,14 +391,15 @@ void ClientSession::link(pool::ServerPtr server, Clock::time_point now) {
   // client's. The data path waits (linking_) and resumes in finish_link().
   linking_ = true;
   link_done_.reset();
-  asio::co_spawn(io_, prepare_server(), [self = shared_from_this()](std::exception_ptr error) {
-    if (!error) return;
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      spdlog::error("C-{}: preparing a server connection failed: {}", self->id_, e.what());
-    }
-  });
+  asio::co_spawn(
+      reactor_.io(), prepare_server(), [self = shared_from_this()](std::exception_ptr error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          spdlog::error("C-{}: preparing a server connection failed: {}", self->id_, e.what());
+        }
+      });
 }
 
 asio::awaitable<void> ClientSession::prepare_server() {
@@ -458,7 +459,7 @@ void ClientSession::stop_data_path(End why, Err error, std::string argument) {
   serving_ = false;
   end_ = why;
   end_error_ = error;
-  end_argument_ = std::move(argument);
+  if (!argument.empty()) end_texts().argument = std::move(argument);
   client_.set_handler(nullptr);
   if (server_) server_->conn.set_handler(nullptr);
   if (waiting_ && pool_->cancel_wait(*this)) waiting_ = false;

@@ -1,13 +1,14 @@
 #include "session/lease.hpp"
 
-
 #include <cctype>
 #include <string>
 
 namespace pgw::session {
 namespace {
 
-bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_blank(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 bool is_word_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
@@ -123,9 +124,12 @@ bool comment_body(std::string_view sql, std::string_view& body, std::size_t& end
 
 std::string_view to_string(LeaseState state) {
   switch (state) {
-    case LeaseState::active: return "active";
-    case LeaseState::idle_in_transaction: return "idle_in_transaction";
-    case LeaseState::idle_pinned: return "idle_pinned";
+    case LeaseState::active:
+      return "active";
+    case LeaseState::idle_in_transaction:
+      return "idle_in_transaction";
+    case LeaseState::idle_pinned:
+      return "idle_pinned";
   }
   return "?";
 }
@@ -178,10 +182,14 @@ bool is_control_statement(std::string_view sql) {
   sql = skip_blanks_and_comments(sql);
   if (sql.empty()) return false;
   switch (std::toupper(static_cast<unsigned char>(sql[0]))) {
-    case 'A': return starts_with_keyword(sql, "ABORT");
-    case 'B': return starts_with_keyword(sql, "BEGIN");
-    case 'C': return starts_with_keyword(sql, "COMMIT");
-    case 'E': return starts_with_keyword(sql, "END");
+    case 'A':
+      return starts_with_keyword(sql, "ABORT");
+    case 'B':
+      return starts_with_keyword(sql, "BEGIN");
+    case 'C':
+      return starts_with_keyword(sql, "COMMIT");
+    case 'E':
+      return starts_with_keyword(sql, "END");
     case 'P':
       return starts_with_keyword(sql, "PREPARE") &&
              starts_with_keyword(skip_blanks_and_comments(sql.substr(7)), "TRANSACTION");
@@ -191,7 +199,8 @@ bool is_control_statement(std::string_view sql) {
     case 'S':
       return starts_with_keyword(sql, "SET") || starts_with_keyword(sql, "START") ||
              starts_with_keyword(sql, "SAVEPOINT");
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -200,7 +209,8 @@ std::string_view first_significant_statement(std::string_view sql) {
     const auto start = skip_blanks_and_comments(sql);
     if (!is_control_statement(start)) {
       // Keep a leading comment with the statement: it may carry the sqlcommenter tags.
-      return trim(sql).empty() ? std::string_view{} : sql.substr(sql.find_first_not_of(" \t\r\n\f\v"));
+      return trim(sql).empty() ? std::string_view{}
+                               : sql.substr(sql.find_first_not_of(" \t\r\n\f\v"));
     }
     // Skip to after the next ';' outside quotes.
     std::size_t i = static_cast<std::size_t>(start.data() - sql.data());
@@ -294,7 +304,8 @@ void Lease::on_message(char type, std::string_view body, bool whole) {
   if (have_first) {
     // The common case: only the last statement's prefix is needed, so look at no more than
     // that (a Parse starts with the statement name).
-    const auto text = statement_text(type, body.substr(0, kStatementCapture + (type == 'P' ? 256 : 0)));
+    const auto text =
+        statement_text(type, body.substr(0, kStatementCapture + (type == 'P' ? 256 : 0)));
     if (!text.empty()) last.assign(text);
     return;
   }

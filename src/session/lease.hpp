@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -81,20 +82,22 @@ LeasePolicy resolve_policy(const config::Config& config, std::string_view applic
 class PolicyCache {
  public:
   const LeasePolicy& get(const config::Config& config, std::string_view application_name) {
-    if (!valid_ || version_ != config.version || application_name != application_name_) {
+    // The name is remembered by its hash, not a copy: every idle client has one of these.
+    const auto name_hash = std::hash<std::string_view>{}(application_name);
+    if (!valid_ || version_ != config.version || name_hash != name_hash_) {
       policy_ = resolve_policy(config, application_name);
       version_ = config.version;
-      application_name_.assign(application_name);
+      name_hash_ = name_hash;
       valid_ = true;
     }
     return policy_;
   }
 
  private:
-  bool valid_ = false;
   std::uint64_t version_ = 0;
-  std::string application_name_;
+  std::size_t name_hash_ = 0;
   LeasePolicy policy_;
+  bool valid_ = false;
 };
 
 // A session's completed queries (ReadyForQuery messages) and transactions (ReadyForQuery 'I'),
@@ -156,16 +159,16 @@ class StatementText {
 struct Lease {
   using Clock = std::chrono::steady_clock;
 
-  bool held = false;             // between begin() and end()
-  Clock::time_point start{};     // server obtained
+  bool held = false;               // between begin() and end()
+  Clock::time_point start{};       // server obtained
   Clock::time_point xact_start{};  // first statement since the server was last idle ('I')
   Clock::time_point idle_since{};  // last ReadyForQuery that left nothing in flight
   std::int32_t backend_pid = 0;
   std::uint64_t statements = 0;  // simple queries and Executes
   bool have_first = false;       // `first` holds the statement that matters
   StatementText first, last;
-  StatementText first_tail;      // trailing comment of a first statement longer than `first`
-  bool warned = false;           // a leak warning was logged for this lease
+  StatementText first_tail;  // trailing comment of a first statement longer than `first`
+  bool warned = false;       // a leak warning was logged for this lease
   Clock::time_point warned_at{};
   // The whole session's counts, not this lease's: reset() keeps them. They live here because
   // on_ready() is the hook that sees every ReadyForQuery.

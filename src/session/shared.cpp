@@ -5,12 +5,11 @@
 
 namespace pgw::session {
 
-CancelRegistry::Key CancelRegistry::add(const std::shared_ptr<ClientSession>& session) {
+CancelRegistry::Key CancelRegistry::add(ClientSession* session) {
   std::lock_guard lock(mutex_);
   for (;;) {
     const auto bits = random_();
-    Key key{static_cast<std::int32_t>(bits & 0x7fffffff),
-            static_cast<std::int32_t>(bits >> 32)};
+    Key key{static_cast<std::int32_t>(bits & 0x7fffffff), static_cast<std::int32_t>(bits >> 32)};
     if (key.pid == 0) continue;
     if (sessions_.emplace(pack(key), session).second) return key;
   }
@@ -24,7 +23,9 @@ void CancelRegistry::remove(Key key) {
 std::shared_ptr<ClientSession> CancelRegistry::find(Key key) const {
   std::lock_guard lock(mutex_);
   auto it = sessions_.find(pack(key));
-  return it == sessions_.end() ? nullptr : it->second.lock();
+  // A session removes itself in its destructor, under this mutex; until then its weak self
+  // reference tells whether it is still alive (lock() fails once the last owner let go).
+  return it == sessions_.end() ? nullptr : it->second->weak_from_this().lock();
 }
 
 bool Shared::admit_app_client(const std::string& application_name, int cap) {
@@ -86,7 +87,8 @@ pool::PoolSettings Shared::pool_settings(const config::Config& config,
   if (user_entry && user_entry->pool_size) s.pool_size = *user_entry->pool_size;
   s.min_pool_size = database.min_pool_size.value_or(config.min_pool_size);
   s.reserve_pool_size = database.reserve_pool.value_or(config.reserve_pool_size);
-  if (user_entry && user_entry->reserve_pool_size) s.reserve_pool_size = *user_entry->reserve_pool_size;
+  if (user_entry && user_entry->reserve_pool_size)
+    s.reserve_pool_size = *user_entry->reserve_pool_size;
   s.max_db_connections =
       database.max_db_connections_set ? database.max_db_connections : config.max_db_connections;
   s.max_user_connections = (user_entry && user_entry->max_user_connections_set)
@@ -111,7 +113,8 @@ pool::PoolSettings Shared::pool_settings(const config::Config& config,
   if (s.password.empty()) {
     if (auto it = secrets.find(s.server_user); it != secrets.end()) s.password = it->second;
   }
-  if (!database.client_encoding.empty()) s.startup_params.emplace_back("client_encoding", database.client_encoding);
+  if (!database.client_encoding.empty())
+    s.startup_params.emplace_back("client_encoding", database.client_encoding);
   if (!database.datestyle.empty()) s.startup_params.emplace_back("datestyle", database.datestyle);
   if (!database.timezone.empty()) s.startup_params.emplace_back("timezone", database.timezone);
   if (!database.application_name.empty()) {

@@ -31,7 +31,8 @@ class CancelRegistry {
     std::int32_t pid;
     std::int32_t secret;
   };
-  Key add(const std::shared_ptr<ClientSession>& session);
+  // `session` must call remove() in its destructor.
+  Key add(ClientSession* session);
   void remove(Key key);
   std::shared_ptr<ClientSession> find(Key key) const;
 
@@ -41,7 +42,7 @@ class CancelRegistry {
            static_cast<std::uint32_t>(key.secret);
   }
   mutable std::mutex mutex_;
-  std::unordered_map<std::uint64_t, std::weak_ptr<ClientSession>> sessions_;
+  std::unordered_map<std::uint64_t, ClientSession*> sessions_;
   std::mt19937_64 random_{std::random_device{}()};
 };
 
@@ -104,7 +105,7 @@ class Shared {
   std::atomic<int> clients{0};  // connected clients, for max_client_conn
   std::atomic<bool> shutting_down{false};
   std::atomic<std::uint64_t> next_client_id{0};
-  LeakBook leaks;  // leak guard: per-application counters and the recent leak events
+  LeakBook leaks;   // leak guard: per-application counters and the recent leak events
   AppMonitor apps;  // per-application totals, growth alarm, pool health rounds
 
  private:
