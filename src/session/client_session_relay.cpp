@@ -44,6 +44,14 @@ bool is_control_copy(char type) {
   return type == 'd' || type == 'c' || type == 'f';
 }
 
+// The part of `available` bytes that belongs to the body of a message being streamed through
+// (`remaining` bytes of it still to come), which is passed on without looking into it.
+std::size_t take_streamed(std::uint32_t& remaining, std::size_t available) {
+  const auto take = std::min<std::size_t>(remaining, available);
+  remaining -= static_cast<std::uint32_t>(take);
+  return take;
+}
+
 }  // namespace
 
 void ClientSession::on_ready(net::Connection&) {
@@ -132,9 +140,7 @@ bool ClientSession::client_to_server() {
     std::size_t pos = in_scanned_;
     while (pos < in_len_) {
       if (in_remaining_ > 0) {
-        const auto take = std::min<std::size_t>(in_remaining_, in_len_ - pos);
-        pos += take;
-        in_remaining_ -= static_cast<std::uint32_t>(take);
+        pos += take_streamed(in_remaining_, in_len_ - pos);
         continue;
       }
       auto parsed = proto::parse_header(std::span<const std::byte>(in_.data() + pos, in_len_ - pos),
@@ -193,9 +199,7 @@ ClientSession::ServerScan ClientSession::scan_server_bytes() {
   std::size_t pos = 0;
   while (pos < relay_have_) {
     if (relay_remaining_ > 0) {
-      const auto take = std::min<std::size_t>(relay_remaining_, relay_have_ - pos);
-      pos += take;
-      relay_remaining_ -= static_cast<std::uint32_t>(take);
+      pos += take_streamed(relay_remaining_, relay_have_ - pos);
       continue;
     }
     auto parsed =
