@@ -232,7 +232,7 @@ Waiter* Pool::oldest_waiter_locked() const {
 
 Waiter* Pool::next_waiter_locked(unsigned worker) {
   // How much longer another worker's client may have waited before it is served first.
-  constexpr auto kLocalPreference = std::chrono::milliseconds(20);
+  constexpr auto kLocalPreference = std::chrono::milliseconds(5);
   auto first_eligible = [this](Waiter* w) {
     while (w && !eligible(*w)) w = w->next_;
     return w;
