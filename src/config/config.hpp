@@ -92,6 +92,13 @@ struct Config {
   Millis idle_transaction_timeout{0};
   Millis stats_period{60000};
   Millis leak_warn_after{60000};  // leak guard: warn about a lease idle this long; 0 = off
+  // Resilience (docs/operations.md): circuit breaker per backend, bounded waiting, drain.
+  int breaker_failures = 5;  // consecutive failed connection attempts that open it; 0 = off
+  Millis breaker_open_min{5000};
+  Millis breaker_open_max{60000};
+  int max_waiting = 0;  // clients queued per pool; 0 = unlimited
+  Millis query_wait_notify{5000};
+  Millis shutdown_drain_timeout{30000};
   std::vector<std::string> ignore_startup_parameters;
   std::string logfile;
   std::string pidfile;
