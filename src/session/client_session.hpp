@@ -71,6 +71,14 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void check_leak(Clock::time_point now, const config::Config& current);
   // Ends the session with a FATAL error (shutdown, admin KILL): the coroutine unwinds.
   void terminate(Err reason, std::string argument = {});
+  // Resilience (client_session_resilience.cpp, docs/operations.md).
+  // query_wait_notify: one NOTICE to a client queued for a server longer than that.
+  void notify_waiting(Clock::time_point now, const config::Config& current);
+  // Shutdown drain: ends the session with 57P01 unless it is inside a transaction, which may
+  // finish first; `force` (the drain window is over) ends it anyway (cancel, roll back).
+  void drain(bool force);
+  // A server connection is held for this client (SIGINT waits until none is).
+  bool holds_server() const { return server_ != nullptr; }
 
   unsigned worker() const { return worker_; }
   ClientState state() const { return state_; }
@@ -151,11 +159,15 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
 
   // Sends ErrorResponse FATAL, half-closes, drains briefly, closes: the driver sees the error.
   asio::awaitable<void> fail(Err code, const std::string& argument = {},
-                             const std::string& detail = {});
+                             const std::string& detail = {}, const std::string& hint = {});
+  // fail() with the DETAIL and HINT the pool gives for `code` (breaker state, pool occupancy).
+  asio::awaitable<void> fail_explained(Err code, const std::string& argument = {});
+  bool inside_transaction() const;
   // The same for a session whose output may hold half a server message (then only closes),
   // or while another coroutine reads the socket (login, console: no drain of its own).
   // `send_error` false: the client already has an error (the server's FATAL): only close.
-  asio::awaitable<void> abort_client(Err code, const std::string& argument, bool send_error = true);
+  asio::awaitable<void> abort_client(Err code, const std::string& argument, bool send_error = true,
+                                     const std::string& detail = {}, const std::string& hint = {});
   asio::awaitable<bool> write_client(const std::string& bytes);
   void log_disconnect(std::string_view reason);
 
@@ -231,6 +243,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool server_failed_ = false;
   bool server_fatal_sent_ = false;  // the client already got the server's own FATAL
   Clock::time_point wait_start_{};
+  Clock::time_point wait_notified_{};  // wait_start_ of the wait query_wait_notify told about
   Clock::time_point query_start_{};
   Clock::time_point xact_start_{};                 // first query of the current transaction (stats)
   Clock::time_point request_time_ = Clock::now();  // last query sent (SHOW CLIENTS)
