@@ -56,6 +56,8 @@ struct Snapshot {
   std::set<std::string> paused_databases;      // paused individually or globally
   bool all_paused = false;
   std::vector<session::LeakEvent> events;      // SHOW EVENTS: newest first
+  std::vector<pool::BackendStatus> backends;   // circuit breakers (admin/resilience_rows.hpp)
+  HealthFigures health;                        // watchdog, open files, shutdown
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::chrono::system_clock::time_point wall_now = std::chrono::system_clock::now();
 };

@@ -109,16 +109,25 @@ void Reactor::run() {
   auto guard = asio::make_work_guard(io_);
   const Reactor* outer = current_reactor;
   current_reactor = this;
+  activity::Marker* outer_marker = activity::this_thread();
+  activity::bind_this_thread(&activity_);
   struct Restore {
     const Reactor* outer;
-    ~Restore() { current_reactor = outer; }
-  } restore{outer};
+    activity::Marker* outer_marker;
+    ~Restore() {
+      current_reactor = outer;
+      activity::bind_this_thread(outer_marker);
+    }
+  } restore{outer, outer_marker};
   while (!stopped_.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
     last_turn_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    // The watchdog's report of a stall names the phase (one relaxed store each).
+    activity_.set("firing timers");
     fire_due_timers(now);
     // Every post counted before this load was queued before it, so the poll below runs it.
     const std::uint64_t seen_posts = posted_.load(std::memory_order_seq_cst);
+    activity_.set("running posted handlers and coroutines");
     io_.poll();  // handlers posted from this thread or others; coroutine resumptions
     if (stopped_.load(std::memory_order_relaxed)) break;
 
@@ -134,6 +143,7 @@ void Reactor::run() {
       throw std::system_error(last_error(), "epoll_wait");
     }
     batch_size_ = n;
+    activity_.set("handling socket events (data path)");
     for (batch_next_ = 0; batch_next_ < batch_size_;) {
       const epoll_event ev = events_->events[batch_next_++];
       if (ev.data.ptr == nullptr) continue;  // closed by an earlier event of this batch
