@@ -194,6 +194,7 @@ void Connection::attach(Reactor& reactor) {
   // socket can take writes and has nothing to read.
   readable_ = false;
   writable_ = true;
+  peer_closed_ = false;
   reactor.add(*this);
 }
 
@@ -207,6 +208,9 @@ void Connection::on_events(std::uint32_t events) {
   // Errors and hang-ups make both directions "ready": the next read or write reports them.
   const bool broken = (events & (EPOLLERR | EPOLLHUP)) != 0;
   if (broken || (events & (EPOLLIN | EPOLLRDHUP))) readable_ = true;
+  // The peer has closed: its end of stream may sit behind data that arrived in this same
+  // edge, and no further edge will come for it.
+  if (broken || (events & EPOLLRDHUP)) peer_closed_ = true;
   if (broken || (events & EPOLLOUT)) writable_ = true;
   if (handler_) {
     handler_->on_ready(*this);
@@ -222,8 +226,9 @@ IoResult Connection::read_some(void* data, std::size_t size) {
     const ssize_t n = ::recv(fd_, data, size, 0);
     if (n > 0) {
       result.bytes = static_cast<std::size_t>(n);
-      // Short read: the receive queue is empty now; new data brings a new edge.
-      if (result.bytes < size) readable_ = false;
+      // Short read: the receive queue is empty now; new data brings a new edge. Not so once
+      // the peer has closed: the next read returns the end of stream.
+      if (result.bytes < size && !peer_closed_) readable_ = false;
       return result;
     }
     if (n == 0) return result;  // end of stream (readable_ stays set: it stays at the end)

@@ -242,6 +242,7 @@ class Connection {
   ReadyHandler* handler_ = nullptr;
   bool readable_ = false;
   bool writable_ = false;
+  bool peer_closed_ = false;  // EPOLLRDHUP/HUP/ERR seen: a short read no longer means empty
   PendingWait read_wait_;
   PendingWait write_wait_;
 };

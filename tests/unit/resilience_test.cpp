@@ -3,10 +3,12 @@
 // (src/net/overload.hpp), and the shutdown drain's bookkeeping (src/net/drain.hpp).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <string>
+#include <thread>
 
 #include "net/drain.hpp"
 #include "net/overload.hpp"
@@ -81,6 +83,45 @@ TEST(Watchdog, TheActivityMarkerNamesThePhaseAndScopes) {
   // Off the loop's thread a Scope changes nothing (no marker is bound here).
   EXPECT_EQ(pgw::activity::this_thread(), nullptr);
   pgw::activity::Scope harmless("not on a loop");
+}
+
+// A backend that is terminated sends its FATAL and closes at once: both can arrive before the
+// loop dispatches the one edge they cause. The short read of the FATAL must not hide the end
+// of stream behind it, or the session waits forever for a server that is gone.
+TEST(PeerClose, DataFollowedByEndOfStreamInOneEdgeIsBothRead) {
+  Loop loop;
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  pgw::net::Connection connection;
+  connection.open(loop.reactor, fds[0]);
+  ASSERT_EQ(::write(fds[1], "FATAL", 5), 5);
+  ::close(fds[1]);  // EOF right behind the data, before the loop runs
+  struct Reader final : pgw::net::ReadyHandler {
+    std::string data;
+    bool eof = false;
+    void on_ready(pgw::net::Connection& c) override {
+      // What the relay does: read while the flag says there is something to read.
+      char buffer[64];
+      while (c.readable() && !eof) {
+        const auto r = c.read_some(buffer, sizeof buffer);
+        if (r.would_block() || r.error) break;
+        if (r.bytes == 0) eof = true;
+        data.append(buffer, r.bytes);
+      }
+    }
+  } reader;
+  connection.set_handler(&reader);
+  std::atomic<bool> done{false};
+  std::thread stopper([&] {
+    for (int i = 0; i < 2000 && !reader.eof; ++i) std::this_thread::sleep_for(1ms);
+    done = true;
+    loop.reactor.stop();
+  });
+  loop.reactor.run();
+  stopper.join();
+  EXPECT_EQ(reader.data, "FATAL");
+  EXPECT_TRUE(reader.eof);
+  connection.close();
 }
 
 TEST(FileBudget, RefusesFrom90PercentAndAcceptsAgainUnder80) {
