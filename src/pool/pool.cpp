@@ -123,8 +123,8 @@ std::optional<ParamSet> Pool::defaults() const {
 
 bool Pool::can_open_locked(bool use_reserve) const {
   if (paused_) return false;  // PAUSE: no new server connections until RESUME
-  // An open breaker: only its probe connects (launch_probe()).
-  if (!backend_->accepts_logins()) return false;
+  // An open breaker: only its probe connects (launch_probe()). A drain opens nothing new.
+  if (!backend_->accepts_logins() || manager_.draining()) return false;
   const int limit = settings_.pool_size + (use_reserve ? settings_.reserve_pool_size : 0);
   return total_ < limit;
 }
@@ -939,16 +939,21 @@ Pool::ErrorContext Pool::explain(Err code) const {
   const auto status = backend->status(now);
   switch (code) {
     case Err::backend_unavailable: {
-      out.detail = fmt::format("pgwarden's circuit breaker for the server at {} is {}", status.name,
-                               status.state == BreakerState::open ? "open" : "testing the server");
+      const char* state = status.state == BreakerState::open        ? "is open"
+                          : status.state == BreakerState::half_open ? "is testing the server"
+                                                                    : "has just closed again";
+      out.detail =
+          fmt::format("pgwarden's circuit breaker for the server at {} {}", status.name, state);
       if (!status.last_error.empty()) out.detail += "; last error: " + status.last_error;
       if (status.state == BreakerState::open) {
         const auto seconds = std::chrono::ceil<std::chrono::seconds>(status.until_probe).count();
         out.hint =
             fmt::format("pgwarden tries to connect again in {} s; retry the connection after that.",
                         std::max<std::int64_t>(seconds, 1));
-      } else {
+      } else if (status.state == BreakerState::half_open) {
         out.hint = "pgwarden is testing the connection to the server now; retry in a few seconds.";
+      } else {
+        out.hint = "Retry the connection now.";
       }
       break;
     }
@@ -1021,7 +1026,10 @@ bool Pool::launch_probe() {
   std::vector<unsigned> launches;
   {
     std::lock_guard lock(mutex_);
-    if (paused_ || total_ >= settings_.pool_size + settings_.reserve_pool_size) return false;
+    if (paused_ || manager_.draining() ||
+        total_ >= settings_.pool_size + settings_.reserve_pool_size) {
+      return false;
+    }
     launch_locked(0, launches);
   }
   if (launches.empty()) return false;  // db / user connection limits reached
