@@ -206,7 +206,12 @@ std::string Runtime::reload(std::string_view trigger) {
 }
 
 asio::awaitable<void> Runtime::signals() {
+  // PgBouncer's signals (docs/operations.md): any of them left to its default action would
+  // end the process on the spot.
   asio::signal_set set(main_io_, SIGINT, SIGTERM, SIGHUP);
+  set.add(SIGQUIT);
+  set.add(SIGUSR1);
+  set.add(SIGUSR2);
   for (;;) {
     auto [ec, signal] = co_await set.async_wait(use_nothrow);
     if (ec) co_return;
@@ -214,12 +219,24 @@ asio::awaitable<void> Runtime::signals() {
       reload("SIGHUP");
       continue;
     }
-    // SIGTERM drains, SIGINT waits for the servers (PgBouncer's meanings); a second one of
-    // either during a shutdown makes it immediate.
-    const auto mode = drain_->active()   ? ShutdownMode::immediate
-                      : signal == SIGINT ? ShutdownMode::wait_for_servers
-                                         : ShutdownMode::drain;
-    spdlog::info("got {}: {}", signal == SIGINT ? "SIGINT" : "SIGTERM", describe(mode));
+    if (signal == SIGUSR1 || signal == SIGUSR2) {
+      const bool pause = signal == SIGUSR1;
+      spdlog::info("got {}: {} every database", pause ? "SIGUSR1" : "SIGUSR2",
+                   pause ? "PAUSE" : "RESUME");
+      if (pause) {
+        shared_->pools.pause_database("");
+      } else {
+        shared_->pools.resume_database("");
+      }
+      continue;
+    }
+    // SIGTERM drains, SIGINT waits for the servers, SIGQUIT is immediate (PgBouncer's
+    // meanings); a second SIGTERM or SIGINT during a shutdown makes it immediate.
+    const auto mode = signal == SIGQUIT || drain_->active() ? ShutdownMode::immediate
+                      : signal == SIGINT                    ? ShutdownMode::wait_for_servers
+                                                            : ShutdownMode::drain;
+    const char* name = signal == SIGINT ? "SIGINT" : signal == SIGQUIT ? "SIGQUIT" : "SIGTERM";
+    spdlog::info("got {}: {}", name, describe(mode));
     begin_shutdown(mode);
   }
 }

@@ -585,6 +585,32 @@ def test_sigint_waits_for_servers_then_exits_zero():
         assert pw.proc.wait(10) == 0
 
 
+def test_pgbouncer_signals_pause_resume_and_quit():
+    with bouncer() as pw:
+        client = logged_in(pw)
+        pw.proc.send_signal(signal.SIGUSR1)  # PAUSE every database
+        harness.wait_until(lambda: state_rows(pw)["paused"] == "yes", 5, what="PAUSE")
+        send_query(client, "SELECT 1")
+        client.sock.settimeout(0.5)
+        try:
+            early = client.read_message()
+            raise AssertionError(f"a paused pool served a query: {early}")
+        except socket.timeout:
+            pass
+        pw.proc.send_signal(signal.SIGUSR2)  # RESUME
+        client.sock.settimeout(5)
+        messages = client.read_until()
+        assert harness.first_error(messages) is None and messages[-1][0] == b"Z", messages
+        busy = logged_in(pw)
+        busy.query("BEGIN")
+        busy.query("SELECT 1")
+        pw.proc.send_signal(signal.SIGQUIT)  # immediate, even inside a transaction
+        for c in (busy, client):
+            error = read_error(c, 3)
+            assert error and error["C"] == "57P01", error
+        assert pw.proc.wait(5) == 0
+
+
 def test_max_waiting():
     with bouncer(default_pool_size=1, max_waiting=2, query_wait_timeout=30) as pw:
         holder = logged_in(pw)
