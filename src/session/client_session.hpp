@@ -147,6 +147,8 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // owes nothing (true) or fails.
   asio::awaitable<bool> drain_server(std::chrono::milliseconds timeout);
   bool server_owes_nothing() const;
+  // Something is in flight or a transaction is open: the shutdown drain lets it finish.
+  bool inside_transaction() const;
 
   // Leasing off the data path: the welcome's first login, parameter sync, checks.
   asio::awaitable<bool> first_server();
@@ -162,7 +164,6 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
                              const std::string& detail = {}, const std::string& hint = {});
   // fail() with the DETAIL and HINT the pool gives for `code` (breaker state, pool occupancy).
   asio::awaitable<void> fail_explained(Err code, const std::string& argument = {});
-  bool inside_transaction() const;
   // The same for a session whose output may hold half a server message (then only closes),
   // or while another coroutine reads the socket (login, console: no drain of its own).
   // `send_error` false: the client already has an error (the server's FATAL): only close.
