@@ -362,9 +362,11 @@ def test_postgres_stopped_under_pgbench_load_then_restarted():
                 if start > opened_at:
                     assert elapsed < 2, (start - opened_at, elapsed, state)
             assert "server" in opened_row["breaker_last_error"], opened_row
-            # Memory stays flat while clients are refused.
+            # Memory stays flat while thousands of clients are refused (about +0.5 MB seen).
+            # Not under AddressSanitizer, whose quarantine keeps freed memory resident.
             rss_after = rss_kb(pw.pid)
-            assert rss_after < rss_before + 32 * 1024, (rss_before, rss_after)
+            if "ASAN_OPTIONS" not in os.environ:
+                assert rss_after < rss_before + 16 * 1024, (rss_before, rss_after)
 
             bench.wait(40)
             pg().start()
