@@ -331,6 +331,8 @@ asio::awaitable<Snapshot> Console::snapshot(bool with_sessions) {
     if (p.stats.paused) s.paused_databases.insert(p.database);
   }
   s.all_paused = shared_.pools.all_paused();
+  s.backends = shared_.pools.backend_statuses(Clock::now());
+  s.health = shared_.health.read();
   s.now = Clock::now();
   s.wall_now = std::chrono::system_clock::now();
   co_return s;

@@ -1,5 +1,7 @@
 #include "admin/tables.hpp"
 
+#include "admin/resilience_rows.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -174,6 +176,7 @@ ResultSet show_databases(const Snapshot& s) {
       .texts({"pool_mode", "load_balance_hosts"})
       .ints({"max_connections", "current_connections", "max_client_connections",
              "current_client_connections", "paused", "disabled"});
+  for (auto& column : breaker_columns()) b.rs.columns.push_back(std::move(column));  // pgwarden's
   const auto& c = *s.config;
   auto clients_of = [&](const std::string& db) {
     int n = 0;
@@ -201,11 +204,13 @@ ResultSet show_databases(const Snapshot& s) {
         entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
         "round-robin", num(max_conn), num(conn == s.db_connections.end() ? 0 : conn->second), "0",
         num(clients_of(name)), s.paused_databases.contains(name) ? "1" : "0", "0"});
+    for (auto& cell : breaker_cells(s, entry->host, entry->port)) b.rs.rows.back().push_back(cell);
   }
   int admins = 0;
   for (const auto& info : s.sessions) admins += info.admin ? 1 : 0;
   b.rs.rows.push_back(Row{"pgbouncer", Cell{}, num(c.listen_port), "pgbouncer", "pgbouncer", "2",
                           "0", "0", "0", "statement", Cell{}, "0", "0", "0", num(admins), "0", "0"});
+  for (auto& cell : no_breaker_cells()) b.rs.rows.back().push_back(cell);
   b.rs.tag = "SHOW";
   return b.rs;
 }
@@ -406,6 +411,7 @@ ResultSet show_state(const Snapshot& s) {
   b.rs.rows.push_back(Row{"active", s.all_paused ? "no" : "yes"});
   b.rs.rows.push_back(Row{"paused", s.all_paused ? "yes" : "no"});
   b.rs.rows.push_back(Row{"suspended", "no"});
+  for (auto& row : resilience_state_rows(s)) b.rs.rows.push_back(std::move(row));
   b.rs.tag = "SHOW";
   return b.rs;
 }

@@ -59,6 +59,8 @@ struct Snapshot {
   std::vector<session::LeakEvent> events;      // SHOW EVENTS: newest first
   std::map<std::string, session::AppView> apps;  // SHOW APPS: totals and growth by application
   std::map<std::string, session::LeakBook::AppCounters> leak_counters;  // SHOW APPS
+  std::vector<pool::BackendStatus> backends;   // circuit breakers (admin/resilience_rows.hpp)
+  HealthFigures health;                        // watchdog, open files, shutdown
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::chrono::system_clock::time_point wall_now = std::chrono::system_clock::now();
 };

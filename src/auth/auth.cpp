@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "util/activity.hpp"
+
 namespace pgw::auth {
 namespace {
 
@@ -188,6 +190,8 @@ std::optional<ScramSecret> parse_scram_secret(std::string_view text) {
 }
 
 ScramSecret make_scram_secret(std::string_view password, std::string_view salt, int iterations) {
+  // Thousands of HMAC rounds on the caller's event loop: named for the watchdog.
+  activity::Scope scope("computing a SCRAM key (PBKDF2)");
   std::string salted(32, '\0');
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
@@ -318,6 +322,7 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
     server_key = secret_->server_key;
   } else {
     // One PBKDF2 (the expensive part of a login) gives all three keys.
+    activity::Scope scope("computing a SCRAM key (PBKDF2)");
     std::string salted(32, '\0');
     if (PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
                           reinterpret_cast<const unsigned char*>(salt->data()),

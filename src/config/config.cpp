@@ -132,7 +132,7 @@ const std::set<std::string>& known_other_keys() {
       "syslog_ident", "syslog_facility", "log_stats", "max_prepared_statements",
       "server_round_robin", "application_name_add_host", "track_extra_parameters",
       "tcp_defer_accept", "tcp_socket_buffer", "dns_max_ttl", "dns_nxdomain_ttl",
-      "dns_zone_check_period", "resolv_conf", "query_wait_notify", "cancel_wait_timeout",
+      "dns_zone_check_period", "resolv_conf", "cancel_wait_timeout",
       "suspend_timeout", "max_packet_size", "sbuf_loopcnt", "unix_socket_mode",
       "unix_socket_group", "user", "disable_pqexec", "server_fast_close", "autodb_idle_timeout",
       "transaction_timeout", "max_db_client_connections", "max_user_client_connections",
@@ -190,6 +190,12 @@ void set_pgbouncer_key(Config& c, const Location& at, const std::string& key,
   else if (key == "idle_pinned_timeout") duration(c.idle_pinned_timeout);
   else if (key == "leak_growth_window") duration(c.leak_growth_window);
   else if (key == "leak_growth_interval") duration(c.leak_growth_interval);
+  else if (key == "breaker_failures") integer(c.breaker_failures, 0, kMax);
+  else if (key == "breaker_open_min") duration(c.breaker_open_min);
+  else if (key == "breaker_open_max") duration(c.breaker_open_max);
+  else if (key == "max_waiting") integer(c.max_waiting, 0, kMax);
+  else if (key == "query_wait_notify") duration(c.query_wait_notify);
+  else if (key == "shutdown_drain_timeout") duration(c.shutdown_drain_timeout);
   else if (key == "ignore_startup_parameters") c.ignore_startup_parameters = parse_list(value);
   else if (key == "logfile") c.logfile = value;
   else if (key == "pidfile") c.pidfile = value;
@@ -614,6 +620,12 @@ std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& 
       {"idle_pinned_timeout", secs(c.idle_pinned_timeout)},
       {"leak_growth_window", secs(c.leak_growth_window)},
       {"leak_growth_interval", secs(c.leak_growth_interval)},
+      {"breaker_failures", std::to_string(c.breaker_failures)},
+      {"breaker_open_min", secs(c.breaker_open_min)},
+      {"breaker_open_max", secs(c.breaker_open_max)},
+      {"max_waiting", std::to_string(c.max_waiting)},
+      {"query_wait_notify", secs(c.query_wait_notify)},
+      {"shutdown_drain_timeout", secs(c.shutdown_drain_timeout)},
       {"ignore_startup_parameters", join(c.ignore_startup_parameters)},
       {"logfile", c.logfile},
       {"pidfile", c.pidfile},

@@ -95,6 +95,13 @@ struct Config {
   Millis idle_pinned_timeout{0};  // session mode: disconnect a client idle on its server; 0 = off
   Millis leak_growth_window{300000};  // growth alarm: how long a count must grow; 0 = off
   Millis leak_growth_interval{5000};  // growth alarm (and pool health): sampling interval
+  // Resilience (docs/operations.md): circuit breaker per backend, bounded waiting, drain.
+  int breaker_failures = 5;  // consecutive failed connection attempts that open it; 0 = off
+  Millis breaker_open_min{5000};
+  Millis breaker_open_max{60000};
+  int max_waiting = 0;  // clients queued per pool; 0 = unlimited
+  Millis query_wait_notify{5000};
+  Millis shutdown_drain_timeout{30000};
   std::vector<std::string> ignore_startup_parameters;
   std::string logfile;
   std::string pidfile;

@@ -109,16 +109,25 @@ void Reactor::run() {
   auto guard = asio::make_work_guard(io_);
   const Reactor* outer = current_reactor;
   current_reactor = this;
+  activity::Marker* outer_marker = activity::this_thread();
+  activity::bind_this_thread(&activity_);
   struct Restore {
     const Reactor* outer;
-    ~Restore() { current_reactor = outer; }
-  } restore{outer};
+    activity::Marker* outer_marker;
+    ~Restore() {
+      current_reactor = outer;
+      activity::bind_this_thread(outer_marker);
+    }
+  } restore{outer, outer_marker};
   while (!stopped_.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
     last_turn_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    // The watchdog's report of a stall names the phase (one relaxed store each).
+    activity_.set("firing timers");
     fire_due_timers(now);
     // Every post counted before this load was queued before it, so the poll below runs it.
     const std::uint64_t seen_posts = posted_.load(std::memory_order_seq_cst);
+    activity_.set("running posted handlers and coroutines");
     io_.poll();  // handlers posted from this thread or others; coroutine resumptions
     if (stopped_.load(std::memory_order_relaxed)) break;
 
@@ -134,6 +143,7 @@ void Reactor::run() {
       throw std::system_error(last_error(), "epoll_wait");
     }
     batch_size_ = n;
+    activity_.set("handling socket events (data path)");
     for (batch_next_ = 0; batch_next_ < batch_size_;) {
       const epoll_event ev = events_->events[batch_next_++];
       if (ev.data.ptr == nullptr) continue;  // closed by an earlier event of this batch
@@ -184,6 +194,7 @@ void Connection::attach(Reactor& reactor) {
   // socket can take writes and has nothing to read.
   readable_ = false;
   writable_ = true;
+  peer_closed_ = false;
   reactor.add(*this);
 }
 
@@ -197,6 +208,9 @@ void Connection::on_events(std::uint32_t events) {
   // Errors and hang-ups make both directions "ready": the next read or write reports them.
   const bool broken = (events & (EPOLLERR | EPOLLHUP)) != 0;
   if (broken || (events & (EPOLLIN | EPOLLRDHUP))) readable_ = true;
+  // The peer has closed: its end of stream may sit behind data that arrived in this same
+  // edge, and no further edge will come for it.
+  if (broken || (events & EPOLLRDHUP)) peer_closed_ = true;
   if (broken || (events & EPOLLOUT)) writable_ = true;
   if (handler_) {
     handler_->on_ready(*this);
@@ -212,8 +226,9 @@ IoResult Connection::read_some(void* data, std::size_t size) {
     const ssize_t n = ::recv(fd_, data, size, 0);
     if (n > 0) {
       result.bytes = static_cast<std::size_t>(n);
-      // Short read: the receive queue is empty now; new data brings a new edge.
-      if (result.bytes < size) readable_ = false;
+      // Short read: the receive queue is empty now; new data brings a new edge. Not so once
+      // the peer has closed: the next read returns the end of stream.
+      if (result.bytes < size && !peer_closed_) readable_ = false;
       return result;
     }
     if (n == 0) return result;  // end of stream (readable_ stays set: it stays at the end)

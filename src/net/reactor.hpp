@@ -36,6 +36,8 @@
 #include <system_error>
 #include <utility>
 
+#include "util/activity.hpp"
+
 namespace pgw::net {
 
 using Clock = std::chrono::steady_clock;
@@ -270,6 +272,7 @@ class Connection {
   ReadyHandler* handler_ = nullptr;
   bool readable_ = false;
   bool writable_ = false;
+  bool peer_closed_ = false;  // EPOLLRDHUP/HUP/ERR seen: a short read no longer means empty
   PendingWait read_wait_;
   PendingWait write_wait_;
 };
@@ -301,6 +304,8 @@ class Reactor {
   Clock::time_point last_turn() const {
     return Clock::time_point(Clock::duration(last_turn_.load(std::memory_order_relaxed)));
   }
+  // What the loop is doing now (its phase, or an activity::Scope inside it), for the report.
+  const char* activity() const { return activity_.get(); }
 
  private:
   friend class Connection;
@@ -317,6 +322,7 @@ class Reactor {
   std::atomic<bool> sleeping_{false};
   std::atomic<std::uint64_t> posted_{0};
   std::atomic<Clock::rep> last_turn_{0};
+  activity::Marker activity_;  // next to last_turn_: the loop writes both, on one cache line
   std::multimap<Clock::time_point, Timer*> timers_;
   // The batch being dispatched: a connection closed meanwhile is blanked out of it.
   static constexpr int kBatch = 256;

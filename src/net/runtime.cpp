@@ -42,6 +42,10 @@ Runtime::Runtime(config::Config config, std::map<std::string, std::string> secre
     reactors.push_back(&workers_.back()->reactor);
   }
   shared_ = std::make_unique<session::Shared>(reactors);
+  drain_ = std::make_unique<Drain>(count);
+  watchdog_ =
+      std::make_unique<Watchdog>(std::vector<const Reactor*>(reactors.begin(), reactors.end()));
+  overload_ = std::make_unique<OverloadGuard>(main_io_, shared_->health);
   shared_->set_config(
       std::make_shared<const config::Config>(std::move(config)),
       std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
@@ -122,11 +126,20 @@ asio::awaitable<void> Runtime::accept_loop(Acceptor& acceptor) {
       if (fd < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         if (errno == EINTR || errno == ECONNABORTED) continue;
+        // Out of descriptors: the spare one lets us tell the client 53300 instead of looping.
+        if ((errno == EMFILE || errno == ENFILE) &&
+            overload_->refuse_one_at_limit(acceptor.native_handle())) {
+          continue;
+        }
         spdlog::warn("accept failed: {}", std::strerror(errno));
         // Out of file descriptors and similar: back off instead of spinning.
         asio::steady_timer pause(main_io_, std::chrono::milliseconds(100));
         co_await pause.async_wait(use_nothrow);
         break;
+      }
+      if (overload_->should_refuse(fd)) {  // near RLIMIT_NOFILE: 53300 (net/overload.hpp)
+        overload_->refuse(fd);
+        continue;
       }
       const unsigned worker = next_worker_++ % workers_.size();
       auto& reactor = workers_[worker]->reactor;
@@ -145,7 +158,9 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
   for (;;) {
     auto [ec] = co_await timer.async_wait_for(std::chrono::milliseconds(200), use_nothrow);
     if (ec) co_return;
+    activity::Scope scope("running the janitor (timeouts, pool upkeep)");
     const auto now = Clock::now();
+    if (drain_->active()) drain_worker(worker);  // shutdown: end what may end (net/drain.hpp)
     // Copy first: a timeout may end a session, which removes it from the set.
     std::vector<std::shared_ptr<session::ClientSession>> sessions;
     for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
@@ -184,7 +199,12 @@ std::string Runtime::reload(std::string_view trigger) {
 }
 
 asio::awaitable<void> Runtime::signals() {
+  // PgBouncer's signals (docs/operations.md): any of them left to its default action would
+  // end the process on the spot.
   asio::signal_set set(main_io_, SIGINT, SIGTERM, SIGHUP);
+  set.add(SIGQUIT);
+  set.add(SIGUSR1);
+  set.add(SIGUSR2);
   for (;;) {
     auto [ec, signal] = co_await set.async_wait(use_nothrow);
     if (ec) co_return;
@@ -192,33 +212,31 @@ asio::awaitable<void> Runtime::signals() {
       reload("SIGHUP");
       continue;
     }
-    spdlog::info("got {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
-    stop();
-    co_return;
+    if (signal == SIGUSR1 || signal == SIGUSR2) {
+      const bool pause = signal == SIGUSR1;
+      spdlog::info("got {}: {} every database", pause ? "SIGUSR1" : "SIGUSR2",
+                   pause ? "PAUSE" : "RESUME");
+      if (pause) {
+        shared_->pools.pause_database("");
+      } else {
+        shared_->pools.resume_database("");
+      }
+      continue;
+    }
+    // SIGTERM drains, SIGINT waits for the servers, SIGQUIT is immediate (PgBouncer's
+    // meanings); a second SIGTERM or SIGINT during a shutdown makes it immediate.
+    const auto mode = signal == SIGQUIT || drain_->active() ? ShutdownMode::immediate
+                      : signal == SIGINT                    ? ShutdownMode::wait_for_servers
+                                                            : ShutdownMode::drain;
+    const char* name = signal == SIGINT ? "SIGINT" : signal == SIGQUIT ? "SIGQUIT" : "SIGTERM";
+    spdlog::info("got {}: {}", name, describe(mode));
+    begin_shutdown(mode);
   }
 }
 
 void Runtime::stop() {
-  if (shared_->shutting_down.exchange(true)) return;  // SIGTERM after SHUTDOWN, or twice
-  for (auto& acceptor : acceptors_) {
-    asio::error_code ignored;
-    acceptor->close(ignored);
-  }
-  // Tell every client, on its own worker, that the pooler is going away; servers are closed
-  // as the sessions end. Then let the workers finish.
-  for (unsigned i = 0; i < workers_.size(); ++i) {
-    workers_[i]->reactor.post([this, i] {
-      std::vector<std::shared_ptr<session::ClientSession>> sessions;
-      for (auto* session : shared_->sessions(i)) sessions.push_back(session->shared_from_this());
-      for (auto& session : sessions) session->terminate(Err::shutting_down);
-    });
-  }
-  auto grace = std::make_shared<asio::steady_timer>(main_io_, std::chrono::milliseconds(600));
-  grace->async_wait([this, grace](const asio::error_code&) {
-    shared_->pools.for_each([](pool::Pool& pool) { pool.close_all(true); });
-    for (auto& worker : workers_) worker->reactor.stop();
-    main_io_.stop();
-  });
+  // SHUTDOWN on the console does what SIGTERM does.
+  begin_shutdown(drain_->active() ? ShutdownMode::immediate : ShutdownMode::drain);
 }
 
 int Runtime::run() {
@@ -230,6 +248,8 @@ int Runtime::run() {
   for (auto& acceptor : acceptors_)
     asio::co_spawn(main_io_, accept_loop(*acceptor), asio::detached);
   asio::co_spawn(main_io_, signals(), asio::detached);
+  overload_->start();
+  asio::co_spawn(main_io_, watch_loops(), asio::detached);
   for (auto& worker : workers_) {
     worker->thread = std::thread([&reactor = worker->reactor] { reactor.run(); });
   }

@@ -11,7 +11,10 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "net/drain.hpp"
+#include "net/overload.hpp"
 #include "net/reactor.hpp"
+#include "net/watchdog.hpp"
 #include "session/shared.hpp"
 
 namespace pgw::net {
@@ -40,6 +43,15 @@ class Runtime {
   std::string reload(std::string_view trigger);
   void stop();
 
+  // Resilience (runtime_resilience.cpp): shutdown modes (net/drain.hpp), the event-loop
+  // watchdog and the open-files guard, all driven from the main thread.
+  void begin_shutdown(ShutdownMode mode);
+  asio::awaitable<void> supervise_shutdown();
+  void finish_shutdown();
+  // A worker's share of the drain, on that worker (janitor round, and once at the start).
+  void drain_worker(unsigned worker);
+  asio::awaitable<void> watch_loops();
+
   std::string config_path_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<session::Shared> shared_;
@@ -48,6 +60,10 @@ class Runtime {
   std::string unix_socket_path_;
   unsigned next_worker_ = 0;
   int exit_code_ = 0;
+  std::unique_ptr<Drain> drain_;
+  std::unique_ptr<Watchdog> watchdog_;
+  std::unique_ptr<OverloadGuard> overload_;
+  bool finishing_ = false;  // main thread: finish_shutdown() has run
 };
 
 }  // namespace pgw::net

@@ -3,8 +3,17 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <random>
 
 namespace pgw::pool {
+
+// A finished (or skipped) login: what login_server() returned, and how it was started.
+struct Pool::LoginResult {
+  LoginOutcome outcome;
+  Backend* backend = nullptr;  // the backend it was made toward
+  bool probe = false;          // the one attempt of a half-open breaker
+  bool skipped = false;        // not attempted: the breaker opened while it waited to retry
+};
 
 void ServerConn::on_ready(net::Connection& connection) {
   // Idle in the pool, a backend has nothing to say: a readable socket means a FATAL (admin
@@ -25,6 +34,13 @@ std::optional<std::string> KeyStore::get(const std::string& user) const {
 }
 
 namespace {
+
+// Uniform in [0, 1) for the reconnect jitter; one generator per thread (logins start on
+// every worker).
+double jitter01() {
+  thread_local std::mt19937_64 generator{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(generator);
+}
 
 // Reserves one slot of a shared limit (0 = unlimited). Lock-free: pools of one database may
 // run on different threads.
@@ -65,6 +81,8 @@ Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSet
       user_count_(manager.user_counter(user_)),
       stat_slots_(new StatSlot[manager.worker_count()]) {
   check_delay_ms_.store(settings_.server_check_enabled ? settings_.server_check_delay.count() : -1);
+  backend_ = &manager_.backend_for(settings_.host, settings_.port);
+  backend_->configure(settings_.breaker);
 }
 
 Pool::~Pool() = default;
@@ -81,6 +99,11 @@ void Pool::update_settings(PoolSettings settings) {
     std::lock_guard lock(mutex_);
     const bool target_changed = settings.fingerprint != settings_.fingerprint;
     settings_ = std::move(settings);
+    if (target_changed) {
+      backend_ = &manager_.backend_for(settings_.host, settings_.port);
+      failures_in_row_ = 0;
+    }
+    backend_->configure(settings_.breaker);
     mode_.store(settings_.mode, std::memory_order_relaxed);
     check_delay_ms_.store(settings_.server_check_enabled ? settings_.server_check_delay.count()
                                                          : -1);
@@ -100,6 +123,8 @@ std::optional<ParamSet> Pool::defaults() const {
 
 bool Pool::can_open_locked(bool use_reserve) const {
   if (paused_) return false;  // PAUSE: no new server connections until RESUME
+  // An open breaker: only its probe connects (launch_probe()). A drain opens nothing new.
+  if (!backend_->accepts_logins() || manager_.draining()) return false;
   const int limit = settings_.pool_size + (use_reserve ? settings_.reserve_pool_size : 0);
   return total_ < limit;
 }
@@ -137,37 +162,82 @@ void Pool::launch_locked(unsigned worker, std::vector<unsigned>& launches) {
   launches.push_back(worker);
 }
 
-void Pool::spawn_logins(const std::vector<unsigned>& launches) {
+void Pool::spawn_logins(const std::vector<unsigned>& launches, bool probe) {
+  if (launches.empty()) return;
+  int failures_in_row = 0;
+  Backend* backend = nullptr;
+  PoolSettings settings;
+  {
+    std::lock_guard lock(mutex_);
+    failures_in_row = failures_in_row_;
+    backend = backend_;
+    settings = settings_;
+  }
+  // server_login_retry is PgBouncer's pause before a failed login is retried: here it caps the
+  // jittered backoff.
+  const auto cap = std::min(kReconnectCap, settings.server_login_retry);
   for (unsigned worker : launches) {
     auto& reactor = manager_.reactor(worker);
-    PoolSettings settings = this->settings();
+    const Millis delay =
+        probe ? Millis(0) : reconnect_delay(failures_in_row, jitter01(), kReconnectBase, cap);
     std::optional<std::string> key;
     if (settings.password.rfind("SCRAM-SHA-256$", 0) == 0)
       key = manager_.keys().get(settings.server_user);
     // Posted, so the login starts on its worker even when called from another thread.
-    reactor.post(
-        [this, &reactor, worker, settings = std::move(settings), key = std::move(key)]() mutable {
-          asio::co_spawn(
-              reactor.io(),
-              [this, &reactor, worker, settings = std::move(settings),
-               key = std::move(key)]() -> asio::awaitable<void> {
-                auto outcome = co_await login_server(reactor, worker, settings, key);
-                if (outcome.server) outcome.server->id = manager_.next_server_id();
-                login_finished(std::move(outcome.server), outcome.error, std::move(outcome.detail));
-              },
-              asio::detached);
-        });
+    reactor.post([this, &reactor, worker, settings, key = std::move(key), delay, probe,
+                  backend]() mutable {
+      asio::co_spawn(
+          reactor.io(),
+          [this, &reactor, worker, settings = std::move(settings), key = std::move(key), delay,
+           probe, backend]() -> asio::awaitable<void> {
+            LoginResult result;
+            result.backend = backend;
+            result.probe = probe;
+            if (delay.count() > 0) {
+              net::Timer backoff(reactor);
+              co_await backoff.async_wait_for(delay, net::use_nothrow);
+            }
+            if (!probe && !backend->accepts_logins()) {
+              // The breaker opened while this retry waited: its probe decides, not us.
+              result.skipped = true;
+              login_finished(std::move(result));
+              co_return;
+            }
+            result.outcome = co_await login_server(reactor, worker, settings, key);
+            if (probe && result.outcome.server && settings.server_check_enabled) {
+              // The probe proves more than a login: the server also runs a query.
+              if (!co_await run_internal_query(*result.outcome.server, settings.server_check_query,
+                                               std::chrono::seconds(5))) {
+                result.outcome.server.reset();
+                result.outcome.error = Err::server_login_failed;
+                result.outcome.detail = "server_check_query failed on the probe connection";
+                result.outcome.connection_failure = true;
+              }
+            }
+            if (result.outcome.server) result.outcome.server->id = manager_.next_server_id();
+            login_finished(std::move(result));
+          },
+          asio::detached);
+    });
   }
 }
 
-void Pool::login_finished(ServerPtr server, Err error, std::string detail) {
+void Pool::login_finished(LoginResult result) {
+  const auto now = Clock::now();
+  auto& outcome = result.outcome;
+  ServerPtr server = std::move(outcome.server);
   const bool failed = server == nullptr;
   Handoff handoff;
   std::vector<Handoff> failed_waiters;
+  std::vector<unsigned> launches;
+  auto change = Breaker::Change::none;
   {
     std::lock_guard lock(mutex_);
     --connecting_;
     if (server) {
+      failures_in_row_ = 0;
+      last_success_ = now;
+      change = result.backend->login_succeeded(now);
       if (!defaults_) defaults_ = server->params;
       server->fingerprint =
           server->fingerprint.empty() ? settings_.fingerprint : server->fingerprint;
@@ -177,19 +247,46 @@ void Pool::login_finished(ServerPtr server, Err error, std::string detail) {
       --total_;
       db_count_->fetch_sub(1);
       user_count_->fetch_sub(1);
-      ++logins_failed_;
-      last_error_ = detail;
-      last_error_code_ = error;
-      last_failure_ = Clock::now();
-      // With no server left to wait for, waiting clients get the login error now rather than
-      // at query_wait_timeout (PgBouncer's fast fail).
-      if (total_ == 0) fail_waiters_locked(error, detail, failed_waiters);
+      if (result.skipped) {
+        // Nothing was attempted; if the breaker's opening left waiters here, tell them.
+        if (total_ == 0) fail_waiters_locked(Err::backend_unavailable, {}, failed_waiters);
+      } else if (outcome.connection_failure) {
+        ++logins_failed_;
+        ++failures_in_row_;
+        last_error_ = outcome.detail;
+        last_error_code_ = outcome.error;
+        change = result.backend->login_failed(now, error_message(outcome.error, outcome.detail),
+                                              result.probe);
+        if (result.backend->accepts_logins()) {
+          // The breaker is still closed: waiting clients keep waiting for the next attempt,
+          // which spawn_logins() delays by the reconnect backoff.
+          if (waiting_ > 0) launch_for_waiters_locked(launches);
+        } else if (change != Breaker::Change::opened && total_ == 0) {
+          // Open already (this attempt started before it opened): nothing will serve them.
+          fail_waiters_locked(Err::backend_unavailable, {}, failed_waiters);
+        }
+        // Just opened: breaker_changed() below fails the waiters of every pool of the backend.
+      } else {
+        // An error of this pool's settings (no such database, connect_query): PgBouncer's fast
+        // fail. With no server left to wait for, waiting clients get the error now, and new
+        // requests get it at once for server_login_retry.
+        ++logins_failed_;
+        last_error_ = outcome.detail;
+        last_error_code_ = outcome.error;
+        last_failure_ = now;
+        if (total_ == 0) fail_waiters_locked(outcome.error, outcome.detail, failed_waiters);
+      }
     }
   }
   if (handoff.waiter) complete(std::move(handoff));
   for (auto& h : failed_waiters) complete(std::move(h));
+  if (change != Breaker::Change::none) manager_.breaker_changed(*result.backend, change);
+  spawn_logins(launches);
   if (failed) {
-    spdlog::warn("pool {}/{}: server login failed: {}", database_, user_, detail);
+    if (!result.skipped) {
+      spdlog::warn("pool {}/{}: server login failed{}: {}", database_, user_,
+                   result.probe ? " (circuit breaker probe)" : "", outcome.detail);
+    }
     manager_.capacity_freed(database_, user_);
   }
 }
@@ -385,23 +482,28 @@ void Pool::evict_idle(ServerConn& server) {
   std::array<std::byte, 512> said{};
   auto got = victim->conn.read_some(said.data(), said.size());
   std::string reason = got.bytes == 0 ? "connection closed" : "unexpected message";
+  std::string sqlstate;
   if (got.bytes > 0 && static_cast<char>(said[0]) == 'E') {
     auto parsed = proto::parse_message(std::span<const std::byte>(said.data(), got.bytes),
                                        proto::Direction::backend);
     if (auto* message = std::get_if<proto::Message>(&parsed)) {
       if (auto fields = proto::parse_error_fields(message->body)) {
         reason = std::string(fields->message) + " (" + std::string(fields->sqlstate) + ")";
+        sqlstate = fields->sqlstate;
       }
     }
   }
   spdlog::info("pool {}/{}: idle server connection S-{} (backend pid {}) evicted: {}", database_,
                user_, victim->id, victim->backend_pid, reason);
+  Backend* backend = nullptr;
   {
     std::lock_guard lock(mutex_);
     drop_locked(victim);
+    backend = backend_;
     if (waiting_ > 0 && can_open_locked(false)) launch_for_waiters_locked(launches);
   }
   spawn_logins(launches);
+  if (backend->connection_lost(Clock::now(), sqlstate)) manager_.backend_gone(*backend, reason);
   manager_.capacity_freed(database_, user_);
 }
 
@@ -411,6 +513,12 @@ AcquireResult Pool::acquire_now(Waiter& waiter, AppShare* share) {
   Handoff moving;
   {
     std::lock_guard lock(mutex_);
+    if (manager_.draining()) {
+      // Shutdown drain: a client that has no server is not inside a transaction; it gets no
+      // new one.
+      result.error = Err::shutting_down;
+      return result;
+    }
     waiter.share_ = share;
     const bool capped = share && share->cap > 0 && share->leased >= share->cap;
     if (!idle_.empty() && !paused_ && !capped) {
@@ -434,6 +542,13 @@ AcquireResult Pool::acquire_now(Waiter& waiter, AppShare* share) {
                Clock::now() - last_failure_ < settings_.server_login_retry) {
       result.error = last_error_code_;
       result.detail = last_error_;
+      return result;
+    } else if (!backend_->accepts_logins()) {
+      // The backend's breaker is open: no server is on its way, so nobody waits (57P03 now).
+      result.error = Err::backend_unavailable;
+      return result;
+    } else if (settings_.max_waiting > 0 && waiting_ >= settings_.max_waiting) {
+      result.error = Err::max_waiting;
       return result;
     } else {
       waiter.since_ = Clock::now();
@@ -479,7 +594,7 @@ asio::awaitable<AcquireResult> Pool::acquire(net::Reactor& reactor, unsigned wor
   if (outcome.index() == 1 && !done.is_set()) {
     if (cancel_wait(*waiter)) {
       AcquireResult timeout;
-      timeout.error = Err::query_wait_timeout;
+      timeout.error = wait_timeout_error();
       co_return timeout;
     }
     co_await done.async_wait(net::use_nothrow);  // a server is on its way to us
@@ -706,6 +821,7 @@ void PoolManager::for_each(const std::function<void(Pool&)>& fn) {
 
 void PoolManager::maintain(Clock::time_point now) {
   for_each([now](Pool& pool) { pool.maintain(now); });
+  probe_backends(now);
 }
 
 void PoolManager::roll_stats(Clock::time_point now, Millis period) {
@@ -780,6 +896,224 @@ std::shared_ptr<std::atomic<int>> PoolManager::user_counter(const std::string& u
   auto& counter = user_counts_[user];
   if (!counter) counter = std::make_shared<std::atomic<int>>(0);
   return counter;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resilience: breakers, backends that go away, drain (docs/operations.md).
+
+Backend& Pool::backend() const {
+  std::lock_guard lock(mutex_);
+  return *backend_;
+}
+
+Clock::time_point Pool::last_login_success() const {
+  std::lock_guard lock(mutex_);
+  return last_success_;
+}
+
+Err Pool::wait_timeout_error() const {
+  std::lock_guard lock(mutex_);
+  // The backend is the reason when the last attempt failed, the breaker is not closed, or no
+  // login has finished at all (every server still connecting: the server is not answering).
+  const bool unreachable =
+      failures_in_row_ > 0 || !backend_->accepts_logins() || (total_ > 0 && total_ == connecting_);
+  return unreachable ? Err::query_wait_unreachable : Err::query_wait_timeout;
+}
+
+Pool::ErrorContext Pool::explain(Err code) const {
+  const auto now = Clock::now();
+  ErrorContext out;
+  int total = 0, connecting = 0, waiting = 0, max_waiting = 0;
+  std::string last_error;
+  Backend* backend = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    total = total_;
+    connecting = connecting_;
+    waiting = waiting_;
+    max_waiting = settings_.max_waiting;
+    last_error = error_message(last_error_code_, last_error_);
+    if (last_error_.empty()) last_error.clear();
+    backend = backend_;
+  }
+  const auto status = backend->status(now);
+  switch (code) {
+    case Err::backend_unavailable: {
+      const char* state = status.state == BreakerState::open        ? "is open"
+                          : status.state == BreakerState::half_open ? "is testing the server"
+                                                                    : "has just closed again";
+      out.detail =
+          fmt::format("pgwarden's circuit breaker for the server at {} {}", status.name, state);
+      if (!status.last_error.empty()) out.detail += "; last error: " + status.last_error;
+      if (status.state == BreakerState::open) {
+        const auto seconds = std::chrono::ceil<std::chrono::seconds>(status.until_probe).count();
+        out.hint =
+            fmt::format("pgwarden tries to connect again in {} s; retry the connection after that.",
+                        std::max<std::int64_t>(seconds, 1));
+      } else if (status.state == BreakerState::half_open) {
+        out.hint = "pgwarden is testing the connection to the server now; retry in a few seconds.";
+      } else {
+        out.hint = "Retry the connection now.";
+      }
+      break;
+    }
+    case Err::query_wait_unreachable:
+      out.detail = !last_error.empty()
+                       ? "last error: " + last_error
+                       : fmt::format("connecting to the server at {} did not finish", status.name);
+      out.hint = "Check that the server is running and reachable; pgwarden keeps retrying.";
+      break;
+    case Err::query_wait_timeout:
+      out.detail =
+          fmt::format("all {} server connections of pool {}/{} were in use ({} clients waiting)",
+                      total - connecting, database_, user_, waiting);
+      out.hint = "Look for clients that hold transactions open (SHOW LEASES), or raise pool_size.";
+      break;
+    case Err::max_waiting:
+      out.detail =
+          fmt::format("{} clients are already waiting for a server connection of pool {}/{}",
+                      max_waiting, database_, user_);
+      out.hint = "Retry later.";
+      break;
+    case Err::query_wait_notice:
+      if (!status.last_error.empty() &&
+          (status.state != BreakerState::closed || status.consecutive_failures > 0)) {
+        out.detail =
+            fmt::format("the server at {} cannot be reached: {}", status.name, status.last_error);
+      } else if (total > 0 && total == connecting) {
+        out.detail = fmt::format("connecting to the server at {}", status.name);
+      } else {
+        out.detail = fmt::format("all {} server connections of pool {}/{} are in use",
+                                 total - connecting, database_, user_);
+      }
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+void Pool::fail_waiters(Err code) {
+  std::vector<Handoff> handoffs;
+  {
+    std::lock_guard lock(mutex_);
+    fail_waiters_locked(code, {}, handoffs);
+  }
+  for (auto& h : handoffs) complete(std::move(h));
+}
+
+void Pool::evict_all_idle(std::string_view why) {
+  std::vector<ServerPtr> to_close;
+  {
+    std::lock_guard lock(mutex_);
+    to_close = take_idle_locked();
+  }
+  if (to_close.empty()) return;
+  spdlog::info("pool {}/{}: closing {} idle server connections: {}", database_, user_,
+               to_close.size(), why);
+  for (auto& server : to_close) close_on_owner(std::move(server));
+  manager_.capacity_freed(database_, user_);
+}
+
+void Pool::server_lost() {
+  Backend& lost_from = backend();
+  if (lost_from.connection_lost(Clock::now(), {})) {
+    manager_.backend_gone(lost_from, "several connections to the server were lost at once");
+  }
+}
+
+bool Pool::launch_probe() {
+  std::vector<unsigned> launches;
+  {
+    std::lock_guard lock(mutex_);
+    if (paused_ || manager_.draining() ||
+        total_ >= settings_.pool_size + settings_.reserve_pool_size) {
+      return false;
+    }
+    launch_locked(0, launches);
+  }
+  if (launches.empty()) return false;  // db / user connection limits reached
+  spdlog::info("pool {}/{}: circuit breaker of {} half-open: probing the server", database_, user_,
+               backend().name());
+  spawn_logins(launches, true);
+  return true;
+}
+
+Backend& PoolManager::backend_for(const std::string& host, int port) {
+  const auto name = backend_name(host, port);
+  std::lock_guard lock(backends_mutex_);
+  auto& backend = backends_[name];
+  if (!backend) backend = std::make_unique<Backend>(name, BreakerSettings{});
+  return *backend;
+}
+
+std::vector<BackendStatus> PoolManager::backend_statuses(Clock::time_point now) {
+  std::vector<Backend*> all;
+  {
+    std::lock_guard lock(backends_mutex_);
+    for (auto& [name, backend] : backends_) all.push_back(backend.get());
+  }
+  std::vector<BackendStatus> out;
+  for (auto* backend : all) out.push_back(backend->status(now));
+  return out;
+}
+
+void PoolManager::breaker_changed(Backend& backend, Breaker::Change change) {
+  const auto status = backend.status(Clock::now());
+  if (change == Breaker::Change::closed) {
+    spdlog::info("backend {}: circuit breaker closed, the server accepts connections again",
+                 status.name);
+    return;
+  }
+  spdlog::warn(
+      "backend {}: circuit breaker open after {} failed connection attempts; next probe in "
+      "{:.1f} s; last error: {}",
+      status.name, status.consecutive_failures,
+      std::chrono::duration<double>(status.until_probe).count(), status.last_error);
+  // Clients already waiting get 57P03 now, not at query_wait_timeout.
+  for_each([&](Pool& pool) {
+    if (&pool.backend() == &backend) pool.fail_waiters(Err::backend_unavailable);
+  });
+}
+
+void PoolManager::backend_gone(Backend& backend, std::string_view why) {
+  spdlog::warn("backend {}: the server went away ({}); closing its idle connections",
+               backend.name(), why);
+  for_each([&](Pool& pool) {
+    if (&pool.backend() == &backend) pool.evict_all_idle(why);
+  });
+}
+
+void PoolManager::probe_backends(Clock::time_point now) {
+  std::vector<Backend*> open;
+  {
+    std::lock_guard lock(backends_mutex_);
+    for (auto& [name, backend] : backends_) {
+      if (backend->state() == BreakerState::open) open.push_back(backend.get());
+    }
+  }
+  for (auto* backend : open) {
+    if (!backend->begin_probe(now)) continue;
+    // The pool that logged in most recently is the likeliest to tell "the server is back" apart
+    // from a problem of one user's credentials.
+    std::vector<Pool*> candidates;
+    for_each([&](Pool& pool) {
+      if (&pool.backend() == backend) candidates.push_back(&pool);
+    });
+    std::stable_sort(candidates.begin(), candidates.end(), [](Pool* a, Pool* b) {
+      return a->last_login_success() > b->last_login_success();
+    });
+    bool started = false;
+    for (auto* pool : candidates) {
+      if ((started = pool->launch_probe())) break;
+    }
+    if (!started) backend->probe_not_started(now);
+  }
+}
+
+void PoolManager::begin_drain(Err code) {
+  draining_.store(true, std::memory_order_relaxed);
+  for_each([code](Pool& pool) { pool.fail_waiters(code); });
 }
 
 void PoolManager::capacity_freed(const std::string& database, const std::string& user) {

@@ -28,6 +28,8 @@
 #include "config/config.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
+#include "pool/backend.hpp"
+#include "pool/breaker.hpp"
 #include "pool/params.hpp"
 #include "pool/stats.hpp"
 #include "protocol/codec.hpp"
@@ -58,6 +60,8 @@ struct PoolSettings {
   bool server_check_enabled = true;
   std::string server_reset_query;
   bool server_reset_query_always = false;
+  int max_waiting = 0;      // clients queued at once; 0 = unlimited
+  BreakerSettings breaker;  // of the backend (global keys: every pool agrees)
   // Login target.
   std::string host;
   int port = 5432;
@@ -229,6 +233,30 @@ class Pool {
   void maintain(Clock::time_point now);
   // Closes idle servers and marks leased ones to be closed on release (RECONNECT, shutdown).
   void close_all(bool include_leased);
+
+  // Resilience (docs/operations.md). The backend this pool connects to, with its breaker.
+  Backend& backend() const;
+  // The breaker of the backend is not closed: new logins are told 57P03 (one relaxed load).
+  bool refuses_logins() const { return !backend().accepts_logins(); }
+  // Which error a client that waited query_wait_timeout gets: 53300 when the pool was full,
+  // 08001 when the backend could not be reached (the last login failed, or none finished).
+  Err wait_timeout_error() const;
+  // DETAIL and HINT for a client told `code` (the breaker's state, the last error, the pool's
+  // occupancy), computed when the error is written.
+  struct ErrorContext {
+    std::string detail, hint;
+  };
+  ErrorContext explain(Err code) const;
+  // Every queued waiter gets `code` now (breaker opened, shutdown drain).
+  void fail_waiters(Err code);
+  // Closes every idle server (the backend crashed or restarted).
+  void evict_all_idle(std::string_view why);
+  // A leased server of this pool ended under its client (EOF or its FATAL).
+  void server_lost();
+  // Half-open breaker: opens the one connection that decides (login + server_check_query).
+  // False when this pool cannot open one now (paused, at its limits).
+  bool launch_probe();
+  Clock::time_point last_login_success() const;
   // Wakes waiters that could now get a connection because a db/user-wide slot freed up.
   void capacity_freed();
 
@@ -277,8 +305,11 @@ class Pool {
   // Takes every idle server out of the pool and its counts; the caller closes them.
   std::vector<ServerPtr> take_idle_locked();
   void launch_locked(unsigned worker, std::vector<unsigned>& launches);
-  void spawn_logins(const std::vector<unsigned>& launches);
-  void login_finished(ServerPtr server, Err error, std::string detail);
+  // Starts the logins reserved by launch_locked(). After failed attempts each waits for the
+  // reconnect backoff first (pool/breaker.hpp); a probe does not.
+  void spawn_logins(const std::vector<unsigned>& launches, bool probe = false);
+  struct LoginResult;
+  void login_finished(LoginResult result);
   // Hands `server` to a waiter (filling `handoff`) or parks it idle.
   void place_locked(ServerPtr server, Handoff& handoff);
   // After a share dropped below its cap: give idle servers to waiters that were held back.
@@ -315,6 +346,9 @@ class Pool {
   Err last_error_code_ = Err::server_login_failed;
   Clock::time_point last_failure_{};
   std::uint64_t logins_failed_ = 0;
+  Backend* backend_ = nullptr;  // never null after construction; changes with the target
+  int failures_in_row_ = 0;     // connection-class login failures since the last success
+  Clock::time_point last_success_{};
   std::shared_ptr<std::atomic<int>> db_count_;
   std::shared_ptr<std::atomic<int>> user_count_;
   bool paused_ = false;
@@ -354,6 +388,18 @@ class PoolManager {
   // Rolls every pool's statistics when stats_period has passed since the last roll.
   void roll_stats(Clock::time_point now, Millis period);
 
+  // Backends (host, port) with their circuit breakers, shared by the pools connecting there.
+  Backend& backend_for(const std::string& host, int port);
+  std::vector<BackendStatus> backend_statuses(Clock::time_point now);
+  // Called by a pool after its login changed the breaker: fails the waiters of every pool of
+  // the backend (opened), logs.
+  void breaker_changed(Backend& backend, Breaker::Change change);
+  // The backend went away as a whole (crash, restart): every idle connection to it goes.
+  void backend_gone(Backend& backend, std::string_view why);
+  // Shutdown drain: no new lease is handed out from now on and every waiter is told `code`.
+  void begin_drain(Err code);
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
+
   std::shared_ptr<std::atomic<int>> db_counter(const std::string& database);
   std::shared_ptr<std::atomic<int>> user_counter(const std::string& user);
   void capacity_freed(const std::string& database, const std::string& user);
@@ -369,6 +415,11 @@ class PoolManager {
   Clock::time_point stats_rolled_at_ = Clock::now();
   bool paused_all_ = false;                 // under mutex_
   std::set<std::string> paused_databases_;  // under mutex_
+  // Open breakers whose wait is over get their probe (worker 0's janitor, from maintain()).
+  void probe_backends(Clock::time_point now);
+  std::mutex backends_mutex_;  // taken after a pool's mutex, never before
+  std::map<std::string, std::unique_ptr<Backend>> backends_;
+  std::atomic<bool> draining_{false};
 };
 
 // Opens one server connection and logs in (startup, auth, parameters, BackendKeyData, and
@@ -377,6 +428,11 @@ struct LoginOutcome {
   ServerPtr server;
   Err error = Err::internal;
   std::string detail;
+  // The failure says the backend cannot be reached or will not let pgwarden in (connect
+  // errors, timeouts, authentication toward the server, FATAL 08xxx / 57P01-57P03 at login):
+  // the circuit breaker counts it. A server's other errors (a missing database, a failing
+  // connect_query) are about the pool's settings, not the backend's health.
+  bool connection_failure = false;
 };
 asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worker,
                                            const PoolSettings& settings,

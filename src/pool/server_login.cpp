@@ -5,6 +5,7 @@
 #include "auth/auth.hpp"
 #include "net/message_reader.hpp"
 #include "pool/pool.hpp"
+#include "util/activity.hpp"
 
 namespace pgw::pool {
 namespace {
@@ -15,6 +16,14 @@ std::string error_text(const proto::ErrorFields& fields) {
   std::string text(fields.message);
   if (!fields.sqlstate.empty()) text += " (" + std::string(fields.sqlstate) + ")";
   return text;
+}
+
+// Server errors at login that say the backend is unavailable or refuses pgwarden itself, as
+// opposed to one pool's settings (3D000 no such database, 42501, ...): connection exceptions
+// (08), starting up / shutting down / crashed (57P01-57P03), authentication (28).
+bool is_connection_class(std::string_view sqlstate) {
+  return sqlstate.starts_with("08") || sqlstate.starts_with("28") || sqlstate == "57P01" ||
+         sqlstate == "57P02" || sqlstate == "57P03";
 }
 
 asio::awaitable<bool> write_all(net::Connection& connection, const std::string& bytes) {
@@ -28,10 +37,16 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
                                           std::optional<std::string> client_key) {
   LoginOutcome out;
   std::error_code resolve_error;
-  auto endpoint = net::server_endpoint(settings.host, settings.port, resolve_error);
+  net::Endpoint endpoint;
+  {
+    // getaddrinfo blocks this worker's loop: the watchdog names it if DNS is slow.
+    activity::Scope scope("resolving a server host name (DNS)");
+    endpoint = net::server_endpoint(settings.host, settings.port, resolve_error);
+  }
   if (resolve_error) {
     out.error = Err::server_connect_failed;
     out.detail = "could not resolve host \"" + settings.host + "\"";
+    out.connection_failure = true;
     co_return out;
   }
   auto server = std::make_unique<ServerConn>(worker);
@@ -41,6 +56,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
   if (connect_error) {
     out.error = Err::server_connect_failed;
     out.detail = net::describe(endpoint) + ": " + connect_error.message();
+    out.connection_failure = true;
     co_return out;
   }
   net::set_nodelay(server->conn.fd());
@@ -55,6 +71,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
   if (!co_await write_all(server->conn, packet)) {
     out.error = Err::server_connect_failed;
     out.detail = "connection closed during login";
+    out.connection_failure = true;
     co_return out;
   }
 
@@ -67,6 +84,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
       out.detail = std::holds_alternative<std::error_code>(next)
                        ? "server closed the connection during login"
                        : "invalid message from server during login";
+      out.connection_failure = true;
       co_return out;
     }
     const auto message = std::get<proto::Message>(next);
@@ -77,6 +95,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
         if (!request) {
           out.error = Err::server_login_failed;
           out.detail = "malformed authentication request";
+          out.connection_failure = true;
           co_return out;
         }
         switch (request->kind) {
@@ -137,6 +156,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
             if (!reply) {
               out.error = Err::server_login_failed;
               out.detail = "invalid SCRAM exchange with server";
+              out.connection_failure = true;
               co_return out;
             }
             writer.sasl_response(*reply);
@@ -146,6 +166,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
             if (!scram || !scram->verify_server_final(proto::as_chars(request->data))) {
               out.error = Err::server_login_failed;
               out.detail = "server SCRAM signature did not verify";
+              out.connection_failure = true;
               co_return out;
             }
             break;
@@ -155,6 +176,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
         if (!written) {
           out.error = Err::server_login_failed;
           out.detail = "connection closed during authentication";
+          out.connection_failure = true;
           co_return out;
         }
         break;
@@ -174,6 +196,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
         auto fields = proto::parse_error_fields(message.body);
         out.error = Err::server_login_failed;
         out.detail = fields ? error_text(*fields) : "server sent an error during login";
+        out.connection_failure = !fields || is_connection_class(fields->sqlstate);
         co_return out;
       }
       case 'Z': {
@@ -211,10 +234,11 @@ asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worke
   if (result.index() == 1) {
     LoginOutcome timeout;
     timeout.error = Err::server_connect_failed;
-    timeout.detail = "server_connect_timeout (" +
-                     std::to_string(settings.server_connect_timeout.count() / 1000.0).substr(0, 4) +
-                     " s) expired connecting to " + settings.host + ":" +
-                     std::to_string(settings.port);
+    timeout.detail =
+        fmt::format("server_connect_timeout ({:g} s) expired connecting to {}",
+                    static_cast<double>(settings.server_connect_timeout.count()) / 1000,
+                    backend_name(settings.host, settings.port));
+    timeout.connection_failure = true;
     co_return timeout;
   }
   co_return std::move(std::get<0>(result));

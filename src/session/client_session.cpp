@@ -251,7 +251,7 @@ asio::awaitable<bool> ClientSession::startup() {
     co_return false;
   }
   if (shared_.shutting_down.load()) {
-    co_await fail(Err::shutting_down);
+    co_await fail(Err::draining);  // PostgreSQL's 57P03 while it shuts down
     co_return false;
   }
   // Per-application cap ([apps] max_client_conn), counted by the startup application_name.
@@ -461,6 +461,11 @@ asio::awaitable<bool> ClientSession::route() {
 
 asio::awaitable<bool> ClientSession::welcome() {
   if (admin_) co_return co_await welcome_admin();
+  if (pool_->refuses_logins()) {
+    // The backend's circuit breaker is open: 57P03 now rather than a session that cannot work.
+    co_await fail_explained(Err::backend_unavailable);
+    co_return false;
+  }
   auto defaults = pool_->defaults();
   if (!defaults) {
     // The first client of a pool: log in to the server once to learn its parameters (and to
@@ -527,6 +532,7 @@ asio::awaitable<void> ClientSession::report_end() {
       client_gone_ = true;
       // g++ 12 mishandles temporaries in co_await expressions (PR 99576): named arguments.
       const std::string why = ": the server closed the connection while the client was using it";
+      pool_->server_lost();  // several at once: the backend went away (evicts its idle ones)
       if (server_fatal_sent_) {
         // The client has the server's own FATAL (pg_terminate_backend, shutdown): close.
         end_texts().disconnect_reason = "the server ended the connection";
@@ -536,11 +542,16 @@ asio::awaitable<void> ClientSession::report_end() {
       }
       break;
     }
-    case End::pool_error:
-      if (end_error_ == Err::query_wait_timeout && end_texts().argument.empty()) {
+    case End::pool_error: {
+      if ((end_error_ == Err::query_wait_timeout || end_error_ == Err::query_wait_unreachable) &&
+          end_texts().argument.empty()) {
         end_texts().argument = std::to_string(config_->query_wait_timeout.count() / 1000);
       }
-      [[fallthrough]];
+      client_gone_ = true;
+      const auto context = pool_->explain(end_error_);
+      co_await abort_client(end_error_, end_texts().argument, true, context.detail, context.hint);
+      break;
+    }
     case End::client_protocol:
     case End::server_protocol:
     case End::statement_mode_txn:
@@ -562,10 +573,10 @@ asio::awaitable<bool> ClientSession::first_server() {
       wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
   auto result = co_await pool_->acquire(reactor_, waiter_worker(), deadline);
   if (!result.server) {
-    if (result.error == Err::query_wait_timeout) {
-      co_await fail(result.error, std::to_string(wait.count() / 1000));
+    if (result.error == Err::query_wait_timeout || result.error == Err::query_wait_unreachable) {
+      co_await fail_explained(result.error, std::to_string(wait.count() / 1000));
     } else {
-      co_await fail(result.error, result.detail);
+      co_await fail_explained(result.error, result.detail);
     }
     co_return false;
   }
@@ -741,7 +752,8 @@ void ClientSession::terminate(Err reason, std::string argument) {
 }
 
 asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& argument,
-                                                  bool send_error) {
+                                                  bool send_error, const std::string& detail,
+                                                  const std::string& hint) {
   // Another coroutine may be reading the socket (login, console), so unlike fail() this does
   // not drain itself: it writes the error, half-closes, and lets that read see the close. A
   // client that does not close is cut off shortly after. Mid-way through a server message the
@@ -758,7 +770,7 @@ asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& a
   const bool mid_message = server_ && (relay_remaining_ > 0 || relay_out_begin_ < relay_out_end_);
   if (send_error && !mid_message) {
     std::string out;
-    proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message);
+    proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message, detail, hint);
     co_await write_client(out);
   }
   client_.shutdown_send();
@@ -785,11 +797,14 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
       break;
     case ClientState::waiting:
       // query_wait_timeout of the data path (the welcome's first login has its own deadline).
+      // The error says why: a full pool (53300) or an unreachable backend (08001).
       if (waiting_ && c.query_wait_timeout.count() > 0 &&
           now - wait_start_ > c.query_wait_timeout && pool_->cancel_wait(*this)) {
         waiting_ = false;
-        stop_data_path(End::pool_error, Err::query_wait_timeout,
+        stop_data_path(End::pool_error, pool_->wait_timeout_error(),
                        std::to_string(c.query_wait_timeout.count() / 1000));
+      } else {
+        notify_waiting(now, c);
       }
       break;
     case ClientState::active: {
@@ -829,7 +844,7 @@ asio::awaitable<bool> ClientSession::write_client(const std::string& bytes) {
 }
 
 asio::awaitable<void> ClientSession::fail(Err code, const std::string& argument,
-                                          const std::string& detail) {
+                                          const std::string& detail, const std::string& hint) {
   const auto& spec = error_spec(code);
   const std::string message = error_message(code, argument);
   if (config_ && config_->log_pooler_errors) {
@@ -837,7 +852,7 @@ asio::awaitable<void> ClientSession::fail(Err code, const std::string& argument,
                  peer_port_, message, spec.sqlstate);
   }
   std::string out;
-  proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message, detail);
+  proto::MessageWriter(out).error_response(spec.severity, spec.sqlstate, message, detail, hint);
   if (!client_.is_open()) co_return;
   co_await write_client(out);
   // Half-close and drain briefly so the error reaches the driver instead of a reset.

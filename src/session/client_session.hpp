@@ -79,6 +79,14 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void note_forced_action(std::string_view action, std::string reason);
   // Adds this client to its worker's sample for SHOW APPS, the growth alarm and pool health.
   void add_to_sample(Clock::time_point now, const config::Config& current, WorkerSample& sample);
+  // Resilience (client_session_resilience.cpp, docs/operations.md).
+  // query_wait_notify: one NOTICE to a client queued for a server longer than that.
+  void notify_waiting(Clock::time_point now, const config::Config& current);
+  // Shutdown drain: ends the session with 57P01 unless it is inside a transaction, which may
+  // finish first; `force` (the drain window is over) ends it anyway (cancel, roll back).
+  void drain(bool force);
+  // A server connection is held for this client (SIGINT waits until none is).
+  bool holds_server() const { return server_ != nullptr; }
 
   unsigned worker() const { return waiter_worker(); }
   ClientState state() const { return state_; }
@@ -155,6 +163,8 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // Transaction pooling and the server is idle with nothing owed: it may go back to the pool.
   bool transaction_over() const;
   void cancel_finished();
+  // Something is in flight or a transaction is open: the shutdown drain lets it finish.
+  bool inside_transaction() const;
 
   // Leasing off the data path: the welcome's first login, parameter sync, checks.
   asio::awaitable<bool> first_server();
@@ -167,11 +177,14 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
 
   // Sends ErrorResponse FATAL, half-closes, drains briefly, closes: the driver sees the error.
   asio::awaitable<void> fail(Err code, const std::string& argument = {},
-                             const std::string& detail = {});
+                             const std::string& detail = {}, const std::string& hint = {});
+  // fail() with the DETAIL and HINT the pool gives for `code` (breaker state, pool occupancy).
+  asio::awaitable<void> fail_explained(Err code, const std::string& argument = {});
   // The same for a session whose output may hold half a server message (then only closes),
   // or while another coroutine reads the socket (login, console: no drain of its own).
   // `send_error` false: the client already has an error (the server's FATAL): only close.
-  asio::awaitable<void> abort_client(Err code, const std::string& argument, bool send_error = true);
+  asio::awaitable<void> abort_client(Err code, const std::string& argument, bool send_error = true,
+                                     const std::string& detail = {}, const std::string& hint = {});
   asio::awaitable<bool> write_client(const std::string& bytes);
   void log_disconnect(std::string_view reason);
   std::string_view disconnect_reason() const {
@@ -237,6 +250,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // The lease.
   pool::ServerPtr server_;
   Clock::time_point wait_start_{};
+  Clock::time_point wait_notified_{};  // wait_start_ of the wait query_wait_notify told about
   Clock::time_point last_ready_at_{};  // time of the last ReadyForQuery
   Clock::time_point query_start_{};
   Clock::time_point xact_start_{};                 // first query of the current transaction (stats)

@@ -104,6 +104,8 @@ pool::PoolSettings Shared::pool_settings(const config::Config& config,
   s.server_check_enabled = config.server_check_query != "\"\"";
   s.server_reset_query = config.server_reset_query;
   s.server_reset_query_always = config.server_reset_query_always;
+  s.max_waiting = config.max_waiting;
+  s.breaker = {config.breaker_failures, config.breaker_open_min, config.breaker_open_max};
 
   s.host = database.host;
   s.port = database.port;

@@ -18,6 +18,7 @@
 #include "pool/pool.hpp"
 #include "session/apps.hpp"
 #include "session/lease.hpp"
+#include "util/health.hpp"
 
 namespace pgw::session {
 
@@ -105,8 +106,9 @@ class Shared {
   std::atomic<int> clients{0};  // connected clients, for max_client_conn
   std::atomic<bool> shutting_down{false};
   std::atomic<std::uint64_t> next_client_id{0};
-  LeakBook leaks;   // leak guard: per-application counters and the recent leak events
-  AppMonitor apps;  // per-application totals, growth alarm, pool health rounds
+  LeakBook leaks;        // leak guard: per-application counters and the recent leak events
+  AppMonitor apps;       // per-application totals, growth alarm, pool health rounds
+  ProcessHealth health;  // watchdog, open files, shutdown: for SHOW STATE
 
  private:
   std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;

@@ -56,6 +56,19 @@ constexpr std::array kErrors{
               "terminating connection due to idle-session timeout (idle_pinned_timeout: the "
               "session held a server connection without using it for more than {} s)"},
     ErrorSpec{Err::admin_no_such_app, "42704", "ERROR", "no client with application_name \"{}\""},
+    // PostgreSQL's own texts for the conditions it has (postmaster.c, CAC_*), so drivers that
+    // match them treat these as the transient errors they are; pgwarden's details go in DETAIL
+    // and HINT.
+    ErrorSpec{Err::backend_unavailable, "57P03", "FATAL",
+              "the database system is not accepting connections"},
+    ErrorSpec{Err::draining, "57P03", "FATAL", "the database system is shutting down"},
+    ErrorSpec{Err::max_waiting, "53300", "FATAL",
+              "too many clients waiting for a server connection (max_waiting)"},
+    ErrorSpec{Err::query_wait_unreachable, "08001", "FATAL",
+              "query_wait_timeout: could not connect to the server within {} s"},
+    ErrorSpec{Err::query_wait_notice, "00000", "NOTICE",
+              "no server connection available yet, waiting for {} s (query_wait_notify)"},
+    ErrorSpec{Err::overloaded, "53300", "FATAL", "sorry, too many clients already"},
 };
 
 }  // namespace

@@ -48,6 +48,13 @@ enum class Err {
   app_max_client_conn,      // an [apps] line's max_client_conn reached
   idle_pinned_timeout,      // session mode: held a server while idle too long
   admin_no_such_app,        // KILL_APP of an application_name no client has
+  // Resilience (docs/operations.md).
+  backend_unavailable,      // the backend's circuit breaker is open (or probing)
+  draining,                 // a new login while pgwarden drains for shutdown
+  max_waiting,              // the pool's wait queue is full
+  query_wait_unreachable,   // query_wait_timeout while the backend could not be reached
+  query_wait_notice,        // NOTICE: still waiting for a server (query_wait_notify)
+  overloaded,               // open files near RLIMIT_NOFILE: no new connections
 };
 
 struct ErrorSpec {

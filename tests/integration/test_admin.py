@@ -33,10 +33,12 @@ EXPECTED_COLUMNS = {
               "pool_mode", "load_balance_hosts"],
     "CLIENTS": SOCKET_COLUMNS,
     "SERVERS": SOCKET_COLUMNS,
+    # PgBouncer's columns, then pgwarden's circuit breaker (docs/operations.md).
     "DATABASES": ["name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
                   "reserve_pool_size", "server_lifetime", "pool_mode", "load_balance_hosts",
                   "max_connections", "current_connections", "max_client_connections",
-                  "current_client_connections", "paused", "disabled"],
+                  "current_client_connections", "paused", "disabled",
+                  "breaker_state", "breaker_last_error", "breaker_next_probe"],
     "USERS": ["name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
               "current_connections", "max_user_client_connections",
               "current_client_connections"],

@@ -147,7 +147,10 @@ TEST(AdminTables, ColumnsFollowPgBouncer) {
                                       "server_lifetime", "pool_mode", "load_balance_hosts",
                                       "max_connections", "current_connections",
                                       "max_client_connections", "current_client_connections",
-                                      "paused", "disabled"}));
+                                      "paused", "disabled",
+                                      // pgwarden's, after PgBouncer's: the circuit breaker
+                                      "breaker_state", "breaker_last_error",
+                                      "breaker_next_probe"}));
   EXPECT_EQ(column_names("users"),
             (std::vector<std::string>{"name", "pool_size", "reserve_pool_size", "pool_mode",
                                       "max_user_connections", "current_connections",

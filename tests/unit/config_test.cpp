@@ -1027,3 +1027,36 @@ TEST(ConfigShowTest, FractionalDurationsInSeconds) {
 }
 
 }  // namespace
+
+// Resilience keys (docs/operations.md): defaults, parsing, and SHOW CONFIG.
+TEST(ConfigResilienceTest, DefaultsAndValues) {
+  using namespace std::chrono_literals;
+  const Config defaults = load("");
+  EXPECT_EQ(defaults.breaker_failures, 5);
+  EXPECT_EQ(defaults.breaker_open_min, 5s);
+  EXPECT_EQ(defaults.breaker_open_max, 60s);
+  EXPECT_EQ(defaults.max_waiting, 0);
+  EXPECT_EQ(defaults.query_wait_notify, 5s);
+  EXPECT_EQ(defaults.shutdown_drain_timeout, 30s);
+  const Config c = load_pgbouncer(
+      "breaker_failures = 0\nbreaker_open_min = 500ms\nbreaker_open_max = 2min\n"
+      "max_waiting = 100\nquery_wait_notify = 0\nshutdown_drain_timeout = 1.5");
+  EXPECT_EQ(c.breaker_failures, 0);
+  EXPECT_EQ(c.breaker_open_min, 500ms);
+  EXPECT_EQ(c.breaker_open_max, 120s);
+  EXPECT_EQ(c.max_waiting, 100);
+  EXPECT_EQ(c.query_wait_notify, 0s);
+  EXPECT_EQ(c.shutdown_drain_timeout, 1500ms);
+  const auto m = rows_map(c);
+  EXPECT_EQ(m.at("breaker_open_min"), "0.5");
+  EXPECT_EQ(m.at("max_waiting"), "100");
+  EXPECT_EQ(m.at("shutdown_drain_timeout"), "1.5");
+  // query_wait_notify is acted on now, so it is a typed key, not an accepted-only one.
+  EXPECT_EQ(rows_map(defaults).at("query_wait_notify"), "5");
+  EXPECT_THROW(load_pgbouncer("max_waiting = -1"), ConfigError);
+  EXPECT_THROW(load_pgbouncer("breaker_open_min = soon"), ConfigError);
+  Config changed = defaults;
+  set_key(changed, "breaker_failures", "3");
+  EXPECT_EQ(changed.breaker_failures, 3);
+  EXPECT_TRUE(pgw::config::is_runtime_changeable("max_waiting"));
+}

@@ -60,6 +60,12 @@ constexpr std::array kExpected{
     Expected{Err::app_max_client_conn, "app_max_client_conn", "53300", "FATAL"},
     Expected{Err::idle_pinned_timeout, "idle_pinned_timeout", "57P05", "FATAL"},
     Expected{Err::admin_no_such_app, "admin_no_such_app", "42704", "ERROR"},
+    Expected{Err::backend_unavailable, "backend_unavailable", "57P03", "FATAL"},
+    Expected{Err::draining, "draining", "57P03", "FATAL"},
+    Expected{Err::max_waiting, "max_waiting", "53300", "FATAL"},
+    Expected{Err::query_wait_unreachable, "query_wait_unreachable", "08001", "FATAL"},
+    Expected{Err::query_wait_notice, "query_wait_notice", "00000", "NOTICE"},
+    Expected{Err::overloaded, "overloaded", "53300", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
@@ -98,7 +104,9 @@ TEST(ErrorTable, SqlstatesAreFiveUppercaseAlphanumerics) {
         std::all_of(sqlstate.begin(), sqlstate.end(),
                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'); }))
         << expected.name << ": " << sqlstate;
-    // Classes 00 (success), 01 (warning) and 02 (no data) are not errors.
+    // Classes 00 (success), 01 (warning) and 02 (no data) are not errors; only a NOTICE may
+    // carry them.
+    if (expected.severity == "NOTICE") continue;
     const auto sqlclass = sqlstate.substr(0, 2);
     EXPECT_NE(sqlclass, "00") << expected.name;
     EXPECT_NE(sqlclass, "01") << expected.name;
@@ -177,6 +185,21 @@ TEST(ErrorTable, TextsMatchPostgresqlWordingWherePostgresqlHasTheCondition) {
             "terminating connection due to idle-in-transaction timeout");
   EXPECT_EQ(error_spec(Err::unsupported_protocol).text.rfind("unsupported frontend protocol", 0),
             0u);
+}
+
+TEST(ErrorTable, ResilienceTextsAreThoseOfPostgresql) {
+  // 57P03 with PostgreSQL's postmaster texts: drivers retry these as "server not ready".
+  EXPECT_EQ(error_spec(Err::backend_unavailable).text,
+            "the database system is not accepting connections");
+  EXPECT_EQ(error_spec(Err::draining).text, "the database system is shutting down");
+  EXPECT_EQ(error_spec(Err::overloaded).text, "sorry, too many clients already");
+  // The two query_wait_timeout causes are told apart by SQLSTATE and by text.
+  EXPECT_NE(error_spec(Err::query_wait_timeout).sqlstate,
+            error_spec(Err::query_wait_unreachable).sqlstate);
+  EXPECT_NE(error_message(Err::query_wait_timeout, 5),
+            error_message(Err::query_wait_unreachable, 5));
+  EXPECT_EQ(error_message(Err::query_wait_unreachable, 5),
+            "query_wait_timeout: could not connect to the server within 5 s");
 }
 
 TEST(ErrorTableDeathTest, UnknownCodeAborts) {
