@@ -77,13 +77,15 @@ std::optional<std::vector<Token>> tokenize(std::string_view sql, std::string& pr
 }
 
 constexpr std::array kShowSubjects{
-    std::string_view{"help"}, std::string_view{"version"}, std::string_view{"config"},
-    std::string_view{"databases"}, std::string_view{"pools"}, std::string_view{"clients"},
-    std::string_view{"servers"}, std::string_view{"users"}, std::string_view{"stats"},
-    std::string_view{"stats_totals"}, std::string_view{"stats_averages"},
-    std::string_view{"totals"}, std::string_view{"lists"}, std::string_view{"state"},
-    std::string_view{"leases"}, std::string_view{"leaks"}, std::string_view{"events"},
-    std::string_view{"apps"}};
+    std::string_view{"help"},           std::string_view{"version"},
+    std::string_view{"config"},         std::string_view{"databases"},
+    std::string_view{"pools"},          std::string_view{"clients"},
+    std::string_view{"servers"},        std::string_view{"users"},
+    std::string_view{"stats"},          std::string_view{"stats_totals"},
+    std::string_view{"stats_averages"}, std::string_view{"totals"},
+    std::string_view{"lists"},          std::string_view{"state"},
+    std::string_view{"leases"},         std::string_view{"leaks"},
+    std::string_view{"events"},         std::string_view{"apps"}};
 
 }  // namespace
 
@@ -97,19 +99,32 @@ bool needs_admin(const Command& command) {
 
 std::string_view verb_name(Verb verb) {
   switch (verb) {
-    case Verb::empty: return "";
-    case Verb::show: return "SHOW";
-    case Verb::set: return "SET";
-    case Verb::pause: return "PAUSE";
-    case Verb::resume: return "RESUME";
-    case Verb::reconnect: return "RECONNECT";
-    case Verb::kill: return "KILL";
-    case Verb::kill_client: return "KILL_CLIENT";
-    case Verb::cancel_client: return "CANCEL_CLIENT";
-    case Verb::kill_app: return "KILL_APP";
-    case Verb::wait_close: return "WAIT_CLOSE";
-    case Verb::reload: return "RELOAD";
-    case Verb::shutdown: return "SHUTDOWN";
+    case Verb::empty:
+      return "";
+    case Verb::show:
+      return "SHOW";
+    case Verb::set:
+      return "SET";
+    case Verb::pause:
+      return "PAUSE";
+    case Verb::resume:
+      return "RESUME";
+    case Verb::reconnect:
+      return "RECONNECT";
+    case Verb::kill:
+      return "KILL";
+    case Verb::kill_client:
+      return "KILL_CLIENT";
+    case Verb::cancel_client:
+      return "CANCEL_CLIENT";
+    case Verb::kill_app:
+      return "KILL_APP";
+    case Verb::wait_close:
+      return "WAIT_CLOSE";
+    case Verb::reload:
+      return "RELOAD";
+    case Verb::shutdown:
+      return "SHUTDOWN";
   }
   return "";
 }
@@ -127,7 +142,8 @@ std::variant<Command, ParseError> parse_command(std::string_view sql) {
   const std::string verb = lower(tokens[0].text);
   const std::size_t args = tokens.size() - 1;
   auto name_at = [&](std::size_t i) -> std::optional<std::string> {
-    if (tokens[i].kind == Token::word || tokens[i].kind == Token::quoted_ident) return tokens[i].text;
+    if (tokens[i].kind == Token::word || tokens[i].kind == Token::quoted_ident)
+      return tokens[i].text;
     return std::nullopt;
   };
   // Commands with an optional database argument.
@@ -205,7 +221,8 @@ std::variant<Command, ParseError> parse_command(std::string_view sql) {
   if (verb == "shutdown") {
     command.verb = Verb::shutdown;
     if (args == 0) return command;
-    const std::string mode = args == 1 && tokens[1].kind == Token::word ? lower(tokens[1].text) : "";
+    const std::string mode =
+        args == 1 && tokens[1].kind == Token::word ? lower(tokens[1].text) : "";
     if (mode != "wait_for_servers" && mode != "wait_for_clients") {
       return ParseError{Err::admin_syntax_error,
                         "SHUTDOWN takes no argument, WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS"};

@@ -12,19 +12,19 @@
 namespace pgw::admin {
 
 enum class Verb {
-  empty,        // nothing but blanks and ';'
-  show,         // arg: what to show, lower case ("pools", "stats_totals", ...)
-  set,          // arg: key (lower case), value: the new value
-  pause,        // arg: database or "" for all
+  empty,  // nothing but blanks and ';'
+  show,   // arg: what to show, lower case ("pools", "stats_totals", ...)
+  set,    // arg: key (lower case), value: the new value
+  pause,  // arg: database or "" for all
   resume,
   reconnect,
   kill,
-  kill_client,  // arg: client id (digits)
+  kill_client,    // arg: client id (digits)
   cancel_client,  // arg: client id (digits): CancelRequest for its running query
-  kill_app,     // arg: application_name (exact, case kept): disconnect its clients
+  kill_app,       // arg: application_name (exact, case kept): disconnect its clients
   wait_close,
   reload,
-  shutdown,     // arg: "" or "wait_for_servers" / "wait_for_clients"
+  shutdown,  // arg: "" or "wait_for_servers" / "wait_for_clients"
 };
 
 struct Command {

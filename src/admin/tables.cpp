@@ -13,9 +13,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using pool::Stat;
 
-std::string num(std::int64_t v) { return std::to_string(v); }
-std::string unum(std::uint64_t v) { return std::to_string(v); }
-Cell opt(const std::string& s) { return s.empty() ? Cell{} : Cell{s}; }
+std::string num(std::int64_t v) {
+  return std::to_string(v);
+}
+std::string unum(std::uint64_t v) {
+  return std::to_string(v);
+}
+Cell opt(const std::string& s) {
+  return s.empty() ? Cell{} : Cell{s};
+}
 
 std::string secs(std::chrono::milliseconds m) {
   if (m.count() % 1000 == 0) return std::to_string(m.count() / 1000);
@@ -25,7 +31,8 @@ std::string secs(std::chrono::milliseconds m) {
 // A steady_clock instant as wall-clock text, like PgBouncer's "2024-05-01 10:00:00 UTC".
 Cell wall_time(const Snapshot& s, Clock::time_point t) {
   if (t == Clock::time_point{}) return std::nullopt;
-  const auto wall = s.wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(s.now - t);
+  const auto wall =
+      s.wall_now - std::chrono::duration_cast<std::chrono::system_clock::duration>(s.now - t);
   const std::time_t tt = std::chrono::system_clock::to_time_t(wall);
   std::tm tm{};
   gmtime_r(&tt, &tm);
@@ -34,7 +41,9 @@ Cell wall_time(const Snapshot& s, Clock::time_point t) {
   return std::string(buf);
 }
 
-std::string hex(std::uintptr_t p) { return fmt::format("{:x}", p); }
+std::string hex(std::uintptr_t p) {
+  return fmt::format("{:x}", p);
+}
 
 struct Builder {
   ResultSet rs;
@@ -54,11 +63,16 @@ struct Builder {
 
 std::string_view client_state_name(session::ClientState state) {
   switch (state) {
-    case session::ClientState::login: return "login";
-    case session::ClientState::idle: return "idle";
-    case session::ClientState::waiting: return "waiting";
-    case session::ClientState::active: return "active";
-    case session::ClientState::closing: return "active";
+    case session::ClientState::login:
+      return "login";
+    case session::ClientState::idle:
+      return "idle";
+    case session::ClientState::waiting:
+      return "waiting";
+    case session::ClientState::active:
+      return "active";
+    case session::ClientState::closing:
+      return "active";
   }
   return "active";
 }
@@ -85,21 +99,37 @@ ResultSet show_clients(const Snapshot& s) {
   Builder b;
   socket_header(b);
   auto sessions = s.sessions;
-  std::sort(sessions.begin(), sessions.end(), [](const auto& a, const auto& c) { return a.id < c.id; });
+  std::sort(sessions.begin(), sessions.end(),
+            [](const auto& a, const auto& c) { return a.id < c.id; });
   for (const auto& c : sessions) {
     std::int64_t wait_s = 0, wait_us = 0;
     if (c.state == session::ClientState::waiting) {
-      const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(s.now - c.state_since).count();
+      const auto waited =
+          std::chrono::duration_cast<std::chrono::microseconds>(s.now - c.state_since).count();
       wait_s = waited / 1000000;
       wait_us = waited % 1000000;
     }
-    b.rs.rows.push_back(Row{
-        "C", c.user, c.database, "none",
-        std::string(c.admin ? "active" : client_state_name(c.state)), c.addr, num(c.port),
-        c.local_addr, num(c.local_port), wall_time(s, c.connect_time), wall_time(s, c.request_time),
-        num(wait_s), num(wait_us), "0", hex(c.ptr),
-        c.server ? Cell{hex(c.server->ptr)} : Cell{}, "0", "", c.application_name, "0",
-        unum(c.id)});
+    b.rs.rows.push_back(Row{"C",
+                            c.user,
+                            c.database,
+                            "none",
+                            std::string(c.admin ? "active" : client_state_name(c.state)),
+                            c.addr,
+                            num(c.port),
+                            c.local_addr,
+                            num(c.local_port),
+                            wall_time(s, c.connect_time),
+                            wall_time(s, c.request_time),
+                            num(wait_s),
+                            num(wait_us),
+                            "0",
+                            hex(c.ptr),
+                            c.server ? Cell{hex(c.server->ptr)} : Cell{},
+                            "0",
+                            "",
+                            c.application_name,
+                            "0",
+                            unum(c.id)});
   }
   b.rs.tag = "SHOW";
   return b.rs;
@@ -107,11 +137,27 @@ ResultSet show_clients(const Snapshot& s) {
 
 Row server_row(const Snapshot& s, const pool::ServerInfo& sv, const std::string& database,
                const std::string& user) {
-  return Row{"S", user, database, "none", std::string(sv.state), sv.addr, num(sv.port),
-             sv.local_addr, num(sv.local_port), wall_time(s, sv.created), wall_time(s, sv.last_used),
-             "0", "0", sv.close_needed ? "1" : "0", hex(sv.ptr),
-             sv.link ? Cell{hex(sv.link)} : Cell{}, num(sv.backend_pid), "",
-             sv.application_name, "0", unum(sv.id)};
+  return Row{"S",
+             user,
+             database,
+             "none",
+             std::string(sv.state),
+             sv.addr,
+             num(sv.port),
+             sv.local_addr,
+             num(sv.local_port),
+             wall_time(s, sv.created),
+             wall_time(s, sv.last_used),
+             "0",
+             "0",
+             sv.close_needed ? "1" : "0",
+             hex(sv.ptr),
+             sv.link ? Cell{hex(sv.link)} : Cell{},
+             num(sv.backend_pid),
+             "",
+             sv.application_name,
+             "0",
+             unum(sv.id)};
 }
 
 ResultSet show_servers(const Snapshot& s) {
@@ -125,7 +171,8 @@ ResultSet show_servers(const Snapshot& s) {
   for (const auto& p : s.pools) {
     for (const auto& sv : p.idle) rows.emplace_back(sv.id, server_row(s, sv, p.database, p.user));
   }
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& c) { return a.first < c.first; });
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& c) { return a.first < c.first; });
   for (auto& [id, row] : rows) b.rs.rows.push_back(std::move(row));
   b.rs.tag = "SHOW";
   return b.rs;
@@ -142,8 +189,8 @@ ResultSet show_pools(const Snapshot& s) {
   // The console's own pool, as PgBouncer lists it.
   int admins = 0;
   for (const auto& c : s.sessions) admins += c.admin ? 1 : 0;
-  b.rs.rows.push_back(Row{"pgbouncer", "pgbouncer", num(admins), "0", "0", "0", "0", "0", "0",
-                          "0", "0", "0", "0", "0", "0", "statement", Cell{}});
+  b.rs.rows.push_back(Row{"pgbouncer", "pgbouncer", num(admins), "0", "0", "0", "0", "0", "0", "0",
+                          "0", "0", "0", "0", "0", "statement", Cell{}});
   for (const auto& p : s.pools) {
     int active = 0, waiting = 0, tested = 0;
     for (const auto& c : s.sessions) {
@@ -155,12 +202,13 @@ ResultSet show_pools(const Snapshot& s) {
       }
       if (c.server && c.server->state == "tested") ++tested;
     }
-    const auto wait_us = std::chrono::duration_cast<std::chrono::microseconds>(p.stats.max_wait).count();
-    b.rs.rows.push_back(Row{
-        p.database, p.user, num(active), num(waiting), "0", "0",
-        num(std::max(0, p.stats.active - tested)), "0", "0", num(p.stats.idle - p.stats.used),
-        num(p.stats.used), num(tested), num(p.stats.connecting), num(wait_us / 1000000),
-        num(wait_us % 1000000), std::string(config::to_string(p.settings.mode)), "round-robin"});
+    const auto wait_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(p.stats.max_wait).count();
+    b.rs.rows.push_back(Row{p.database, p.user, num(active), num(waiting), "0", "0",
+                            num(std::max(0, p.stats.active - tested)), "0", "0",
+                            num(p.stats.idle - p.stats.used), num(p.stats.used), num(tested),
+                            num(p.stats.connecting), num(wait_us / 1000000), num(wait_us % 1000000),
+                            std::string(config::to_string(p.settings.mode)), "round-robin"});
   }
   b.rs.tag = "SHOW";
   return b.rs;
@@ -180,7 +228,8 @@ ResultSet show_databases(const Snapshot& s) {
   const auto& c = *s.config;
   auto clients_of = [&](const std::string& db) {
     int n = 0;
-    for (const auto& info : s.sessions) n += (counts_as_client(info) && info.database == db) ? 1 : 0;
+    for (const auto& info : s.sessions)
+      n += (counts_as_client(info) && info.database == db) ? 1 : 0;
     return n;
   };
   // Configured databases, then those created through the "*" fallback (as PgBouncer's autodb).
@@ -193,23 +242,25 @@ ResultSet show_databases(const Snapshot& s) {
     auto entry = c.find_database(name);
     if (!entry) continue;  // removed by a reload; its pools are closing
     const std::string dbname = entry->dbname.empty() ? name : entry->dbname;
-    const int max_conn = entry->max_db_connections_set ? entry->max_db_connections : c.max_db_connections;
+    const int max_conn =
+        entry->max_db_connections_set ? entry->max_db_connections : c.max_db_connections;
     const auto conn = s.db_connections.find(name);
-    b.rs.rows.push_back(Row{
-        name, opt(entry->host), num(entry->port), dbname, opt(entry->user),
-        num(entry->pool_size.value_or(c.default_pool_size)),
-        num(entry->min_pool_size.value_or(c.min_pool_size)),
-        num(entry->reserve_pool.value_or(c.reserve_pool_size)),
-        secs(entry->server_lifetime.value_or(c.server_lifetime)),
-        entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
-        "round-robin", num(max_conn), num(conn == s.db_connections.end() ? 0 : conn->second), "0",
-        num(clients_of(name)), s.paused_databases.contains(name) ? "1" : "0", "0"});
+    b.rs.rows.push_back(
+        Row{name, opt(entry->host), num(entry->port), dbname, opt(entry->user),
+            num(entry->pool_size.value_or(c.default_pool_size)),
+            num(entry->min_pool_size.value_or(c.min_pool_size)),
+            num(entry->reserve_pool.value_or(c.reserve_pool_size)),
+            secs(entry->server_lifetime.value_or(c.server_lifetime)),
+            entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
+            "round-robin", num(max_conn), num(conn == s.db_connections.end() ? 0 : conn->second),
+            "0", num(clients_of(name)), s.paused_databases.contains(name) ? "1" : "0", "0"});
     for (auto& cell : breaker_cells(s, entry->host, entry->port)) b.rs.rows.back().push_back(cell);
   }
   int admins = 0;
   for (const auto& info : s.sessions) admins += info.admin ? 1 : 0;
   b.rs.rows.push_back(Row{"pgbouncer", Cell{}, num(c.listen_port), "pgbouncer", "pgbouncer", "2",
-                          "0", "0", "0", "statement", Cell{}, "0", "0", "0", num(admins), "0", "0"});
+                          "0", "0", "0", "statement", Cell{}, "0", "0", "0", num(admins), "0",
+                          "0"});
   for (auto& cell : no_breaker_cells()) b.rs.rows.back().push_back(cell);
   b.rs.tag = "SHOW";
   return b.rs;
@@ -243,37 +294,62 @@ ResultSet show_users(const Snapshot& s) {
     const int max_conn = entry && entry->max_user_connections_set ? entry->max_user_connections
                                                                   : c.max_user_connections;
     int clients = 0;
-    for (const auto& info : s.sessions) clients += (counts_as_client(info) && info.user == name) ? 1 : 0;
+    for (const auto& info : s.sessions)
+      clients += (counts_as_client(info) && info.user == name) ? 1 : 0;
     const auto conn = s.user_connections.find(name);
-    b.rs.rows.push_back(Row{
-        name, entry && entry->pool_size ? Cell{num(*entry->pool_size)} : Cell{},
-        entry && entry->reserve_pool_size ? Cell{num(*entry->reserve_pool_size)} : Cell{},
-        entry && entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
-        num(max_conn), num(conn == s.user_connections.end() ? 0 : conn->second), "0",
-        num(clients)});
+    b.rs.rows.push_back(
+        Row{name, entry && entry->pool_size ? Cell{num(*entry->pool_size)} : Cell{},
+            entry && entry->reserve_pool_size ? Cell{num(*entry->reserve_pool_size)} : Cell{},
+            entry && entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))}
+                                      : Cell{},
+            num(max_conn), num(conn == s.user_connections.end() ? 0 : conn->second), "0",
+            num(clients)});
   }
   b.rs.tag = "SHOW";
   return b.rs;
 }
 
 // --- SHOW STATS family
-constexpr Stat kStatOrder[] = {Stat::server_assignment, Stat::xact,          Stat::query,
-                               Stat::received,          Stat::sent,          Stat::xact_time_us,
-                               Stat::query_time_us,     Stat::wait_time_us,  Stat::client_parse,
-                               Stat::server_parse,      Stat::bind,          Stat::client_login};
-constexpr const char* kTotalNames[] = {
-    "total_server_assignment_count", "total_xact_count", "total_query_count", "total_received",
-    "total_sent", "total_xact_time", "total_query_time", "total_wait_time",
-    "total_client_parse_count", "total_server_parse_count", "total_bind_count",
-    "total_client_login_count"};
-constexpr const char* kAvgNames[] = {
-    "avg_server_assignment_count", "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent",
-    "avg_xact_time", "avg_query_time", "avg_wait_time", "avg_client_parse_count",
-    "avg_server_parse_count", "avg_bind_count", "avg_client_login_count"};
-constexpr const char* kBareNames[] = {
-    "server_assignment_count", "xact_count", "query_count", "bytes_received", "bytes_sent",
-    "xact_time", "query_time", "wait_time", "client_parse_count", "server_parse_count",
-    "bind_count", "client_login_count"};
+constexpr Stat kStatOrder[] = {Stat::server_assignment, Stat::xact,         Stat::query,
+                               Stat::received,          Stat::sent,         Stat::xact_time_us,
+                               Stat::query_time_us,     Stat::wait_time_us, Stat::client_parse,
+                               Stat::server_parse,      Stat::bind,         Stat::client_login};
+constexpr const char* kTotalNames[] = {"total_server_assignment_count",
+                                       "total_xact_count",
+                                       "total_query_count",
+                                       "total_received",
+                                       "total_sent",
+                                       "total_xact_time",
+                                       "total_query_time",
+                                       "total_wait_time",
+                                       "total_client_parse_count",
+                                       "total_server_parse_count",
+                                       "total_bind_count",
+                                       "total_client_login_count"};
+constexpr const char* kAvgNames[] = {"avg_server_assignment_count",
+                                     "avg_xact_count",
+                                     "avg_query_count",
+                                     "avg_recv",
+                                     "avg_sent",
+                                     "avg_xact_time",
+                                     "avg_query_time",
+                                     "avg_wait_time",
+                                     "avg_client_parse_count",
+                                     "avg_server_parse_count",
+                                     "avg_bind_count",
+                                     "avg_client_login_count"};
+constexpr const char* kBareNames[] = {"server_assignment_count",
+                                      "xact_count",
+                                      "query_count",
+                                      "bytes_received",
+                                      "bytes_sent",
+                                      "xact_time",
+                                      "query_time",
+                                      "wait_time",
+                                      "client_parse_count",
+                                      "server_parse_count",
+                                      "bind_count",
+                                      "client_login_count"};
 
 struct DbStats {
   pool::StatValues totals, delta;
@@ -304,10 +380,18 @@ std::vector<std::uint64_t> averages(const DbStats& d) {
   std::vector<std::uint64_t> out;
   for (Stat st : kStatOrder) {
     switch (st) {
-      case Stat::xact_time_us: out.push_back(per(st, Stat::xact)); break;
-      case Stat::query_time_us: out.push_back(per(st, Stat::query)); break;
-      case Stat::wait_time_us: out.push_back(per(st, Stat::server_assignment)); break;
-      default: out.push_back(rate(st)); break;
+      case Stat::xact_time_us:
+        out.push_back(per(st, Stat::xact));
+        break;
+      case Stat::query_time_us:
+        out.push_back(per(st, Stat::query));
+        break;
+      case Stat::wait_time_us:
+        out.push_back(per(st, Stat::server_assignment));
+        break;
+      default:
+        out.push_back(rate(st));
+        break;
     }
   }
   return out;
@@ -317,10 +401,12 @@ ResultSet show_stats(const Snapshot& s, bool totals, bool avgs, bool bare) {
   Builder b;
   b.texts({"database"});
   if (totals) {
-    for (std::size_t i = 0; i < std::size(kStatOrder); ++i) b.col(bare ? kBareNames[i] : kTotalNames[i], kInt8Oid);
+    for (std::size_t i = 0; i < std::size(kStatOrder); ++i)
+      b.col(bare ? kBareNames[i] : kTotalNames[i], kInt8Oid);
   }
   if (avgs) {
-    for (std::size_t i = 0; i < std::size(kStatOrder); ++i) b.col(bare ? kBareNames[i] : kAvgNames[i], kInt8Oid);
+    for (std::size_t i = 0; i < std::size(kStatOrder); ++i)
+      b.col(bare ? kBareNames[i] : kAvgNames[i], kInt8Oid);
   }
   for (const auto& [database, d] : stats_by_database(s)) {
     Row row{database};
@@ -419,7 +505,8 @@ ResultSet show_state(const Snapshot& s) {
 ResultSet show_version() {
   Builder b;
   b.texts({"version"});
-  b.rs.rows.push_back(Row{std::string("pgwarden " PGWARDEN_VERSION " (PgBouncer 1.25.0 compatible)")});
+  b.rs.rows.push_back(
+      Row{std::string("pgwarden " PGWARDEN_VERSION " (PgBouncer 1.25.0 compatible)")});
   b.rs.tag = "SHOW";
   return b.rs;
 }
@@ -461,7 +548,8 @@ NextAction next_action(const session::LeaseInfo& l, const session::LeasePolicy& 
 }
 
 bool is_leak(const session::LeaseInfo& l, Clock::time_point now, config::Millis leak_after) {
-  return l.state != session::LeaseState::active && leak_after.count() > 0 && now - l.idle_since > leak_after;
+  return l.state != session::LeaseState::active && leak_after.count() > 0 &&
+         now - l.idle_since > leak_after;
 }
 
 bool is_leak(const session::LeaseInfo& l, const Snapshot& s) {
@@ -492,16 +580,18 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
     const auto next = next_action(*l, session::resolve_policy(*s.config, l->application_name));
     Cell next_in;
     if (next.at) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*next.at - s.now).count();
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*next.at - s.now).count();
       next_in = num(left <= 0 ? 0 : (left + 999) / 1000);
     }
-    b.rs.rows.push_back(Row{
-        unum(l->client_id), l->application_name, l->user, l->database, l->addr, num(l->port),
-        num(l->backend_pid), std::string(session::to_string(l->state)),
-        num(whole_seconds(s.now - l->start)),
-        l->xact_start == Clock::time_point{} ? Cell{} : Cell{num(whole_seconds(s.now - l->xact_start))},
-        active ? Cell{} : Cell{num(whole_seconds(s.now - l->idle_since))}, unum(l->statements),
-        l->first_query, l->last_query, l->tags, l->warned ? "warned" : "", next.what, next_in});
+    b.rs.rows.push_back(
+        Row{unum(l->client_id), l->application_name, l->user, l->database, l->addr, num(l->port),
+            num(l->backend_pid), std::string(session::to_string(l->state)),
+            num(whole_seconds(s.now - l->start)),
+            l->xact_start == Clock::time_point{} ? Cell{}
+                                                 : Cell{num(whole_seconds(s.now - l->xact_start))},
+            active ? Cell{} : Cell{num(whole_seconds(s.now - l->idle_since))}, unum(l->statements),
+            l->first_query, l->last_query, l->tags, l->warned ? "warned" : "", next.what, next_in});
   }
   b.rs.tag = "SHOW";
   return b.rs;

@@ -32,7 +32,7 @@ using Row = std::vector<Cell>;
 struct ResultSet {
   std::vector<Column> columns;  // empty: a command without rows (only the tag)
   std::vector<Row> rows;
-  std::string tag;              // CommandComplete
+  std::string tag;  // CommandComplete
   std::vector<std::string> notices;
 };
 
@@ -54,13 +54,13 @@ struct Snapshot {
   std::vector<session::SessionInfo> sessions;  // every worker's, gathered on each worker
   std::vector<PoolSnapshot> pools;
   std::map<std::string, int> db_connections, user_connections;
-  std::set<std::string> paused_databases;      // paused individually or globally
+  std::set<std::string> paused_databases;  // paused individually or globally
   bool all_paused = false;
-  std::vector<session::LeakEvent> events;      // SHOW EVENTS: newest first
+  std::vector<session::LeakEvent> events;        // SHOW EVENTS: newest first
   std::map<std::string, session::AppView> apps;  // SHOW APPS: totals and growth by application
   std::map<std::string, session::LeakBook::AppCounters> leak_counters;  // SHOW APPS
-  std::vector<pool::BackendStatus> backends;   // circuit breakers (admin/resilience_rows.hpp)
-  HealthFigures health;                        // watchdog, open files, shutdown
+  std::vector<pool::BackendStatus> backends;  // circuit breakers (admin/resilience_rows.hpp)
+  HealthFigures health;                       // watchdog, open files, shutdown
   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now();
   std::chrono::system_clock::time_point wall_now = std::chrono::system_clock::now();
 };

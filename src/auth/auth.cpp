@@ -27,13 +27,16 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
   unsigned int len = 0;
   if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) == nullptr) {
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(),
+           &len) == nullptr) {
     throw std::runtime_error("hmac failed");
   }
   return std::string(reinterpret_cast<const char*>(out.data()), len);
 }
 
-std::string sha256(std::string_view data) { return digest(EVP_sha256(), data); }
+std::string sha256(std::string_view data) {
+  return digest(EVP_sha256(), data);
+}
 
 std::string hex(std::string_view raw) {
   static constexpr char digits[] = "0123456789abcdef";
@@ -110,12 +113,15 @@ bool is_md5_hash(std::string_view secret) {
   return true;
 }
 
-bool is_scram_secret(std::string_view secret) { return secret.rfind("SCRAM-SHA-256$", 0) == 0; }
+bool is_scram_secret(std::string_view secret) {
+  return secret.rfind("SCRAM-SHA-256$", 0) == 0;
+}
 
 std::string md5_response(std::string_view user, std::string_view stored_or_plain,
                          std::string_view salt4) {
-  const std::string stored =
-      is_md5_hash(stored_or_plain) ? std::string(stored_or_plain) : md5_password_hash(user, stored_or_plain);
+  const std::string stored = is_md5_hash(stored_or_plain)
+                                 ? std::string(stored_or_plain)
+                                 : md5_password_hash(user, stored_or_plain);
   std::string input = stored.substr(3);
   input.append(salt4);
   return "md5" + hex(digest(EVP_md5(), input));
@@ -143,7 +149,8 @@ std::optional<std::string> base64_decode(std::string_view text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     // '=' only as padding: the last character, or the last two ("xx==").
-    const bool padding = c == '=' && (i + 1 == text.size() || (i + 2 == text.size() && text.back() == '='));
+    const bool padding =
+        c == '=' && (i + 1 == text.size() || (i + 2 == text.size() && text.back() == '='));
     const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                     c == '+' || c == '/' || padding;
     if (!ok) return std::nullopt;
@@ -194,8 +201,9 @@ ScramSecret make_scram_secret(std::string_view password, std::string_view salt, 
   activity::Scope scope("computing a SCRAM key (PBKDF2)");
   std::string salted(32, '\0');
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
-                        reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()),
-                        iterations, EVP_sha256(), 32, reinterpret_cast<unsigned char*>(salted.data())) != 1) {
+                        reinterpret_cast<const unsigned char*>(salt.data()),
+                        static_cast<int>(salt.size()), iterations, EVP_sha256(), 32,
+                        reinterpret_cast<unsigned char*>(salted.data())) != 1) {
     throw std::runtime_error("PBKDF2 failed");
   }
   ScramSecret secret;
@@ -207,8 +215,8 @@ ScramSecret make_scram_secret(std::string_view password, std::string_view salt, 
 }
 
 std::string format_scram_secret(const ScramSecret& secret) {
-  return "SCRAM-SHA-256$" + std::to_string(secret.iterations) + ":" + base64_encode(secret.salt) + "$" +
-         base64_encode(secret.stored_key) + ":" + base64_encode(secret.server_key);
+  return "SCRAM-SHA-256$" + std::to_string(secret.iterations) + ":" + base64_encode(secret.salt) +
+         "$" + base64_encode(secret.stored_key) + ":" + base64_encode(secret.server_key);
 }
 
 std::string scram_secret_from_password(std::string_view password) {
@@ -242,8 +250,8 @@ std::optional<std::string> ScramServer::handle_client_first(std::string_view cli
   if (attrs.size() < 2 || attrs[0].first != 'n' || attrs[1].first != 'r') return std::nullopt;
   if (!printable_nonce(attrs[1].second)) return std::nullopt;
   nonce_ = std::string(attrs[1].second) + server_nonce_raw_;
-  server_first_ = "r=" + nonce_ + ",s=" + base64_encode(secret_.salt) + ",i=" +
-                  std::to_string(secret_.iterations);
+  server_first_ = "r=" + nonce_ + ",s=" + base64_encode(secret_.salt) +
+                  ",i=" + std::to_string(secret_.iterations);
   return server_first_;
 }
 
@@ -271,7 +279,8 @@ ScramClient ScramClient::with_password(std::string_view /*user*/, std::string pa
                                        std::string client_nonce_raw) {
   ScramClient client;
   client.password_ = std::move(password);
-  client.client_nonce_ = base64_encode(client_nonce_raw.empty() ? random_bytes(18) : client_nonce_raw);
+  client.client_nonce_ =
+      base64_encode(client_nonce_raw.empty() ? random_bytes(18) : client_nonce_raw);
   return client;
 }
 
@@ -280,11 +289,14 @@ ScramClient ScramClient::with_client_key(std::string_view /*user*/, std::string 
   ScramClient client;
   client.client_key_ = std::move(client_key);
   client.secret_ = std::move(secret);
-  client.client_nonce_ = base64_encode(client_nonce_raw.empty() ? random_bytes(18) : client_nonce_raw);
+  client.client_nonce_ =
+      base64_encode(client_nonce_raw.empty() ? random_bytes(18) : client_nonce_raw);
   return client;
 }
 
-void ScramClient::set_literal_nonce(std::string nonce) { client_nonce_ = std::move(nonce); }
+void ScramClient::set_literal_nonce(std::string nonce) {
+  client_nonce_ = std::move(nonce);
+}
 
 std::string ScramClient::client_first() {
   // PostgreSQL ignores the SCRAM user name (it uses the startup packet's), so send none.
@@ -304,8 +316,8 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
     return std::nullopt;
   }
   const auto nonce = attrs[0].second;
-  if (nonce.size() <= client_nonce_.size() || nonce.substr(0, client_nonce_.size()) != client_nonce_ ||
-      !printable_nonce(nonce)) {
+  if (nonce.size() <= client_nonce_.size() ||
+      nonce.substr(0, client_nonce_.size()) != client_nonce_ || !printable_nonce(nonce)) {
     return std::nullopt;
   }
   auto salt = base64_decode(attrs[1].second);

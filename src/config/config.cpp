@@ -37,7 +37,8 @@ struct Location {
 
 [[noreturn]] void invalid(const Location& at, const std::string& key, const std::string& value,
                           const std::string& allowed) {
-  throw ConfigError(at.str() + ": invalid value '" + value + "' for " + key + ": expected " + allowed);
+  throw ConfigError(at.str() + ": invalid value '" + value + "' for " + key + ": expected " +
+                    allowed);
 }
 
 int parse_int(const Location& at, const std::string& key, const std::string& value, long min,
@@ -50,7 +51,8 @@ int parse_int(const Location& at, const std::string& key, const std::string& val
     used = 0;
   }
   if (used == 0 || used != value.size() || parsed < min || parsed > max) {
-    invalid(at, key, value, "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+    invalid(at, key, value,
+            "an integer from " + std::to_string(min) + " to " + std::to_string(max));
   }
   return static_cast<int>(parsed);
 }
@@ -90,7 +92,8 @@ Millis parse_duration(const Location& at, const std::string& key, const std::str
   }
   // Larger values would overflow llround (giving a negative duration) or a conversion to
   // nanoseconds (steady_clock): cap at what fits in int64 nanoseconds (about 292 years).
-  constexpr double kMaxMillis = static_cast<double>(std::chrono::nanoseconds::max().count() / 1'000'000);
+  constexpr double kMaxMillis =
+      static_cast<double>(std::chrono::nanoseconds::max().count() / 1'000'000);
   if (used == 0 || number < 0 || !std::isfinite(number) || number * scale > kMaxMillis) {
     invalid(at, key, value, "a duration in seconds (e.g. 30, 0.5, 250ms, 5min)");
   }
@@ -123,94 +126,200 @@ std::uint64_t next_version() {
 
 // Keys PgBouncer has that pgwarden accepts without acting on them yet; kept for SHOW CONFIG.
 const std::set<std::string>& known_other_keys() {
-  static const std::set<std::string> keys{
-      "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file", "client_tls_ca_file",
-      "client_tls_protocols", "client_tls_ciphers", "client_tls13_ciphers", "client_tls_ecdhcurve",
-      "client_tls_dheparams", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
-      "server_tls_cert_file", "server_tls_protocols", "server_tls_ciphers", "server_tls13_ciphers",
-      "auth_hba_file", "auth_ident_file", "auth_user", "auth_query", "auth_dbname", "syslog",
-      "syslog_ident", "syslog_facility", "log_stats", "max_prepared_statements",
-      "server_round_robin", "application_name_add_host", "track_extra_parameters",
-      "tcp_defer_accept", "tcp_socket_buffer", "dns_max_ttl", "dns_nxdomain_ttl",
-      "dns_zone_check_period", "resolv_conf", "cancel_wait_timeout",
-      "suspend_timeout", "max_packet_size", "sbuf_loopcnt", "unix_socket_mode",
-      "unix_socket_group", "user", "disable_pqexec", "server_fast_close", "autodb_idle_timeout",
-      "transaction_timeout", "max_db_client_connections", "max_user_client_connections",
-      "peer_id", "scram_iterations", "login_notify_message", "pool_idle_timeout", "conffile",
-      "service_name", "job_name"};
+  static const std::set<std::string> keys{"client_tls_sslmode",
+                                          "client_tls_key_file",
+                                          "client_tls_cert_file",
+                                          "client_tls_ca_file",
+                                          "client_tls_protocols",
+                                          "client_tls_ciphers",
+                                          "client_tls13_ciphers",
+                                          "client_tls_ecdhcurve",
+                                          "client_tls_dheparams",
+                                          "server_tls_sslmode",
+                                          "server_tls_ca_file",
+                                          "server_tls_key_file",
+                                          "server_tls_cert_file",
+                                          "server_tls_protocols",
+                                          "server_tls_ciphers",
+                                          "server_tls13_ciphers",
+                                          "auth_hba_file",
+                                          "auth_ident_file",
+                                          "auth_user",
+                                          "auth_query",
+                                          "auth_dbname",
+                                          "syslog",
+                                          "syslog_ident",
+                                          "syslog_facility",
+                                          "log_stats",
+                                          "max_prepared_statements",
+                                          "server_round_robin",
+                                          "application_name_add_host",
+                                          "track_extra_parameters",
+                                          "tcp_defer_accept",
+                                          "tcp_socket_buffer",
+                                          "dns_max_ttl",
+                                          "dns_nxdomain_ttl",
+                                          "dns_zone_check_period",
+                                          "resolv_conf",
+                                          "cancel_wait_timeout",
+                                          "suspend_timeout",
+                                          "max_packet_size",
+                                          "sbuf_loopcnt",
+                                          "unix_socket_mode",
+                                          "unix_socket_group",
+                                          "user",
+                                          "disable_pqexec",
+                                          "server_fast_close",
+                                          "autodb_idle_timeout",
+                                          "transaction_timeout",
+                                          "max_db_client_connections",
+                                          "max_user_client_connections",
+                                          "peer_id",
+                                          "scram_iterations",
+                                          "login_notify_message",
+                                          "pool_idle_timeout",
+                                          "conffile",
+                                          "service_name",
+                                          "job_name"};
   return keys;
 }
 
 void set_pgbouncer_key(Config& c, const Location& at, const std::string& key,
                        const std::string& value, std::vector<Warning>& warnings) {
   auto duration = [&](Millis& target) { target = parse_duration(at, key, value); };
-  auto integer = [&](int& target, long min, long max) { target = parse_int(at, key, value, min, max); };
+  auto integer = [&](int& target, long min, long max) {
+    target = parse_int(at, key, value, min, max);
+  };
   auto boolean = [&](bool& target) { target = parse_bool(at, key, value); };
   constexpr long kMax = 2147483647;
-  if (key == "listen_addr") c.listen_addr = value;
-  else if (key == "listen_port") integer(c.listen_port, 1, 65535);
-  else if (key == "unix_socket_dir") c.unix_socket_dir = value;
-  else if (key == "listen_backlog") integer(c.listen_backlog, 1, 65535);
-  else if (key == "so_reuseport") boolean(c.so_reuseport);
-  else if (key == "pkt_buf") integer(c.pkt_buf, 512, 1 << 24);
+  if (key == "listen_addr")
+    c.listen_addr = value;
+  else if (key == "listen_port")
+    integer(c.listen_port, 1, 65535);
+  else if (key == "unix_socket_dir")
+    c.unix_socket_dir = value;
+  else if (key == "listen_backlog")
+    integer(c.listen_backlog, 1, 65535);
+  else if (key == "so_reuseport")
+    boolean(c.so_reuseport);
+  else if (key == "pkt_buf")
+    integer(c.pkt_buf, 512, 1 << 24);
   else if (key == "auth_type") {
     const auto v = lower(value);
-    if (v == "trust") c.auth_type = AuthType::trust;
-    else if (v == "plain") c.auth_type = AuthType::plain;
-    else if (v == "md5") c.auth_type = AuthType::md5;
-    else if (v == "scram-sha-256") c.auth_type = AuthType::scram_sha_256;
-    else if (v == "any") c.auth_type = AuthType::any;
-    else invalid(at, key, value, "trust, plain, md5, scram-sha-256 or any (hba, cert, peer, pam and ldap are not supported)");
-  } else if (key == "auth_file") c.auth_file = value;
-  else if (key == "admin_users") c.admin_users = parse_list(value);
-  else if (key == "stats_users") c.stats_users = parse_list(value);
-  else if (key == "pool_mode") c.pool_mode = parse_pool_mode(at, key, value);
-  else if (key == "default_pool_size") integer(c.default_pool_size, 1, kMax);
-  else if (key == "min_pool_size") integer(c.min_pool_size, 0, kMax);
-  else if (key == "reserve_pool_size") integer(c.reserve_pool_size, 0, kMax);
-  else if (key == "reserve_pool_timeout") duration(c.reserve_pool_timeout);
-  else if (key == "max_client_conn") integer(c.max_client_conn, 1, kMax);
-  else if (key == "max_db_connections") integer(c.max_db_connections, 0, kMax);
-  else if (key == "max_user_connections") integer(c.max_user_connections, 0, kMax);
-  else if (key == "server_reset_query") c.server_reset_query = value;
-  else if (key == "server_reset_query_always") boolean(c.server_reset_query_always);
-  else if (key == "server_check_query") c.server_check_query = value;
-  else if (key == "server_check_delay") duration(c.server_check_delay);
-  else if (key == "server_lifetime") duration(c.server_lifetime);
-  else if (key == "server_idle_timeout") duration(c.server_idle_timeout);
-  else if (key == "server_connect_timeout") duration(c.server_connect_timeout);
-  else if (key == "server_login_retry") duration(c.server_login_retry);
-  else if (key == "query_timeout") duration(c.query_timeout);
-  else if (key == "query_wait_timeout") duration(c.query_wait_timeout);
-  else if (key == "client_idle_timeout") duration(c.client_idle_timeout);
-  else if (key == "client_login_timeout") duration(c.client_login_timeout);
-  else if (key == "idle_transaction_timeout") duration(c.idle_transaction_timeout);
-  else if (key == "stats_period") duration(c.stats_period);
-  else if (key == "leak_warn_after") duration(c.leak_warn_after);
-  else if (key == "idle_pinned_timeout") duration(c.idle_pinned_timeout);
-  else if (key == "leak_growth_window") duration(c.leak_growth_window);
-  else if (key == "leak_growth_interval") duration(c.leak_growth_interval);
-  else if (key == "breaker_failures") integer(c.breaker_failures, 0, kMax);
-  else if (key == "breaker_open_min") duration(c.breaker_open_min);
-  else if (key == "breaker_open_max") duration(c.breaker_open_max);
-  else if (key == "max_waiting") integer(c.max_waiting, 0, kMax);
-  else if (key == "query_wait_notify") duration(c.query_wait_notify);
-  else if (key == "shutdown_drain_timeout") duration(c.shutdown_drain_timeout);
-  else if (key == "ignore_startup_parameters") c.ignore_startup_parameters = parse_list(value);
-  else if (key == "logfile") c.logfile = value;
-  else if (key == "pidfile") c.pidfile = value;
-  else if (key == "log_connections") boolean(c.log_connections);
-  else if (key == "log_disconnections") boolean(c.log_disconnections);
-  else if (key == "log_pooler_errors") boolean(c.log_pooler_errors);
-  else if (key == "verbose") c.verbose = parse_int(at, key, value, 0, 10) > 0;
-  else if (key == "tcp_keepalive") boolean(c.tcp_keepalive);
-  else if (key == "tcp_keepcnt") integer(c.tcp_keepcnt, 0, kMax);
-  else if (key == "tcp_keepidle") integer(c.tcp_keepidle, 0, kMax);
-  else if (key == "tcp_keepintvl") integer(c.tcp_keepintvl, 0, kMax);
-  else if (key == "tcp_user_timeout") integer(c.tcp_user_timeout, 0, kMax);
-  else if (key == "workers") integer(c.workers, 0, 1024);
-  else if (known_other_keys().count(key)) c.other[key] = value;
-  else warnings.push_back({at.str() + ": unknown key '" + key + "' in [pgbouncer]"});
+    if (v == "trust")
+      c.auth_type = AuthType::trust;
+    else if (v == "plain")
+      c.auth_type = AuthType::plain;
+    else if (v == "md5")
+      c.auth_type = AuthType::md5;
+    else if (v == "scram-sha-256")
+      c.auth_type = AuthType::scram_sha_256;
+    else if (v == "any")
+      c.auth_type = AuthType::any;
+    else
+      invalid(at, key, value,
+              "trust, plain, md5, scram-sha-256 or any (hba, cert, peer, pam and ldap are not "
+              "supported)");
+  } else if (key == "auth_file")
+    c.auth_file = value;
+  else if (key == "admin_users")
+    c.admin_users = parse_list(value);
+  else if (key == "stats_users")
+    c.stats_users = parse_list(value);
+  else if (key == "pool_mode")
+    c.pool_mode = parse_pool_mode(at, key, value);
+  else if (key == "default_pool_size")
+    integer(c.default_pool_size, 1, kMax);
+  else if (key == "min_pool_size")
+    integer(c.min_pool_size, 0, kMax);
+  else if (key == "reserve_pool_size")
+    integer(c.reserve_pool_size, 0, kMax);
+  else if (key == "reserve_pool_timeout")
+    duration(c.reserve_pool_timeout);
+  else if (key == "max_client_conn")
+    integer(c.max_client_conn, 1, kMax);
+  else if (key == "max_db_connections")
+    integer(c.max_db_connections, 0, kMax);
+  else if (key == "max_user_connections")
+    integer(c.max_user_connections, 0, kMax);
+  else if (key == "server_reset_query")
+    c.server_reset_query = value;
+  else if (key == "server_reset_query_always")
+    boolean(c.server_reset_query_always);
+  else if (key == "server_check_query")
+    c.server_check_query = value;
+  else if (key == "server_check_delay")
+    duration(c.server_check_delay);
+  else if (key == "server_lifetime")
+    duration(c.server_lifetime);
+  else if (key == "server_idle_timeout")
+    duration(c.server_idle_timeout);
+  else if (key == "server_connect_timeout")
+    duration(c.server_connect_timeout);
+  else if (key == "server_login_retry")
+    duration(c.server_login_retry);
+  else if (key == "query_timeout")
+    duration(c.query_timeout);
+  else if (key == "query_wait_timeout")
+    duration(c.query_wait_timeout);
+  else if (key == "client_idle_timeout")
+    duration(c.client_idle_timeout);
+  else if (key == "client_login_timeout")
+    duration(c.client_login_timeout);
+  else if (key == "idle_transaction_timeout")
+    duration(c.idle_transaction_timeout);
+  else if (key == "stats_period")
+    duration(c.stats_period);
+  else if (key == "leak_warn_after")
+    duration(c.leak_warn_after);
+  else if (key == "idle_pinned_timeout")
+    duration(c.idle_pinned_timeout);
+  else if (key == "leak_growth_window")
+    duration(c.leak_growth_window);
+  else if (key == "leak_growth_interval")
+    duration(c.leak_growth_interval);
+  else if (key == "breaker_failures")
+    integer(c.breaker_failures, 0, kMax);
+  else if (key == "breaker_open_min")
+    duration(c.breaker_open_min);
+  else if (key == "breaker_open_max")
+    duration(c.breaker_open_max);
+  else if (key == "max_waiting")
+    integer(c.max_waiting, 0, kMax);
+  else if (key == "query_wait_notify")
+    duration(c.query_wait_notify);
+  else if (key == "shutdown_drain_timeout")
+    duration(c.shutdown_drain_timeout);
+  else if (key == "ignore_startup_parameters")
+    c.ignore_startup_parameters = parse_list(value);
+  else if (key == "logfile")
+    c.logfile = value;
+  else if (key == "pidfile")
+    c.pidfile = value;
+  else if (key == "log_connections")
+    boolean(c.log_connections);
+  else if (key == "log_disconnections")
+    boolean(c.log_disconnections);
+  else if (key == "log_pooler_errors")
+    boolean(c.log_pooler_errors);
+  else if (key == "verbose")
+    c.verbose = parse_int(at, key, value, 0, 10) > 0;
+  else if (key == "tcp_keepalive")
+    boolean(c.tcp_keepalive);
+  else if (key == "tcp_keepcnt")
+    integer(c.tcp_keepcnt, 0, kMax);
+  else if (key == "tcp_keepidle")
+    integer(c.tcp_keepidle, 0, kMax);
+  else if (key == "tcp_keepintvl")
+    integer(c.tcp_keepintvl, 0, kMax);
+  else if (key == "tcp_user_timeout")
+    integer(c.tcp_user_timeout, 0, kMax);
+  else if (key == "workers")
+    integer(c.workers, 0, 1024);
+  else if (known_other_keys().count(key))
+    c.other[key] = value;
+  else
+    warnings.push_back({at.str() + ": unknown key '" + key + "' in [pgbouncer]"});
 }
 
 // libpq-style "k=v k='quoted value'" pairs.
@@ -225,7 +334,8 @@ std::vector<std::pair<std::string, std::string>> parse_connstring(const Location
     skip_space();
     if (i >= text.size()) break;
     const auto key_start = i;
-    while (i < text.size() && text[i] != '=' && !std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    while (i < text.size() && text[i] != '=' && !std::isspace(static_cast<unsigned char>(text[i])))
+      ++i;
     std::string key = lower(text.substr(key_start, i - key_start));
     skip_space();
     if (i >= text.size() || text[i] != '=' || key.empty()) {
@@ -271,24 +381,39 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
   db.name = name;
   db.source = at.str();
   for (const auto& [key, value] : parse_connstring(at, text)) {
-    if (key == "host") db.host = value;
-    else if (key == "port") db.port = parse_int(at, key, value, 1, 65535);
-    else if (key == "dbname") db.dbname = value;
-    else if (key == "user") db.user = value;
-    else if (key == "password") db.password = value;
-    else if (key == "pool_size") db.pool_size = parse_int(at, key, value, 0, 2147483647);
-    else if (key == "min_pool_size") db.min_pool_size = parse_int(at, key, value, 0, 2147483647);
-    else if (key == "reserve_pool" || key == "reserve_pool_size") db.reserve_pool = parse_int(at, key, value, 0, 2147483647);
-    else if (key == "pool_mode") db.pool_mode = parse_pool_mode(at, key, value);
+    if (key == "host")
+      db.host = value;
+    else if (key == "port")
+      db.port = parse_int(at, key, value, 1, 65535);
+    else if (key == "dbname")
+      db.dbname = value;
+    else if (key == "user")
+      db.user = value;
+    else if (key == "password")
+      db.password = value;
+    else if (key == "pool_size")
+      db.pool_size = parse_int(at, key, value, 0, 2147483647);
+    else if (key == "min_pool_size")
+      db.min_pool_size = parse_int(at, key, value, 0, 2147483647);
+    else if (key == "reserve_pool" || key == "reserve_pool_size")
+      db.reserve_pool = parse_int(at, key, value, 0, 2147483647);
+    else if (key == "pool_mode")
+      db.pool_mode = parse_pool_mode(at, key, value);
     else if (key == "max_db_connections") {
       db.max_db_connections = parse_int(at, key, value, 0, 2147483647);
       db.max_db_connections_set = true;
-    } else if (key == "server_lifetime") db.server_lifetime = parse_duration(at, key, value);
-    else if (key == "client_encoding") db.client_encoding = value;
-    else if (key == "datestyle") db.datestyle = value;
-    else if (key == "timezone") db.timezone = value;
-    else if (key == "application_name") db.application_name = value;
-    else if (key == "connect_query") db.connect_query = value;
+    } else if (key == "server_lifetime")
+      db.server_lifetime = parse_duration(at, key, value);
+    else if (key == "client_encoding")
+      db.client_encoding = value;
+    else if (key == "datestyle")
+      db.datestyle = value;
+    else if (key == "timezone")
+      db.timezone = value;
+    else if (key == "application_name")
+      db.application_name = value;
+    else if (key == "connect_query")
+      db.connect_query = value;
     else if (key == "auth_user" || key == "auth_query" || key == "auth_dbname" ||
              key == "load_balance_hosts" || key == "max_db_client_connections" ||
              key == "query_wait_timeout") {
@@ -307,15 +432,21 @@ UserEntry parse_user(const Location& at, const std::string& name, const std::str
   UserEntry user;
   user.name = name;
   for (const auto& [key, value] : parse_connstring(at, text)) {
-    if (key == "pool_mode") user.pool_mode = parse_pool_mode(at, key, value);
-    else if (key == "pool_size") user.pool_size = parse_int(at, key, value, 0, 2147483647);
-    else if (key == "reserve_pool_size" || key == "reserve_pool") user.reserve_pool_size = parse_int(at, key, value, 0, 2147483647);
+    if (key == "pool_mode")
+      user.pool_mode = parse_pool_mode(at, key, value);
+    else if (key == "pool_size")
+      user.pool_size = parse_int(at, key, value, 0, 2147483647);
+    else if (key == "reserve_pool_size" || key == "reserve_pool")
+      user.reserve_pool_size = parse_int(at, key, value, 0, 2147483647);
     else if (key == "max_user_connections") {
       user.max_user_connections = parse_int(at, key, value, 0, 2147483647);
       user.max_user_connections_set = true;
-    } else if (key == "query_timeout") user.query_timeout = parse_duration(at, key, value);
-    else if (key == "idle_transaction_timeout") user.idle_transaction_timeout = parse_duration(at, key, value);
-    else if (key == "client_idle_timeout") user.client_idle_timeout = parse_duration(at, key, value);
+    } else if (key == "query_timeout")
+      user.query_timeout = parse_duration(at, key, value);
+    else if (key == "idle_transaction_timeout")
+      user.idle_transaction_timeout = parse_duration(at, key, value);
+    else if (key == "client_idle_timeout")
+      user.client_idle_timeout = parse_duration(at, key, value);
     else if (key == "query_wait_timeout" || key == "transaction_timeout" ||
              key == "max_user_client_connections") {
       // Accepted for compatibility; not acted on yet.
@@ -384,19 +515,22 @@ void parse_text(Config& c, const std::string& text, const std::string& name,
       if (!file) throw ConfigError(at.str() + ": cannot open included file " + p.string());
       std::stringstream buffer;
       buffer << file.rdbuf();
-      parse_text(c, buffer.str(), p.string(), p.parent_path().string(), warnings, section, depth + 1);
+      parse_text(c, buffer.str(), p.string(), p.parent_path().string(), warnings, section,
+                 depth + 1);
       continue;
     }
     if (line.front() == '[') {
       if (line.back() != ']') throw ConfigError(at.str() + ": malformed section header " + line);
       section = lower(trim(std::string_view(line).substr(1, line.size() - 2)));
-      if (section != "pgbouncer" && section != "databases" && section != "users" && section != "apps") {
+      if (section != "pgbouncer" && section != "databases" && section != "users" &&
+          section != "apps") {
         warnings.push_back({at.str() + ": section [" + section + "] is not supported, ignored"});
       }
       continue;
     }
     const auto eq = line.find('=');
-    if (eq == std::string::npos) throw ConfigError(at.str() + ": expected key = value, got '" + line + "'");
+    if (eq == std::string::npos)
+      throw ConfigError(at.str() + ": expected key = value, got '" + line + "'");
     const std::string key = trim(std::string_view(line).substr(0, eq));
     const std::string value = trim(std::string_view(line).substr(eq + 1));
     if (key.empty()) throw ConfigError(at.str() + ": missing key before '='");
@@ -425,20 +559,28 @@ void parse_text(Config& c, const std::string& text, const std::string& name,
 
 std::string_view to_string(PoolMode mode) {
   switch (mode) {
-    case PoolMode::session: return "session";
-    case PoolMode::transaction: return "transaction";
-    case PoolMode::statement: return "statement";
+    case PoolMode::session:
+      return "session";
+    case PoolMode::transaction:
+      return "transaction";
+    case PoolMode::statement:
+      return "statement";
   }
   return "?";
 }
 
 std::string_view to_string(AuthType type) {
   switch (type) {
-    case AuthType::trust: return "trust";
-    case AuthType::plain: return "plain";
-    case AuthType::md5: return "md5";
-    case AuthType::scram_sha_256: return "scram-sha-256";
-    case AuthType::any: return "any";
+    case AuthType::trust:
+      return "trust";
+    case AuthType::plain:
+      return "plain";
+    case AuthType::md5:
+      return "md5";
+    case AuthType::scram_sha_256:
+      return "scram-sha-256";
+    case AuthType::any:
+      return "any";
   }
   return "?";
 }
@@ -493,7 +635,8 @@ Config load_file(const std::string& path, std::vector<Warning>& warnings) {
   return c;
 }
 
-std::map<std::string, std::string> parse_auth_file(const std::string& text, const std::string& name) {
+std::map<std::string, std::string> parse_auth_file(const std::string& text,
+                                                   const std::string& name) {
   std::map<std::string, std::string> out;
   std::istringstream in(text);
   std::string line;
@@ -527,7 +670,8 @@ std::map<std::string, std::string> parse_auth_file(const std::string& text, cons
         field += trimmed[i++];
       }
       if (!closed) {
-        throw ConfigError(name + ":" + std::to_string(number) + ": unterminated quote in auth file");
+        throw ConfigError(name + ":" + std::to_string(number) +
+                          ": unterminated quote in auth file");
       }
       fields.push_back(std::move(field));
     }
@@ -546,10 +690,22 @@ std::map<std::string, std::string> load_auth_file(const std::string& path) {
 
 bool is_runtime_changeable(const std::string& key) {
   // PgBouncer's CF_NO_RELOAD keys, plus workers (threads are started once).
-  static const std::set<std::string> fixed{
-      "listen_addr", "listen_port", "listen_backlog", "unix_socket_dir", "unix_socket_mode",
-      "unix_socket_group", "user", "pidfile", "pkt_buf", "so_reuseport", "resolv_conf",
-      "disable_pqexec", "track_extra_parameters", "job_name", "service_name", "workers"};
+  static const std::set<std::string> fixed{"listen_addr",
+                                           "listen_port",
+                                           "listen_backlog",
+                                           "unix_socket_dir",
+                                           "unix_socket_mode",
+                                           "unix_socket_group",
+                                           "user",
+                                           "pidfile",
+                                           "pkt_buf",
+                                           "so_reuseport",
+                                           "resolv_conf",
+                                           "disable_pqexec",
+                                           "track_extra_parameters",
+                                           "job_name",
+                                           "service_name",
+                                           "workers"};
   return !fixed.contains(lower(key));
 }
 

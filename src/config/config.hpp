@@ -25,12 +25,12 @@ using Millis = std::chrono::milliseconds;
 
 // One [databases] entry: "name = host=... port=... dbname=... user=... ...".
 struct DatabaseEntry {
-  std::string name;            // the name clients connect to ("*" for the fallback)
-  std::string host;            // empty = unix socket default (/var/run/postgresql)
+  std::string name;  // the name clients connect to ("*" for the fallback)
+  std::string host;  // empty = unix socket default (/var/run/postgresql)
   int port = 5432;
-  std::string dbname;          // empty = same as name
-  std::string user;            // forced user; empty = the client's user
-  std::string password;        // for the forced user (or the client's user)
+  std::string dbname;    // empty = same as name
+  std::string user;      // forced user; empty = the client's user
+  std::string password;  // for the forced user (or the client's user)
   std::optional<int> pool_size;
   std::optional<int> min_pool_size;
   std::optional<int> reserve_pool;
@@ -41,7 +41,7 @@ struct DatabaseEntry {
   // Startup parameters sent to the server for this database.
   std::string client_encoding, datestyle, timezone, application_name;
   std::string connect_query;
-  std::string source;          // "file:line" of the entry, for messages
+  std::string source;  // "file:line" of the entry, for messages
 };
 
 // One [users] entry.
@@ -59,7 +59,7 @@ struct UserEntry {
 
 struct Config {
   // [pgbouncer]
-  std::string listen_addr;            // empty = no TCP listener; "*" = all
+  std::string listen_addr;  // empty = no TCP listener; "*" = all
   int listen_port = 6432;
   std::string unix_socket_dir = "/tmp";  // empty disables the unix socket
   int listen_backlog = 128;
@@ -179,6 +179,7 @@ bool is_runtime_changeable(const std::string& key);
 // Sets one [pgbouncer] key as the ini would (same validation). Throws ConfigError for an
 // unknown key or an invalid value.
 void set_key(Config& config, const std::string& key, const std::string& value);
-std::map<std::string, std::string> parse_auth_file(const std::string& text, const std::string& name);
+std::map<std::string, std::string> parse_auth_file(const std::string& text,
+                                                   const std::string& name);
 
 }  // namespace pgw::config

@@ -11,25 +11,25 @@
 namespace pgw {
 
 enum class Err {
-  protocol_violation,       // malformed or oversized input
-  unsupported_protocol,     // protocol major version not 3
-  no_user,                  // startup packet without "user"
-  no_such_database,         // unknown database, no "*" fallback
-  password_failed,          // wrong password / unknown user with password auth
-  sasl_failed,              // malformed SCRAM exchange
-  auth_unsupported,         // the server asked for an auth method we can't do
-  max_client_conn,          // global client limit
-  query_wait_timeout,       // waited too long for a server connection
-  server_login_failed,      // cached login error toward the server
-  server_connect_failed,    // could not reach the server
-  server_connection_lost,   // server went away while a client was using it
-  client_login_timeout,     // client did not finish authenticating in time
-  client_idle_timeout,      // client idle too long
-  idle_transaction_timeout, // idle in transaction too long
-  query_timeout,            // query ran past query_timeout
+  protocol_violation,          // malformed or oversized input
+  unsupported_protocol,        // protocol major version not 3
+  no_user,                     // startup packet without "user"
+  no_such_database,            // unknown database, no "*" fallback
+  password_failed,             // wrong password / unknown user with password auth
+  sasl_failed,                 // malformed SCRAM exchange
+  auth_unsupported,            // the server asked for an auth method we can't do
+  max_client_conn,             // global client limit
+  query_wait_timeout,          // waited too long for a server connection
+  server_login_failed,         // cached login error toward the server
+  server_connect_failed,       // could not reach the server
+  server_connection_lost,      // server went away while a client was using it
+  client_login_timeout,        // client did not finish authenticating in time
+  client_idle_timeout,         // client idle too long
+  idle_transaction_timeout,    // idle in transaction too long
+  query_timeout,               // query ran past query_timeout
   statement_mode_transaction,  // a transaction block under pool_mode = statement
-  shutting_down,            // pgwarden is stopping
-  admin_shutdown,           // connection closed by an administrator
+  shutting_down,               // pgwarden is stopping
+  admin_shutdown,              // connection closed by an administrator
   unsupported_startup_parameter,
   internal,
   // Admin console (ERROR unless noted: the console session continues). Kept after `internal`
@@ -49,12 +49,12 @@ enum class Err {
   idle_pinned_timeout,      // session mode: held a server while idle too long
   admin_no_such_app,        // KILL_APP of an application_name no client has
   // Resilience (docs/operations.md).
-  backend_unavailable,      // the backend's circuit breaker is open (or probing)
-  draining,                 // a new login while pgwarden drains for shutdown
-  max_waiting,              // the pool's wait queue is full
-  query_wait_unreachable,   // query_wait_timeout while the backend could not be reached
-  query_wait_notice,        // NOTICE: still waiting for a server (query_wait_notify)
-  overloaded,               // open files near RLIMIT_NOFILE: no new connections
+  backend_unavailable,     // the backend's circuit breaker is open (or probing)
+  draining,                // a new login while pgwarden drains for shutdown
+  max_waiting,             // the pool's wait queue is full
+  query_wait_unreachable,  // query_wait_timeout while the backend could not be reached
+  query_wait_notice,       // NOTICE: still waiting for a server (query_wait_notify)
+  overloaded,              // open files near RLIMIT_NOFILE: no new connections
 };
 
 struct ErrorSpec {

@@ -26,14 +26,15 @@ ParseError bad(std::string_view sql) {
 }
 
 TEST(AdminCommand, ShowIsCaseInsensitiveWithOptionalSemicolon) {
-  for (auto sql : {"SHOW POOLS", "show pools", "  Show   Pools ;", "SHOW pools;;", "show\tpools\n"}) {
+  for (auto sql :
+       {"SHOW POOLS", "show pools", "  Show   Pools ;", "SHOW pools;;", "show\tpools\n"}) {
     auto c = ok(sql);
     EXPECT_EQ(c.verb, Verb::show) << sql;
     EXPECT_EQ(c.arg, "pools") << sql;
   }
-  for (auto subject : {"help", "version", "config", "databases", "pools", "clients", "servers",
-                       "users", "stats", "stats_totals", "stats_averages", "totals", "lists",
-                       "state"}) {
+  for (auto subject :
+       {"help", "version", "config", "databases", "pools", "clients", "servers", "users", "stats",
+        "stats_totals", "stats_averages", "totals", "lists", "state"}) {
     EXPECT_EQ(ok(std::string("SHOW ") + subject).arg, subject);
   }
 }
@@ -55,10 +56,10 @@ TEST(AdminCommand, EmptyQuery) {
 
 TEST(AdminCommand, OptionalDatabaseArgument) {
   const std::pair<const char*, Verb> cases[] = {{"PAUSE", Verb::pause},
-                                               {"RESUME", Verb::resume},
-                                               {"RECONNECT", Verb::reconnect},
-                                               {"KILL", Verb::kill},
-                                               {"WAIT_CLOSE", Verb::wait_close}};
+                                                {"RESUME", Verb::resume},
+                                                {"RECONNECT", Verb::reconnect},
+                                                {"KILL", Verb::kill},
+                                                {"WAIT_CLOSE", Verb::wait_close}};
   for (const auto& [word, verb] : cases) {
     auto all = ok(word);
     EXPECT_EQ(all.verb, verb) << word;
@@ -113,8 +114,8 @@ TEST(AdminCommand, ReloadAndShutdown) {
 TEST(AdminCommand, StatsUsersMayOnlyShow) {
   EXPECT_FALSE(needs_admin(ok("SHOW POOLS")));
   EXPECT_FALSE(needs_admin(ok("")));
-  for (auto sql : {"PAUSE", "RESUME", "RECONNECT", "KILL", "KILL_CLIENT 1", "WAIT_CLOSE",
-                   "RELOAD", "SHUTDOWN", "SET a = 1"}) {
+  for (auto sql : {"PAUSE", "RESUME", "RECONNECT", "KILL", "KILL_CLIENT 1", "WAIT_CLOSE", "RELOAD",
+                   "SHUTDOWN", "SET a = 1"}) {
     EXPECT_TRUE(needs_admin(ok(sql))) << sql;
   }
 }
@@ -129,33 +130,48 @@ TEST(AdminCommand, WeirdInputDoesNotThrow) {
 
 // The column lists are PgBouncer 1.25's (its admin.c / stats.c RowDescriptions).
 TEST(AdminTables, ColumnsFollowPgBouncer) {
-  const std::vector<std::string> socket{
-      "type", "user", "database", "replication", "state", "addr", "port", "local_addr",
-      "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",
-      "link", "remote_pid", "tls", "application_name", "prepared_statements", "id"};
+  const std::vector<std::string> socket{"type",
+                                        "user",
+                                        "database",
+                                        "replication",
+                                        "state",
+                                        "addr",
+                                        "port",
+                                        "local_addr",
+                                        "local_port",
+                                        "connect_time",
+                                        "request_time",
+                                        "wait",
+                                        "wait_us",
+                                        "close_needed",
+                                        "ptr",
+                                        "link",
+                                        "remote_pid",
+                                        "tls",
+                                        "application_name",
+                                        "prepared_statements",
+                                        "id"};
   EXPECT_EQ(column_names("clients"), socket);
   EXPECT_EQ(column_names("servers"), socket);
   EXPECT_EQ(column_names("pools"),
             (std::vector<std::string>{"database", "user", "cl_active", "cl_waiting",
-                                      "cl_active_cancel_req", "cl_waiting_cancel_req",
-                                      "sv_active", "sv_active_cancel", "sv_being_canceled",
-                                      "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait",
-                                      "maxwait_us", "pool_mode", "load_balance_hosts"}));
+                                      "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",
+                                      "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used",
+                                      "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
+                                      "load_balance_hosts"}));
   EXPECT_EQ(column_names("databases"),
-            (std::vector<std::string>{"name", "host", "port", "database", "force_user",
-                                      "pool_size", "min_pool_size", "reserve_pool_size",
-                                      "server_lifetime", "pool_mode", "load_balance_hosts",
-                                      "max_connections", "current_connections",
-                                      "max_client_connections", "current_client_connections",
-                                      "paused", "disabled",
-                                      // pgwarden's, after PgBouncer's: the circuit breaker
-                                      "breaker_state", "breaker_last_error",
-                                      "breaker_next_probe"}));
-  EXPECT_EQ(column_names("users"),
-            (std::vector<std::string>{"name", "pool_size", "reserve_pool_size", "pool_mode",
-                                      "max_user_connections", "current_connections",
-                                      "max_user_client_connections",
-                                      "current_client_connections"}));
+            (std::vector<std::string>{
+                "name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
+                "reserve_pool_size", "server_lifetime", "pool_mode", "load_balance_hosts",
+                "max_connections", "current_connections", "max_client_connections",
+                "current_client_connections", "paused", "disabled",
+                // pgwarden's, after PgBouncer's: the circuit breaker
+                "breaker_state", "breaker_last_error", "breaker_next_probe"}));
+  EXPECT_EQ(
+      column_names("users"),
+      (std::vector<std::string>{"name", "pool_size", "reserve_pool_size", "pool_mode",
+                                "max_user_connections", "current_connections",
+                                "max_user_client_connections", "current_client_connections"}));
   EXPECT_EQ(column_names("config"),
             (std::vector<std::string>{"key", "value", "default", "changeable"}));
   EXPECT_EQ(column_names("lists"), (std::vector<std::string>{"list", "items"}));
@@ -200,11 +216,11 @@ TEST(AdminTables, StatsAveragesUseTheLastPeriod) {
   for (std::size_t i = 0; i < rs.columns.size(); ++i) row[rs.columns[i].name] = *rs.rows[0][i];
   EXPECT_EQ(row["database"], "db");
   EXPECT_EQ(row["total_xact_count"], "2000");
-  EXPECT_EQ(row["avg_xact_count"], "4");        // 240 per 60 s
-  EXPECT_EQ(row["avg_xact_time"], "500");       // µs per transaction
-  EXPECT_EQ(row["avg_query_time"], "100");      // µs per query
-  EXPECT_EQ(row["avg_recv"], "200");            // bytes per second
-  EXPECT_EQ(row["avg_wait_time"], "0");         // no assignments: no division by zero
+  EXPECT_EQ(row["avg_xact_count"], "4");    // 240 per 60 s
+  EXPECT_EQ(row["avg_xact_time"], "500");   // µs per transaction
+  EXPECT_EQ(row["avg_query_time"], "100");  // µs per query
+  EXPECT_EQ(row["avg_recv"], "200");        // bytes per second
+  EXPECT_EQ(row["avg_wait_time"], "0");     // no assignments: no division by zero
 }
 
 }  // namespace

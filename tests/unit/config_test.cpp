@@ -40,7 +40,9 @@ Config load(const std::string& text, std::vector<Warning>* warnings_out = nullpt
   return config;
 }
 
-Config load_pgbouncer(const std::string& body) { return load("[pgbouncer]\n" + body + "\n"); }
+Config load_pgbouncer(const std::string& body) {
+  return load("[pgbouncer]\n" + body + "\n");
+}
 
 // The ConfigError message for `text`, or "" (and a test failure) if it loads.
 std::string error_of(const std::string& text) {
@@ -308,9 +310,11 @@ TEST(ConfigPgbouncerTest, KeysSectionsAndEnumValuesAreCaseInsensitive) {
 }
 
 TEST(ConfigPgbouncerTest, EveryAuthTypeIsAccepted) {
-  const std::pair<const char*, AuthType> cases[] = {
-      {"trust", AuthType::trust}, {"plain", AuthType::plain}, {"md5", AuthType::md5},
-      {"scram-sha-256", AuthType::scram_sha_256}, {"any", AuthType::any}};
+  const std::pair<const char*, AuthType> cases[] = {{"trust", AuthType::trust},
+                                                    {"plain", AuthType::plain},
+                                                    {"md5", AuthType::md5},
+                                                    {"scram-sha-256", AuthType::scram_sha_256},
+                                                    {"any", AuthType::any}};
   for (const auto& [text, type] : cases) {
     EXPECT_EQ(load_pgbouncer(std::string("auth_type = ") + text).auth_type, type) << text;
   }
@@ -333,10 +337,9 @@ TEST(ConfigPgbouncerTest, LaterValueWins) {
 
 TEST(ConfigPgbouncerTest, Durations) {
   const std::pair<const char*, Millis> cases[] = {
-      {"30", 30s},          {"0", 0ms},           {"0.5", 500ms},      {"1.25", 1250ms},
-      {"250ms", 250ms},     {"5min", 5min},       {"2h", 2h},          {"1d", 24h},
-      {"10s", 10s},         {"10 s", 10s},        {"1500us", 2ms},     {"0.001", 1ms},
-      {"1e3", 1000s},
+      {"30", 30s},     {"0", 0ms},     {"0.5", 500ms}, {"1.25", 1250ms}, {"250ms", 250ms},
+      {"5min", 5min},  {"2h", 2h},     {"1d", 24h},    {"10s", 10s},     {"10 s", 10s},
+      {"1500us", 2ms}, {"0.001", 1ms}, {"1e3", 1000s},
   };
   for (const auto& [text, expected] : cases) {
     EXPECT_EQ(load_pgbouncer(std::string("server_lifetime = ") + text).server_lifetime, expected)
@@ -398,7 +401,8 @@ TEST(ConfigPgbouncerTest, Workers) {
 TEST(ConfigPgbouncerTest, AcceptedPgBouncerKeysAreKeptForShowConfig) {
   std::vector<Warning> warnings;
   const Config c = load(
-      "[pgbouncer]\nclient_tls_sslmode = require\nauth_query = SELECT usename, passwd FROM pg_shadow "
+      "[pgbouncer]\nclient_tls_sslmode = require\nauth_query = SELECT usename, passwd FROM "
+      "pg_shadow "
       "WHERE usename=$1\nmax_prepared_statements = 0\n",
       &warnings);
   EXPECT_TRUE(warnings.empty());
@@ -409,8 +413,8 @@ TEST(ConfigPgbouncerTest, AcceptedPgBouncerKeysAreKeptForShowConfig) {
 
 TEST(ConfigPgbouncerTest, UnknownKeyWarnsWithFileAndLine) {
   std::vector<Warning> warnings;
-  const Config c = load("[pgbouncer]\nlisten_port = 7000\nno_such_key = 1\npool_mode = statement\n",
-                        &warnings);
+  const Config c =
+      load("[pgbouncer]\nlisten_port = 7000\nno_such_key = 1\npool_mode = statement\n", &warnings);
   ASSERT_EQ(warnings.size(), 1U);
   EXPECT_TRUE(contains(warnings[0].text, "pgbouncer.ini:3")) << warnings[0].text;
   EXPECT_TRUE(contains(warnings[0].text, "no_such_key")) << warnings[0].text;
@@ -488,13 +492,15 @@ TEST(ConfigPgbouncerTest, GrowthAlarmAndIdlePinnedKeys) {
 }
 
 TEST(ConfigPgbouncerTest, InvalidIntegerErrorNamesFileLineKeyValueAndRange) {
-  expect_error("[pgbouncer]\nlisten_port = 6432\n\ndefault_pool_size = abc\n",
-               {"pgbouncer.ini:4", "default_pool_size", "'abc'", "an integer from 1 to 2147483647"});
+  expect_error(
+      "[pgbouncer]\nlisten_port = 6432\n\ndefault_pool_size = abc\n",
+      {"pgbouncer.ini:4", "default_pool_size", "'abc'", "an integer from 1 to 2147483647"});
 }
 
 TEST(ConfigPgbouncerTest, InvalidPoolModeNamesAllowedModes) {
-  expect_error("[pgbouncer]\npool_mode = transactions\n",
-               {"pgbouncer.ini:2", "pool_mode", "'transactions'", "session, transaction or statement"});
+  expect_error(
+      "[pgbouncer]\npool_mode = transactions\n",
+      {"pgbouncer.ini:2", "pool_mode", "'transactions'", "session, transaction or statement"});
 }
 
 TEST(ConfigPgbouncerTest, InvalidAuthTypeNamesAllowedTypes) {
@@ -505,8 +511,9 @@ TEST(ConfigPgbouncerTest, InvalidAuthTypeNamesAllowedTypes) {
 }
 
 TEST(ConfigPgbouncerTest, NegativeSizesAreRejected) {
-  for (const char* key : {"default_pool_size", "min_pool_size", "reserve_pool_size", "max_client_conn",
-                          "max_db_connections", "max_user_connections", "tcp_keepcnt", "tcp_user_timeout"}) {
+  for (const char* key :
+       {"default_pool_size", "min_pool_size", "reserve_pool_size", "max_client_conn",
+        "max_db_connections", "max_user_connections", "tcp_keepcnt", "tcp_user_timeout"}) {
     expect_error(std::string("[pgbouncer]\n") + key + " = -1", {"pgbouncer.ini:2", key, "'-1'"});
   }
 }
@@ -754,8 +761,8 @@ TEST(ConfigIncludeTest, AbsoluteIncludePath) {
   TempDir dir;
   const auto extra = dir.write("abs/extra.ini", "[pgbouncer]\npool_mode = statement\n");
   std::vector<Warning> warnings;
-  const Config c = pgw::config::load_string("%include " + extra + "\n", "inline.ini", warnings,
-                                            "/nonexistent");
+  const Config c =
+      pgw::config::load_string("%include " + extra + "\n", "inline.ini", warnings, "/nonexistent");
   EXPECT_EQ(c.pool_mode, PoolMode::statement);
 }
 
@@ -763,8 +770,8 @@ TEST(ConfigIncludeTest, LoadStringResolvesIncludesAgainstBaseDir) {
   TempDir dir;
   dir.write("extra.ini", "[pgbouncer]\nlisten_port = 7777\n");
   std::vector<Warning> warnings;
-  const Config c = pgw::config::load_string("%include extra.ini\n", "inline.ini", warnings,
-                                            dir.path().string());
+  const Config c =
+      pgw::config::load_string("%include extra.ini\n", "inline.ini", warnings, dir.path().string());
   EXPECT_EQ(c.listen_port, 7777);
 }
 
@@ -838,7 +845,8 @@ TEST(ConfigIncludeTest, LoadFileMissing) {
 TEST(ConfigIncludeTest, RelativeAuthFileIsResolvedAgainstTheConfigDirectory) {
   TempDir dir;
   const auto rel = dir.write("rel/pgbouncer.ini", "[pgbouncer]\nauth_file = userlist.txt\n");
-  const auto abs = dir.write("abs/pgbouncer.ini", "[pgbouncer]\nauth_file = /etc/pgbouncer/u.txt\n");
+  const auto abs =
+      dir.write("abs/pgbouncer.ini", "[pgbouncer]\nauth_file = /etc/pgbouncer/u.txt\n");
   std::vector<Warning> warnings;
   EXPECT_EQ(fs::path(pgw::config::load_file(rel, warnings).auth_file),
             dir.path() / "rel" / "userlist.txt");
@@ -889,14 +897,14 @@ TEST(AuthFileTest, AdjacentFieldsWithoutSpaceAreOneDoubledQuoteField) {
 }
 
 TEST(AuthFileTest, DoubledQuotesEscapeAQuote) {
-  const auto users = pgw::config::parse_auth_file(
-      "\"we\"\"ird\" \"pa\"\"ss\"\"\"\n\"\"\"\" \"\"\n", "userlist.txt");
+  const auto users = pgw::config::parse_auth_file("\"we\"\"ird\" \"pa\"\"ss\"\"\"\n\"\"\"\" \"\"\n",
+                                                  "userlist.txt");
   EXPECT_EQ(users, (std::map<std::string, std::string>{{"we\"ird", "pa\"ss\""}, {"\"", ""}}));
 }
 
 TEST(AuthFileTest, ExtraFieldsAfterThePasswordAreIgnored) {
-  const auto users = pgw::config::parse_auth_file("\"dave\" \"pw\" \"ignored\" trailing\n",
-                                                  "userlist.txt");
+  const auto users =
+      pgw::config::parse_auth_file("\"dave\" \"pw\" \"ignored\" trailing\n", "userlist.txt");
   EXPECT_EQ(users, (std::map<std::string, std::string>{{"dave", "pw"}}));
 }
 
@@ -928,11 +936,11 @@ TEST(AuthFileTest, MalformedLinesNameFileAndLine) {
     std::string_view expected;
   };
   const Case cases[] = {
-      {"alice \"pw\"", "expected \"user\" \"password\""},       // unquoted user
-      {"\"alice\" pw", "expected \"user\" \"password\""},       // unquoted password
-      {"\"alice\"", "expected \"user\" \"password\""},          // no password
-      {"\"alice\" \"pw", "unterminated quote"},                 // unterminated password
-      {"\"alice pw", "unterminated quote"},                     // unterminated user
+      {"alice \"pw\"", "expected \"user\" \"password\""},  // unquoted user
+      {"\"alice\" pw", "expected \"user\" \"password\""},  // unquoted password
+      {"\"alice\"", "expected \"user\" \"password\""},     // no password
+      {"\"alice\" \"pw", "unterminated quote"},            // unterminated password
+      {"\"alice pw", "unterminated quote"},                // unterminated user
   };
   for (const auto& c : cases) {
     const auto message = auth_file_error(good + c.line + "\n");
@@ -987,19 +995,55 @@ TEST(ConfigShowTest, DefaultRowsHaveKeysWithValues) {
 
 TEST(ConfigShowTest, EveryTypedPgbouncerKeyIsListed) {
   const auto m = rows_map(load(""));
-  for (const char* key :
-       {"listen_addr", "listen_port", "unix_socket_dir", "listen_backlog", "so_reuseport", "pkt_buf",
-        "auth_type", "auth_file", "admin_users", "stats_users", "pool_mode", "default_pool_size",
-        "min_pool_size", "reserve_pool_size", "reserve_pool_timeout", "max_client_conn",
-        "max_db_connections", "max_user_connections", "server_reset_query",
-        "server_reset_query_always", "server_check_query", "server_check_delay", "server_lifetime",
-        "server_idle_timeout", "server_connect_timeout", "server_login_retry", "query_timeout",
-        "query_wait_timeout", "client_idle_timeout", "client_login_timeout",
-        "idle_transaction_timeout", "stats_period", "leak_warn_after", "idle_pinned_timeout",
-        "leak_growth_window", "leak_growth_interval", "ignore_startup_parameters", "logfile",
-        "pidfile", "log_connections", "log_disconnections", "log_pooler_errors", "verbose",
-        "tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
-        "workers"}) {
+  for (const char* key : {"listen_addr",
+                          "listen_port",
+                          "unix_socket_dir",
+                          "listen_backlog",
+                          "so_reuseport",
+                          "pkt_buf",
+                          "auth_type",
+                          "auth_file",
+                          "admin_users",
+                          "stats_users",
+                          "pool_mode",
+                          "default_pool_size",
+                          "min_pool_size",
+                          "reserve_pool_size",
+                          "reserve_pool_timeout",
+                          "max_client_conn",
+                          "max_db_connections",
+                          "max_user_connections",
+                          "server_reset_query",
+                          "server_reset_query_always",
+                          "server_check_query",
+                          "server_check_delay",
+                          "server_lifetime",
+                          "server_idle_timeout",
+                          "server_connect_timeout",
+                          "server_login_retry",
+                          "query_timeout",
+                          "query_wait_timeout",
+                          "client_idle_timeout",
+                          "client_login_timeout",
+                          "idle_transaction_timeout",
+                          "stats_period",
+                          "leak_warn_after",
+                          "idle_pinned_timeout",
+                          "leak_growth_window",
+                          "leak_growth_interval",
+                          "ignore_startup_parameters",
+                          "logfile",
+                          "pidfile",
+                          "log_connections",
+                          "log_disconnections",
+                          "log_pooler_errors",
+                          "verbose",
+                          "tcp_keepalive",
+                          "tcp_keepcnt",
+                          "tcp_keepidle",
+                          "tcp_keepintvl",
+                          "tcp_user_timeout",
+                          "workers"}) {
     EXPECT_EQ(m.count(key), 1U) << key;
   }
 }

@@ -16,7 +16,9 @@ namespace {
 using namespace pgw::session;
 using namespace std::chrono_literals;
 
-std::string q_body(std::string_view sql) { return std::string(sql) + '\0'; }
+std::string q_body(std::string_view sql) {
+  return std::string(sql) + '\0';
+}
 std::string p_body(std::string_view name, std::string_view sql) {
   return std::string(name) + '\0' + std::string(sql) + '\0' + std::string("\0\0", 2);
 }
@@ -24,12 +26,29 @@ std::string p_body(std::string_view name, std::string_view sql) {
 // --- classification ---------------------------------------------------------------------------
 
 TEST(LeaseClassifyTest, TransactionControlVariants) {
-  for (const char* sql :
-       {"BEGIN", "begin", "Begin;", "BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN TRANSACTION",
-        "START TRANSACTION", "start transaction read only", "COMMIT", "commit;", "END", "end work",
-        "ROLLBACK", "rollback to savepoint s1", "ABORT", "SAVEPOINT s1", "RELEASE SAVEPOINT s1",
-        "release s1", "PREPARE TRANSACTION 'x'", "SET application_name = 'x'", "set local x = 1",
-        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "RESET ALL", "reset search_path"}) {
+  for (const char* sql : {"BEGIN",
+                          "begin",
+                          "Begin;",
+                          "BEGIN ISOLATION LEVEL SERIALIZABLE",
+                          "BEGIN TRANSACTION",
+                          "START TRANSACTION",
+                          "start transaction read only",
+                          "COMMIT",
+                          "commit;",
+                          "END",
+                          "end work",
+                          "ROLLBACK",
+                          "rollback to savepoint s1",
+                          "ABORT",
+                          "SAVEPOINT s1",
+                          "RELEASE SAVEPOINT s1",
+                          "release s1",
+                          "PREPARE TRANSACTION 'x'",
+                          "SET application_name = 'x'",
+                          "set local x = 1",
+                          "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                          "RESET ALL",
+                          "reset search_path"}) {
     EXPECT_TRUE(is_control_statement(sql)) << sql;
   }
 }
@@ -122,7 +141,8 @@ TEST(LeaseTagsTest, LeadingComment) {
 
 TEST(LeaseTagsTest, UrlDecodingAndEscapes) {
   EXPECT_EQ(format_tags(parse_sqlcomment_tags(
-                "SELECT 1 /*route='%2Fcart%2Fcheckout',traceparent='00-ab-cd-01',db%20driver='psycopg2'*/")),
+                "SELECT 1 "
+                "/*route='%2Fcart%2Fcheckout',traceparent='00-ab-cd-01',db%20driver='psycopg2'*/")),
             "route=/cart/checkout,traceparent=00-ab-cd-01,db driver=psycopg2");
   auto tags = parse_sqlcomment_tags("SELECT 1 /* msg='it\\'s',x='%e2%82%ac' */");
   ASSERT_EQ(tags.size(), 2U);
@@ -134,16 +154,16 @@ TEST(LeaseTagsTest, MalformedCommentsAreIgnored) {
   for (const char* sql : {
            "SELECT 1",
            "SELECT 1 /* just a note */",
-           "SELECT 1 /* route=checkout */",         // value not quoted
-           "SELECT 1 /* route='checkout */",        // unterminated quote
+           "SELECT 1 /* route=checkout */",            // value not quoted
+           "SELECT 1 /* route='checkout */",           // unterminated quote
            "SELECT 1 /* route='a' controller='b' */",  // no comma
-           "SELECT 1 /* ='a' */",                   // no key
-           "SELECT 1 /* route='%zz' */",            // bad escape
-           "SELECT 1 /* route='%2' */",             // truncated escape
+           "SELECT 1 /* ='a' */",                      // no key
+           "SELECT 1 /* route='%zz' */",               // bad escape
+           "SELECT 1 /* route='%2' */",                // truncated escape
            "SELECT 1 /* route='a',, b='c' */",
            "SELECT 1 /* route='a', */",
            "SELECT 1 /* */",
-           "SELECT 1 /* route='a'",                 // unterminated comment
+           "SELECT 1 /* route='a'",  // unterminated comment
            "/* route='a' SELECT 1",
            "SELECT '*/' ",
        }) {
@@ -362,9 +382,11 @@ TEST(LeaseConsoleTest, ShowSubjectsAndColumns) {
   EXPECT_TRUE(pgw::admin::is_show_subject("leaks"));
   EXPECT_TRUE(pgw::admin::is_show_subject("events"));
   const std::vector<std::string> lease_columns{
-      "client_id", "application_name", "user", "database", "client_addr", "client_port",
-      "backend_pid", "state", "lease_age_s", "xact_age_s", "idle_s", "statements", "first_query",
-      "last_query", "tags", "action_taken", "next_action", "next_action_in_s"};
+      "client_id",   "application_name", "user",        "database",
+      "client_addr", "client_port",      "backend_pid", "state",
+      "lease_age_s", "xact_age_s",       "idle_s",      "statements",
+      "first_query", "last_query",       "tags",        "action_taken",
+      "next_action", "next_action_in_s"};
   EXPECT_EQ(column_names("leaks"), lease_columns);
   EXPECT_EQ(column_names("leases"), lease_columns);
   EXPECT_EQ(column_names("events"),
@@ -377,8 +399,8 @@ TEST(LeaseConsoleTest, LeaksListsOnlyIdleLeasesPastTheThreshold) {
   auto config = load("[pgbouncer]\nleak_warn_after = 2\nidle_transaction_timeout = 10\n");
   s.config = std::make_shared<const pgw::config::Config>(config);
   s.now = std::chrono::steady_clock::now();
-  auto add = [&](std::uint64_t id, LeaseState state, std::chrono::seconds age, std::chrono::seconds idle,
-                 bool warned) {
+  auto add = [&](std::uint64_t id, LeaseState state, std::chrono::seconds age,
+                 std::chrono::seconds idle, bool warned) {
     SessionInfo info;
     info.id = id;
     LeaseInfo l;
@@ -411,7 +433,7 @@ TEST(LeaseConsoleTest, LeaksListsOnlyIdleLeasesPastTheThreshold) {
   EXPECT_EQ(leases.rows[3][17], "1");
   EXPECT_EQ(leases.rows[0][0], "2");
   EXPECT_FALSE(leases.rows[0][10].has_value());  // active: idle_s NULL
-  EXPECT_EQ(leases.rows[0][16], "");              // no query_timeout: nothing planned
+  EXPECT_EQ(leases.rows[0][16], "");             // no query_timeout: nothing planned
   EXPECT_FALSE(leases.rows[0][17].has_value());
 }
 
@@ -421,7 +443,8 @@ TEST(LeaseConsoleTest, CancelClientParses) {
   ASSERT_NE(command, nullptr);
   EXPECT_EQ(command->verb, pgw::admin::Verb::cancel_client);
   EXPECT_EQ(command->arg, "42");
-  EXPECT_TRUE(std::holds_alternative<pgw::admin::ParseError>(pgw::admin::parse_command("CANCEL_CLIENT x")));
+  EXPECT_TRUE(
+      std::holds_alternative<pgw::admin::ParseError>(pgw::admin::parse_command("CANCEL_CLIENT x")));
 }
 
 TEST(LeaseConsoleTest, LeaseTallySurvivesTheEndOfALease) {
