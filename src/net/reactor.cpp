@@ -3,6 +3,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,8 +18,9 @@ std::error_code last_error() {
   return {errno, std::system_category()};
 }
 
-// The wake-up eventfd's epoll entry points here instead of at a Connection.
+// The wake-up eventfd's and the timerfd's epoll entries point here instead of at a Connection.
 char wake_marker;
+char timer_marker;
 
 // The reactor whose loop runs on this thread (events are dispatched outside io_context::poll,
 // so Asio's running_in_this_thread() cannot tell).
@@ -36,17 +38,25 @@ struct Reactor::epoll_event_storage {
 Reactor::Reactor(asio::io_context& io) : io_(io), events_(std::make_unique<epoll_event_storage>()) {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) throw std::system_error(last_error(), "epoll/eventfd");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.ptr = &wake_marker;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
-    throw std::system_error(last_error(), "epoll_ctl(eventfd)");
+  // steady_clock is CLOCK_MONOTONIC, so its time points are the timerfd's absolute times.
+  timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0 || timer_fd_ < 0) {
+    throw std::system_error(last_error(), "epoll/eventfd/timerfd");
+  }
+  for (auto [fd, marker] :
+       {std::pair{wake_fd_, &wake_marker}, std::pair{timer_fd_, &timer_marker}}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = marker;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      throw std::system_error(last_error(), "epoll_ctl(eventfd/timerfd)");
+    }
   }
   last_turn_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
 }
 
 Reactor::~Reactor() {
+  ::close(timer_fd_);
   ::close(wake_fd_);
   ::close(epoll_fd_);
 }
@@ -87,13 +97,20 @@ void Reactor::stop() {
   [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
-int Reactor::timeout_ms(Clock::time_point now) const {
-  if (timers_.empty()) return -1;
-  const auto next = timers_.begin()->first;
-  if (next <= now) return 0;
-  // Round up: waking a little late is fine, waking early means a useless turn.
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - now).count();
-  return ms > 3600000 ? 3600000 : static_cast<int>(ms);
+bool Reactor::arm_timer_fd(Clock::time_point now) {
+  const auto next = timers_.empty() ? Clock::time_point::max() : timers_.begin()->first;
+  if (next <= now) return true;
+  if (next != timer_fd_deadline_) {
+    itimerspec spec{};  // all zero: disarmed
+    if (next != Clock::time_point::max()) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next.time_since_epoch());
+      spec.it_value.tv_sec = static_cast<time_t>(ns.count() / 1'000'000'000);
+      spec.it_value.tv_nsec = static_cast<long>(ns.count() % 1'000'000'000);
+    }
+    ::timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &spec, nullptr);
+    timer_fd_deadline_ = next;
+  }
+  return false;
 }
 
 void Reactor::fire_due_timers(Clock::time_point now) {
@@ -135,7 +152,8 @@ void Reactor::run() {
     // sleeping and writes the eventfd.
     sleeping_.store(true, std::memory_order_seq_cst);
     const bool more_posts = posted_.load(std::memory_order_seq_cst) != seen_posts;
-    const int timeout = more_posts ? 0 : timeout_ms(now);
+    const bool timer_due = arm_timer_fd(now);
+    const int timeout = more_posts || timer_due ? 0 : -1;
     const int n = ::epoll_wait(epoll_fd_, events_->events, kBatch, timeout);
     sleeping_.store(false, std::memory_order_relaxed);
     if (n < 0) {
@@ -147,9 +165,11 @@ void Reactor::run() {
     for (batch_next_ = 0; batch_next_ < batch_size_;) {
       const epoll_event ev = events_->events[batch_next_++];
       if (ev.data.ptr == nullptr) continue;  // closed by an earlier event of this batch
-      if (ev.data.ptr == &wake_marker) {
+      if (ev.data.ptr == &wake_marker || ev.data.ptr == &timer_marker) {
         std::uint64_t count = 0;
-        [[maybe_unused]] const auto r = ::read(wake_fd_, &count, sizeof count);
+        const int fd = ev.data.ptr == &wake_marker ? wake_fd_ : timer_fd_;
+        [[maybe_unused]] const auto r = ::read(fd, &count, sizeof count);
+        if (fd == timer_fd_) timer_fd_deadline_ = Clock::time_point::max();  // it has fired
         continue;
       }
       static_cast<Connection*>(ev.data.ptr)->on_events(ev.events);

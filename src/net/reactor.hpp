@@ -313,11 +313,17 @@ class Reactor {
   void add(Connection& connection);
   void remove(Connection& connection);
   void fire_due_timers(Clock::time_point now);
-  int timeout_ms(Clock::time_point now) const;
+  // Programs the timerfd for the earliest timer, with a system call only when that deadline
+  // changed (the janitor's every 200 ms, not every sleep); true if a timer is due already.
+  bool arm_timer_fd(Clock::time_point now);
 
   asio::io_context& io_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
+  // Timers wake the loop through a timerfd in the epoll set, so epoll_wait sleeps without a
+  // timeout: the kernel then arms no timer of its own each time the loop goes to sleep.
+  int timer_fd_ = -1;
+  Clock::time_point timer_fd_deadline_ = Clock::time_point::max();
   std::atomic<bool> stopped_{false};
   std::atomic<bool> sleeping_{false};
   std::atomic<std::uint64_t> posted_{0};
