@@ -732,8 +732,8 @@ void ClientSession::cancel_finished() {
 }
 
 void ClientSession::terminate(Err reason, std::string argument) {
-  if (timed_out_) return;
-  timed_out_ = true;
+  if (ending_) return;
+  ending_ = true;
   if (serving_) {
     // The data path stops; serve() sends the error and cleanup() cancels, rolls back and
     // returns the server like for any vanished client.
@@ -782,7 +782,7 @@ asio::awaitable<void> ClientSession::abort_client(Err code, const std::string& a
 void ClientSession::check_timeouts(Clock::time_point now, const config::Config& c) {
   // `c` is the current configuration, not the one the client logged in with: a SIGHUP that
   // changes a timeout applies to connected clients too.
-  if (timed_out_) return;
+  if (ending_) return;
   switch (state_) {
     case ClientState::login:
       if (c.client_login_timeout.count() > 0 && now - connect_time_ > c.client_login_timeout) {
@@ -845,6 +845,8 @@ asio::awaitable<bool> ClientSession::write_client(const std::string& bytes) {
 
 asio::awaitable<void> ClientSession::fail(Err code, const std::string& argument,
                                           const std::string& detail, const std::string& hint) {
+  // A drain or timeout that fires while this error is written must not send a second FATAL.
+  ending_ = true;
   const auto& spec = error_spec(code);
   const std::string message = error_message(code, argument);
   if (config_ && config_->log_pooler_errors) {

@@ -758,8 +758,9 @@ def test_event_loop_stall_is_logged_and_counted():
     userlist = dict(harness.USERS, postgres="", slow_user=secret)
     with harness.Pgwarden(pg(), auth_type="plain", admin_users="app_user",
                           userlist=userlist) as pw:
-        result = harness.psql(pw.dsn(user="slow_user", password="guess"), "SELECT 1",
-                              timeout=60, check=False)
+        # The stall lasts 2 s here and 12 s on slower machines: the login waits it out.
+        result = harness.psql(pw.dsn(user="slow_user", password="guess", connect_timeout=120),
+                              "SELECT 1", timeout=150, check=False)
         assert "password authentication failed" in result.stderr, result.stderr
         harness.wait_until(lambda: "event loop running again" in pw.log(), 10,
                            what="the stall's end to be logged")
