@@ -282,7 +282,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool client_gone_ = false;
   bool server_failed_ = false;
   bool server_fatal_sent_ = false;  // the client already got the server's own FATAL
-  bool ending_ = false;  // a FATAL is on its way (terminate() or fail()): no second one
+  bool ending_ = false;             // a FATAL is on its way (terminate() or fail()): no second one
 
   // Lease tracking and leak attribution (session/lease.hpp, client_session_lease.cpp).
   Lease lease_;
