@@ -154,6 +154,11 @@ log_min_messages = warning
                     timeout=900)
         self.sql("VACUUM ANALYZE", db=DATABASE, user=USER)
 
+    def scram_verifier(self):
+        """The bench user's SCRAM-SHA-256 verifier as PostgreSQL stores it."""
+        rows = self.sql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{USER}'")
+        return rows[0][0]
+
     def start(self):
         # Own session: a Ctrl-C in the terminal must not stop it behind our back.
         subprocess.run(harness.as_postgres(
@@ -241,12 +246,13 @@ class Pooler(Contestant):
         self.ini = os.path.join(self.dir, f"{self.name}.ini")
         self.logfile = os.path.join(self.dir, f"{self.name}.log")
         self.settings = dict(settings)
+        self.secret = None  # userlist.txt entry instead of the plaintext password (--userlist)
         self.starts = 0
 
     def write_config(self):
         userlist = os.path.join(self.dir, "userlist.txt")
         with open(userlist, "w") as f:
-            f.write(f'"{USER}" "{PASSWORD}"\n')
+            f.write(f'"{USER}" "{self.secret or PASSWORD}"\n')
         settings = dict(self.settings)
         settings.update({
             "listen_addr": "127.0.0.1",
