@@ -74,8 +74,8 @@ void Reactor::add(Connection& connection) {
   }
 }
 
-void Reactor::remove(Connection& connection) {
-  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection.fd_, nullptr);
+void Reactor::remove(Connection& connection, bool closing) {
+  if (!closing) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection.fd_, nullptr);
   // Events of this connection still waiting in the current batch must not reach it.
   for (int i = batch_next_; i < batch_size_; ++i) {
     if (events_->events[i].data.ptr == &connection) events_->events[i].data.ptr = nullptr;
@@ -289,7 +289,7 @@ void Connection::shutdown_send() {
 
 void Connection::close() {
   if (fd_ < 0) return;
-  if (reactor_) reactor_->remove(*this);
+  if (reactor_) reactor_->remove(*this, /*closing=*/true);
   ::close(fd_);
   fd_ = -1;
   reactor_ = nullptr;

@@ -311,7 +311,10 @@ class Reactor {
   friend class Connection;
   friend class Timer;
   void add(Connection& connection);
-  void remove(Connection& connection);
+  // Takes the socket out of the epoll set (it moves to another worker). `closing`: the
+  // descriptor is about to be closed, which removes it from the set by itself (pgwarden never
+  // duplicates a socket descriptor), so no epoll_ctl is needed, only the batch clean-up.
+  void remove(Connection& connection, bool closing = false);
   void fire_due_timers(Clock::time_point now);
   // Programs the timerfd for the earliest timer, with a system call only when that deadline
   // changed (the janitor's every 200 ms, not every sleep); true if a timer is due already.

@@ -154,10 +154,11 @@ net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSess
 
 asio::awaitable<bool> ClientSession::log_in() {
   // One statement per phase: g++ 12 miscompiles co_await inside short-circuit operators.
+  std::string greeting;  // written by welcome(): one send for the end of the login
   bool ok = co_await startup();
-  if (ok) ok = co_await authenticate();
+  if (ok) ok = co_await authenticate(greeting);
   if (ok) ok = co_await route();
-  if (ok) ok = co_await welcome();
+  if (ok) ok = co_await welcome(greeting);
   co_return ok;
 }
 
@@ -288,7 +289,7 @@ asio::awaitable<std::optional<proto::Message>> ClientSession::read_auth_reply() 
   co_return std::nullopt;
 }
 
-asio::awaitable<bool> ClientSession::authenticate() {
+asio::awaitable<bool> ClientSession::authenticate(std::string& greeting) {
   auto secrets = shared_.secrets();
   const std::string* secret = nullptr;
   if (auto it = secrets->find(user_); it != secrets->end()) secret = &it->second;
@@ -311,19 +312,20 @@ asio::awaitable<bool> ClientSession::authenticate() {
     case config::AuthType::md5:
       // A SCRAM secret cannot answer an md5 challenge: switch to SCRAM, as PostgreSQL does.
       if (secret && auth::is_scram_secret(*secret)) {
-        ok = co_await auth_scram(secret);
+        ok = co_await auth_scram(secret, greeting);
       } else {
         ok = co_await auth_md5(secret);
       }
       break;
     case config::AuthType::scram_sha_256:
-      ok = co_await auth_scram(secret);
+      ok = co_await auth_scram(secret, greeting);
       break;
   }
   if (!ok) co_return false;
-  std::string out;
-  proto::MessageWriter(out).authentication_ok();
-  co_return co_await write_client(out);
+  // Not written yet: a route or welcome failure sends only its FATAL, which every driver
+  // reports during authentication as well.
+  proto::MessageWriter(greeting).authentication_ok();
+  co_return true;
 }
 
 asio::awaitable<bool> ClientSession::auth_cleartext(const std::string* secret) {
@@ -365,7 +367,7 @@ asio::awaitable<bool> ClientSession::auth_md5(const std::string* secret) {
   co_return ok;
 }
 
-asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
+asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret, std::string& greeting) {
   // Unknown users and md5-only secrets go through a full exchange against a random secret,
   // so the reply does not reveal which users exist.
   std::optional<auth::ScramSecret> scram_secret;
@@ -410,9 +412,8 @@ asio::awaitable<bool> ClientSession::auth_scram(const std::string* secret) {
     co_return false;
   }
   if (stored_scram) shared_.pools.keys().put(user_, server.client_key());
-  out.clear();
-  proto::MessageWriter(out).authentication_sasl_final(*server_final);
-  co_return co_await write_client(out);
+  proto::MessageWriter(greeting).authentication_sasl_final(*server_final);
+  co_return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,8 +460,8 @@ asio::awaitable<bool> ClientSession::route() {
 // ---------------------------------------------------------------------------------------------
 // welcome: server parameters, cancel key, ReadyForQuery.
 
-asio::awaitable<bool> ClientSession::welcome() {
-  if (admin_) co_return co_await welcome_admin();
+asio::awaitable<bool> ClientSession::welcome(std::string& greeting) {
+  if (admin_) co_return co_await welcome_admin(greeting);
   if (pool_->refuses_logins()) {
     // The backend's circuit breaker is open: 57P03 now rather than a session that cannot work.
     co_await fail_explained(Err::backend_unavailable);
@@ -477,7 +478,7 @@ asio::awaitable<bool> ClientSession::welcome() {
       co_return false;
     }
   }
-  std::string out;
+  std::string& out = greeting;
   proto::MessageWriter writer(out);
   for (const auto& [name, value] : *defaults) {
     const std::string* own = params_.find(name);

@@ -103,22 +103,24 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // data path stopped; then cleanup.
   asio::awaitable<void> finish(bool logged_in);
   asio::awaitable<bool> startup();
-  asio::awaitable<bool> authenticate();
+  // authenticate() and welcome() append their last messages to `greeting`, which welcome()
+  // writes: AuthenticationOk, the parameters and ReadyForQuery leave in one send.
+  asio::awaitable<bool> authenticate(std::string& greeting);
   asio::awaitable<bool> route();
-  asio::awaitable<bool> welcome();
+  asio::awaitable<bool> welcome(std::string& greeting);
   // Hands the client to the data path; run() then waits for data_path_done_.
   void serve();
   // Tells the client why the data path stopped (a FATAL, or nothing after a Terminate).
   asio::awaitable<void> report_end();
   // The admin console (database "pgbouncer"/"pgwarden"): src/admin/console.cpp serves it.
-  asio::awaitable<bool> welcome_admin();
+  asio::awaitable<bool> welcome_admin(std::string& greeting);
   asio::awaitable<void> serve_admin();
   asio::awaitable<void> cleanup();
 
   // Authentication methods.
   asio::awaitable<bool> auth_cleartext(const std::string* secret);
   asio::awaitable<bool> auth_md5(const std::string* secret);
-  asio::awaitable<bool> auth_scram(const std::string* secret);
+  asio::awaitable<bool> auth_scram(const std::string* secret, std::string& greeting);
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
 
   // Why the data path stopped; serve() reports it to the client.

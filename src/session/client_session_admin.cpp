@@ -7,9 +7,9 @@
 
 namespace pgw::session {
 
-asio::awaitable<bool> ClientSession::welcome_admin() {
+asio::awaitable<bool> ClientSession::welcome_admin(std::string& greeting) {
   // What PgBouncer's console reports: enough for psql, psycopg and JDBC to get going.
-  std::string out;
+  std::string& out = greeting;
   proto::MessageWriter writer(out);
   const std::string* encoding = params_.find("client_encoding");
   writer.parameter_status("server_version", "1.25.0/bouncer");
