@@ -61,14 +61,10 @@ LeaseInfo ClientSession::lease_info() const {
 }
 
 void ClientSession::check_leak(Clock::time_point now, const config::Config& c) {
-  if (!lease_.held || lease_.warned || !server_) return;
+  if (lease_.warned || !is_suspected_leak(now, c)) return;
   const auto state = lease_state();
-  if (state == LeaseState::active) return;
   const auto idle_since = lease_.idle_from();
-  // Cheap test first: most leases are idle for less than the global threshold.
-  if (now - idle_since <= std::min(c.leak_warn_after, config::Millis{1000})) return;
-  const auto threshold = policy(c).leak_warn_after;
-  if (threshold.count() <= 0 || now - idle_since <= threshold) return;
+  const auto threshold = policy(c).leak_warn_after;  // cached per session
   lease_.warned = true;
   lease_.warned_at = now;
   const auto info = lease_info();
