@@ -76,13 +76,19 @@ OverloadGuard::~OverloadGuard() {
 }
 
 void OverloadGuard::start() {
-  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  {
+    std::lock_guard lock(mutex_);
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
   recount();
 }
 
 void OverloadGuard::recount() {
-  open_ = count_open_files();
-  limit_ = open_file_limit();
+  const int open = count_open_files();
+  const int limit = open_file_limit();
+  std::lock_guard lock(mutex_);
+  open_ = open;
+  limit_ = limit;
   health_.open_files.store(open_, std::memory_order_relaxed);
   health_.open_files_limit.store(limit_, std::memory_order_relaxed);
   if (budget_.update(open_, limit_)) {
@@ -107,6 +113,7 @@ void OverloadGuard::schedule_recount() {
 }
 
 bool OverloadGuard::should_refuse(int fd) {
+  std::lock_guard lock(mutex_);
   if (!budget_.refusing() && limit_ > 0 && fd + 1 >= FileBudget::kRefuseAt * limit_) {
     // Descriptor numbers this high prove the table is that full: refuse now, the next count
     // decides when to take clients again.
@@ -134,7 +141,11 @@ std::string OverloadGuard::refusal_message() const {
 
 void OverloadGuard::refuse(int fd) {
   health_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-  const std::string error = refusal_message();
+  std::string error;
+  {
+    std::lock_guard lock(mutex_);
+    error = refusal_message();
+  }
   [[maybe_unused]] const auto sent =
       ::send(fd, error.data(), error.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   ::shutdown(fd, SHUT_WR);
@@ -178,6 +189,7 @@ void OverloadGuard::refuse(int fd) {
 }
 
 bool OverloadGuard::refuse_one_at_limit(int listen_fd) {
+  std::lock_guard lock(mutex_);
   if (spare_fd_ < 0) return false;
   ::close(spare_fd_);
   spare_fd_ = -1;

@@ -13,6 +13,8 @@
 #include <asio.hpp>
 
 #include <chrono>
+#include <mutex>
+#include <string>
 
 #include "util/health.hpp"
 
@@ -38,7 +40,9 @@ class FileBudget {
 int count_open_files();
 int open_file_limit();
 
-// Runs on the main thread (the acceptors' thread); not thread-safe.
+// Counts and lingers on the main thread; the workers that accept (Runtime::accept_ready) ask
+// should_refuse() and refuse_one_at_limit() from theirs, so the state is behind a mutex (one
+// uncontended lock per accepted connection, nothing per message).
 class OverloadGuard {
  public:
   OverloadGuard(asio::io_context& io, ProcessHealth& health);
@@ -48,12 +52,14 @@ class OverloadGuard {
 
   // Takes the spare descriptor and starts counting.
   void start();
-  // After accept4() returned `fd`: whether the connection must be refused.
+  // After accept4() returned `fd`: whether the connection must be refused. Any thread.
   bool should_refuse(int fd);
   // Answers `fd` with FATAL 53300 and closes it once the client has read it (or after 250 ms).
+  // Main thread (the lingering runs on its io_context).
   void refuse(int fd);
   // accept4() failed with EMFILE/ENFILE: gives up the spare descriptor to accept one waiting
-  // connection, refuses it, and takes the spare again. False when none was waiting.
+  // connection, refuses it, and takes the spare again. False when none was waiting. Any
+  // thread.
   bool refuse_one_at_limit(int listen_fd);
 
  private:
@@ -63,6 +69,7 @@ class OverloadGuard {
 
   asio::io_context& io_;
   ProcessHealth& health_;
+  std::mutex mutex_;  // budget_, spare_fd_, open_, limit_
   FileBudget budget_;
   asio::steady_timer timer_;
   int spare_fd_ = -1;

@@ -19,12 +19,16 @@ std::error_code last_error() {
 }
 
 // The wake-up eventfd's and the timerfd's epoll entries point here instead of at a Connection.
-char wake_marker;
-char timer_marker;
+// Aligned, like everything else in an epoll entry, so that the lowest bit stays free to tag
+// listening sockets.
+alignas(8) char wake_marker;
+alignas(8) char timer_marker;
 
 // The reactor whose loop runs on this thread (events are dispatched outside io_context::poll,
 // so Asio's running_in_this_thread() cannot tell).
 thread_local const Reactor* current_reactor = nullptr;
+
+constexpr std::uintptr_t kListenTag = 1;
 
 }  // namespace
 
@@ -59,6 +63,32 @@ Reactor::~Reactor() {
   ::close(timer_fd_);
   ::close(wake_fd_);
   ::close(epoll_fd_);
+}
+
+void Reactor::watch_listener(int fd, AcceptHandler& handler) {
+  auto watch = std::make_unique<ListenWatch>(ListenWatch{fd, &handler});
+  static_assert(alignof(ListenWatch) > 1 && alignof(Connection) > 1);
+  epoll_event ev{};
+  // Level-triggered: connections left queued (a bounded batch was taken) are reported again.
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+  ev.data.u64 = reinterpret_cast<std::uintptr_t>(watch.get()) | kListenTag;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    throw std::system_error(last_error(), "epoll_ctl(ADD listener)");
+  }
+  listen_watches_.push_back(std::move(watch));
+}
+
+void Reactor::unwatch_listener(int fd) {
+  for (auto it = listen_watches_.begin(); it != listen_watches_.end(); ++it) {
+    if ((*it)->fd != fd) continue;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    const auto tagged = reinterpret_cast<std::uintptr_t>(it->get()) | kListenTag;
+    for (int i = batch_next_; i < batch_size_; ++i) {
+      if (events_->events[i].data.u64 == tagged) events_->events[i].data.ptr = nullptr;
+    }
+    listen_watches_.erase(it);
+    return;
+  }
 }
 
 bool Reactor::running_in_this_thread() const {
@@ -170,6 +200,10 @@ void Reactor::run() {
         const int fd = ev.data.ptr == &wake_marker ? wake_fd_ : timer_fd_;
         [[maybe_unused]] const auto r = ::read(fd, &count, sizeof count);
         if (fd == timer_fd_) timer_fd_deadline_ = Clock::time_point::max();  // it has fired
+        continue;
+      }
+      if (ev.data.u64 & kListenTag) {
+        reinterpret_cast<ListenWatch*>(ev.data.u64 & ~kListenTag)->handler->on_acceptable();
         continue;
       }
       static_cast<Connection*>(ev.data.ptr)->on_events(ev.events);

@@ -35,6 +35,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "util/activity.hpp"
 
@@ -106,6 +107,17 @@ class ReadyHandler {
 
  protected:
   virtual ~ReadyHandler() = default;
+};
+
+// Readiness callback of a listening socket (net/listener.hpp), called from the event loop
+// while connections are waiting to be accepted (level-triggered: it is called again on the
+// next turn if it left some).
+class AcceptHandler {
+ public:
+  virtual void on_acceptable() = 0;
+
+ protected:
+  virtual ~AcceptHandler() = default;
 };
 
 // Result of a non-blocking read or write. `bytes` > 0: transferred; bytes == 0 and no error on
@@ -299,6 +311,12 @@ class Reactor {
     wake();
   }
 
+  // Listening sockets: `fd` is added to this loop's epoll set with EPOLLEXCLUSIVE, so of the
+  // workers sleeping on it one is woken per connection, not all. Call on the reactor's thread,
+  // or before run(). `fd` must stay open while watched (Listener keeps it until the end).
+  void watch_listener(int fd, AcceptHandler& handler);
+  void unwatch_listener(int fd);
+
   // Watchdog (issue: a loop stalled for over a second): when the loop last came round, and
   // how many iterations it has done. Read from other threads.
   Clock::time_point last_turn() const {
@@ -333,6 +351,13 @@ class Reactor {
   std::atomic<Clock::rep> last_turn_{0};
   activity::Marker activity_;  // next to last_turn_: the loop writes both, on one cache line
   std::multimap<Clock::time_point, Timer*> timers_;
+  // A watched listening socket. Its epoll entry carries the address with the lowest bit set
+  // (Connection addresses are aligned, so theirs is clear): one bit test on the hot path.
+  struct ListenWatch {
+    int fd;
+    AcceptHandler* handler;
+  };
+  std::vector<std::unique_ptr<ListenWatch>> listen_watches_;
   // The batch being dispatched: a connection closed meanwhile is blanked out of it.
   static constexpr int kBatch = 256;
   struct epoll_event_storage;

@@ -15,21 +15,10 @@ namespace pgw::net {
 
 namespace {
 
-std::unique_ptr<Acceptor> make_acceptor(asio::io_context& io, const Endpoint& endpoint, int backlog,
-                                        bool reuse_port) {
-  auto acceptor = std::make_unique<Acceptor>(io);
-  acceptor->open(endpoint.protocol());
-  if (endpoint.protocol().family() != AF_UNIX) {
-    acceptor->set_option(asio::socket_base::reuse_address(true));
-    if (reuse_port) {
-      const int one = 1;
-      ::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    }
-  }
-  acceptor->bind(endpoint);
-  acceptor->listen(backlog);
-  return acceptor;
-}
+// Connections taken per readiness event: the rest wait for the loop's next turn, so a flood of
+// connections cannot hold up the traffic of the clients already served.
+constexpr int kAcceptBatch = 16;
+constexpr std::chrono::milliseconds kAcceptPause{100};
 
 }  // namespace
 
@@ -84,12 +73,12 @@ void Runtime::bind_listeners() {
         std::error_code ec;
         auto endpoint = server_endpoint(addr, port, ec);
         if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
-        acceptors_.push_back(make_acceptor(main_io_, endpoint, backlog, config->so_reuseport));
+        listeners_.push_back(Listener::open(endpoint, backlog, config->so_reuseport));
         spdlog::info("listening on {}", describe(endpoint));
         continue;
       }
       for (const auto& tcp : endpoints) {
-        acceptors_.push_back(make_acceptor(main_io_, Endpoint(tcp), backlog, config->so_reuseport));
+        listeners_.push_back(Listener::open(Endpoint(tcp), backlog, config->so_reuseport));
         spdlog::info("listening on {}", describe(Endpoint(tcp)));
       }
     }
@@ -98,58 +87,64 @@ void Runtime::bind_listeners() {
     unix_socket_path_ =
         config->unix_socket_dir + "/.s.PGSQL." + std::to_string(config->listen_port);
     std::filesystem::remove(unix_socket_path_);
-    acceptors_.push_back(
-        make_acceptor(main_io_, Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)),
-                      backlog, false));
+    listeners_.push_back(Listener::open(
+        Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)), backlog, false));
     ::chmod(unix_socket_path_.c_str(), 0777);
     spdlog::info("listening on unix:{}", unix_socket_path_);
   }
-  if (acceptors_.empty())
+  if (listeners_.empty())
     throw std::runtime_error("no listen_addr and no unix_socket_dir: nothing to listen on");
 }
 
-asio::awaitable<void> Runtime::accept_loop(Acceptor& acceptor) {
-  acceptor.non_blocking(true);
-  for (;;) {
-    auto [ec] = co_await acceptor.async_wait(Acceptor::wait_read, use_nothrow);
-    if (ec) {
-      if (ec == asio::error::operation_aborted) co_return;
-      spdlog::warn("accept failed: {}", ec.message());
-      continue;
-    }
-    // Take every connection that is there (bounded, so a flood cannot starve signals). The
-    // socket goes to the next worker, which registers it with its own reactor: the session
-    // never touches another thread.
-    for (int i = 0; i < 64; ++i) {
-      const int fd =
-          ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        // Out of descriptors: the spare one lets us tell the client 53300 instead of looping.
-        if ((errno == EMFILE || errno == ENFILE) &&
-            overload_->refuse_one_at_limit(acceptor.native_handle())) {
-          continue;
-        }
-        spdlog::warn("accept failed: {}", std::strerror(errno));
-        // Out of file descriptors and similar: back off instead of spinning.
-        asio::steady_timer pause(main_io_, std::chrono::milliseconds(100));
-        co_await pause.async_wait(use_nothrow);
-        break;
-      }
-      if (overload_->should_refuse(fd)) {  // near RLIMIT_NOFILE: 53300 (net/overload.hpp)
-        overload_->refuse(fd);
+void Runtime::accept_ready(Accepting& accepting) {
+  const unsigned worker = accepting.worker;
+  Listener& listener = *accepting.listener;
+  auto& reactor = workers_[worker]->reactor;
+  if (listener.closed()) {  // shutdown: stop_listening() woke every worker to drop it
+    reactor.unwatch_listener(listener.fd());
+    return;
+  }
+  activity::Scope scope("accepting connections");
+  for (int i = 0; i < kAcceptBatch; ++i) {
+    const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      // Another worker took it, or the queue is empty.
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      // Out of descriptors: the spare one lets us tell the client 53300 instead of looping.
+      if ((errno == EMFILE || errno == ENFILE) && overload_->refuse_one_at_limit(listener.fd())) {
         continue;
       }
-      const unsigned worker = next_worker_++ % workers_.size();
-      auto& reactor = workers_[worker]->reactor;
-      reactor.post([this, &reactor, worker, fd] {
-        // run() starts at once and owns the session (net/task.hpp).
-        auto session = std::make_shared<session::ClientSession>(*shared_, reactor, worker, fd);
-        session->run(session);
-      });
+      spdlog::warn("accept on {} failed: {}", listener.name(), std::strerror(errno));
+      // The socket is level-triggered: stop watching it for a moment instead of spinning.
+      reactor.unwatch_listener(listener.fd());
+      accepting.pause.async_wait_for(
+          kAcceptPause,
+          asio::bind_executor(reactor.io(), [&accepting, &reactor](std::error_code ec) {
+            if (!ec && !accepting.listener->closed())
+              reactor.watch_listener(accepting.listener->fd(), accepting);
+          }));
+      return;
+    }
+    if (overload_->should_refuse(fd)) {  // near RLIMIT_NOFILE: 53300 (net/overload.hpp)
+      asio::post(main_io_, [this, fd] { overload_->refuse(fd); });
+      continue;
+    }
+    const unsigned serving = shared_->assign_worker(worker);
+    if (serving == worker) {
+      start_session(serving, fd);
+    } else {
+      workers_[serving]->reactor.post([this, serving, fd] { start_session(serving, fd); });
     }
   }
+}
+
+void Runtime::start_session(unsigned worker, int fd) {
+  // run() starts at once and owns the session (net/task.hpp); the session registers the
+  // socket with this worker's reactor and never leaves it.
+  auto session =
+      std::make_shared<session::ClientSession>(*shared_, workers_[worker]->reactor, worker, fd);
+  session->run(session);
 }
 
 asio::awaitable<void> Runtime::janitor(unsigned worker) {
@@ -245,8 +240,15 @@ int Runtime::run() {
     workers_[i]->reactor.post(
         [this, i] { asio::co_spawn(workers_[i]->io, janitor(i), asio::detached); });
   }
-  for (auto& acceptor : acceptors_)
-    asio::co_spawn(main_io_, accept_loop(*acceptor), asio::detached);
+  // Every worker accepts from every listener (net/listener.hpp says why). Registered before
+  // the threads start, so no locking is needed.
+  for (unsigned i = 0; i < workers_.size(); ++i) {
+    for (auto& listener : listeners_) {
+      auto& accepting = workers_[i]->accepting.emplace_back(
+          std::make_unique<Accepting>(*this, i, *listener, workers_[i]->reactor));
+      workers_[i]->reactor.watch_listener(listener->fd(), *accepting);
+    }
+  }
   asio::co_spawn(main_io_, signals(), asio::detached);
   overload_->start();
   asio::co_spawn(main_io_, watch_loops(), asio::detached);

@@ -1,6 +1,7 @@
-// The process: worker threads with one event loop each (net::Reactor), listeners and signals on
-// the main thread, the janitors and configuration reloads. Clients are spread over workers at
-// accept time and stay there.
+// The process: worker threads with one event loop each (net::Reactor), which accept from the
+// shared listeners and serve the clients; signals, the open-files guard and shutdown on the
+// main thread; the janitors and configuration reloads. A client stays on the worker that
+// serves it from its first message.
 #pragma once
 
 #include <asio.hpp>
@@ -12,6 +13,7 @@
 
 #include "config/config.hpp"
 #include "net/drain.hpp"
+#include "net/listener.hpp"
 #include "net/overload.hpp"
 #include "net/reactor.hpp"
 #include "net/watchdog.hpp"
@@ -29,14 +31,28 @@ class Runtime {
   int run();
 
  private:
+  // One worker's watch on one listener: what the reactor calls when connections wait.
+  struct Accepting final : AcceptHandler {
+    Accepting(Runtime& owner, unsigned on_worker, Listener& watched, Reactor& reactor)
+        : runtime(owner), worker(on_worker), listener(&watched), pause(reactor) {}
+    void on_acceptable() override { runtime.accept_ready(*this); }
+    Runtime& runtime;
+    unsigned worker;
+    Listener* listener;
+    Timer pause;  // accept() failed for want of resources: wait before watching again
+  };
   struct Worker {
     asio::io_context io{1};  // the handler queue and coroutine executor of one thread
     Reactor reactor{io};     // that thread's event loop (runs io)
+    std::vector<std::unique_ptr<Accepting>> accepting;
     std::thread thread;
   };
 
   void bind_listeners();
-  asio::awaitable<void> accept_loop(Acceptor& acceptor);
+  // On a worker: accepts what is queued on a listener (a bounded batch) and starts each
+  // session on the worker that Shared::assign_worker() picks.
+  void accept_ready(Accepting& accepting);
+  void start_session(unsigned worker, int fd);
   asio::awaitable<void> janitor(unsigned worker);
   asio::awaitable<void> signals();
   // Re-reads the configuration and auth_file (SIGHUP, console RELOAD): "" or the error.
@@ -53,12 +69,13 @@ class Runtime {
   asio::awaitable<void> watch_loops();
 
   std::string config_path_;
+  // Before workers_, so destroyed after them: a descriptor is closed only once no worker can
+  // watch it any more.
+  std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<session::Shared> shared_;
-  asio::io_context main_io_{1};  // signals and accepting
-  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  asio::io_context main_io_{1};  // signals, the open-files guard, shutdown supervision
   std::string unix_socket_path_;
-  unsigned next_worker_ = 0;
   int exit_code_ = 0;
   std::unique_ptr<Drain> drain_;
   std::unique_ptr<Watchdog> watchdog_;

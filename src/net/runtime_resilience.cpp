@@ -1,6 +1,6 @@
 // The Runtime's resilience duties, all started from the main thread: the shutdown modes
 // (net/drain.hpp: what SIGTERM and SIGINT do), and the event-loop watchdog
-// (net/watchdog.hpp). The open-files guard (net/overload.hpp) is consulted by accept_loop().
+// (net/watchdog.hpp). The open-files guard (net/overload.hpp) is consulted by accept_ready().
 #include <spdlog/spdlog.h>
 
 #include "net/runtime.hpp"
@@ -106,10 +106,9 @@ asio::awaitable<void> Runtime::supervise_shutdown() {
 void Runtime::finish_shutdown() {
   if (finishing_) return;
   finishing_ = true;
-  for (auto& acceptor : acceptors_) {
-    asio::error_code ignored;
-    acceptor->close(ignored);
-  }
+  // New connections are refused from here on; the workers drop the listeners at their next
+  // turn (the descriptors are closed with the Runtime, after the workers have stopped).
+  for (auto& listener : listeners_) listener->stop_listening();
   shared_->pools.for_each([](pool::Pool& pool) { pool.close_all(true); });
   // Idle servers are closed on their owners' threads (posted just now): give those a moment.
   auto grace = std::make_shared<asio::steady_timer>(main_io_, std::chrono::milliseconds(100));

@@ -17,7 +17,6 @@
 namespace pgw::net {
 
 using Endpoint = asio::generic::stream_protocol::endpoint;
-using Acceptor = asio::basic_socket_acceptor<asio::generic::stream_protocol>;
 using Clock = std::chrono::steady_clock;
 
 // Completion token for coroutines that handle errors as values instead of exceptions.

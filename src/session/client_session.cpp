@@ -149,6 +149,7 @@ net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSess
   auto ending = net::in_asio(io, finish(ok));  // the console, or why serving stopped; cleanup
   co_await ending;
   shared_.sessions(waiter_worker()).erase(this);
+  shared_.client_left(waiter_worker());  // counted by Shared::assign_worker() at accept
   retire_app_tally();
 }
 

@@ -52,11 +52,34 @@ class Shared {
   explicit Shared(std::vector<net::Reactor*> workers)
       : pools(workers),
         apps(static_cast<unsigned>(workers.size())),
-        sessions_by_worker_(workers.size()) {}
+        sessions_by_worker_(workers.size()),
+        clients_by_worker_(std::make_unique<std::atomic<int>[]>(workers.size())) {}
 
   // Sessions living on a worker; touched only from that worker's thread (janitor, shutdown).
   std::unordered_set<ClientSession*>& sessions(unsigned worker) {
     return sessions_by_worker_[worker];
+  }
+
+  // Spreading clients over workers. The worker that accepted a connection serves it unless
+  // another has fewer clients: then the session needs no hand-off (no second thread woken),
+  // and the workers still stay within one client of each other. Counts the client on the
+  // chosen worker; its session gives it back with client_left() when run() ends. Any thread.
+  unsigned assign_worker(unsigned accepting) {
+    const auto count = sessions_by_worker_.size();
+    unsigned chosen = accepting;
+    int fewest = clients_by_worker_[accepting].load(std::memory_order_relaxed);
+    for (unsigned w = 0; w < count; ++w) {
+      const int on_worker = clients_by_worker_[w].load(std::memory_order_relaxed);
+      if (on_worker < fewest) {
+        fewest = on_worker;
+        chosen = w;
+      }
+    }
+    clients_by_worker_[chosen].fetch_add(1, std::memory_order_relaxed);
+    return chosen;
+  }
+  void client_left(unsigned worker) {
+    clients_by_worker_[worker].fetch_sub(1, std::memory_order_relaxed);
   }
 
   std::shared_ptr<const config::Config> config() const {
@@ -112,6 +135,7 @@ class Shared {
 
  private:
   std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;
+  std::unique_ptr<std::atomic<int>[]> clients_by_worker_;
   std::mutex app_clients_mutex_;
   std::unordered_map<std::string, int> app_clients_;
   std::mutex scram_mutex_;

@@ -5,11 +5,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <set>
 #include <thread>
+#include <vector>
 
+#include "net/listener.hpp"
 #include "net/reactor.hpp"
 
 namespace {
@@ -338,5 +344,108 @@ TEST(ReactorTest, WorkerLoopHasNoAsioReactor) {
   EXPECT_FALSE(asio::has_service<asio::detail::epoll_reactor>(loop.io));
   ::close(b);
 }
+
+// A listening socket watched by two loops, the way every worker watches the listeners.
+struct AcceptRecorder final : pgw::net::AcceptHandler {
+  AcceptRecorder(pgw::net::Listener& l, Reactor& r, std::mutex& m, std::vector<int>& out)
+      : listener(l), reactor(r), mutex(m), accepted(out) {}
+  void on_acceptable() override {
+    if (listener.closed()) {
+      reactor.unwatch_listener(listener.fd());
+      saw_close = true;
+      return;
+    }
+    for (;;) {
+      const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;  // EAGAIN: the other loop took it, or none is left
+      ++taken;
+      std::lock_guard lock(mutex);
+      accepted.push_back(fd);
+    }
+  }
+  pgw::net::Listener& listener;
+  Reactor& reactor;
+  std::mutex& mutex;
+  std::vector<int>& accepted;
+  int taken = 0;
+  std::atomic<bool> saw_close{false};
+};
+
+class SharedListenerTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(SharedListenerTest, EveryConnectionIsAcceptedOnceAndStopRefusesNewOnes) {
+  const bool unix_socket = GetParam();
+  std::unique_ptr<pgw::net::Listener> listener;
+  std::string path;
+  if (unix_socket) {
+    path = (std::filesystem::temp_directory_path() / ("pgw-listener-" + std::to_string(::getpid())))
+               .string();
+    std::filesystem::remove(path);
+    listener = pgw::net::Listener::open(
+        pgw::net::Endpoint(asio::local::stream_protocol::endpoint(path)), 128, false);
+  } else {
+    listener = pgw::net::Listener::open(
+        pgw::net::Endpoint(asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0)), 128,
+        false);
+  }
+  sockaddr_storage address{};
+  socklen_t address_size = sizeof address;
+  ASSERT_EQ(::getsockname(listener->fd(), reinterpret_cast<sockaddr*>(&address), &address_size), 0);
+  auto dial = [&] {
+    const int fd = ::socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), address_size);
+    const int error = rc == 0 ? 0 : errno;
+    if (rc != 0) ::close(fd);
+    return std::pair{rc == 0 ? fd : -1, error};
+  };
+
+  Loop first, second;
+  std::mutex mutex;
+  std::vector<int> accepted;
+  AcceptRecorder on_first(*listener, first.reactor, mutex, accepted);
+  AcceptRecorder on_second(*listener, second.reactor, mutex, accepted);
+  first.reactor.watch_listener(listener->fd(), on_first);
+  second.reactor.watch_listener(listener->fd(), on_second);
+
+  constexpr int kClients = 200;
+  std::atomic<bool> done{false};
+  std::vector<int> clients;
+  int refused_error = 0;
+  std::thread dialer([&] {
+    for (int i = 0; i < kClients; ++i) clients.push_back(dial().first);
+    const auto deadline = Clock::now() + 3s;
+    while (Clock::now() < deadline) {
+      {
+        std::lock_guard lock(mutex);
+        if (accepted.size() == kClients) break;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+    listener->stop_listening();
+    refused_error = dial().second;  // after stop_listening(): refused
+    while (!(on_first.saw_close && on_second.saw_close) && Clock::now() < deadline + 2s)
+      std::this_thread::sleep_for(1ms);
+    done = true;
+  });
+  std::thread second_loop([&] { second.run_until(done, 6000ms); });
+  first.run_until(done, 6000ms);
+  second_loop.join();
+  dialer.join();
+
+  EXPECT_EQ(std::count(clients.begin(), clients.end(), -1), 0);
+  EXPECT_EQ(accepted.size(), static_cast<std::size_t>(kClients));
+  EXPECT_EQ(std::set<int>(accepted.begin(), accepted.end()).size(), accepted.size());
+  EXPECT_EQ(on_first.taken + on_second.taken, kClients);
+  // Both loops were woken by the hang-up and dropped the listener.
+  EXPECT_TRUE(on_first.saw_close);
+  EXPECT_TRUE(on_second.saw_close);
+  EXPECT_EQ(refused_error, ECONNREFUSED);
+  for (int fd : accepted) ::close(fd);
+  for (int fd : clients) ::close(fd);
+  if (!path.empty()) std::filesystem::remove(path);
+}
+
+INSTANTIATE_TEST_SUITE_P(TcpAndUnix, SharedListenerTest, ::testing::Values(false, true),
+                         [](const auto& param_info) { return param_info.param ? "Unix" : "Tcp"; });
 
 }  // namespace

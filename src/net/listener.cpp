@@ -1,0 +1,52 @@
+#include "net/listener.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace pgw::net {
+
+namespace {
+
+[[noreturn]] void fail(int fd, const std::string& what) {
+  const std::error_code error(errno, std::system_category());
+  if (fd >= 0) ::close(fd);
+  throw std::system_error(error, what);
+}
+
+}  // namespace
+
+std::unique_ptr<Listener> Listener::open(const Endpoint& endpoint, int backlog, bool reuse_port) {
+  const int family = endpoint.protocol().family();
+  const std::string name = describe(endpoint);
+  const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(fd, "socket for " + name);
+  if (family != AF_UNIX) {
+    const int one = 1;
+    if (::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0)
+      fail(fd, "SO_REUSEADDR on " + name);
+    if (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+      fail(fd, "SO_REUSEPORT on " + name);
+  }
+  if (::bind(fd, static_cast<const sockaddr*>(endpoint.data()),
+             static_cast<socklen_t>(endpoint.size())) != 0) {
+    fail(fd, "bind " + name);
+  }
+  if (::listen(fd, backlog) != 0) fail(fd, "listen on " + name);
+  return std::unique_ptr<Listener>(new Listener(fd, name));
+}
+
+Listener::~Listener() {
+  ::close(fd_);
+}
+
+void Listener::stop_listening() {
+  if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+  // On a listening socket this ends the listen state: queued and new connections are refused,
+  // and epoll reports a hang-up to every worker that watches it.
+  ::shutdown(fd_, SHUT_RDWR);
+}
+
+}  // namespace pgw::net
