@@ -115,7 +115,7 @@ void Runtime::accept_ready(Accepting& accepting) {
       if ((errno == EMFILE || errno == ENFILE) && overload_->refuse_one_at_limit(listener.fd())) {
         continue;
       }
-      spdlog::warn("accept on {} failed: {}", listener.name(), std::strerror(errno));
+      spdlog::warn("accept failed on {}: {}", listener.name(), std::strerror(errno));
       // The socket is level-triggered: stop watching it for a moment instead of spinning.
       reactor.unwatch_listener(listener.fd());
       accepting.pause.async_wait_for(

@@ -1,14 +1,18 @@
 // The process-level guards of resilience, each fed explicit values: the event-loop watchdog
 // (src/net/watchdog.hpp) over a real but idle Reactor, the open-files rule
 // (src/net/overload.hpp), and the shutdown drain's bookkeeping (src/net/drain.hpp).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "net/drain.hpp"
 #include "net/overload.hpp"
@@ -154,6 +158,74 @@ TEST(FileBudget, CountsThisProcessesDescriptors) {
   EXPECT_EQ(pgw::net::count_open_files(), before + 1);
   ::close(fd);
   EXPECT_GT(pgw::net::open_file_limit(), before);
+}
+
+TEST(OverloadGuard, AtTheDescriptorLimitTheSpareAnswersAWaitingClientWith53300) {
+  // What a worker does when accept4() fails with EMFILE: give up the spare descriptor, accept
+  // the waiting client, tell it 53300, close it, take the spare again. The test process runs
+  // out of descriptors for real (its own RLIMIT_NOFILE, restored at the end).
+  const int listen_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listen_fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listen_fd, 8), 0);
+  socklen_t size = sizeof address;
+  ASSERT_EQ(::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  int clients[2];
+  for (int& client : clients) {
+    client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  }
+  auto received_by = [](int client) {
+    std::string received;
+    char buffer[512];
+    for (ssize_t n; (n = ::recv(client, buffer, sizeof buffer, 0)) > 0;)
+      received.append(buffer, static_cast<std::size_t>(n));
+    return received;
+  };
+
+  asio::io_context io;
+  pgw::ProcessHealth health;
+  pgw::net::OverloadGuard guard(io, health);
+  guard.start();  // takes the spare
+  // The first client with descriptors to spare. (This also runs the refusal's formatting once
+  // before the table is full: UBSan's type check of a first call needs a pipe, which it could
+  // not get at the limit, and would then report a false "invalid vptr".)
+  EXPECT_TRUE(guard.refuse_one_at_limit(listen_fd));
+
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(pgw::net::count_open_files() + 4);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  std::vector<int> fillers;
+  for (int fd; (fd = ::dup(listen_fd)) >= 0;) fillers.push_back(fd);
+  const int full_errno = errno;
+  const int direct = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  const int accept_errno = errno;
+  const bool refused = guard.refuse_one_at_limit(listen_fd);        // through the spare
+  const bool refused_again = guard.refuse_one_at_limit(listen_fd);  // nobody is waiting now
+  for (int fd : fillers) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+  EXPECT_EQ(full_errno, EMFILE);
+  EXPECT_EQ(direct, -1);
+  EXPECT_EQ(accept_errno, EMFILE);
+  EXPECT_TRUE(refused);
+  EXPECT_FALSE(refused_again);
+  EXPECT_TRUE(health.refusing_connections.load());
+  EXPECT_EQ(health.connections_refused.load(), 2u);
+  // Each client got an ErrorResponse with SQLSTATE 53300 and why, then the end of the stream.
+  for (int client : clients) {
+    const std::string received = received_by(client);
+    ASSERT_FALSE(received.empty());
+    EXPECT_EQ(received[0], 'E');
+    EXPECT_NE(received.find("C53300"), std::string::npos);
+    EXPECT_NE(received.find("file descriptors"), std::string::npos);
+    ::close(client);
+  }
+  ::close(listen_fd);
 }
 
 TEST(Drain, KnowsWhenEveryWorkerIsDone) {
