@@ -74,12 +74,12 @@ void Runtime::bind_listeners() {
         auto endpoint = server_endpoint(addr, port, ec);
         if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
         listeners_.push_back(Listener::open(endpoint, backlog, config->so_reuseport));
-        spdlog::info("listening on {}", describe(endpoint));
+        spdlog::info("listening on {}", listeners_.back()->name());
         continue;
       }
       for (const auto& tcp : endpoints) {
         listeners_.push_back(Listener::open(Endpoint(tcp), backlog, config->so_reuseport));
-        spdlog::info("listening on {}", describe(Endpoint(tcp)));
+        spdlog::info("listening on {}", listeners_.back()->name());
       }
     }
   }
@@ -90,7 +90,7 @@ void Runtime::bind_listeners() {
     listeners_.push_back(Listener::open(
         Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)), backlog, false));
     ::chmod(unix_socket_path_.c_str(), 0777);
-    spdlog::info("listening on unix:{}", unix_socket_path_);
+    spdlog::info("listening on unix:{}", listeners_.back()->name());
   }
   if (listeners_.empty())
     throw std::runtime_error("no listen_addr and no unix_socket_dir: nothing to listen on");
