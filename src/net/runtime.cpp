@@ -15,9 +15,12 @@ namespace pgw::net {
 
 namespace {
 
-// Connections taken per readiness event: the rest wait for the loop's next turn, so a flood of
-// connections cannot hold up the traffic of the clients already served.
-constexpr int kAcceptBatch = 16;
+// A readiness event starts at most one session, and takes at most this many connections in
+// all (the others are refused for want of descriptors, or were aborted by their client). The
+// listener is level-triggered, so the loop's next turn comes back for the rest: a flood of
+// connections cannot hold up the traffic of the clients already served, and a login on a
+// quiet machine costs no accept4() that fails with EAGAIN (which a batch would end with).
+constexpr int kAcceptTries = 16;
 constexpr std::chrono::milliseconds kAcceptPause{100};
 
 }  // namespace
@@ -105,8 +108,13 @@ void Runtime::accept_ready(Accepting& accepting) {
     return;
   }
   activity::Scope scope("accepting connections");
-  for (int i = 0; i < kAcceptBatch; ++i) {
-    const int fd = ::accept4(listener.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  for (int i = 0; i < kAcceptTries; ++i) {
+    // The peer's address comes with the connection: no getpeername() (or getsockname() to
+    // tell TCP from a Unix socket) per login.
+    sockaddr_storage peer{};
+    socklen_t peer_size = sizeof peer;
+    const int fd = ::accept4(listener.fd(), reinterpret_cast<sockaddr*>(&peer), &peer_size,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       // Another worker took it, or the queue is empty.
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -130,20 +138,23 @@ void Runtime::accept_ready(Accepting& accepting) {
       asio::post(main_io_, [this, fd] { overload_->refuse(fd); });
       continue;
     }
+    const Endpoint peer_endpoint(&peer, peer_size, 0);
     const unsigned serving = shared_->assign_worker(worker);
     if (serving == worker) {
-      start_session(serving, fd);
+      start_session(serving, fd, peer_endpoint);
     } else {
-      workers_[serving]->reactor.post([this, serving, fd] { start_session(serving, fd); });
+      workers_[serving]->reactor.post(
+          [this, serving, fd, peer_endpoint] { start_session(serving, fd, peer_endpoint); });
     }
+    return;
   }
 }
 
-void Runtime::start_session(unsigned worker, int fd) {
+void Runtime::start_session(unsigned worker, int fd, const Endpoint& peer) {
   // run() starts at once and owns the session (net/task.hpp); the session registers the
   // socket with this worker's reactor and never leaves it.
-  auto session =
-      std::make_shared<session::ClientSession>(*shared_, workers_[worker]->reactor, worker, fd);
+  auto session = std::make_shared<session::ClientSession>(*shared_, workers_[worker]->reactor,
+                                                          worker, fd, peer);
   session->run(session);
 }
 

@@ -16,6 +16,7 @@
 #include "net/listener.hpp"
 #include "net/overload.hpp"
 #include "net/reactor.hpp"
+#include "net/socket.hpp"
 #include "net/watchdog.hpp"
 #include "session/shared.hpp"
 
@@ -49,10 +50,10 @@ class Runtime {
   };
 
   void bind_listeners();
-  // On a worker: accepts what is queued on a listener (a bounded batch) and starts each
-  // session on the worker that Shared::assign_worker() picks.
+  // On a worker: accepts the next connection queued on a listener and starts its session on
+  // the worker that Shared::assign_worker() picks (one per readiness event, see runtime.cpp).
   void accept_ready(Accepting& accepting);
-  void start_session(unsigned worker, int fd);
+  void start_session(unsigned worker, int fd, const Endpoint& peer);
   asio::awaitable<void> janitor(unsigned worker);
   asio::awaitable<void> signals();
   // Re-reads the configuration and auth_file (SIGHUP, console RELOAD): "" or the error.

@@ -22,11 +22,9 @@ Endpoint endpoint_of(const sockaddr_storage& storage, socklen_t size) {
 
 }  // namespace
 
-bool is_tcp(int fd) {
-  sockaddr_storage storage{};
-  socklen_t size = sizeof storage;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0) return false;
-  return storage.ss_family == AF_INET || storage.ss_family == AF_INET6;
+bool is_tcp(const Endpoint& endpoint) {
+  const auto family = endpoint.data()->sa_family;
+  return family == AF_INET || family == AF_INET6;
 }
 
 Endpoint server_endpoint(const std::string& host, int port, std::error_code& ec) {
@@ -79,11 +77,11 @@ std::string describe(const Endpoint& endpoint) {
 }
 
 void set_nodelay(int fd) {
-  if (fd >= 0 && is_tcp(fd)) set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  if (fd >= 0) set_int_option(fd, IPPROTO_TCP, TCP_NODELAY, 1);
 }
 
 void set_keepalive(int fd, const Keepalive& keepalive) {
-  if (fd < 0 || !is_tcp(fd) || !keepalive.enabled) return;
+  if (fd < 0 || !keepalive.enabled) return;
   set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
   if (keepalive.idle_s > 0) set_int_option(fd, IPPROTO_TCP, TCP_KEEPIDLE, keepalive.idle_s);
   if (keepalive.interval_s > 0)
@@ -92,15 +90,6 @@ void set_keepalive(int fd, const Keepalive& keepalive) {
   if (keepalive.user_timeout_ms > 0) {
     set_int_option(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, keepalive.user_timeout_ms);
   }
-}
-
-std::pair<std::string, int> peer_of(int fd) {
-  sockaddr_storage storage{};
-  socklen_t size = sizeof storage;
-  if (fd < 0 || ::getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &size) != 0) {
-    return {"?", 0};
-  }
-  return address_of(endpoint_of(storage, size));
 }
 
 std::pair<std::string, int> local_of(int fd) {

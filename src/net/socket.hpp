@@ -28,19 +28,21 @@ inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_await
 Endpoint server_endpoint(const std::string& host, int port, std::error_code& ec);
 std::string describe(const Endpoint& endpoint);
 
-// Disables Nagle on TCP sockets (no-op for Unix sockets): every response must leave at once.
+// An IPv4 or IPv6 endpoint (not a Unix socket). Callers ask the endpoint they already have
+// (accept4's peer address, a server's configured endpoint) rather than the kernel again.
+bool is_tcp(const Endpoint& endpoint);
+// Disables Nagle on a TCP socket: every response must leave at once.
 void set_nodelay(int fd);
 struct Keepalive {
   bool enabled = true;
   int idle_s = 0, interval_s = 0, count = 0, user_timeout_ms = 0;
 };
+// TCP keepalive on a TCP socket, as configured (nothing when not enabled).
 void set_keepalive(int fd, const Keepalive& keepalive);
-// Peer address and port for logs and SHOW CLIENTS ("unix" and 0 for Unix sockets).
-std::pair<std::string, int> peer_of(int fd);
-// The same for the local end of a socket, and for any endpoint (SHOW CLIENTS / SERVERS).
-std::pair<std::string, int> local_of(int fd);
+// Address and port of an endpoint for logs and SHOW CLIENTS / SERVERS ("unix" and 0 for Unix
+// sockets), and the same for the local end of a socket.
 std::pair<std::string, int> address_of(const Endpoint& endpoint);
-bool is_tcp(int fd);
+std::pair<std::string, int> local_of(int fd);
 
 // Opens a non-blocking socket registered with `reactor` in `connection` and connects it,
 // with a deadline. Returns the error (timed_out on expiry).

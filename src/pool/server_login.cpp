@@ -59,7 +59,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
     out.connection_failure = true;
     co_return out;
   }
-  net::set_nodelay(server->conn.fd());
+  if (net::is_tcp(endpoint)) net::set_nodelay(server->conn.fd());
 
   std::string packet;
   proto::MessageWriter writer(packet);

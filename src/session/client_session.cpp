@@ -116,10 +116,15 @@ std::string_view to_string(ClientState state) {
   return "?";
 }
 
-ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd)
-    : pool::Waiter(worker), shared_(shared), reactor_(reactor), id_(++shared.next_client_id) {
+ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
+                             const net::Endpoint& peer)
+    : pool::Waiter(worker),
+      shared_(shared),
+      reactor_(reactor),
+      id_(++shared.next_client_id),
+      tcp_(net::is_tcp(peer)) {
   client_.open(reactor, fd);
-  std::tie(peer_addr_, peer_port_) = net::peer_of(fd);
+  std::tie(peer_addr_, peer_port_) = net::address_of(peer);
 }
 
 ClientSession::~ClientSession() {
@@ -135,10 +140,12 @@ net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSess
   // g++ 12 mishandles temporaries in co_await expressions (PR 99576): the awaiters are named.
   config_ = shared_.config();
   shared_.sessions(waiter_worker()).insert(this);
-  net::set_nodelay(client_.fd());
-  net::set_keepalive(client_.fd(),
-                     {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,
-                      config_->tcp_keepcnt, config_->tcp_user_timeout});
+  if (tcp_) {
+    net::set_nodelay(client_.fd());
+    net::set_keepalive(client_.fd(),
+                       {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,
+                        config_->tcp_keepcnt, config_->tcp_user_timeout});
+  }
   auto& io = reactor_.io();
   auto logging_in = net::in_asio(io, log_in());  // startup, authenticate, route, welcome
   const bool ok = co_await logging_in;

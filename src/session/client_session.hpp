@@ -60,8 +60,10 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
                             public net::ReadyHandler,
                             public pool::Waiter {
  public:
-  // `fd`: the accepted, non-blocking client socket; registered with `reactor` here.
-  ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd);
+  // `fd`: the accepted, non-blocking client socket, registered with `reactor` here; `peer`:
+  // its address as accept4() returned it.
+  ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
+                const net::Endpoint& peer);
   ~ClientSession();
 
   // The client's whole life, started at once; `self` is this session (the coroutine owns it).
@@ -267,6 +269,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   Err end_error_ = Err::internal;
   End end_ = End::none;
   ClientState state_ = ClientState::login;
+  bool tcp_ = false;         // the client came over TCP (not a Unix socket)
   bool counted_ = false;     // holds a slot of max_client_conn
   bool registered_ = false;  // in the cancel registry
   bool transaction_pooling_ = false;

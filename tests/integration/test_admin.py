@@ -164,6 +164,30 @@ def test_counters_and_pool_states_move():
             assert lists["used_servers"] == 1 and lists["pools"] == 2, lists
 
 
+def test_show_clients_gives_each_clients_own_address():
+    # The peer address comes from accept4(): a TCP client shows its own address and port (as
+    # its socket sees them), a Unix-socket client "unix" and 0; both get the local end too.
+    import psycopg
+    import socket
+    with bouncer() as pw:
+        with admin(pw) as console, \
+                psycopg.connect(pw.dsn(user="app_user", application_name="over_tcp")) as tcp, \
+                psycopg.connect(f"host={pw.dir} port={pw.port} dbname=pgwarden_test "
+                                "user=app_user application_name=over_unix") as unix:
+            tcp.execute("SELECT 1")
+            unix.execute("SELECT 1")
+            with socket.socket(fileno=os.dup(tcp.pgconn.socket)) as s:
+                client_host, client_port = s.getsockname()[:2]
+            rows = {c["application_name"]: c for c in show(console, "CLIENTS")}
+            assert rows["over_tcp"]["addr"] == client_host == "127.0.0.1", rows["over_tcp"]
+            assert rows["over_tcp"]["port"] == client_port, (rows["over_tcp"], client_port)
+            assert rows["over_tcp"]["local_addr"] == "127.0.0.1", rows["over_tcp"]
+            assert rows["over_tcp"]["local_port"] == pw.port, rows["over_tcp"]
+            assert rows["over_unix"]["addr"] == "unix" and rows["over_unix"]["port"] == 0, \
+                rows["over_unix"]
+            assert rows["over_unix"]["local_addr"] == "unix", rows["over_unix"]
+
+
 def test_averages_over_stats_period():
     with bouncer(stats_period=1) as pw:
         with admin(pw) as console:
