@@ -138,7 +138,7 @@ void Runtime::accept_ready(Accepting& accepting) {
       asio::post(main_io_, [this, fd] { overload_->refuse(fd); });
       continue;
     }
-    const Endpoint peer_endpoint(&peer, peer_size, 0);
+    const Endpoint peer_endpoint = endpoint_of(peer, peer_size);
     const unsigned serving = shared_->assign_worker(worker);
     if (serving == worker) {
       start_session(serving, fd, peer_endpoint);

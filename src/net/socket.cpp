@@ -16,11 +16,11 @@ void set_int_option(int fd, int level, int name, int value) {
   (void)::setsockopt(fd, level, name, &value, sizeof value);
 }
 
+}  // namespace
+
 Endpoint endpoint_of(const sockaddr_storage& storage, socklen_t size) {
   return Endpoint(&storage, size, 0);
 }
-
-}  // namespace
 
 bool is_tcp(const Endpoint& endpoint) {
   const auto family = endpoint.data()->sa_family;

@@ -28,6 +28,8 @@ inline constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_await
 Endpoint server_endpoint(const std::string& host, int port, std::error_code& ec);
 std::string describe(const Endpoint& endpoint);
 
+// The endpoint of an address the kernel filled in (accept4, getsockname).
+Endpoint endpoint_of(const sockaddr_storage& storage, socklen_t size);
 // An IPv4 or IPv6 endpoint (not a Unix socket). Callers ask the endpoint they already have
 // (accept4's peer address, a server's configured endpoint) rather than the kernel again.
 bool is_tcp(const Endpoint& endpoint);

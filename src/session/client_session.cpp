@@ -122,9 +122,14 @@ ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned wor
       shared_(shared),
       reactor_(reactor),
       id_(++shared.next_client_id),
-      tcp_(net::is_tcp(peer)) {
+      config_(shared.config()) {
   client_.open(reactor, fd);
   std::tie(peer_addr_, peer_port_) = net::address_of(peer);
+  if (net::is_tcp(peer)) {
+    net::set_nodelay(fd);
+    net::set_keepalive(fd, {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,
+                            config_->tcp_keepcnt, config_->tcp_user_timeout});
+  }
 }
 
 ClientSession::~ClientSession() {
@@ -138,14 +143,7 @@ net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSess
   // long as its coroutine. The phases are Asio coroutines run one after the other; while the
   // data path serves the client, only this frame exists (net/task.hpp says why).
   // g++ 12 mishandles temporaries in co_await expressions (PR 99576): the awaiters are named.
-  config_ = shared_.config();
   shared_.sessions(waiter_worker()).insert(this);
-  if (tcp_) {
-    net::set_nodelay(client_.fd());
-    net::set_keepalive(client_.fd(),
-                       {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,
-                        config_->tcp_keepcnt, config_->tcp_user_timeout});
-  }
   auto& io = reactor_.io();
   auto logging_in = net::in_asio(io, log_in());  // startup, authenticate, route, welcome
   const bool ok = co_await logging_in;

@@ -60,8 +60,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
                             public net::ReadyHandler,
                             public pool::Waiter {
  public:
-  // `fd`: the accepted, non-blocking client socket, registered with `reactor` here; `peer`:
-  // its address as accept4() returned it.
+  // `fd`: the accepted, non-blocking client socket, registered with `reactor` and tuned (TCP
+  // options, from the configuration the session starts with) here; `peer`: its address as
+  // accept4() returned it.
   ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
                 const net::Endpoint& peer);
   ~ClientSession();
@@ -269,7 +270,6 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   Err end_error_ = Err::internal;
   End end_ = End::none;
   ClientState state_ = ClientState::login;
-  bool tcp_ = false;         // the client came over TCP (not a Unix socket)
   bool counted_ = false;     // holds a slot of max_client_conn
   bool registered_ = false;  // in the cancel registry
   bool transaction_pooling_ = false;
