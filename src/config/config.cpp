@@ -155,7 +155,6 @@ const std::set<std::string>& known_other_keys() {
                                           "server_round_robin",
                                           "application_name_add_host",
                                           "track_extra_parameters",
-                                          "tcp_defer_accept",
                                           "tcp_socket_buffer",
                                           "dns_max_ttl",
                                           "dns_nxdomain_ttl",
@@ -202,6 +201,8 @@ void set_pgbouncer_key(Config& c, const Location& at, const std::string& key,
     integer(c.listen_backlog, 1, 65535);
   else if (key == "so_reuseport")
     boolean(c.so_reuseport);
+  else if (key == "tcp_defer_accept")
+    integer(c.tcp_defer_accept, 0, kMax);
   else if (key == "pkt_buf")
     integer(c.pkt_buf, 512, 1 << 24);
   else if (key == "auth_type") {
@@ -700,6 +701,7 @@ bool is_runtime_changeable(const std::string& key) {
                                            "pidfile",
                                            "pkt_buf",
                                            "so_reuseport",
+                                           "tcp_defer_accept",
                                            "resolv_conf",
                                            "disable_pqexec",
                                            "track_extra_parameters",
@@ -745,6 +747,7 @@ std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& 
       {"unix_socket_dir", c.unix_socket_dir},
       {"listen_backlog", std::to_string(c.listen_backlog)},
       {"so_reuseport", c.so_reuseport ? "1" : "0"},
+      {"tcp_defer_accept", std::to_string(c.tcp_defer_accept)},
       {"pkt_buf", std::to_string(c.pkt_buf)},
       {"auth_type", std::string(to_string(c.auth_type))},
       {"auth_file", c.auth_file},

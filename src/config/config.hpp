@@ -64,6 +64,10 @@ struct Config {
   std::string unix_socket_dir = "/tmp";  // empty disables the unix socket
   int listen_backlog = 128;
   bool so_reuseport = false;
+  // TCP_DEFER_ACCEPT on the TCP listeners, in seconds (0: off). The kernel hands pgwarden a
+  // connection only once its first bytes have arrived, so a login costs one wake-up less and
+  // a connection that never says anything costs no session (PgBouncer's default on Linux).
+  int tcp_defer_accept = 45;
   int pkt_buf = 4096;
   AuthType auth_type = AuthType::md5;
   std::string auth_file;

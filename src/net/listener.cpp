@@ -1,5 +1,7 @@
 #include "net/listener.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,7 +20,8 @@ namespace {
 
 }  // namespace
 
-std::unique_ptr<Listener> Listener::open(const Endpoint& endpoint, int backlog, bool reuse_port) {
+std::unique_ptr<Listener> Listener::open(const Endpoint& endpoint, int backlog, bool reuse_port,
+                                         int defer_accept_seconds) {
   const int family = endpoint.protocol().family();
   const std::string name = describe(endpoint);
   const int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -29,13 +32,19 @@ std::unique_ptr<Listener> Listener::open(const Endpoint& endpoint, int backlog, 
       fail(fd, "SO_REUSEADDR on " + name);
     if (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
       fail(fd, "SO_REUSEPORT on " + name);
+    if (defer_accept_seconds > 0 &&
+        ::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_seconds,
+                     sizeof defer_accept_seconds) != 0) {
+      fail(fd, "TCP_DEFER_ACCEPT on " + name);
+    }
   }
+  const bool defers_accept = family != AF_UNIX && defer_accept_seconds > 0;
   if (::bind(fd, static_cast<const sockaddr*>(endpoint.data()),
              static_cast<socklen_t>(endpoint.size())) != 0) {
     fail(fd, "bind " + name);
   }
   if (::listen(fd, backlog) != 0) fail(fd, "listen on " + name);
-  return std::unique_ptr<Listener>(new Listener(fd, name));
+  return std::unique_ptr<Listener>(new Listener(fd, name, defers_accept));
 }
 
 Listener::~Listener() {

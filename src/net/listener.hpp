@@ -21,13 +21,19 @@ namespace pgw::net {
 class Listener {
  public:
   // Binds and listens (non-blocking, close-on-exec); throws std::system_error.
-  static std::unique_ptr<Listener> open(const Endpoint& endpoint, int backlog, bool reuse_port);
+  // `defer_accept_seconds` > 0 sets TCP_DEFER_ACCEPT on a TCP listener: accept() returns a
+  // connection once its first bytes are there (or, from a silent client, after about that many
+  // seconds of the kernel's SYN-ACK retries); Unix sockets ignore it.
+  static std::unique_ptr<Listener> open(const Endpoint& endpoint, int backlog, bool reuse_port,
+                                        int defer_accept_seconds = 0);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   ~Listener();
 
   int fd() const { return fd_; }
   const std::string& name() const { return name_; }
+  // TCP_DEFER_ACCEPT is on: an accepted connection almost always has its first packet waiting.
+  bool defers_accept() const { return defers_accept_; }
 
   // Stops listening: new connections are refused from now on, and each worker's epoll set
   // reports the socket once more, so the workers see closed() and drop it. The descriptor
@@ -37,9 +43,11 @@ class Listener {
   bool closed() const { return closed_.load(std::memory_order_acquire); }
 
  private:
-  Listener(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+  Listener(int fd, std::string name, bool defers_accept)
+      : fd_(fd), name_(std::move(name)), defers_accept_(defers_accept) {}
   int fd_;
   std::string name_;
+  bool defers_accept_;
   std::atomic<bool> closed_{false};
 };
 

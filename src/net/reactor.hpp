@@ -241,6 +241,10 @@ class Connection {
   void set_handler(ReadyHandler* handler) { handler_ = handler; }
   bool readable() const { return readable_; }
   bool writable() const { return writable_; }
+  // Bytes are known to be waiting (a connection from a TCP_DEFER_ACCEPT listener): the first
+  // read tries at once instead of waiting for the registration's first event. If the guess is
+  // wrong the read reports EAGAIN and the flag clears, so it costs one system call at most.
+  void assume_readable() { readable_ = true; }
 
   IoResult read_some(void* data, std::size_t size);
   IoResult write_some(const void* data, std::size_t size);

@@ -76,12 +76,14 @@ void Runtime::bind_listeners() {
         std::error_code ec;
         auto endpoint = server_endpoint(addr, port, ec);
         if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
-        listeners_.push_back(Listener::open(endpoint, backlog, config->so_reuseport));
+        listeners_.push_back(
+            Listener::open(endpoint, backlog, config->so_reuseport, config->tcp_defer_accept));
         spdlog::info("listening on {}", listeners_.back()->name());
         continue;
       }
       for (const auto& tcp : endpoints) {
-        listeners_.push_back(Listener::open(Endpoint(tcp), backlog, config->so_reuseport));
+        listeners_.push_back(
+            Listener::open(Endpoint(tcp), backlog, config->so_reuseport, config->tcp_defer_accept));
         spdlog::info("listening on {}", listeners_.back()->name());
       }
     }
@@ -139,22 +141,25 @@ void Runtime::accept_ready(Accepting& accepting) {
       continue;
     }
     const Endpoint peer_endpoint = endpoint_of(peer, peer_size);
+    const bool first_packet_waiting = listener.defers_accept();
     const unsigned serving = shared_->assign_worker(worker);
     if (serving == worker) {
-      start_session(serving, fd, peer_endpoint);
+      start_session(serving, fd, peer_endpoint, first_packet_waiting);
     } else {
-      workers_[serving]->reactor.post(
-          [this, serving, fd, peer_endpoint] { start_session(serving, fd, peer_endpoint); });
+      workers_[serving]->reactor.post([this, serving, fd, peer_endpoint, first_packet_waiting] {
+        start_session(serving, fd, peer_endpoint, first_packet_waiting);
+      });
     }
     return;
   }
 }
 
-void Runtime::start_session(unsigned worker, int fd, const Endpoint& peer) {
+void Runtime::start_session(unsigned worker, int fd, const Endpoint& peer,
+                            bool first_packet_waiting) {
   // run() starts at once and owns the session (net/task.hpp); the session registers the
   // socket with this worker's reactor and never leaves it.
   auto session = std::make_shared<session::ClientSession>(*shared_, workers_[worker]->reactor,
-                                                          worker, fd, peer);
+                                                          worker, fd, peer, first_packet_waiting);
   session->run(session);
 }
 

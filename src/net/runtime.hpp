@@ -53,7 +53,7 @@ class Runtime {
   // On a worker: accepts the next connection queued on a listener and starts its session on
   // the worker that Shared::assign_worker() picks (one per readiness event, see runtime.cpp).
   void accept_ready(Accepting& accepting);
-  void start_session(unsigned worker, int fd, const Endpoint& peer);
+  void start_session(unsigned worker, int fd, const Endpoint& peer, bool first_packet_waiting);
   asio::awaitable<void> janitor(unsigned worker);
   asio::awaitable<void> signals();
   // Re-reads the configuration and auth_file (SIGHUP, console RELOAD): "" or the error.

@@ -117,13 +117,14 @@ std::string_view to_string(ClientState state) {
 }
 
 ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
-                             const net::Endpoint& peer)
+                             const net::Endpoint& peer, bool first_packet_waiting)
     : pool::Waiter(worker),
       shared_(shared),
       reactor_(reactor),
       id_(++shared.next_client_id),
       config_(shared.config()) {
   client_.open(reactor, fd);
+  if (first_packet_waiting) client_.assume_readable();
   std::tie(peer_addr_, peer_port_) = net::address_of(peer);
   if (net::is_tcp(peer)) {
     net::set_nodelay(fd);

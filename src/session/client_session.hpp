@@ -62,9 +62,10 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
  public:
   // `fd`: the accepted, non-blocking client socket, registered with `reactor` and tuned (TCP
   // options, from the configuration the session starts with) here; `peer`: its address as
-  // accept4() returned it.
+  // accept4() returned it; `first_packet_waiting`: its listener defers accept until the
+  // client's first bytes arrive, so the startup read need not wait for epoll first.
   ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
-                const net::Endpoint& peer);
+                const net::Endpoint& peer, bool first_packet_waiting);
   ~ClientSession();
 
   // The client's whole life, started at once; `self` is this session (the coroutine owns it).

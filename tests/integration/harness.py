@@ -312,8 +312,9 @@ class Pgwarden:
 class RawClient:
     """A minimal protocol v3 client over a socket, to assert exact bytes and SQLSTATEs."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10, sock=None):
+        """Connects to host:port, or speaks over `sock`, a socket already connected."""
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
         self.buf = b""
 
     def send(self, data):

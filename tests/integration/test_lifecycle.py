@@ -4,6 +4,7 @@ and logging, each against a real PostgreSQL 15."""
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -103,13 +104,56 @@ def test_client_login_timeout():
     with harness.Pgwarden(pg(), client_login_timeout=1) as pw:
         with socket.create_connection(("127.0.0.1", pw.port)) as sock:
             sock.settimeout(5)
+            # Half a startup packet: the connection is accepted (tcp_defer_accept waits only
+            # for a first byte), then the login stalls.
+            sock.sendall(struct.pack("!I", 64))
             start = time.monotonic()
-            data = sock.recv(1000)  # nothing sent: pgwarden says why and closes
+            data = sock.recv(1000)  # pgwarden says why and closes
             assert time.monotonic() - start < 3.5
             assert data[:1] == b"E", data
             error = harness.error_fields(data[5:])
             assert error["C"] == "08P01" and "client_login_timeout" in error["M"], error
         harness.psql(pw.dsn(), "SELECT 1")
+
+
+def client_rows(pw):
+    """SHOW CLIENTS rows other than the console session asking."""
+    out = harness.psql(pw.dsn(user="postgres", db="pgbouncer"), "SHOW CLIENTS").stdout
+    return [line for line in out.splitlines() if line and "|pgbouncer|" not in line]
+
+
+def test_tcp_defer_accept_keeps_silent_connections_out():
+    # The default (45 s, as PgBouncer on Linux): a TCP connection that has sent nothing is still
+    # the kernel's; it holds no session, so client_login_timeout does not apply to it yet, and
+    # once it speaks it logs in as usual.
+    console = dict(auth_type="trust", admin_users="postgres", client_login_timeout=1)
+    with harness.Pgwarden(pg(), **console) as pw:
+        assert harness.psql(pw.dsn(user="postgres", db="pgbouncer"),
+                            "SHOW CONFIG").stdout.count("tcp_defer_accept|45|") == 1
+        with socket.create_connection(("127.0.0.1", pw.port)) as sock:
+            time.sleep(2)  # twice client_login_timeout
+            assert client_rows(pw) == []
+            sock.settimeout(0.3)
+            try:
+                data = sock.recv(1000)
+            except socket.timeout:
+                data = None
+            assert data is None, f"a silent connection got {data!r}"
+            sock.settimeout(10)
+            raw = harness.RawClient(pw.port, sock=sock)  # the silent connection speaks now
+            raw.send_startup({"user": "scram_user", "database": "pgwarden_test"})
+            messages = raw.read_until()
+            assert messages and messages[-1][0] == b"Z", messages
+    # tcp_defer_accept = 0: the connection is accepted at once and the login timeout ends it.
+    with harness.Pgwarden(pg(), tcp_defer_accept=0, **console) as pw:
+        with socket.create_connection(("127.0.0.1", pw.port)) as sock:
+            harness.wait_until(lambda: len(client_rows(pw)) == 1, 5,
+                               what="the silent connection to show in SHOW CLIENTS")
+            sock.settimeout(5)
+            data = sock.recv(1000)
+            assert data[:1] == b"E", data
+            error = harness.error_fields(data[5:])
+            assert error["C"] == "08P01" and "client_login_timeout" in error["M"], error
 
 
 def test_server_idle_timeout_closes_idle_servers():

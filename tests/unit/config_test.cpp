@@ -113,6 +113,7 @@ TEST(ConfigDefaultsTest, EmptyFileGivesPgBouncerDefaults) {
   EXPECT_EQ(c.unix_socket_dir, "/tmp");
   EXPECT_EQ(c.listen_backlog, 128);
   EXPECT_FALSE(c.so_reuseport);
+  EXPECT_EQ(c.tcp_defer_accept, 45);  // Linux
   EXPECT_EQ(c.pkt_buf, 4096);
   EXPECT_EQ(c.auth_type, AuthType::md5);
   EXPECT_EQ(c.auth_file, "");
@@ -241,6 +242,7 @@ tcp_keepintvl = 10
 tcp_user_timeout = 20000
 so_reuseport = yes
 listen_backlog = 4096
+tcp_defer_accept = 0
 pkt_buf = 8192
 workers = 4
 max_prepared_statements = 100
@@ -292,6 +294,7 @@ TEST(ConfigPgbouncerTest, RealisticFileSetsEveryKey) {
   EXPECT_EQ(c.tcp_user_timeout, 20000);
   EXPECT_TRUE(c.so_reuseport);
   EXPECT_EQ(c.listen_backlog, 4096);
+  EXPECT_EQ(c.tcp_defer_accept, 0);
   EXPECT_EQ(c.pkt_buf, 8192);
   EXPECT_EQ(c.workers, 4);
   EXPECT_EQ(c.effective_workers(), 4);
@@ -1000,6 +1003,7 @@ TEST(ConfigShowTest, EveryTypedPgbouncerKeyIsListed) {
                           "unix_socket_dir",
                           "listen_backlog",
                           "so_reuseport",
+                          "tcp_defer_accept",
                           "pkt_buf",
                           "auth_type",
                           "auth_file",
@@ -1103,4 +1107,16 @@ TEST(ConfigResilienceTest, DefaultsAndValues) {
   set_key(changed, "breaker_failures", "3");
   EXPECT_EQ(changed.breaker_failures, 3);
   EXPECT_TRUE(pgw::config::is_runtime_changeable("max_waiting"));
+}
+
+TEST(ConfigPgbouncerTest, TcpDeferAcceptIsSecondsAndNeedsARestart) {
+  // Acted on now (TCP_DEFER_ACCEPT on the TCP listeners), so typed, not accepted-only.
+  const Config c = load_pgbouncer("tcp_defer_accept = 10");
+  EXPECT_EQ(c.tcp_defer_accept, 10);
+  EXPECT_TRUE(c.other.empty());
+  EXPECT_EQ(rows_map(c).at("tcp_defer_accept"), "10");
+  EXPECT_THROW(load_pgbouncer("tcp_defer_accept = -1"), ConfigError);
+  EXPECT_THROW(load_pgbouncer("tcp_defer_accept = soon"), ConfigError);
+  // The listeners are opened once, like listen_addr.
+  EXPECT_FALSE(pgw::config::is_runtime_changeable("tcp_defer_accept"));
 }
