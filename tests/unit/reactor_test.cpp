@@ -2,6 +2,8 @@
 // hot-path handler, coroutine waits and their cancellation, timers, events, and posting from
 // other threads. Real sockets (socketpair), a real epoll instance, one loop per test.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -447,5 +449,54 @@ TEST_P(SharedListenerTest, EveryConnectionIsAcceptedOnceAndStopRefusesNewOnes) {
 
 INSTANTIATE_TEST_SUITE_P(TcpAndUnix, SharedListenerTest, ::testing::Values(false, true),
                          [](const auto& param_info) { return param_info.param ? "Unix" : "Tcp"; });
+
+// tcp_defer_accept: the kernel keeps a connection that has sent nothing, and hands it over
+// with its first bytes.
+TEST(ListenerTest, DeferredAcceptWaitsForTheFirstBytes) {
+  auto listener = pgw::net::Listener::open(
+      pgw::net::Endpoint(asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0)), 128, false,
+      5);
+  EXPECT_TRUE(listener->defers_accept());
+  int seconds = 0;
+  socklen_t size = sizeof seconds;
+  ASSERT_EQ(::getsockopt(listener->fd(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, &size), 0);
+  EXPECT_GT(seconds, 0);
+
+  sockaddr_storage address{};
+  socklen_t address_size = sizeof address;
+  ASSERT_EQ(::getsockname(listener->fd(), reinterpret_cast<sockaddr*>(&address), &address_size), 0);
+  const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(::connect(client, reinterpret_cast<sockaddr*>(&address), address_size), 0);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_LT(::accept4(listener->fd(), nullptr, nullptr, SOCK_CLOEXEC), 0);  // silent: not yet
+  EXPECT_EQ(errno, EAGAIN);
+  ASSERT_EQ(::send(client, "x", 1, 0), 1);
+  int accepted = -1;
+  for (int i = 0; i < 200 && accepted < 0; ++i) {
+    accepted = ::accept4(listener->fd(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (accepted < 0) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_GE(accepted, 0);
+  char byte = 0;
+  EXPECT_EQ(::recv(accepted, &byte, 1, MSG_DONTWAIT), 1);  // the first bytes came with it
+  EXPECT_EQ(byte, 'x');
+  ::close(accepted);
+  ::close(client);
+}
+
+TEST(ListenerTest, DeferredAcceptIsOffAtZeroAndForUnixSockets) {
+  auto tcp = pgw::net::Listener::open(
+      pgw::net::Endpoint(asio::ip::tcp::endpoint(asio::ip::address_v4::loopback(), 0)), 128, false,
+      0);
+  EXPECT_FALSE(tcp->defers_accept());
+  const auto path =
+      (std::filesystem::temp_directory_path() / ("pgw-defer-" + std::to_string(::getpid())))
+          .string();
+  std::filesystem::remove(path);
+  auto unix_listener = pgw::net::Listener::open(
+      pgw::net::Endpoint(asio::local::stream_protocol::endpoint(path)), 128, false, 5);
+  EXPECT_FALSE(unix_listener->defers_accept());
+  std::filesystem::remove(path);
+}
 
 }  // namespace
