@@ -151,6 +151,8 @@ class Timer {
     return async_wait_until(Clock::now() + duration, std::forward<Token>(token));
   }
   void cancel();
+  // Armed and not yet due.
+  bool pending() const { return scheduled_; }
 
  private:
   friend class Reactor;

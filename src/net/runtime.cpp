@@ -107,6 +107,7 @@ void Runtime::accept_ready(Accepting& accepting) {
   auto& reactor = workers_[worker]->reactor;
   if (listener.closed()) {  // shutdown: stop_listening() woke every worker to drop it
     reactor.unwatch_listener(listener.fd());
+    accepting.in_epoll = false;
     return;
   }
   activity::Scope scope("accepting connections");
@@ -128,11 +129,10 @@ void Runtime::accept_ready(Accepting& accepting) {
       spdlog::warn("accept failed on {}: {}", listener.name(), std::strerror(errno));
       // The socket is level-triggered: stop watching it for a moment instead of spinning.
       reactor.unwatch_listener(listener.fd());
+      accepting.in_epoll = false;
       accepting.pause.async_wait_for(
-          kAcceptPause,
-          asio::bind_executor(reactor.io(), [&accepting, &reactor](std::error_code ec) {
-            if (!ec && !accepting.listener->closed())
-              reactor.watch_listener(accepting.listener->fd(), accepting);
+          kAcceptPause, asio::bind_executor(reactor.io(), [this, worker](std::error_code ec) {
+            if (!ec) sync_listeners(worker);
           }));
       return;
     }
@@ -142,7 +142,9 @@ void Runtime::accept_ready(Accepting& accepting) {
     }
     const Endpoint peer_endpoint = endpoint_of(peer, peer_size);
     const bool first_packet_waiting = listener.defers_accept();
-    const unsigned serving = shared_->assign_worker(worker);
+    grow_accepting();
+    const unsigned serving =
+        shared_->assign_worker(worker, accepting_workers_.load(std::memory_order_relaxed));
     if (serving == worker) {
       start_session(serving, fd, peer_endpoint, first_packet_waiting);
     } else {
@@ -151,6 +153,48 @@ void Runtime::accept_ready(Accepting& accepting) {
       });
     }
     return;
+  }
+}
+
+void Runtime::grow_accepting() {
+  const unsigned wanted = shared_->workers_for(shared_->session_count());
+  unsigned have = accepting_workers_.load(std::memory_order_relaxed);
+  while (have < wanted) {
+    if (accepting_workers_.compare_exchange_weak(have, have + 1, std::memory_order_relaxed)) {
+      spdlog::info("{} client sessions: worker {} takes new clients too", shared_->session_count(),
+                   have);
+      workers_[have]->reactor.post([this, worker = have] { sync_listeners(worker); });
+      ++have;
+    }
+  }
+}
+
+void Runtime::shrink_accepting() {
+  // Half a step of hysteresis: clients coming and going around a threshold do not make a
+  // worker start and stop watching each time.
+  const unsigned wanted =
+      shared_->workers_for(shared_->session_count() + session::Shared::kClientsPerWorker / 2);
+  unsigned have = accepting_workers_.load(std::memory_order_relaxed);
+  while (have > wanted && have > 1) {
+    if (accepting_workers_.compare_exchange_weak(have, have - 1, std::memory_order_relaxed)) {
+      --have;
+      spdlog::info("{} client sessions: worker {} takes no new clients", shared_->session_count(),
+                   have);
+      workers_[have]->reactor.post([this, worker = have] { sync_listeners(worker); });
+    }
+  }
+}
+
+void Runtime::sync_listeners(unsigned worker) {
+  auto& reactor = workers_[worker]->reactor;
+  const bool wanted = worker < accepting_workers_.load(std::memory_order_relaxed);
+  for (auto& accepting : workers_[worker]->accepting) {
+    if (accepting->pause.pending()) continue;  // after an accept failure: the timer decides
+    const bool watch = wanted && !accepting->listener->closed();
+    if (watch && !accepting->in_epoll)
+      reactor.watch_listener(accepting->listener->fd(), *accepting);
+    if (!watch && accepting->in_epoll) reactor.unwatch_listener(accepting->listener->fd());
+    accepting->in_epoll = watch;
   }
 }
 
@@ -182,6 +226,7 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     }
     session::sample_apps(*shared_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
     if (worker == 0) {
+      shrink_accepting();
       shared_->pools.maintain(now);
       shared_->pools.roll_stats(now, config->stats_period);
     }
@@ -256,13 +301,17 @@ int Runtime::run() {
     workers_[i]->reactor.post(
         [this, i] { asio::co_spawn(workers_[i]->io, janitor(i), asio::detached); });
   }
-  // Every worker accepts from every listener (net/listener.hpp says why). Registered before
-  // the threads start, so no locking is needed.
+  // The workers accept from the listeners themselves (net/listener.hpp says why); worker 0
+  // starts, the others join as clients come (grow_accepting()). Registered before the threads
+  // start, so no locking is needed.
   for (unsigned i = 0; i < workers_.size(); ++i) {
     for (auto& listener : listeners_) {
       auto& accepting = workers_[i]->accepting.emplace_back(
           std::make_unique<Accepting>(*this, i, *listener, workers_[i]->reactor));
-      workers_[i]->reactor.watch_listener(listener->fd(), *accepting);
+      if (i < accepting_workers_.load()) {
+        workers_[i]->reactor.watch_listener(listener->fd(), *accepting);
+        accepting->in_epoll = true;
+      }
     }
   }
   asio::co_spawn(main_io_, signals(), asio::detached);

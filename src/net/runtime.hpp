@@ -6,6 +6,7 @@
 
 #include <asio.hpp>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -40,7 +41,8 @@ class Runtime {
     Runtime& runtime;
     unsigned worker;
     Listener* listener;
-    Timer pause;  // accept() failed for want of resources: wait before watching again
+    Timer pause;            // accept() failed for want of resources: wait before watching again
+    bool in_epoll = false;  // in the worker's epoll set (touched on that worker's thread only)
   };
   struct Worker {
     asio::io_context io{1};  // the handler queue and coroutine executor of one thread
@@ -54,6 +56,15 @@ class Runtime {
   // the worker that Shared::assign_worker() picks (one per readiness event, see runtime.cpp).
   void accept_ready(Accepting& accepting);
   void start_session(unsigned worker, int fd, const Endpoint& peer, bool first_packet_waiting);
+  // The workers that take new clients (Shared::workers_for() says how many the sessions call
+  // for) are the ones that watch the listeners: a worker that takes no new clients is not woken
+  // by connections either (it would only hand them over). The number grows at accept and
+  // shrinks in worker 0's janitor once the sessions are half a step below it; each change
+  // posts sync_listeners() to the worker concerned, which brings its epoll set in line with
+  // the number current when it runs (so posts that cross each other still end right).
+  void grow_accepting();
+  void shrink_accepting();
+  void sync_listeners(unsigned worker);
   asio::awaitable<void> janitor(unsigned worker);
   asio::awaitable<void> signals();
   // Re-reads the configuration and auth_file (SIGHUP, console RELOAD): "" or the error.
@@ -81,7 +92,8 @@ class Runtime {
   std::unique_ptr<Drain> drain_;
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<OverloadGuard> overload_;
-  bool finishing_ = false;  // main thread: finish_shutdown() has run
+  bool finishing_ = false;                      // main thread: finish_shutdown() has run
+  std::atomic<unsigned> accepting_workers_{1};  // workers 0 .. n-1 watch the listeners
 };
 
 }  // namespace pgw::net

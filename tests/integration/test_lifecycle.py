@@ -260,5 +260,55 @@ def test_sigterm_exits_zero_and_logs_no_secrets():
             assert secret not in log, f"{secret!r} appears in the log"
 
 
+def test_workers_join_as_clients_come_and_serve_across_threads():
+    """A few clients stay on worker 0; from 32 sessions worker 1 takes new clients too, and then
+    servers move between the workers and cancels cross threads; once the clients have gone
+    worker 1 stops taking new ones."""
+    import threading
+    import psycopg
+    step = 32
+    with harness.Pgwarden(pg(), workers=2, default_pool_size=4, max_client_conn=100) as pw:
+        joined = "client sessions: worker 1 takes new clients too"
+        conns = [psycopg.connect(pw.dsn(), autocommit=True, prepare_threshold=None)
+                 for _ in range(step)]
+        assert joined not in pw.log()
+        conns += [psycopg.connect(pw.dsn(), autocommit=True, prepare_threshold=None)
+                  for _ in range(8)]
+        assert f"{step} {joined}" in pw.log(), pw.log()[-2000:]
+        # 40 clients on two workers share 4 servers: servers change threads as they go round.
+        errors = []
+
+        def work(conn):
+            try:
+                for i in range(20):
+                    assert conn.execute("SELECT %s::int", (i,)).fetchone()[0] == i
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+        threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        # Cancels: the cancel connections go to worker 1 (it has fewer clients), the first
+        # clients live on worker 0.
+        for conn in (conns[0], conns[1], conns[-1]):
+            timer = threading.Timer(0.3, conn.cancel)
+            timer.start()
+            start = time.monotonic()
+            try:
+                conn.execute("SELECT pg_sleep(30)")
+                raise AssertionError("pg_sleep was not cancelled")
+            except psycopg.errors.QueryCanceled:
+                pass
+            assert time.monotonic() - start < 3
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+        for conn in conns:
+            conn.close()
+        harness.wait_until(lambda: "worker 1 takes no new clients" in pw.log(), 5,
+                           what="worker 1 to stop taking clients")
+        harness.psql(pw.dsn(), "SELECT 1")
+
+
 if __name__ == "__main__":
     harness.main(globals())
