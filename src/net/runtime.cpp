@@ -306,13 +306,10 @@ int Runtime::run() {
   // start, so no locking is needed.
   for (unsigned i = 0; i < workers_.size(); ++i) {
     for (auto& listener : listeners_) {
-      auto& accepting = workers_[i]->accepting.emplace_back(
+      workers_[i]->accepting.emplace_back(
           std::make_unique<Accepting>(*this, i, *listener, workers_[i]->reactor));
-      if (i < accepting_workers_.load()) {
-        workers_[i]->reactor.watch_listener(listener->fd(), *accepting);
-        accepting->in_epoll = true;
-      }
     }
+    sync_listeners(i);
   }
   asio::co_spawn(main_io_, signals(), asio::detached);
   overload_->start();

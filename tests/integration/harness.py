@@ -365,6 +365,26 @@ class RawClient:
         self.sock.close()
 
 
+def cancel_sleep(conn, after, within):
+    """Runs pg_sleep(30) on a psycopg 3 connection and cancels it from another thread `after`
+    seconds in: the query must fail with 57014 within `within` seconds of starting."""
+    import threading
+    import psycopg
+    timer = threading.Timer(after, conn.cancel)
+    timer.start()
+    start = time.monotonic()
+    try:
+        conn.execute("SELECT pg_sleep(30)")
+        raise AssertionError("pg_sleep was not cancelled")
+    except psycopg.errors.QueryCanceled as e:
+        assert e.sqlstate == "57014"
+    finally:
+        timer.cancel()
+    elapsed = time.monotonic() - start
+    assert elapsed < within, f"cancel took {elapsed:.2f}s"
+    return elapsed
+
+
 def error_fields(body):
     fields = {}
     for part in body.split(b"\0"):
