@@ -58,7 +58,8 @@ struct SessionInfo {
 
 class ClientSession final : public std::enable_shared_from_this<ClientSession>,
                             public net::ReadyHandler,
-                            public pool::Waiter {
+                            public pool::Waiter,
+                            public util::ListHook<ClientSession> {  // Shared::sessions()
  public:
   // `fd`: the accepted, non-blocking client socket, registered with `reactor` and tuned (TCP
   // options, from the configuration the session starts with) here; `peer`: its address as

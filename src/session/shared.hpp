@@ -20,10 +20,12 @@
 #include "session/apps.hpp"
 #include "session/lease.hpp"
 #include "util/health.hpp"
+#include "util/intrusive_list.hpp"
 
 namespace pgw::session {
 
 class ClientSession;
+using SessionList = util::IntrusiveList<ClientSession>;
 
 // Maps the cancel keys pgwarden hands to clients (BackendKeyData) to their sessions, so a
 // CancelRequest arriving on a new connection finds its target in O(1) on any worker.
@@ -57,9 +59,8 @@ class Shared {
         clients_by_worker_(std::make_unique<std::atomic<int>[]>(workers.size())) {}
 
   // Sessions living on a worker; touched only from that worker's thread (janitor, shutdown).
-  std::unordered_set<ClientSession*>& sessions(unsigned worker) {
-    return sessions_by_worker_[worker];
-  }
+  // Intrusive: being listed costs an idle client no allocation.
+  SessionList& sessions(unsigned worker) { return sessions_by_worker_[worker]; }
 
   // Spreading clients over workers. A few clients are served by one worker: with two threads
   // each wakes for its own clients' messages, and at 10 clients on 2 cores that cost about a
@@ -152,7 +153,7 @@ class Shared {
   ProcessHealth health;  // watchdog, open files, shutdown: for SHOW STATE
 
  private:
-  std::vector<std::unordered_set<ClientSession*>> sessions_by_worker_;
+  std::vector<SessionList> sessions_by_worker_;  // never resized: lists cannot move
   std::unique_ptr<std::atomic<int>[]> clients_by_worker_;
   std::mutex app_clients_mutex_;
   std::unordered_map<std::string, int> app_clients_;
