@@ -491,7 +491,7 @@ asio::awaitable<bool> ClientSession::welcome(std::string& greeting) {
     const std::string* own = params_.find(name);
     writer.parameter_status(name, own ? *own : value);
   }
-  cancel_key_ = shared_.cancels.add(this);
+  shared_.cancels.add(this);  // sets cancel_key_
   registered_ = true;
   writer.backend_key_data(cancel_key_.pid, cancel_key_.secret);
   writer.ready_for_query(TransactionStatus::idle);

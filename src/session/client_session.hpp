@@ -99,6 +99,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   const std::string& database() const { return database_; }
   const std::string& application_name() const { return application_name_; }
   bool is_admin() const { return admin_; }
+  // Set by CancelRegistry::add() under its lock: other workers read it while they look up a
+  // CancelRequest's key.
+  CancelRegistry::Key cancel_key() const { return cancel_key_; }
   SessionInfo info() const;
 
  private:
@@ -211,6 +214,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   std::unique_ptr<net::MessageReader> login_reader_ = std::make_unique<net::MessageReader>();
   // Holds a slot of its [apps] line's max_client_conn, under this application_name.
   std::unique_ptr<std::string> app_counted_as_;
+  friend class CancelRegistry;
   CancelRegistry::Key cancel_key_{};
   Clock::time_point state_since_ = Clock::now();
   Clock::time_point connect_time_ = Clock::now();

@@ -20,7 +20,7 @@ asio::awaitable<bool> ClientSession::welcome_admin(std::string& greeting) {
   writer.parameter_status("integer_datetimes", "on");
   writer.parameter_status("standard_conforming_strings", "on");
   writer.parameter_status("application_name", application_name_);
-  cancel_key_ = shared_.cancels.add(this);
+  shared_.cancels.add(this);  // sets cancel_key_
   registered_ = true;
   writer.backend_key_data(cancel_key_.pid, cancel_key_.secret);
   writer.ready_for_query(proto::TransactionStatus::idle);

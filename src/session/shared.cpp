@@ -5,13 +5,19 @@
 
 namespace pgw::session {
 
+std::uint64_t CancelRegistry::KeyOf::operator()(const ClientSession* session) const {
+  return pack(session->cancel_key());
+}
+
 CancelRegistry::Key CancelRegistry::add(ClientSession* session) {
   std::lock_guard lock(mutex_);
   for (;;) {
     const auto bits = random_();
     Key key{static_cast<std::int32_t>(bits & 0x7fffffff), static_cast<std::int32_t>(bits >> 32)};
-    if (key.pid == 0) continue;
-    if (sessions_.emplace(pack(key), session).second) return key;
+    if (key.pid == 0 || sessions_.find(pack(key))) continue;
+    session->cancel_key_ = key;
+    sessions_.insert(session);
+    return key;
   }
 }
 
@@ -22,10 +28,10 @@ void CancelRegistry::remove(Key key) {
 
 std::shared_ptr<ClientSession> CancelRegistry::find(Key key) const {
   std::lock_guard lock(mutex_);
-  auto it = sessions_.find(pack(key));
+  ClientSession* session = sessions_.find(pack(key));
   // A session removes itself in its destructor, under this mutex; until then its weak self
   // reference tells whether it is still alive (lock() fails once the last owner let go).
-  return it == sessions_.end() ? nullptr : it->second->weak_from_this().lock();
+  return session ? session->weak_from_this().lock() : nullptr;
 }
 
 bool Shared::admit_app_client(const std::string& application_name, int cap) {

@@ -21,6 +21,7 @@
 #include "session/lease.hpp"
 #include "util/health.hpp"
 #include "util/intrusive_list.hpp"
+#include "util/pointer_table.hpp"
 
 namespace pgw::session {
 
@@ -28,25 +29,35 @@ class ClientSession;
 using SessionList = util::IntrusiveList<ClientSession>;
 
 // Maps the cancel keys pgwarden hands to clients (BackendKeyData) to their sessions, so a
-// CancelRequest arriving on a new connection finds its target in O(1) on any worker.
+// CancelRequest arriving on a new connection finds its target in O(1) on any worker. A key is
+// kept in its session (ClientSession::cancel_key()), and the table holds only the pointer.
 class CancelRegistry {
  public:
   struct Key {
     std::int32_t pid;
     std::int32_t secret;
   };
-  // `session` must call remove() in its destructor.
-  Key add(ClientSession* session);
-  void remove(Key key);
-  std::shared_ptr<ClientSession> find(Key key) const;
-
- private:
   static std::uint64_t pack(Key key) {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key.pid)) << 32) |
            static_cast<std::uint32_t>(key.secret);
   }
+  // Gives `session` a fresh random key (sets its cancel_key(), under the registry's lock, so
+  // other threads' lookups never see it half-written) and registers it. `session` must call
+  // remove() in its destructor.
+  Key add(ClientSession* session);
+  void remove(Key key);
+  std::shared_ptr<ClientSession> find(Key key) const;
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return sessions_.size();
+  }
+
+ private:
+  struct KeyOf {
+    std::uint64_t operator()(const ClientSession* session) const;  // shared.cpp
+  };
   mutable std::mutex mutex_;
-  std::unordered_map<std::uint64_t, ClientSession*> sessions_;
+  util::PointerTable<ClientSession, KeyOf> sessions_;
   std::mt19937_64 random_{std::random_device{}()};
 };
 
