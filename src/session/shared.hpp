@@ -37,22 +37,18 @@ class CancelRegistry {
     std::int32_t pid;
     std::int32_t secret;
   };
-  static std::uint64_t pack(Key key) {
-    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key.pid)) << 32) |
-           static_cast<std::uint32_t>(key.secret);
-  }
   // Gives `session` a fresh random key (sets its cancel_key(), under the registry's lock, so
   // other threads' lookups never see it half-written) and registers it. `session` must call
   // remove() in its destructor.
   Key add(ClientSession* session);
   void remove(Key key);
   std::shared_ptr<ClientSession> find(Key key) const;
-  std::size_t size() const {
-    std::lock_guard lock(mutex_);
-    return sessions_.size();
-  }
 
  private:
+  static std::uint64_t pack(Key key) {
+    return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(key.pid)) << 32) |
+           static_cast<std::uint32_t>(key.secret);
+  }
   struct KeyOf {
     std::uint64_t operator()(const ClientSession* session) const;  // shared.cpp
   };
