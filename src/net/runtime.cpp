@@ -142,7 +142,7 @@ void Runtime::accept_ready(Accepting& accepting) {
     }
     const Endpoint peer_endpoint = endpoint_of(peer, peer_size);
     const bool first_packet_waiting = listener.defers_accept();
-    grow_accepting();
+    change_accepting(Direction::grow);
     const unsigned serving =
         shared_->assign_worker(worker, accepting_workers_.load(std::memory_order_relaxed));
     if (serving == worker) {
@@ -156,32 +156,23 @@ void Runtime::accept_ready(Accepting& accepting) {
   }
 }
 
-void Runtime::grow_accepting() {
-  const unsigned wanted = shared_->workers_for(shared_->session_count());
-  unsigned have = accepting_workers_.load(std::memory_order_relaxed);
-  while (have < wanted) {
-    if (accepting_workers_.compare_exchange_weak(have, have + 1, std::memory_order_relaxed)) {
-      spdlog::info("{} client sessions: worker {} takes new clients too", shared_->session_count(),
-                   have);
-      workers_[have]->reactor.post([this, worker = have] { sync_listeners(worker); });
-      ++have;
-    }
-  }
-}
-
-void Runtime::shrink_accepting() {
-  // Half a step of hysteresis: clients coming and going around a threshold do not make a
-  // worker start and stop watching each time.
+void Runtime::change_accepting(Direction direction) {
+  const bool grow = direction == Direction::grow;
+  const int sessions = shared_->session_count();
+  // Shrinking waits until the sessions are half a step below the threshold: clients coming and
+  // going around it do not make a worker start and stop watching each time.
   const unsigned wanted =
-      shared_->workers_for(shared_->session_count() + session::Shared::kClientsPerWorker / 2);
+      shared_->workers_for(grow ? sessions : sessions + session::Shared::kClientsPerWorker / 2);
   unsigned have = accepting_workers_.load(std::memory_order_relaxed);
-  while (have > wanted && have > 1) {
-    if (accepting_workers_.compare_exchange_weak(have, have - 1, std::memory_order_relaxed)) {
-      --have;
-      spdlog::info("{} client sessions: worker {} takes no new clients", shared_->session_count(),
-                   have);
-      workers_[have]->reactor.post([this, worker = have] { sync_listeners(worker); });
-    }
+  // One way only: a grow at accept and a shrink in the janitor never undo each other.
+  while (grow ? have < wanted : have > wanted) {
+    const unsigned next = grow ? have + 1 : have - 1;
+    if (!accepting_workers_.compare_exchange_weak(have, next, std::memory_order_relaxed)) continue;
+    const unsigned worker = grow ? have : next;  // the one that joins or leaves
+    spdlog::info("{} client sessions: worker {} {}", sessions, worker,
+                 grow ? "takes new clients too" : "takes no new clients");
+    workers_[worker]->reactor.post([this, worker] { sync_listeners(worker); });
+    have = next;
   }
 }
 
@@ -226,7 +217,7 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     }
     session::sample_apps(*shared_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
     if (worker == 0) {
-      shrink_accepting();
+      change_accepting(Direction::shrink);
       shared_->pools.maintain(now);
       shared_->pools.roll_stats(now, config->stats_period);
     }
@@ -302,7 +293,7 @@ int Runtime::run() {
         [this, i] { asio::co_spawn(workers_[i]->io, janitor(i), asio::detached); });
   }
   // The workers accept from the listeners themselves (net/listener.hpp says why); worker 0
-  // starts, the others join as clients come (grow_accepting()). Registered before the threads
+  // starts, the others join as clients come (change_accepting()). Registered before the threads
   // start, so no locking is needed.
   for (unsigned i = 0; i < workers_.size(); ++i) {
     for (auto& listener : listeners_) {

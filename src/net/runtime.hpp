@@ -7,6 +7,7 @@
 #include <asio.hpp>
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -62,8 +63,8 @@ class Runtime {
   // shrinks in worker 0's janitor once the sessions are half a step below it; each change
   // posts sync_listeners() to the worker concerned, which brings its epoll set in line with
   // the number current when it runs (so posts that cross each other still end right).
-  void grow_accepting();
-  void shrink_accepting();
+  enum class Direction : std::uint8_t { grow, shrink };
+  void change_accepting(Direction direction);
   void sync_listeners(unsigned worker);
   asio::awaitable<void> janitor(unsigned worker);
   asio::awaitable<void> signals();

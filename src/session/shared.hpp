@@ -13,7 +13,6 @@
 #include <random>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "config/config.hpp"
 #include "pool/pool.hpp"
