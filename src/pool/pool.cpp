@@ -133,8 +133,8 @@ void Pool::launch_for_waiters_locked(std::vector<unsigned>& launches) {
   // One login per waiter beyond those already connecting, oldest first.
   int wanted = waiting_ - connecting_;
   for (auto& list : waiters_) {
-    for (Waiter* w = list.head; w != nullptr && wanted > 0; w = w->next_, --wanted) {
-      if (!can_open_locked(false)) return;
+    for (Waiter* w : list) {
+      if (wanted-- <= 0 || !can_open_locked(false)) return;
       launch_locked(w->worker_, launches);
     }
   }
@@ -292,25 +292,12 @@ void Pool::login_finished(LoginResult result) {
 }
 
 void Pool::enqueue_locked(Waiter& waiter) {
-  auto& list = waiters_[waiter.worker_];
-  waiter.prev_ = list.tail;
-  waiter.next_ = nullptr;
-  if (list.tail) {
-    list.tail->next_ = &waiter;
-  } else {
-    list.head = &waiter;
-  }
-  list.tail = &waiter;
-  waiter.queued_ = true;
+  waiters_[waiter.worker_].insert(&waiter);
   ++waiting_;
 }
 
 void Pool::dequeue_locked(Waiter& waiter) {
-  auto& list = waiters_[waiter.worker_];
-  (waiter.prev_ ? waiter.prev_->next_ : list.head) = waiter.next_;
-  (waiter.next_ ? waiter.next_->prev_ : list.tail) = waiter.prev_;
-  waiter.prev_ = waiter.next_ = nullptr;
-  waiter.queued_ = false;
+  waiters_[waiter.worker_].erase(&waiter);
   --waiting_;
 }
 
@@ -322,7 +309,8 @@ bool Pool::eligible(const Waiter& waiter) const {
 Waiter* Pool::oldest_waiter_locked() const {
   Waiter* oldest = nullptr;
   for (const auto& list : waiters_) {
-    if (list.head && (!oldest || list.head->since_ < oldest->since_)) oldest = list.head;
+    Waiter* first = list.front();
+    if (first && (!oldest || first->since_ < oldest->since_)) oldest = first;
   }
   return oldest;
 }
@@ -330,15 +318,17 @@ Waiter* Pool::oldest_waiter_locked() const {
 Waiter* Pool::next_waiter_locked(unsigned worker) {
   // How much longer another worker's client may have waited before it is served first.
   constexpr auto kLocalPreference = std::chrono::milliseconds(5);
-  auto first_eligible = [this](Waiter* w) {
-    while (w && !eligible(*w)) w = w->next_;
-    return w;
+  auto first_eligible = [this](const WaitList& list) -> Waiter* {
+    for (Waiter* w : list) {
+      if (eligible(*w)) return w;
+    }
+    return nullptr;
   };
-  Waiter* local = worker < waiters_.size() ? first_eligible(waiters_[worker].head) : nullptr;
+  Waiter* local = worker < waiters_.size() ? first_eligible(waiters_[worker]) : nullptr;
   Waiter* remote = nullptr;
   for (unsigned i = 0; i < waiters_.size(); ++i) {
     if (i == worker) continue;
-    Waiter* w = first_eligible(waiters_[i].head);
+    Waiter* w = first_eligible(waiters_[i]);
     if (w && (!remote || w->since_ < remote->since_)) remote = w;
   }
   if (!local) return remote;
@@ -381,7 +371,7 @@ void Pool::dispatch_idle_locked(std::vector<Handoff>& handoffs) {
     Waiter* waiter = oldest_waiter_locked();
     // Only shares can hold waiters back while servers are idle: find one that may go now.
     for (auto& list : waiters_) {
-      for (Waiter* w = list.head; w; w = w->next_) {
+      for (Waiter* w : list) {
         if (eligible(*w) && (!eligible(*waiter) || w->since_ < waiter->since_)) waiter = w;
       }
     }
@@ -404,7 +394,7 @@ void Pool::drop_locked(ServerPtr& server) {
 void Pool::fail_waiters_locked(Err error, const std::string& detail,
                                std::vector<Handoff>& handoffs) {
   for (auto& list : waiters_) {
-    while (Waiter* w = list.head) {
+    while (Waiter* w = list.front()) {
       Handoff handoff;
       dequeue_locked(*w);
       handoff.waiter = w;
@@ -566,7 +556,7 @@ AcquireResult Pool::acquire_now(Waiter& waiter, AppShare* share) {
 
 bool Pool::cancel_wait(Waiter& waiter) {
   std::lock_guard lock(mutex_);
-  if (!waiter.queued_) return false;
+  if (!waiter.is_linked()) return false;
   dequeue_locked(waiter);
   return true;
 }

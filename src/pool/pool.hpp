@@ -34,6 +34,7 @@
 #include "pool/stats.hpp"
 #include "protocol/codec.hpp"
 #include "util/errors.hpp"
+#include "util/intrusive_list.hpp"
 
 namespace pgw::pool {
 
@@ -126,9 +127,9 @@ struct AppShare {
 };
 
 // A party waiting for a server of a pool: a client session, or a coroutine in Pool::acquire().
-// Queued in the pool's FIFO of its worker (intrusive: queuing allocates nothing). A queued
-// waiter is alive; it leaves the queue (cancel_wait) before it goes away.
-class Waiter {
+// Queued in the pool's FIFO of its worker (intrusive: queuing allocates nothing; the links are
+// the ListHook). A queued waiter is alive; it leaves the queue (cancel_wait) before it goes away.
+class Waiter : public util::ListHook<Waiter> {
  public:
   // Called on the waiter's worker, with a server registered with that worker's reactor, or an
   // error. Never called with the pool mutex held.
@@ -136,7 +137,6 @@ class Waiter {
   // Keeps the waiting party alive while a hand-off is posted to its worker.
   virtual std::shared_ptr<void> keep_alive() = 0;
   unsigned waiter_worker() const { return worker_; }
-  bool waiting() const { return queued_; }  // under the pool mutex only
 
  protected:
   explicit Waiter(unsigned worker) : worker_(worker) {}
@@ -147,9 +147,6 @@ class Waiter {
   unsigned worker_;
   AppShare* share_ = nullptr;
   Clock::time_point since_{};
-  Waiter* prev_ = nullptr;
-  Waiter* next_ = nullptr;
-  bool queued_ = false;
 };
 
 // Credentials learnt from clients: the SCRAM ClientKey of a user who logged in with SCRAM,
@@ -280,10 +277,7 @@ class Pool {
   std::pair<StatValues, Clock::duration> last_period() const;
 
  private:
-  struct WaitList {  // FIFO of one worker's waiters
-    Waiter* head = nullptr;
-    Waiter* tail = nullptr;
-  };
+  using WaitList = util::IntrusiveList<Waiter>;  // FIFO of one worker's waiters
   // A server handed to a waiter, completed after the mutex is released.
   struct Handoff {
     Waiter* waiter = nullptr;

@@ -1,6 +1,7 @@
 // A doubly linked list whose links live in the listed objects (they derive from ListHook), so
 // listing and unlisting allocate nothing and cost O(1). Used where every idle client would
-// otherwise pay for a node of a standard container: a worker's list of its sessions.
+// otherwise pay for a node of a standard container: a worker's list of its sessions, and each
+// worker's FIFO of clients waiting for a server (pool::Waiter).
 //
 // The list does not own its items. An item is in at most one list per hook type and must be
 // erased before it is destroyed. Not thread-safe: one thread owns a list.
@@ -95,6 +96,8 @@ class IntrusiveList {
 
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
+  // The first item (the oldest insert), or null when the list is empty.
+  T* front() const { return empty() ? nullptr : *begin(); }
   iterator begin() const { return iterator(root_.next_); }
   iterator end() const { return iterator(&root_); }
 

@@ -1,4 +1,5 @@
-// util::IntrusiveList: the per-worker list of client sessions (session/shared.hpp).
+// util::IntrusiveList: the per-worker list of client sessions (session/shared.hpp) and the
+// pool's FIFOs of waiters (pool/pool.hpp, tested with the pool in pool_wait_test.cpp).
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -26,20 +27,24 @@ TEST(IntrusiveListTest, KeepsInsertionOrderAndErasesAnywhere) {
   List list;
   EXPECT_TRUE(list.empty());
   EXPECT_EQ(list.begin(), list.end());
+  EXPECT_EQ(list.front(), nullptr);
   for (Item* item : {&a, &b, &c, &d}) list.insert(item);
   EXPECT_EQ(list.size(), 4u);
   EXPECT_EQ(values(list), (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(list.front(), &a);
 
   list.erase(&b);  // middle
   EXPECT_EQ(values(list), (std::vector<int>{1, 3, 4}));
   list.erase(&a);  // first
   EXPECT_EQ(values(list), (std::vector<int>{3, 4}));
+  EXPECT_EQ(list.front(), &c);
   list.erase(&d);  // last
   EXPECT_EQ(values(list), (std::vector<int>{3}));
   EXPECT_FALSE(b.is_linked());
   EXPECT_TRUE(c.is_linked());
   list.erase(&c);
   EXPECT_TRUE(list.empty());
+  EXPECT_EQ(list.front(), nullptr);
   EXPECT_EQ(values(list), std::vector<int>{});
 
   list.insert(&b);  // an erased item can be listed again
