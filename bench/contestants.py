@@ -60,11 +60,16 @@ def forget(proc):
 
 # ---- /proc -----------------------------------------------------------------------------------
 
-def cpu_ticks(pid):
-    """utime + stime of the whole process (all threads), in clock ticks."""
+def cpu_ticks_split(pid):
+    """(utime, stime) of the whole process (all threads), in clock ticks."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+    return int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+
+
+def cpu_ticks(pid):
+    """utime + stime of the whole process (all threads), in clock ticks."""
+    return sum(cpu_ticks_split(pid))
 
 
 def status_kb(pid, key):

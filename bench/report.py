@@ -18,9 +18,13 @@ RUN_METRICS = [
     ("lat_avg_ms", "Average latency", "ms", False, 1, 3),
     ("lat_p99_ms", "p99 latency", "ms", False, 1, 3),
     ("cpu_us_per_tx", "Pooler CPU per transaction", "µs", False, 1, 1),
+    ("sys_us_per_tx", "Pooler CPU per transaction spent in the kernel (stime)", "µs", False, 1, 1),
     ("peak_rss_kb", "Pooler peak RSS during the run (VmHWM)", "MiB", False, 1 / 1024, 2),
     ("end_rss_kb", "Pooler RSS at the end of the run (VmRSS)", "MiB", False, 1 / 1024, 2),
 ]
+
+# Figures of the pooler process: the direct contestant has none.
+POOLER_ONLY = ("cpu_us_per_tx", "sys_us_per_tx", "peak_rss_kb", "end_rss_kb")
 
 CAPACITY_METRICS = [
     ("kb_per_client", "RSS growth per idle client", "KiB", False, 1, 2),
@@ -233,7 +237,7 @@ class Report:
           "\"(worse)\" marks a pgwarden/PgBouncer ratio more than 5% on the wrong side "
           "(TPS and logins/s: higher is better; everything else: lower is better).\n\n")
         for key, label, unit, higher, scale, dec in (RUN_METRICS if self.scenarios else []):
-            pooler_only = key in ("cpu_us_per_tx", "peak_rss_kb", "end_rss_kb")
+            pooler_only = key in POOLER_ONLY
             w(f"### {label} ({unit}, {'higher' if higher else 'lower'} is better)\n\n")
             w("| scenario | pgwarden | PgBouncer | direct | pgwarden/PgBouncer | "
               "pgwarden/direct |\n|---|---:|---:|---:|---:|---:|\n")
@@ -316,7 +320,7 @@ class Report:
             wr.writerow(row)
 
         for key, label, unit, higher, scale, dec in RUN_METRICS:
-            pooler_only = key in ("cpu_us_per_tx", "peak_rss_kb", "end_rss_kb")
+            pooler_only = key in POOLER_ONLY
             for s in self.scenarios:
                 cells = {c: self.run_cell(s, c, key) for c in CONTESTANTS
                          if not (pooler_only and c == "direct")}
@@ -331,8 +335,8 @@ class Report:
         out = io.StringIO()
         wr = csv.writer(out)
         fields = ["scenario", "contestant", "rep", "ok", "tps", "processed", "failed",
-                  "lat_avg_ms", "lat_p99_ms", "cpu_us_per_tx", "peak_rss_kb", "end_rss_kb",
-                  "wall_s", "error"]
+                  "lat_avg_ms", "lat_p99_ms", "cpu_us_per_tx", "sys_us_per_tx", "peak_rss_kb",
+                  "end_rss_kb", "wall_s", "error"]
         extras = ["T", "connect_s", "window_s"]
         wr.writerow(fields + [f"pgbench_{e}" for e in extras])
         for r in self.runs:

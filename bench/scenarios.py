@@ -77,6 +77,7 @@ class RunResult:
     lat_avg_ms: float = None
     lat_p99_ms: float = None
     cpu_us_per_tx: float = None
+    sys_us_per_tx: float = None  # the kernel's part of cpu_us_per_tx (stime)
     peak_rss_kb: int = None
     end_rss_kb: int = None
     wall_s: float = None
@@ -119,9 +120,10 @@ def percentile(sorted_values, p):
 
 
 class CpuSampler:
-    """Samples a process's CPU ticks with wall-clock timestamps every `interval` seconds, so
-    the CPU spent inside a time window (e.g. between the first and the last transaction of a
-    run, leaving out pgbench's initial connections and its teardown) can be interpolated."""
+    """Samples a process's CPU ticks (user + system, and system alone) with wall-clock
+    timestamps every `interval` seconds, so the CPU spent inside a time window (e.g. between
+    the first and the last transaction of a run, leaving out pgbench's initial connections and
+    its teardown) can be interpolated."""
 
     def __init__(self, pid, interval=0.1):
         self.pid = pid
@@ -132,7 +134,8 @@ class CpuSampler:
 
     def sample(self):
         try:
-            self.samples.append((time.time(), C.cpu_ticks(self.pid)))
+            user, system = C.cpu_ticks_split(self.pid)
+            self.samples.append((time.time(), (user + system, system)))
         except OSError:
             pass
 
@@ -151,8 +154,10 @@ class CpuSampler:
         self.thread.join(5)
         self.sample()
 
-    def ticks_at(self, t):
-        s = self.samples
+    def ticks_at(self, t, system_only=False):
+        """Ticks at time `t`, interpolated: user + system, or system alone."""
+        k = 1 if system_only else 0
+        s = [(ts, v[k]) for ts, v in self.samples]
         if not s:
             return None
         if t <= s[0][0]:
@@ -236,6 +241,8 @@ def run_pgbench(scenario, contestant, duration, rep, workdir, connect_allowance_
         first, last = min(ends), max(ends)
         ticks = sampler.ticks_at(last) - sampler.ticks_at(first)
         res.cpu_us_per_tx = ticks * 1e6 / C.CLK_TCK / (len(ends) - 1)
+        system = sampler.ticks_at(last, system_only=True) - sampler.ticks_at(first, system_only=True)
+        res.sys_us_per_tx = system * 1e6 / C.CLK_TCK / (len(ends) - 1)
         res.extra["window_s"] = last - first
     aborted = re.findall(r"^pgbench: error: .*$", output, re.M)
     problems = []
