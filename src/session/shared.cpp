@@ -9,15 +9,17 @@ std::uint64_t CancelRegistry::KeyOf::operator()(const ClientSession* session) co
   return pack(session->cancel_key());
 }
 
-CancelRegistry::Key CancelRegistry::add(ClientSession* session) {
+void CancelRegistry::add(ClientSession* session) {
   std::lock_guard lock(mutex_);
   for (;;) {
     const auto bits = random_();
-    Key key{static_cast<std::int32_t>(bits & 0x7fffffff), static_cast<std::int32_t>(bits >> 32)};
-    if (key.pid == 0 || sessions_.find(pack(key))) continue;
+    const Key key{static_cast<std::int32_t>(bits & 0x7fffffff),
+                  static_cast<std::int32_t>(bits >> 32)};
+    if (key.pid == 0) continue;
+    // The table reads the key from the session, so it is written first; insert() refuses a
+    // key another session holds, and the loop draws again.
     session->cancel_key_ = key;
-    sessions_.insert(session);
-    return key;
+    if (sessions_.insert(session)) return;
   }
 }
 

@@ -39,7 +39,7 @@ class CancelRegistry {
   // Gives `session` a fresh random key (sets its cancel_key(), under the registry's lock, so
   // other threads' lookups never see it half-written) and registers it. `session` must call
   // remove() in its destructor.
-  Key add(ClientSession* session);
+  void add(ClientSession* session);
   void remove(Key key);
   std::shared_ptr<ClientSession> find(Key key) const;
 
