@@ -317,6 +317,8 @@ void set_pgbouncer_key(Config& c, const Location& at, const std::string& key,
     integer(c.tcp_user_timeout, 0, kMax);
   else if (key == "workers")
     integer(c.workers, 0, 1024);
+  else if (key == "io_uring")
+    boolean(c.io_uring);
   else if (known_other_keys().count(key))
     c.other[key] = value;
   else
@@ -707,7 +709,8 @@ bool is_runtime_changeable(const std::string& key) {
                                            "track_extra_parameters",
                                            "job_name",
                                            "service_name",
-                                           "workers"};
+                                           "workers",
+                                           "io_uring"};
   return !fixed.contains(lower(key));
 }
 
@@ -798,6 +801,7 @@ std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& 
       {"tcp_keepintvl", std::to_string(c.tcp_keepintvl)},
       {"tcp_user_timeout", std::to_string(c.tcp_user_timeout)},
       {"workers", std::to_string(c.workers)},
+      {"io_uring", c.io_uring ? "1" : "0"},
   };
   for (const auto& [key, value] : c.other) rows.emplace_back(key, value);
   return rows;

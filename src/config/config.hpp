@@ -118,7 +118,8 @@ struct Config {
   int tcp_keepidle = 0;
   int tcp_keepintvl = 0;
   int tcp_user_timeout = 0;
-  int workers = 0;  // 0 = number of cores
+  int workers = 0;       // 0 = number of cores
+  bool io_uring = true;  // workers send each turn's writes in one io_uring submission
 
   std::map<std::string, DatabaseEntry> databases;  // by client-visible name, "*" included
   std::map<std::string, UserEntry> users;

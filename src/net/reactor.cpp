@@ -6,7 +6,11 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <stdexcept>
 #include <system_error>
 
@@ -39,7 +43,8 @@ struct Reactor::epoll_event_storage {
 // ---------------------------------------------------------------------------------------------
 // Reactor
 
-Reactor::Reactor(asio::io_context& io) : io_(io), events_(std::make_unique<epoll_event_storage>()) {
+Reactor::Reactor(asio::io_context& io, bool batch_sends)
+    : io_(io), events_(std::make_unique<epoll_event_storage>()), want_batch_(batch_sends) {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   // steady_clock is CLOCK_MONOTONIC, so its time points are the timerfd's absolute times.
@@ -110,6 +115,70 @@ void Reactor::remove(Connection& connection, bool closing) {
   for (int i = batch_next_; i < batch_size_; ++i) {
     if (events_->events[i].data.ptr == &connection) events_->events[i].data.ptr = nullptr;
   }
+  std::replace(send_failed_.begin(), send_failed_.end(), &connection,
+               static_cast<Connection*>(nullptr));
+}
+
+bool Reactor::queue_write(Connection& connection, const void* data, std::size_t size) {
+  if (!batch_ || current_reactor != this || size > SendBatch::kMaxWrite) return false;
+  const bool append = connection.batch_slot_ >= 0 && batch_->is_last(connection.batch_slot_);
+  if (connection.batch_slot_ >= 0 && !append) {
+    // Queued earlier in this turn, with other connections' writes behind it: a second entry
+    // could be sent before the first, so those bytes go out now and this write after them.
+    if (!connection.push_waiting()) return false;
+  }
+  if (!batch_->has_room(size, append)) {
+    send_batch();  // a full batch goes out now; failures are told at the end of the turn
+    // If this connection's own earlier bytes did not all go, write_some() sees it.
+    if (!batch_ || connection.unsent_ || connection.send_error_ != 0) return false;
+    return queue_write(connection, data, size);
+  }
+  if (append) {
+    batch_->append(connection.batch_slot_, data, size);
+  } else {
+    connection.batch_slot_ = batch_->add(connection, data, size);
+  }
+  ++send_counters_.batched_writes;
+  return true;
+}
+
+void Reactor::send_batch() {
+  if (!batch_ || batch_->empty()) return;
+  int error = 0;
+  const auto results = batch_->send_all(error);
+  ++send_counters_.submissions;
+  const auto entries = batch_->entries();
+  for (std::size_t slot = 0; slot < entries.size(); ++slot) {
+    Connection* connection = entries[slot].connection;
+    if (connection == nullptr) continue;
+    connection->batch_slot_ = -1;
+    const auto bytes = batch_->bytes(static_cast<std::int32_t>(slot));
+    const int result = results[slot];
+    const bool told = result >= 0
+                          ? connection->batch_sent(bytes, static_cast<std::size_t>(result), 0)
+                          : connection->batch_sent(bytes, 0, -result);
+    if (!told) send_failed_.push_back(connection);
+  }
+  batch_->clear();
+  if (error != 0) {
+    // io_uring itself failed (not a send): stop using it rather than fail again each turn.
+    spdlog::error("io_uring submission failed ({}): worker sends with send() from now on",
+                  std::strerror(error));
+    batch_.reset();
+  }
+}
+
+void Reactor::flush_sends() {
+  while (batch_ && !batch_->empty()) {
+    send_batch();
+    // The data path learns of a failed send as of a broken socket: readable, and the next
+    // write fails. Its handler may queue more writes: the loop sends those too.
+    for (std::size_t i = 0; i < send_failed_.size(); ++i) {
+      if (Connection* connection = std::exchange(send_failed_[i], nullptr))
+        connection->on_events(0);
+    }
+    send_failed_.clear();
+  }
 }
 
 void Reactor::wake() {
@@ -166,6 +235,16 @@ void Reactor::run() {
       activity::bind_this_thread(outer_marker);
     }
   } restore{outer, outer_marker};
+  if (want_batch_ && !batch_) {
+    // Set up here, on the loop's own thread: the ring is bound to the thread that submits.
+    std::string why;
+    batch_ = SendBatch::open(why);
+    if (!batch_) spdlog::warn("io_uring unavailable ({}): this worker sends with send()", why);
+  }
+  struct FlushAtExit {
+    Reactor& reactor;
+    ~FlushAtExit() { reactor.flush_sends(); }
+  } flush_at_exit{*this};
   while (!stopped_.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
     last_turn_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
@@ -177,6 +256,8 @@ void Reactor::run() {
     activity_.set("running posted handlers and coroutines");
     io_.poll();  // handlers posted from this thread or others; coroutine resumptions
     if (stopped_.load(std::memory_order_relaxed)) break;
+    activity_.set("sending the turn's writes");
+    flush_sends();
 
     // Dekker-style hand-shake with post(): either we see its count move, or it sees us
     // sleeping and writes the eventfd.
@@ -209,6 +290,10 @@ void Reactor::run() {
       static_cast<Connection*>(ev.data.ptr)->on_events(ev.events);
     }
     batch_size_ = batch_next_ = 0;
+    // The replies and queries of this batch of events go out together now, not after the next
+    // turn's timers and posted handlers.
+    activity_.set("sending the turn's writes");
+    flush_sends();
   }
 }
 
@@ -245,14 +330,17 @@ void Connection::open(Reactor& reactor, int fd, bool connecting) {
 void Connection::attach(Reactor& reactor) {
   reactor_ = &reactor;
   // Registration reports the current state as a first event: until it arrives, assume the
-  // socket can take writes and has nothing to read.
+  // socket can take writes (unless bytes from before a move still wait) and has nothing to read.
   readable_ = false;
-  writable_ = true;
+  writable_ = !unsent_;
   peer_closed_ = false;
   reactor.add(*this);
 }
 
 void Connection::detach() {
+  // Bytes still queued in this reactor's batch go out now; what the socket cannot take
+  // (unsent_) moves with the connection.
+  push_waiting();
   if (reactor_ && fd_ >= 0) reactor_->remove(*this);
   reactor_ = nullptr;
   handler_ = nullptr;
@@ -265,7 +353,7 @@ void Connection::on_events(std::uint32_t events) {
   // The peer has closed: its end of stream may sit behind data that arrived in this same
   // edge, and no further edge will come for it.
   if (broken || (events & EPOLLRDHUP)) peer_closed_ = true;
-  if (broken || (events & EPOLLOUT)) writable_ = true;
+  if (broken || (events & EPOLLOUT)) writable_ = !unsent_ || push_waiting();
   if (handler_) {
     handler_->on_ready(*this);
     return;
@@ -297,7 +385,73 @@ IoResult Connection::read_some(void* data, std::size_t size) {
   }
 }
 
+bool Connection::batch_sent(std::span<const std::byte> bytes, std::size_t sent, int error) {
+  if (error == 0 && sent == bytes.size()) return true;
+  if (error == 0 || error == EAGAIN || error == EWOULDBLOCK) {
+    // The socket's buffer is full: the rest waits here, and nothing more is taken until it
+    // has gone (EPOLLOUT brings it).
+    unsent_ = std::make_unique<std::vector<std::byte>>(bytes.begin() + static_cast<long>(sent),
+                                                       bytes.end());
+    writable_ = false;
+    return true;
+  }
+  send_error_ = error;
+  readable_ = writable_ = true;  // as for EPOLLERR: the next read or write reports it
+  return false;
+}
+
+bool Connection::push_waiting() {
+  if (fd_ < 0) return true;
+  if (batch_slot_ >= 0) {
+    const auto bytes = reactor_->batch_->bytes(batch_slot_);
+    reactor_->batch_->forget(batch_slot_);
+    batch_slot_ = -1;
+    const auto sent = send_now(bytes.data(), bytes.size());
+    const bool ok = !sent.error || sent.would_block();
+    // No unsent_ here: a connection with bytes in unsent_ takes no new writes.
+    batch_sent(bytes, sent.bytes, ok ? 0 : sent.error.value());
+  } else if (unsent_) {
+    const auto sent = send_now(unsent_->data(), unsent_->size());
+    if (sent.error && !sent.would_block()) {
+      send_error_ = sent.error.value();
+      unsent_.reset();
+    } else if (sent.bytes == unsent_->size()) {
+      unsent_.reset();
+    } else {
+      unsent_->erase(unsent_->begin(), unsent_->begin() + static_cast<long>(sent.bytes));
+    }
+  }
+  if (unsent_) return false;
+  if (shutdown_after_unsent_) {
+    shutdown_after_unsent_ = false;
+    ::shutdown(fd_, SHUT_WR);
+  }
+  return true;
+}
+
 IoResult Connection::write_some(const void* data, std::size_t size) {
+  if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
+  if (unsent_ || shutdown_after_unsent_) {
+    writable_ = false;  // earlier bytes first
+    return {0, std::make_error_code(std::errc::operation_would_block)};
+  }
+  if (reactor_ && reactor_->queue_write(*this, data, size)) return {size, {}};
+  return write_now(data, size);  // too large for the batch, or off the loop's thread
+}
+
+IoResult Connection::write_now(const void* data, std::size_t size) {
+  if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
+  // What is queued of this connection goes first.
+  if (!push_waiting()) {
+    writable_ = false;
+    return {0, send_error_ != 0 ? std::error_code(send_error_, std::system_category())
+                                : std::make_error_code(std::errc::operation_would_block)};
+  }
+  if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
+  return send_now(data, size);
+}
+
+IoResult Connection::send_now(const void* data, std::size_t size) {
   IoResult result;
   for (;;) {
     const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL);
@@ -318,11 +472,19 @@ IoResult Connection::write_some(const void* data, std::size_t size) {
 }
 
 void Connection::shutdown_send() {
-  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+  if (fd_ < 0) return;
+  shutdown_after_unsent_ = true;
+  push_waiting();  // shuts down now if nothing is left, else once the last bytes have gone
 }
 
 void Connection::close() {
   if (fd_ < 0) return;
+  // What was written before the close goes out if the socket takes it, as it would have had
+  // it been sent at once.
+  push_waiting();
+  unsent_.reset();
+  shutdown_after_unsent_ = false;
+  send_error_ = 0;
   if (reactor_) reactor_->remove(*this, /*closing=*/true);
   ::close(fd_);
   fd_ = -1;
@@ -350,7 +512,7 @@ asio::awaitable<std::error_code> Connection::async_write_all(std::span<const std
   while (done < bytes.size()) {
     if (fd_ < 0) co_return asio::error::bad_descriptor;
     if (writable_) {
-      auto result = write_some(bytes.data() + done, bytes.size() - done);
+      auto result = write_now(bytes.data() + done, bytes.size() - done);
       done += result.bytes;
       if (result.error && !result.would_block()) co_return result.error;
       if (done == bytes.size()) break;

@@ -17,6 +17,13 @@
 //  * coroutines (login, authentication, console, internal queries) co_await readable() /
 //    writable() / read_some() / write_all(), whose completions are posted to the io_context.
 //
+// Writes made on the loop's thread are queued and sent together once per turn (SendBatch, one
+// io_uring_enter for all of them) instead of one send() each: to the caller a queued write is
+// done, as a send() into the socket buffer is. The bytes of one connection keep their order;
+// if the socket cannot take all of them, the rest waits in the connection and it stops being
+// writable until epoll says it has room, so back-pressure works as with send(). Where io_uring
+// is not available (or `io_uring = 0`), every write is a send().
+//
 // Everything about a Connection, Timer or Event happens on its reactor's thread; only post(),
 // wake() and stop() may be called from other threads.
 #pragma once
@@ -37,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "net/send_batch.hpp"
 #include "util/activity.hpp"
 
 namespace pgw::net {
@@ -242,6 +250,7 @@ class Connection {
 
   void set_handler(ReadyHandler* handler) { handler_ = handler; }
   bool readable() const { return readable_; }
+  // A write now would be taken (queued or sent), not refused with would_block.
   bool writable() const { return writable_; }
   // Bytes are known to be waiting (a connection from a TCP_DEFER_ACCEPT listener): the first
   // read tries at once instead of waiting for the registration's first event. If the guess is
@@ -249,7 +258,13 @@ class Connection {
   void assume_readable() { readable_ = true; }
 
   IoResult read_some(void* data, std::size_t size);
+  // On the reactor's thread while it runs, small writes are queued for the end of the turn and
+  // reported as written; a failure to send them shows in the next write_some() (and the
+  // handler is called, with the connection readable, so the data path finds out).
   IoResult write_some(const void* data, std::size_t size);
+  // A write that goes to the kernel now (after whatever of this connection is still queued).
+  IoResult write_now(const void* data, std::size_t size);
+  // Half-closes after everything written so far has gone out.
   void shutdown_send();
   // Closes the descriptor; pending waits complete with operation_aborted.
   void close();
@@ -264,7 +279,9 @@ class Connection {
     return wait_for(write_wait_, writable_, std::forward<Token>(token));
   }
 
-  // Coroutine I/O for the paths off the hot one.
+  // Coroutine I/O for the paths off the hot one. async_write_all completes once the kernel has
+  // every byte (write_now, not queued), so a close or a FATAL's half-close after it loses
+  // nothing.
   asio::awaitable<IoResult> async_read_some(void* data, std::size_t size);
   asio::awaitable<std::error_code> async_write_all(std::span<const std::byte> bytes);
   asio::awaitable<std::error_code> async_write_all(std::string_view bytes) {
@@ -284,20 +301,35 @@ class Connection {
         token);
   }
   void on_events(std::uint32_t events);
+  // Sends what waits for this connection in its reactor's batch and in unsent_ with send(),
+  // now; true if nothing is left waiting (what the socket could not take stays in unsent_).
+  bool push_waiting();
+  // The outcome of this connection's entry in a batch that was just sent: `sent` bytes of
+  // `bytes`, or `error` (an errno). False if the handler must be told (a failed send).
+  bool batch_sent(std::span<const std::byte> bytes, std::size_t sent, int error);
+  IoResult send_now(const void* data, std::size_t size);
 
   int fd_ = -1;
+  std::int32_t batch_slot_ = -1;  // this connection's entry in its reactor's SendBatch
   Reactor* reactor_ = nullptr;
   ReadyHandler* handler_ = nullptr;
   bool readable_ = false;
   bool writable_ = false;
   bool peer_closed_ = false;  // EPOLLRDHUP/HUP/ERR seen: a short read no longer means empty
+  bool shutdown_after_unsent_ = false;  // shutdown_send() came while bytes were still waiting
+  int send_error_ = 0;                  // errno of a queued write that failed
+  // Queued bytes the socket could not take when the batch went out (rare: a full socket
+  // buffer); sent first when epoll says there is room. Moves with the connection.
+  std::unique_ptr<std::vector<std::byte>> unsent_;
   PendingWait read_wait_;
   PendingWait write_wait_;
 };
 
 class Reactor {
  public:
-  explicit Reactor(asio::io_context& io);
+  // `batch_sends`: queue the writes made on the loop's thread and send them once per turn with
+  // io_uring (see SendBatch); if the kernel refuses io_uring the loop uses send() and logs why.
+  explicit Reactor(asio::io_context& io, bool batch_sends = true);
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
   ~Reactor();
@@ -331,6 +363,16 @@ class Reactor {
   // What the loop is doing now (its phase, or an activity::Scope inside it), for the report.
   const char* activity() const { return activity_.get(); }
 
+  // Writes sent through the batch, and the io_uring submissions that carried them (loop
+  // thread; tests read them after run()).
+  struct SendCounters {
+    std::uint64_t batched_writes = 0;
+    std::uint64_t submissions = 0;
+  };
+  const SendCounters& send_counters() const { return send_counters_; }
+  // Whether writes are batched (after run() has started: io_uring may have been refused).
+  bool batches_sends() const { return batch_ != nullptr; }
+
  private:
   friend class Connection;
   friend class Timer;
@@ -343,6 +385,13 @@ class Reactor {
   // Programs the timerfd for the earliest timer, with a system call only when that deadline
   // changed (the janitor's every 200 ms, not every sleep); true if a timer is due already.
   bool arm_timer_fd(Clock::time_point now);
+  // Queues a write of `connection` in the batch, if this is the loop's thread and the batch
+  // takes it; false: the caller sends it itself.
+  bool queue_write(Connection& connection, const void* data, std::size_t size);
+  // Sends the batch; connections whose send failed are noted in send_failed_.
+  void send_batch();
+  // Sends the batch and tells the handlers of failed sends, until nothing is queued.
+  void flush_sends();
 
   asio::io_context& io_;
   int epoll_fd_ = -1;
@@ -370,6 +419,11 @@ class Reactor {
   std::unique_ptr<epoll_event_storage> events_;
   int batch_size_ = 0;
   int batch_next_ = 0;
+  // Writes of this turn (null: every write is a send()). Set up in run(), on the loop's thread.
+  bool want_batch_;
+  std::unique_ptr<SendBatch> batch_;
+  std::vector<Connection*> send_failed_;  // told after the batch (a close blanks its entry)
+  SendCounters send_counters_;
 };
 
 }  // namespace pgw::net

@@ -30,7 +30,7 @@ Runtime::Runtime(config::Config config, std::map<std::string, std::string> secre
   const unsigned count = static_cast<unsigned>(config.effective_workers());
   std::vector<Reactor*> reactors;
   for (unsigned i = 0; i < count; ++i) {
-    workers_.push_back(std::make_unique<Worker>());
+    workers_.push_back(std::make_unique<Worker>(config.io_uring));
     reactors.push_back(&workers_.back()->reactor);
   }
   shared_ = std::make_unique<session::Shared>(reactors);

@@ -46,8 +46,9 @@ class Runtime {
     bool in_epoll = false;  // in the worker's epoll set (touched on that worker's thread only)
   };
   struct Worker {
+    explicit Worker(bool batch_sends) : reactor(io, batch_sends) {}
     asio::io_context io{1};  // the handler queue and coroutine executor of one thread
-    Reactor reactor{io};     // that thread's event loop (runs io)
+    Reactor reactor;         // that thread's event loop (runs io)
     std::vector<std::unique_ptr<Accepting>> accepting;
     std::thread thread;
   };

@@ -67,5 +67,17 @@ def test_new_connection_per_transaction():
     run_capped("transaction", 5, 10, "-S", "-C")
 
 
+def test_one_send_per_write_without_io_uring():
+    # io_uring = 0: every write is a send(), as on a kernel without io_uring. The default
+    # (batched sends) is what every other test runs.
+    init_pgbench()
+    with harness.Pgwarden(pg(), default_pool_size=5, io_uring=0, admin_users="scram_user") as pw:
+        for args in (("-S",), ("-S", "-M", "extended"), ()):
+            tps = pgbench(pw, "-c", "20", "-j", "2", *args, seconds=3)
+            print(f"  io_uring = 0, {' '.join(args) or 'TPC-B'}: {tps:.0f} tps")
+        rows = harness.psql(pw.dsn(db="pgbouncer"), "SHOW CONFIG").stdout
+        assert any(line.startswith("io_uring|0") for line in rows.splitlines()), rows
+
+
 if __name__ == "__main__":
     harness.main(globals())

@@ -154,6 +154,7 @@ TEST(ConfigDefaultsTest, EmptyFileGivesPgBouncerDefaults) {
   EXPECT_EQ(c.tcp_keepintvl, 0);
   EXPECT_EQ(c.tcp_user_timeout, 0);
   EXPECT_EQ(c.workers, 0);
+  EXPECT_TRUE(c.io_uring);
   EXPECT_TRUE(c.databases.empty());
   EXPECT_TRUE(c.users.empty());
   EXPECT_TRUE(c.apps.empty());
@@ -399,6 +400,19 @@ TEST(ConfigPgbouncerTest, Workers) {
   expect_error("[pgbouncer]\nworkers = 1025", {"workers", "an integer from 0 to 1024"});
   expect_error("[pgbouncer]\nworkers = -1", {"workers", "an integer from 0 to 1024"});
   expect_error("[pgbouncer]\nworkers = auto", {"workers", "'auto'"});
+}
+
+TEST(ConfigPgbouncerTest, IoUring) {
+  EXPECT_TRUE(load_pgbouncer("io_uring = 1").io_uring);
+  EXPECT_FALSE(load_pgbouncer("io_uring = 0").io_uring);
+  EXPECT_FALSE(load_pgbouncer("io_uring = off").io_uring);
+  expect_error("[pgbouncer]\nio_uring = sometimes", {"io_uring", "a boolean"});
+  // The workers' loops are set up once.
+  EXPECT_FALSE(pgw::config::is_runtime_changeable("io_uring"));
+  bool shown = false;
+  for (const auto& [key, value] : pgw::config::show_config_rows(load_pgbouncer("io_uring = 0")))
+    if (key == "io_uring") shown = value == "0";
+  EXPECT_TRUE(shown);
 }
 
 TEST(ConfigPgbouncerTest, AcceptedPgBouncerKeysAreKeptForShowConfig) {

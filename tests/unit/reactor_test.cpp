@@ -347,6 +347,236 @@ TEST(ReactorTest, WorkerLoopHasNoAsioReactor) {
   ::close(b);
 }
 
+// ---- Batched sends (net/send_batch.hpp): the writes of a turn go out in one io_uring submission.
+
+// Fills the socket buffer of `fd` with direct sends (no loop is running) until it refuses more.
+std::size_t fill_socket(int fd) {
+  std::size_t total = 0;
+  const std::string chunk(65536, 'f');
+  for (;;) {
+    const auto n = ::send(fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n <= 0) return total;
+    total += static_cast<std::size_t>(n);
+  }
+}
+
+// Reads `fd` until `want` bytes have arrived (or the peer ends it, or 5 s pass).
+std::string read_exactly(int fd, std::size_t want) {
+  std::string got;
+  const auto deadline = Clock::now() + 5s;
+  char buffer[65536];
+  while (got.size() < want && Clock::now() < deadline) {
+    const auto n = ::recv(fd, buffer, std::min(sizeof buffer, want - got.size()), MSG_DONTWAIT);
+    if (n > 0) {
+      got.append(buffer, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  return got;
+}
+
+TEST(SendBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
+  Loop loop;
+  std::vector<std::pair<int, int>> pairs(3);
+  std::vector<std::unique_ptr<Connection>> conns;
+  for (auto& pair : pairs) {
+    pair = socket_pair();
+    conns.push_back(std::make_unique<Connection>());
+    conns.back()->open(loop.reactor, pair.first);
+  }
+  std::atomic<bool> done{false};
+  std::vector<pgw::net::IoResult> results;
+  asio::post(loop.io, [&] {
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      const std::string text = "reply " + std::to_string(i);
+      results.push_back(conns[i]->write_some(text.data(), text.size()));
+    }
+    // Written as far as the caller can tell, though nothing has reached the peers yet.
+    char probe = 0;
+    EXPECT_LT(::recv(pairs[0].second, &probe, 1, MSG_DONTWAIT), 0);
+    asio::post(loop.io, [&] { done = true; });  // the next turn: the batch has gone by then
+  });
+  EXPECT_TRUE(loop.run_until(done));
+  if (!loop.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    EXPECT_EQ(results[i].bytes, 7u);
+    EXPECT_FALSE(results[i].error);
+    EXPECT_EQ(read_exactly(pairs[i].second, 7), "reply " + std::to_string(i));
+  }
+  EXPECT_EQ(loop.reactor.send_counters().batched_writes, 3u);
+  EXPECT_EQ(loop.reactor.send_counters().submissions, 1u);
+  for (auto& pair : pairs) ::close(pair.second);
+}
+
+TEST(SendBatchTest, BytesOfOneConnectionKeepTheirOrder) {
+  Loop loop;
+  auto [a, b] = socket_pair();
+  auto [c, d] = socket_pair();
+  Connection first, second;
+  first.open(loop.reactor, a);
+  second.open(loop.reactor, c);
+  const std::string large(pgw::net::SendBatch::kMaxWrite + 1, 'L');  // bypasses the batch
+  std::atomic<bool> done{false};
+  asio::post(loop.io, [&] {
+    EXPECT_EQ(first.write_some("1", 1).bytes, 1u);
+    EXPECT_EQ(first.write_some("2", 1).bytes, 1u);  // appended to its entry
+    EXPECT_EQ(second.write_some("x", 1).bytes, 1u);
+    EXPECT_EQ(first.write_some("3", 1).bytes, 1u);  // behind another connection's entry
+    EXPECT_EQ(first.write_some(large.data(), large.size()).bytes, large.size());
+    EXPECT_EQ(first.write_some("4", 1).bytes, 1u);
+    done = true;
+  });
+  EXPECT_TRUE(loop.run_until(done));
+  EXPECT_EQ(read_exactly(b, 4 + large.size()), "123" + large + "4");
+  EXPECT_EQ(read_exactly(d, 1), "x");
+  ::close(b);
+  ::close(d);
+}
+
+// Writes like the relay: on every readiness event, as many 4 KiB pieces as write_some() takes.
+struct StreamingWriter final : pgw::net::ReadyHandler {
+  explicit StreamingWriter(const std::string& all) : data(all) {}
+  void on_ready(Connection& c) override {
+    while (at < data.size() && c.writable()) {
+      const auto n = std::min<std::size_t>(4096, data.size() - at);
+      const auto r = c.write_some(data.data() + at, n);
+      if (r.error && !r.would_block()) {
+        failed = true;
+        return;
+      }
+      at += r.bytes;
+      if (r.would_block()) ++refused;
+    }
+  }
+  const std::string& data;
+  std::size_t at = 0;
+  int refused = 0;
+  bool failed = false;
+};
+
+TEST(SendBatchTest, AFullSocketKeepsTheRestAndHoldsBackLaterWrites) {
+  Loop loop;
+  auto [a, b] = socket_pair();
+  Connection conn;
+  conn.open(loop.reactor, a);
+  // 4 MiB: far more than the socket and the batch hold, so batches go out mid-turn, sends come
+  // back short, and the writer is refused until epoll reports room.
+  std::string expected;
+  for (int i = 0; i < 1024; ++i) expected += std::string(4096, static_cast<char>('a' + i % 26));
+  StreamingWriter writer(expected);
+  asio::post(loop.io, [&] {
+    conn.set_handler(&writer);
+    writer.on_ready(conn);
+  });
+  std::atomic<bool> done{false};
+  std::string got;
+  std::thread reader([&, fd = b] {
+    got = read_exactly(fd, expected.size());
+    done = true;
+  });
+  EXPECT_TRUE(loop.run_until(done, 6000ms));
+  reader.join();
+  EXPECT_FALSE(writer.failed);
+  EXPECT_EQ(writer.at, expected.size());
+  EXPECT_GT(writer.refused, 0);  // back-pressure happened
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected);  // (not EXPECT_EQ: 4 MiB in a failure message)
+  ::close(b);
+}
+
+TEST(SendBatchTest, AFailedSendReachesTheHandlerAndTheNextWrite) {
+  Loop loop;
+  auto [a, b] = socket_pair();
+  Connection conn;
+  conn.open(loop.reactor, a);
+  CountingHandler handler;
+  std::atomic<bool> done{false};
+  handler.done = &done;
+  asio::post(loop.io, [&] {
+    conn.set_handler(&handler);
+    ::close(b);                                       // the peer is gone before the batch is sent
+    EXPECT_EQ(conn.write_some("lost", 4).bytes, 4u);  // queued: no error yet
+  });
+  EXPECT_TRUE(loop.run_until(done));  // the handler was called and read the end of stream
+  if (!loop.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
+  EXPECT_EQ(loop.reactor.send_counters().submissions, 1u);
+  EXPECT_TRUE(handler.eof);
+  const auto later = conn.write_some("more", 4);
+  EXPECT_EQ(later.error, std::error_code(EPIPE, std::system_category()));
+}
+
+TEST(SendBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
+  Loop loop;
+  auto [a, b] = socket_pair();
+  auto [c, d] = socket_pair();
+  Connection half, closed;
+  half.open(loop.reactor, a);
+  closed.open(loop.reactor, c);
+  std::atomic<bool> done{false};
+  asio::post(loop.io, [&] {
+    half.write_some("FATAL", 5);
+    half.shutdown_send();
+    closed.write_some("bye", 3);
+    closed.close();
+    done = true;
+  });
+  EXPECT_TRUE(loop.run_until(done));
+  EXPECT_EQ(read_exactly(b, 6), "FATAL");  // then the end of stream
+  EXPECT_EQ(read_exactly(d, 4), "bye");
+  ::close(b);
+  ::close(d);
+}
+
+TEST(SendBatchTest, UnsentBytesMoveWithTheConnection) {
+  Loop first, second;
+  auto [a, b] = socket_pair();
+  Connection conn;
+  conn.open(first.reactor, a);
+  const std::size_t filler = fill_socket(a);  // no loop runs: a direct send
+  ASSERT_GT(filler, 0u);
+  std::atomic<bool> done{false};
+  asio::post(first.io, [&] {
+    EXPECT_EQ(conn.write_some("tail", 4).bytes, 4u);  // queued: the socket is full
+    done = true;
+  });
+  EXPECT_TRUE(first.run_until(done));
+  if (!first.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
+  EXPECT_FALSE(conn.writable());  // "tail" waits in the connection
+  EXPECT_TRUE(conn.write_some("x", 1).would_block());
+  conn.detach();
+  conn.attach(second.reactor);
+  std::string got;
+  std::thread reader([&, fd = b] { got = read_exactly(fd, filler + 4); });
+  std::atomic<bool> never{false};
+  second.run_until(never, 500ms);  // EPOLLOUT on the new loop sends the tail
+  reader.join();
+  ASSERT_EQ(got.size(), filler + 4);
+  EXPECT_EQ(got.substr(filler), "tail");
+  EXPECT_TRUE(conn.writable());
+  ::close(b);
+}
+
+TEST(SendBatchTest, WithoutBatchingEveryWriteIsASend) {
+  asio::io_context io{1};
+  Reactor reactor{io, /*batch_sends=*/false};
+  auto [a, b] = socket_pair();
+  Connection conn;
+  conn.open(reactor, a);
+  asio::post(io, [&] {
+    EXPECT_EQ(conn.write_some("now", 3).bytes, 3u);
+    char got[4] = {};
+    EXPECT_EQ(::recv(b, got, sizeof got, MSG_DONTWAIT), 3);  // already there
+    reactor.stop();
+  });
+  reactor.run();
+  EXPECT_FALSE(reactor.batches_sends());
+  EXPECT_EQ(reactor.send_counters().batched_writes, 0u);
+  ::close(b);
+}
+
 // A listening socket watched by two loops, the way every worker watches the listeners.
 struct AcceptRecorder final : pgw::net::AcceptHandler {
   AcceptRecorder(pgw::net::Listener& l, Reactor& r, std::mutex& m, std::vector<int>& out)
