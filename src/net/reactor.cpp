@@ -144,10 +144,19 @@ bool Reactor::queue_write(Connection& connection, const void* data, std::size_t 
 
 void Reactor::send_batch() {
   if (!batch_ || batch_->empty()) return;
+  auto entries = batch_->entries();
+  if (entries.size() == 1) {
+    // Nothing to batch (one client, or a quiet moment): a send() costs less than a submission.
+    if (Connection* connection = entries[0].connection) {
+      connection->push_waiting();
+      if (connection->send_error_ != 0) send_failed_.push_back(connection);
+    }
+    batch_->clear();
+    return;
+  }
   int error = 0;
   const auto results = batch_->send_all(error);
   ++send_counters_.submissions;
-  const auto entries = batch_->entries();
   for (std::size_t slot = 0; slot < entries.size(); ++slot) {
     Connection* connection = entries[slot].connection;
     if (connection == nullptr) continue;

@@ -487,26 +487,65 @@ TEST(SendBatchTest, AFullSocketKeepsTheRestAndHoldsBackLaterWrites) {
   ::close(b);
 }
 
-TEST(SendBatchTest, AFailedSendReachesTheHandlerAndTheNextWrite) {
+// A turn with one queued write sends it with send(); with more, one io_uring submission.
+class FailedSendTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(FailedSendTest, AFailedSendReachesTheHandlerAndTheNextWrite) {
+  const int count = GetParam();
   Loop loop;
-  auto [a, b] = socket_pair();
-  Connection conn;
-  conn.open(loop.reactor, a);
-  CountingHandler handler;
+  std::vector<std::unique_ptr<Connection>> conns;
+  std::vector<std::unique_ptr<CountingHandler>> handlers;
+  std::vector<int> peers;
   std::atomic<bool> done{false};
-  handler.done = &done;
+  std::atomic<bool> one_ended{false};  // each CountingHandler's own flag (unused)
+  std::atomic<int> ended{0};
+  for (int i = 0; i < count; ++i) {
+    auto [a, b] = socket_pair();
+    peers.push_back(b);
+    conns.push_back(std::make_unique<Connection>());
+    conns.back()->open(loop.reactor, a);
+    handlers.push_back(std::make_unique<CountingHandler>());
+    handlers.back()->done = &one_ended;
+  }
+  struct EndCounter final : pgw::net::ReadyHandler {
+    CountingHandler* inner;
+    std::atomic<int>* ended;
+    std::atomic<bool>* done;
+    int count;
+    bool counted = false;
+    void on_ready(Connection& c) override {
+      inner->on_ready(c);
+      if (inner->eof && !counted) {
+        counted = true;
+        if (++*ended == count) *done = true;
+      }
+    }
+  };
+  std::vector<EndCounter> counters(static_cast<std::size_t>(count));
   asio::post(loop.io, [&] {
-    conn.set_handler(&handler);
-    ::close(b);                                       // the peer is gone before the batch is sent
-    EXPECT_EQ(conn.write_some("lost", 4).bytes, 4u);  // queued: no error yet
+    for (int i = 0; i < count; ++i) {
+      auto& counter = counters[static_cast<std::size_t>(i)];
+      counter.inner = handlers[static_cast<std::size_t>(i)].get();
+      counter.ended = &ended;
+      counter.done = &done;
+      counter.count = count;
+      conns[static_cast<std::size_t>(i)]->set_handler(&counter);
+      ::close(peers[static_cast<std::size_t>(i)]);  // the peer is gone before the batch is sent
+      // Queued: no error yet.
+      EXPECT_EQ(conns[static_cast<std::size_t>(i)]->write_some("lost", 4).bytes, 4u);
+    }
   });
-  EXPECT_TRUE(loop.run_until(done));  // the handler was called and read the end of stream
+  EXPECT_TRUE(loop.run_until(done));  // every handler was called and read the end of stream
   if (!loop.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
-  EXPECT_EQ(loop.reactor.send_counters().submissions, 1u);
-  EXPECT_TRUE(handler.eof);
-  const auto later = conn.write_some("more", 4);
-  EXPECT_EQ(later.error, std::error_code(EPIPE, std::system_category()));
+  EXPECT_EQ(loop.reactor.send_counters().batched_writes, static_cast<std::uint64_t>(count));
+  EXPECT_EQ(loop.reactor.send_counters().submissions, count > 1 ? 1u : 0u);
+  for (auto& conn : conns) {
+    const auto later = conn->write_some("more", 4);
+    EXPECT_EQ(later.error, std::error_code(EPIPE, std::system_category()));
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(OneAndMany, FailedSendTest, ::testing::Values(1, 2));
 
 TEST(SendBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
   Loop loop;
