@@ -117,10 +117,15 @@ void Reactor::remove(Connection& connection, bool closing) {
   }
   std::replace(send_failed_.begin(), send_failed_.end(), &connection,
                static_cast<Connection*>(nullptr));
+  if (connection.read_slot_ >= 0) {
+    ahead_[static_cast<std::size_t>(connection.read_slot_)].connection = nullptr;
+    connection.read_slot_ = -1;
+  }
 }
 
 bool Reactor::queue_write(Connection& connection, const void* data, std::size_t size) {
-  if (!batch_ || current_reactor != this || size > SendBatch::kMaxWrite) return false;
+  if (!batch_ || batch_->failure() != 0 || current_reactor != this || size > IoBatch::kMaxWrite)
+    return false;
   const bool append = connection.batch_slot_ >= 0 && batch_->is_last(connection.batch_slot_);
   if (connection.batch_slot_ >= 0 && !append) {
     // Queued earlier in this turn, with other connections' writes behind it: a second entry
@@ -130,7 +135,8 @@ bool Reactor::queue_write(Connection& connection, const void* data, std::size_t 
   if (!batch_->has_room(size, append)) {
     send_batch();  // a full batch goes out now; failures are told at the end of the turn
     // If this connection's own earlier bytes did not all go, write_some() sees it.
-    if (!batch_ || connection.unsent_ || connection.send_error_ != 0) return false;
+    if (batch_->failure() != 0 || connection.has_unsent() || connection.send_error_ != 0)
+      return false;
     return queue_write(connection, data, size);
   }
   if (append) {
@@ -138,7 +144,7 @@ bool Reactor::queue_write(Connection& connection, const void* data, std::size_t 
   } else {
     connection.batch_slot_ = batch_->add(connection, data, size);
   }
-  ++send_counters_.batched_writes;
+  ++batch_counters_.batched_writes;
   return true;
 }
 
@@ -154,14 +160,13 @@ void Reactor::send_batch() {
     batch_->clear();
     return;
   }
-  int error = 0;
-  const auto results = batch_->send_all(error);
-  ++send_counters_.submissions;
+  const auto results = batch_->send_all();
+  ++batch_counters_.write_submissions;
   for (std::size_t slot = 0; slot < entries.size(); ++slot) {
     Connection* connection = entries[slot].connection;
     if (connection == nullptr) continue;
     connection->batch_slot_ = -1;
-    const auto bytes = batch_->bytes(static_cast<std::int32_t>(slot));
+    const auto bytes = batch_->bytes(static_cast<std::int16_t>(slot));
     const int result = results[slot];
     const bool told = result >= 0
                           ? connection->batch_sent(bytes, static_cast<std::size_t>(result), 0)
@@ -169,12 +174,81 @@ void Reactor::send_batch() {
     if (!told) send_failed_.push_back(connection);
   }
   batch_->clear();
-  if (error != 0) {
-    // io_uring itself failed (not a send): stop using it rather than fail again each turn.
-    spdlog::error("io_uring submission failed ({}): worker sends with send() from now on",
-                  std::strerror(error));
-    batch_.reset();
+}
+
+void Reactor::read_ahead(int begin, int end) {
+  ahead_count_ = 0;
+  if (!batch_ || batch_->failure() != 0) return;
+  std::array<int, IoBatch::kReadAhead> fds;
+  for (int i = begin; i < end; ++i) {
+    const epoll_event& ev = events_->events[i];
+    if (ev.data.ptr == nullptr || ev.data.ptr == &wake_marker || ev.data.ptr == &timer_marker ||
+        (ev.data.u64 & kListenTag) != 0) {
+      continue;
+    }
+    auto* connection = static_cast<Connection*>(ev.data.ptr);
+    // Only the data path's sockets (coroutines read with their own buffers and timing), only
+    // on news of data, and not where bytes from before still wait (already readable, or kept
+    // unread): those must be read first, in order.
+    if (connection->handler_ == nullptr || connection->readable_ || connection->has_unread() ||
+        (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) == 0) {
+      continue;
+    }
+    ahead_[ahead_count_] = {connection, 0, 0};
+    fds[ahead_count_++] = connection->fd_;
   }
+  if (ahead_count_ < 2) {
+    // A single read gains nothing from a submission: its handler's recv() costs less.
+    ahead_count_ = 0;
+    return;
+  }
+  const auto results = batch_->receive_all({fds.data(), ahead_count_});
+  ++batch_counters_.read_submissions;
+  for (std::size_t slot = 0; slot < ahead_count_; ++slot) {
+    ReadAhead& ahead = ahead_[slot];
+    ahead.result = results[slot];
+    if (ahead.result == IoBatch::kNotRead) {
+      ahead.connection = nullptr;  // never read: its handler reads the socket itself
+      continue;
+    }
+    ahead.connection->read_slot_ = static_cast<std::int16_t>(slot);
+    ++batch_counters_.reads_ahead;
+  }
+}
+
+void Reactor::keep_unread() {
+  for (std::size_t slot = 0; slot < ahead_count_; ++slot) {
+    if (Connection* connection = ahead_[slot].connection) connection->keep_read_ahead();
+  }
+  ahead_count_ = 0;
+}
+
+IoResult Reactor::take_read_ahead(Connection& connection, void* data, std::size_t size) {
+  ReadAhead& ahead = ahead_[static_cast<std::size_t>(connection.read_slot_)];
+  IoResult result;
+  if (ahead.result > 0) {
+    const std::size_t have = static_cast<std::size_t>(ahead.result) - ahead.taken;
+    result.bytes = std::min(size, have);
+    std::memcpy(data,
+                batch_->read_slot(static_cast<std::size_t>(connection.read_slot_)) + ahead.taken,
+                result.bytes);
+    ahead.taken += static_cast<std::uint32_t>(result.bytes);
+    if (result.bytes < have) return result;
+    // All taken. A read that did not fill its slot found the socket's queue empty, as a short
+    // recv() does (new data brings a new edge); a full one may have left more behind.
+    if (static_cast<std::size_t>(ahead.result) < IoBatch::kReadSlot && !connection.peer_closed_)
+      connection.readable_ = false;
+  } else if (ahead.result == 0) {
+    // End of stream: readable_ stays set, and the next read (a recv()) says so again.
+  } else if (ahead.result == -EAGAIN || ahead.result == -EWOULDBLOCK) {
+    connection.readable_ = false;
+    result.error = std::make_error_code(std::errc::operation_would_block);
+  } else {
+    result.error = {-ahead.result, std::system_category()};
+  }
+  ahead.connection = nullptr;
+  connection.read_slot_ = -1;
+  return result;
 }
 
 void Reactor::flush_sends() {
@@ -247,8 +321,8 @@ void Reactor::run() {
   if (want_batch_ && !batch_) {
     // Set up here, on the loop's own thread: the ring is bound to the thread that submits.
     std::string why;
-    batch_ = SendBatch::open(why);
-    if (!batch_) spdlog::warn("io_uring unavailable ({}): this worker sends with send()", why);
+    batch_ = IoBatch::open(why);
+    if (!batch_) spdlog::warn("io_uring unavailable ({}): this worker uses send() and recv()", why);
   }
   struct FlushAtExit {
     Reactor& reactor;
@@ -283,26 +357,41 @@ void Reactor::run() {
     batch_size_ = n;
     activity_.set("handling socket events (data path)");
     for (batch_next_ = 0; batch_next_ < batch_size_;) {
-      const epoll_event ev = events_->events[batch_next_++];
-      if (ev.data.ptr == nullptr) continue;  // closed by an earlier event of this batch
-      if (ev.data.ptr == &wake_marker || ev.data.ptr == &timer_marker) {
-        std::uint64_t count = 0;
-        const int fd = ev.data.ptr == &wake_marker ? wake_fd_ : timer_fd_;
-        [[maybe_unused]] const auto r = ::read(fd, &count, sizeof count);
-        if (fd == timer_fd_) timer_fd_deadline_ = Clock::time_point::max();  // it has fired
-        continue;
+      // The reads of the next chunk of events in one submission, then their handlers.
+      const int chunk_end =
+          std::min(batch_size_, batch_next_ + static_cast<int>(IoBatch::kReadAhead));
+      read_ahead(batch_next_, chunk_end);
+      while (batch_next_ < chunk_end) {
+        const epoll_event ev = events_->events[batch_next_++];
+        if (ev.data.ptr == nullptr) continue;  // closed by an earlier event of this batch
+        if (ev.data.ptr == &wake_marker || ev.data.ptr == &timer_marker) {
+          std::uint64_t count = 0;
+          const int fd = ev.data.ptr == &wake_marker ? wake_fd_ : timer_fd_;
+          [[maybe_unused]] const auto r = ::read(fd, &count, sizeof count);
+          if (fd == timer_fd_) timer_fd_deadline_ = Clock::time_point::max();  // it has fired
+          continue;
+        }
+        if (ev.data.u64 & kListenTag) {
+          reinterpret_cast<ListenWatch*>(ev.data.u64 & ~kListenTag)->handler->on_acceptable();
+          continue;
+        }
+        static_cast<Connection*>(ev.data.ptr)->on_events(ev.events);
       }
-      if (ev.data.u64 & kListenTag) {
-        reinterpret_cast<ListenWatch*>(ev.data.u64 & ~kListenTag)->handler->on_acceptable();
-        continue;
-      }
-      static_cast<Connection*>(ev.data.ptr)->on_events(ev.events);
+      keep_unread();
     }
     batch_size_ = batch_next_ = 0;
     // The replies and queries of this batch of events go out together now, not after the next
     // turn's timers and posted handlers.
     activity_.set("sending the turn's writes");
     flush_sends();
+    if (batch_ && batch_->failure() != 0) {
+      // io_uring itself failed (not a send or a read): stop using it rather than fail again
+      // each turn. Nothing of it is in use now (the read slots are kept, the writes sent).
+      spdlog::error(
+          "io_uring submission failed ({}): this worker uses send() and recv() from now on",
+          std::strerror(batch_->failure()));
+      batch_.reset();
+    }
   }
 }
 
@@ -339,17 +428,18 @@ void Connection::open(Reactor& reactor, int fd, bool connecting) {
 void Connection::attach(Reactor& reactor) {
   reactor_ = &reactor;
   // Registration reports the current state as a first event: until it arrives, assume the
-  // socket can take writes (unless bytes from before a move still wait) and has nothing to read.
-  readable_ = false;
-  writable_ = !unsent_;
+  // socket can take writes and has nothing to read, unless bytes from before a move still wait.
+  readable_ = has_unread();
+  writable_ = !has_unsent();
   peer_closed_ = false;
   reactor.add(*this);
 }
 
 void Connection::detach() {
-  // Bytes still queued in this reactor's batch go out now; what the socket cannot take
-  // (unsent_) moves with the connection.
+  // Bytes still queued in this reactor's batch go out now, and what the socket cannot take, or
+  // what was read ahead and not taken, moves with the connection (the spill).
   push_waiting();
+  keep_read_ahead();
   if (reactor_ && fd_ >= 0) reactor_->remove(*this);
   reactor_ = nullptr;
   handler_ = nullptr;
@@ -362,7 +452,7 @@ void Connection::on_events(std::uint32_t events) {
   // The peer has closed: its end of stream may sit behind data that arrived in this same
   // edge, and no further edge will come for it.
   if (broken || (events & EPOLLRDHUP)) peer_closed_ = true;
-  if (broken || (events & EPOLLOUT)) writable_ = !unsent_ || push_waiting();
+  if (broken || (events & EPOLLOUT)) writable_ = !has_unsent() || push_waiting();
   if (handler_) {
     handler_->on_ready(*this);
     return;
@@ -371,8 +461,38 @@ void Connection::on_events(std::uint32_t events) {
   if (writable_) write_wait_.complete({});
 }
 
+void Connection::keep_read_ahead() {
+  if (read_slot_ < 0) return;
+  const auto slot = static_cast<std::size_t>(read_slot_);
+  const auto& ahead = reactor_->ahead_[slot];
+  if (ahead.result > 0 && ahead.taken < static_cast<std::uint32_t>(ahead.result)) {
+    if (!spill_) spill_ = std::make_unique<Spill>();
+    const std::byte* bytes = reactor_->batch_->read_slot(slot);
+    spill_->unread.insert(spill_->unread.end(), bytes + ahead.taken, bytes + ahead.result);
+  }
+  // A result not taken that was the end of stream or an error shows again in the next recv()
+  // (an error as the end of stream): readable_ is still set from the event.
+  reactor_->ahead_[slot].connection = nullptr;
+  read_slot_ = -1;
+}
+
 IoResult Connection::read_some(void* data, std::size_t size) {
+  if (read_slot_ >= 0) return reactor_->take_read_ahead(*this, data, size);
   IoResult result;
+  if (has_unread()) {
+    // Read ahead in an earlier turn and not taken then; readable_ stays set, so the read after
+    // these bytes asks the socket.
+    const std::size_t have = spill_->unread.size() - spill_->unread_at;
+    result.bytes = std::min(size, have);
+    std::memcpy(data, spill_->unread.data() + spill_->unread_at, result.bytes);
+    spill_->unread_at += result.bytes;
+    if (spill_->unread_at == spill_->unread.size()) {
+      spill_->unread.clear();
+      spill_->unread_at = 0;
+      drop_empty_spill();
+    }
+    return result;
+  }
   for (;;) {
     const ssize_t n = ::recv(fd_, data, size, 0);
     if (n > 0) {
@@ -399,8 +519,8 @@ bool Connection::batch_sent(std::span<const std::byte> bytes, std::size_t sent, 
   if (error == 0 || error == EAGAIN || error == EWOULDBLOCK) {
     // The socket's buffer is full: the rest waits here, and nothing more is taken until it
     // has gone (EPOLLOUT brings it).
-    unsent_ = std::make_unique<std::vector<std::byte>>(bytes.begin() + static_cast<long>(sent),
-                                                       bytes.end());
+    if (!spill_) spill_ = std::make_unique<Spill>();
+    spill_->unsent.assign(bytes.begin() + static_cast<long>(sent), bytes.end());
     writable_ = false;
     return true;
   }
@@ -417,20 +537,20 @@ bool Connection::push_waiting() {
     batch_slot_ = -1;
     const auto sent = send_now(bytes.data(), bytes.size());
     const bool ok = !sent.error || sent.would_block();
-    // No unsent_ here: a connection with bytes in unsent_ takes no new writes.
+    // Nothing is unsent here: a connection with unsent bytes takes no new writes.
     batch_sent(bytes, sent.bytes, ok ? 0 : sent.error.value());
-  } else if (unsent_) {
-    const auto sent = send_now(unsent_->data(), unsent_->size());
+  } else if (has_unsent()) {
+    auto& unsent = spill_->unsent;
+    const auto sent = send_now(unsent.data(), unsent.size());
     if (sent.error && !sent.would_block()) {
       send_error_ = sent.error.value();
-      unsent_.reset();
-    } else if (sent.bytes == unsent_->size()) {
-      unsent_.reset();
+      unsent.clear();
     } else {
-      unsent_->erase(unsent_->begin(), unsent_->begin() + static_cast<long>(sent.bytes));
+      unsent.erase(unsent.begin(), unsent.begin() + static_cast<long>(sent.bytes));
     }
+    drop_empty_spill();
   }
-  if (unsent_) return false;
+  if (has_unsent()) return false;
   if (shutdown_after_unsent_) {
     shutdown_after_unsent_ = false;
     ::shutdown(fd_, SHUT_WR);
@@ -440,7 +560,7 @@ bool Connection::push_waiting() {
 
 IoResult Connection::write_some(const void* data, std::size_t size) {
   if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
-  if (unsent_ || shutdown_after_unsent_) {
+  if (has_unsent() || shutdown_after_unsent_) {
     writable_ = false;  // earlier bytes first
     return {0, std::make_error_code(std::errc::operation_would_block)};
   }
@@ -491,7 +611,7 @@ void Connection::close() {
   // What was written before the close goes out if the socket takes it, as it would have had
   // it been sent at once.
   push_waiting();
-  unsent_.reset();
+  spill_.reset();  // unread bytes go with the socket, as a close discards its receive queue
   shutdown_after_unsent_ = false;
   send_error_ = 0;
   if (reactor_) reactor_->remove(*this, /*closing=*/true);

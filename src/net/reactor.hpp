@@ -17,12 +17,17 @@
 //  * coroutines (login, authentication, console, internal queries) co_await readable() /
 //    writable() / read_some() / write_all(), whose completions are posted to the io_context.
 //
-// Writes made on the loop's thread are queued and sent together once per turn (SendBatch, one
-// io_uring_enter for all of them) instead of one send() each: to the caller a queued write is
-// done, as a send() into the socket buffer is. The bytes of one connection keep their order;
-// if the socket cannot take all of them, the rest waits in the connection and it stops being
-// writable until epoll says it has room, so back-pressure works as with send(). Where io_uring
-// is not available (or `io_uring = 0`), every write is a send().
+// System calls are batched through io_uring (IoBatch), see docs/ARCHITECTURE.md:
+//  * Writes made on the loop's thread are queued and sent together once per turn (one
+//    io_uring_enter for all of them) instead of one send() each: to the caller a queued write
+//    is done, as a send() into the socket buffer is. The bytes of one connection keep their
+//    order; if the socket cannot take all of them, the rest waits in the connection and it
+//    stops being writable until epoll says it has room, so back-pressure works as with send().
+//  * The reads of a batch of readiness events (hot-path connections, two or more) are done in
+//    one submission before the handlers run; read_some() then takes the bytes from the read
+//    slot, and what the handler leaves is kept in the connection, in order, for its next read.
+// Where io_uring is not available (or `io_uring = 0`), every write is a send() and every read
+// a recv().
 //
 // Everything about a Connection, Timer or Event happens on its reactor's thread; only post(),
 // wake() and stop() may be called from other threads.
@@ -31,6 +36,7 @@
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -44,7 +50,7 @@
 #include <utility>
 #include <vector>
 
-#include "net/send_batch.hpp"
+#include "net/io_batch.hpp"
 #include "util/activity.hpp"
 
 namespace pgw::net {
@@ -301,16 +307,25 @@ class Connection {
         token);
   }
   void on_events(std::uint32_t events);
-  // Sends what waits for this connection in its reactor's batch and in unsent_ with send(),
-  // now; true if nothing is left waiting (what the socket could not take stays in unsent_).
+  // Sends what waits for this connection in its reactor's batch and in the spill with send(),
+  // now; true if nothing is left waiting (what the socket could not take stays in the spill).
   bool push_waiting();
+  bool has_unsent() const { return spill_ && !spill_->unsent.empty(); }
+  bool has_unread() const { return spill_ && spill_->unread_at < spill_->unread.size(); }
+  // Keeps the bytes of this connection's read slot that its reader has not taken (the end of a
+  // dispatch batch, or a move to another worker) in the spill.
+  void keep_read_ahead();
+  void drop_empty_spill() {
+    if (spill_ && spill_->unsent.empty() && spill_->unread.empty()) spill_.reset();
+  }
   // The outcome of this connection's entry in a batch that was just sent: `sent` bytes of
   // `bytes`, or `error` (an errno). False if the handler must be told (a failed send).
   bool batch_sent(std::span<const std::byte> bytes, std::size_t sent, int error);
   IoResult send_now(const void* data, std::size_t size);
 
   int fd_ = -1;
-  std::int32_t batch_slot_ = -1;  // this connection's entry in its reactor's SendBatch
+  std::int16_t batch_slot_ = -1;  // this connection's write entry in its reactor's IoBatch
+  std::int16_t read_slot_ = -1;   // its read slot in the current batch of events
   Reactor* reactor_ = nullptr;
   ReadyHandler* handler_ = nullptr;
   bool readable_ = false;
@@ -318,9 +333,17 @@ class Connection {
   bool peer_closed_ = false;  // EPOLLRDHUP/HUP/ERR seen: a short read no longer means empty
   bool shutdown_after_unsent_ = false;  // shutdown_send() came while bytes were still waiting
   int send_error_ = 0;                  // errno of a queued write that failed
-  // Queued bytes the socket could not take when the batch went out (rare: a full socket
-  // buffer); sent first when epoll says there is room. Moves with the connection.
-  std::unique_ptr<std::vector<std::byte>> unsent_;
+  // Bytes between the batches and the socket (rare; allocated only then, and moved with the
+  // connection between workers):
+  struct Spill {
+    // Queued bytes the socket could not take when the batch went out (a full socket buffer);
+    // sent first when epoll says there is room.
+    std::vector<std::byte> unsent;
+    // Bytes read ahead that the reader did not take in its turn (back-pressure); read first.
+    std::vector<std::byte> unread;
+    std::size_t unread_at = 0;
+  };
+  std::unique_ptr<Spill> spill_;
   PendingWait read_wait_;
   PendingWait write_wait_;
 };
@@ -328,7 +351,8 @@ class Connection {
 class Reactor {
  public:
   // `batch_sends`: queue the writes made on the loop's thread and send them once per turn with
-  // io_uring (see SendBatch); if the kernel refuses io_uring the loop uses send() and logs why.
+  // io_uring, and read a batch of events' sockets in one submission (see IoBatch); if the
+  // kernel refuses io_uring the loop uses send() and recv() and logs why.
   explicit Reactor(asio::io_context& io, bool batch_sends = true);
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
@@ -363,15 +387,17 @@ class Reactor {
   // What the loop is doing now (its phase, or an activity::Scope inside it), for the report.
   const char* activity() const { return activity_.get(); }
 
-  // Writes sent through the batch, and the io_uring submissions that carried them (loop
-  // thread; tests read them after run()).
-  struct SendCounters {
+  // Writes sent through the batch and reads done ahead, and the io_uring submissions that
+  // carried them (loop thread; tests read them after run()).
+  struct BatchCounters {
     std::uint64_t batched_writes = 0;
-    std::uint64_t submissions = 0;
+    std::uint64_t write_submissions = 0;
+    std::uint64_t reads_ahead = 0;
+    std::uint64_t read_submissions = 0;
   };
-  const SendCounters& send_counters() const { return send_counters_; }
-  // Whether writes are batched (after run() has started: io_uring may have been refused).
-  bool batches_sends() const { return batch_ != nullptr; }
+  const BatchCounters& batch_counters() const { return batch_counters_; }
+  // Whether system calls are batched (after run() has started: io_uring may have been refused).
+  bool batches_io() const { return batch_ != nullptr; }
 
  private:
   friend class Connection;
@@ -390,6 +416,13 @@ class Reactor {
   bool queue_write(Connection& connection, const void* data, std::size_t size);
   // Sends the batch; connections whose send failed are noted in send_failed_.
   void send_batch();
+  // Reads ahead, in one submission, for the hot-path connections among events [begin, end)
+  // that epoll reports readable.
+  void read_ahead(int begin, int end);
+  // The end of a chunk of events: read slots their readers left are kept in the connections.
+  void keep_unread();
+  // read_some() for a connection with a read slot.
+  IoResult take_read_ahead(Connection& connection, void* data, std::size_t size);
   // Sends the batch and tells the handlers of failed sends, until nothing is queued.
   void flush_sends();
 
@@ -421,9 +454,18 @@ class Reactor {
   int batch_next_ = 0;
   // Writes of this turn (null: every write is a send()). Set up in run(), on the loop's thread.
   bool want_batch_;
-  std::unique_ptr<SendBatch> batch_;
+  std::unique_ptr<IoBatch> batch_;
   std::vector<Connection*> send_failed_;  // told after the batch (a close blanks its entry)
-  SendCounters send_counters_;
+  // The read slots of the current chunk of events: whose they are, the read's result, and how
+  // much of it the reader has taken.
+  struct ReadAhead {
+    Connection* connection = nullptr;  // null once taken, or if the connection closed
+    int result = 0;
+    std::uint32_t taken = 0;
+  };
+  std::array<ReadAhead, IoBatch::kReadAhead> ahead_{};
+  std::size_t ahead_count_ = 0;
+  BatchCounters batch_counters_;
 };
 
 }  // namespace pgw::net

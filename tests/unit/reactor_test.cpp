@@ -347,7 +347,7 @@ TEST(ReactorTest, WorkerLoopHasNoAsioReactor) {
   ::close(b);
 }
 
-// ---- Batched sends (net/send_batch.hpp): the writes of a turn go out in one io_uring submission.
+// ---- Batched sends (net/io_batch.hpp): the writes of a turn go out in one io_uring submission.
 
 // Fills the socket buffer of `fd` with direct sends (no loop is running) until it refuses more.
 std::size_t fill_socket(int fd) {
@@ -378,7 +378,7 @@ std::string read_exactly(int fd, std::size_t want) {
   return got;
 }
 
-TEST(SendBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
+TEST(IoBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
   Loop loop;
   std::vector<std::pair<int, int>> pairs(3);
   std::vector<std::unique_ptr<Connection>> conns;
@@ -400,25 +400,25 @@ TEST(SendBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
     asio::post(loop.io, [&] { done = true; });  // the next turn: the batch has gone by then
   });
   EXPECT_TRUE(loop.run_until(done));
-  if (!loop.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
+  if (!loop.reactor.batches_io()) GTEST_SKIP() << "io_uring is not available here";
   for (std::size_t i = 0; i < conns.size(); ++i) {
     EXPECT_EQ(results[i].bytes, 7u);
     EXPECT_FALSE(results[i].error);
     EXPECT_EQ(read_exactly(pairs[i].second, 7), "reply " + std::to_string(i));
   }
-  EXPECT_EQ(loop.reactor.send_counters().batched_writes, 3u);
-  EXPECT_EQ(loop.reactor.send_counters().submissions, 1u);
+  EXPECT_EQ(loop.reactor.batch_counters().batched_writes, 3u);
+  EXPECT_EQ(loop.reactor.batch_counters().write_submissions, 1u);
   for (auto& pair : pairs) ::close(pair.second);
 }
 
-TEST(SendBatchTest, BytesOfOneConnectionKeepTheirOrder) {
+TEST(IoBatchTest, BytesOfOneConnectionKeepTheirOrder) {
   Loop loop;
   auto [a, b] = socket_pair();
   auto [c, d] = socket_pair();
   Connection first, second;
   first.open(loop.reactor, a);
   second.open(loop.reactor, c);
-  const std::string large(pgw::net::SendBatch::kMaxWrite + 1, 'L');  // bypasses the batch
+  const std::string large(pgw::net::IoBatch::kMaxWrite + 1, 'L');  // bypasses the batch
   std::atomic<bool> done{false};
   asio::post(loop.io, [&] {
     EXPECT_EQ(first.write_some("1", 1).bytes, 1u);
@@ -457,7 +457,7 @@ struct StreamingWriter final : pgw::net::ReadyHandler {
   bool failed = false;
 };
 
-TEST(SendBatchTest, AFullSocketKeepsTheRestAndHoldsBackLaterWrites) {
+TEST(IoBatchTest, AFullSocketKeepsTheRestAndHoldsBackLaterWrites) {
   Loop loop;
   auto [a, b] = socket_pair();
   Connection conn;
@@ -536,9 +536,9 @@ TEST_P(FailedSendTest, AFailedSendReachesTheHandlerAndTheNextWrite) {
     }
   });
   EXPECT_TRUE(loop.run_until(done));  // every handler was called and read the end of stream
-  if (!loop.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
-  EXPECT_EQ(loop.reactor.send_counters().batched_writes, static_cast<std::uint64_t>(count));
-  EXPECT_EQ(loop.reactor.send_counters().submissions, count > 1 ? 1u : 0u);
+  if (!loop.reactor.batches_io()) GTEST_SKIP() << "io_uring is not available here";
+  EXPECT_EQ(loop.reactor.batch_counters().batched_writes, static_cast<std::uint64_t>(count));
+  EXPECT_EQ(loop.reactor.batch_counters().write_submissions, count > 1 ? 1u : 0u);
   for (auto& conn : conns) {
     const auto later = conn->write_some("more", 4);
     EXPECT_EQ(later.error, std::error_code(EPIPE, std::system_category()));
@@ -547,7 +547,7 @@ TEST_P(FailedSendTest, AFailedSendReachesTheHandlerAndTheNextWrite) {
 
 INSTANTIATE_TEST_SUITE_P(OneAndMany, FailedSendTest, ::testing::Values(1, 2));
 
-TEST(SendBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
+TEST(IoBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
   Loop loop;
   auto [a, b] = socket_pair();
   auto [c, d] = socket_pair();
@@ -569,7 +569,7 @@ TEST(SendBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
   ::close(d);
 }
 
-TEST(SendBatchTest, UnsentBytesMoveWithTheConnection) {
+TEST(IoBatchTest, UnsentBytesMoveWithTheConnection) {
   Loop first, second;
   auto [a, b] = socket_pair();
   Connection conn;
@@ -582,7 +582,7 @@ TEST(SendBatchTest, UnsentBytesMoveWithTheConnection) {
     done = true;
   });
   EXPECT_TRUE(first.run_until(done));
-  if (!first.reactor.batches_sends()) GTEST_SKIP() << "io_uring is not available here";
+  if (!first.reactor.batches_io()) GTEST_SKIP() << "io_uring is not available here";
   EXPECT_FALSE(conn.writable());  // "tail" waits in the connection
   EXPECT_TRUE(conn.write_some("x", 1).would_block());
   conn.detach();
@@ -598,7 +598,169 @@ TEST(SendBatchTest, UnsentBytesMoveWithTheConnection) {
   ::close(b);
 }
 
-TEST(SendBatchTest, WithoutBatchingEveryWriteIsASend) {
+// ---- Reads ahead: the reads of a batch of events in one submission.
+
+// Reads at most `budget` bytes per readiness event, one byte at a time: a reader under
+// back-pressure, which leaves bytes behind.
+struct ThriftyReader final : pgw::net::ReadyHandler {
+  void on_ready(Connection& c) override {
+    for (std::size_t i = 0; i < budget && c.readable(); ++i) {
+      char byte = 0;
+      const auto r = c.read_some(&byte, 1);
+      if (r.would_block()) break;
+      if (r.error || r.bytes == 0) {
+        eof = true;
+        break;
+      }
+      got += byte;
+    }
+    if (done && got.size() >= want) *done = true;
+  }
+  std::size_t budget = 1000;
+  std::size_t want = 0;
+  std::string got;
+  bool eof = false;
+  std::atomic<bool>* done = nullptr;
+};
+
+TEST(IoBatchTest, ReadsOfOneBatchOfEventsAreOneSubmission) {
+  Loop loop;
+  constexpr int kConnections = 3;
+  std::vector<std::pair<int, int>> pairs(kConnections);
+  std::vector<std::unique_ptr<Connection>> conns;
+  std::vector<ThriftyReader> readers(kConnections);
+  std::atomic<bool> done{false};
+  std::atomic<bool> ignored{false};
+  for (int i = 0; i < kConnections; ++i) {
+    pairs[i] = socket_pair();
+    conns.push_back(std::make_unique<Connection>());
+    conns.back()->open(loop.reactor, pairs[i].first);
+    readers[i].want = 6;
+    readers[i].done = i == kConnections - 1 ? &done : &ignored;
+    conns.back()->set_handler(&readers[i]);
+    // Before the loop runs: the first epoll_wait reports all three at once.
+    const std::string text = "data " + std::to_string(i);
+    ASSERT_EQ(::write(pairs[i].second, text.data(), text.size()), 6);
+  }
+  EXPECT_TRUE(loop.run_until(done));
+  if (!loop.reactor.batches_io()) GTEST_SKIP() << "io_uring is not available here";
+  for (int i = 0; i < kConnections; ++i) {
+    EXPECT_EQ(readers[i].got, "data " + std::to_string(i));
+    EXPECT_FALSE(conns[i]->readable());  // the read found the queue empty, as a short recv()
+  }
+  EXPECT_EQ(loop.reactor.batch_counters().reads_ahead, 3u);
+  EXPECT_EQ(loop.reactor.batch_counters().read_submissions, 1u);
+  for (auto& pair : pairs) ::close(pair.second);
+}
+
+TEST(IoBatchTest, BytesTheReaderLeavesComeFirstAndInOrder) {
+  Loop loop;
+  auto [a, b] = socket_pair();
+  auto [c, d] = socket_pair();
+  Connection slow, other;
+  slow.open(loop.reactor, a);
+  other.open(loop.reactor, c);
+  ThriftyReader reader, other_reader;
+  reader.budget = 3;  // takes 3 bytes per event: the rest of a read slot is kept
+  std::atomic<bool> done{false};
+  std::atomic<bool> ignored{false};
+  reader.done = &done;
+  other_reader.done = &ignored;
+  const std::string first = "abcdefgh";
+  const std::string later = "ijklmnopqrst";
+  reader.want = first.size() + later.size();
+  slow.set_handler(&reader);
+  other.set_handler(&other_reader);
+  ASSERT_EQ(::write(b, first.data(), first.size()), static_cast<ssize_t>(first.size()));
+  ASSERT_EQ(::write(d, "x", 1), 1);  // a second readable socket: the reads go as one batch
+  std::thread writer([&, fd = b] {
+    // One byte per event: each event lets the reader take 3 more bytes, first the kept ones.
+    for (char byte : later) {
+      std::this_thread::sleep_for(10ms);
+      ASSERT_EQ(::write(fd, &byte, 1), 1);
+    }
+  });
+  EXPECT_TRUE(loop.run_until(done, 3000ms));
+  writer.join();
+  EXPECT_EQ(reader.got, first + later);
+  EXPECT_EQ(other_reader.got, "x");
+  if (loop.reactor.batches_io()) {
+    EXPECT_GE(loop.reactor.batch_counters().reads_ahead, 2u);
+  }
+  ::close(b);
+  ::close(d);
+}
+
+TEST(IoBatchTest, EndOfStreamReadAheadReachesTheReader) {
+  Loop loop;
+  auto [a, b] = socket_pair();
+  auto [c, d] = socket_pair();
+  Connection first, second;
+  first.open(loop.reactor, a);
+  second.open(loop.reactor, c);
+  ThriftyReader first_reader, second_reader;
+  std::atomic<bool> done{false};
+  std::atomic<bool> ignored{false};
+  first_reader.done = &ignored;
+  second_reader.done = &ignored;
+  first.set_handler(&first_reader);
+  second.set_handler(&second_reader);
+  ASSERT_EQ(::write(b, "bye", 3), 3);
+  ::close(b);
+  ::close(d);  // nothing, then the end of stream
+  std::thread watcher([&] {
+    const auto deadline = Clock::now() + 2s;
+    while (Clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+      if (first_reader.eof && second_reader.eof) break;
+    }
+    done = true;
+  });
+  loop.run_until(done);
+  watcher.join();
+  EXPECT_EQ(first_reader.got, "bye");
+  EXPECT_TRUE(first_reader.eof);
+  EXPECT_TRUE(second_reader.eof);
+  if (loop.reactor.batches_io()) {
+    EXPECT_EQ(loop.reactor.batch_counters().reads_ahead, 2u);
+  }
+}
+
+TEST(IoBatchTest, UnreadBytesMoveWithTheConnection) {
+  Loop first, second;
+  auto [a, b] = socket_pair();
+  auto [c, d] = socket_pair();
+  Connection conn, other;
+  conn.open(first.reactor, a);
+  other.open(first.reactor, c);
+  ThriftyReader reader, other_reader;
+  reader.budget = 2;
+  std::atomic<bool> done{false};
+  std::atomic<bool> ignored{false};
+  reader.want = 2;
+  reader.done = &done;
+  other_reader.done = &ignored;
+  conn.set_handler(&reader);
+  other.set_handler(&other_reader);
+  ASSERT_EQ(::write(b, "0123456789", 10), 10);
+  ASSERT_EQ(::write(d, "y", 1), 1);
+  EXPECT_TRUE(first.run_until(done));
+  if (!first.reactor.batches_io()) GTEST_SKIP() << "io_uring is not available here";
+  EXPECT_EQ(first.reactor.batch_counters().reads_ahead, 2u);
+  EXPECT_EQ(reader.got, "01");
+  EXPECT_TRUE(conn.readable());  // 8 bytes kept
+  conn.detach();
+  conn.attach(second.reactor);
+  EXPECT_TRUE(conn.readable());  // still: the kept bytes are not in the socket
+  char rest[16] = {};
+  const auto r = conn.read_some(rest, sizeof rest);
+  EXPECT_EQ(std::string(rest, r.bytes), "23456789");
+  EXPECT_TRUE(conn.read_some(rest, sizeof rest).would_block());  // then the socket, empty
+  ::close(b);
+  ::close(d);
+}
+
+TEST(IoBatchTest, WithoutBatchingEveryWriteIsASend) {
   asio::io_context io{1};
   Reactor reactor{io, /*batch_sends=*/false};
   auto [a, b] = socket_pair();
@@ -611,8 +773,8 @@ TEST(SendBatchTest, WithoutBatchingEveryWriteIsASend) {
     reactor.stop();
   });
   reactor.run();
-  EXPECT_FALSE(reactor.batches_sends());
-  EXPECT_EQ(reactor.send_counters().batched_writes, 0u);
+  EXPECT_FALSE(reactor.batches_io());
+  EXPECT_EQ(reactor.batch_counters().batched_writes, 0u);
   ::close(b);
 }
 
