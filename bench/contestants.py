@@ -67,6 +67,25 @@ def cpu_ticks_split(pid):
     return int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
 
 
+def involuntary_switches(pid):
+    """Involuntary context switches of the whole process (all threads): how often the
+    scheduler took the CPU away from it while it could still run."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # the thread ended
+    return total
+
+
 def cpu_ticks(pid):
     """utime + stime of the whole process (all threads), in clock ticks."""
     return sum(cpu_ticks_split(pid))

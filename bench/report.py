@@ -19,12 +19,13 @@ RUN_METRICS = [
     ("lat_p99_ms", "p99 latency", "ms", False, 1, 3),
     ("cpu_us_per_tx", "Pooler CPU per transaction", "µs", False, 1, 1),
     ("sys_us_per_tx", "Pooler CPU per transaction spent in the kernel (stime)", "µs", False, 1, 1),
+    ("preempted_per_tx", "Pooler involuntary context switches", "per transaction", False, 1, 3),
     ("peak_rss_kb", "Pooler peak RSS during the run (VmHWM)", "MiB", False, 1 / 1024, 2),
     ("end_rss_kb", "Pooler RSS at the end of the run (VmRSS)", "MiB", False, 1 / 1024, 2),
 ]
 
 # Figures of the pooler process: the direct contestant has none.
-POOLER_ONLY = ("cpu_us_per_tx", "sys_us_per_tx", "peak_rss_kb", "end_rss_kb")
+POOLER_ONLY = ("cpu_us_per_tx", "sys_us_per_tx", "preempted_per_tx", "peak_rss_kb", "end_rss_kb")
 
 CAPACITY_METRICS = [
     ("kb_per_client", "RSS growth per idle client", "KiB", False, 1, 2),
@@ -335,7 +336,8 @@ class Report:
         out = io.StringIO()
         wr = csv.writer(out)
         fields = ["scenario", "contestant", "rep", "ok", "tps", "processed", "failed",
-                  "lat_avg_ms", "lat_p99_ms", "cpu_us_per_tx", "sys_us_per_tx", "peak_rss_kb",
+                  "lat_avg_ms", "lat_p99_ms", "cpu_us_per_tx", "sys_us_per_tx",
+                  "preempted_per_tx", "peak_rss_kb",
                   "end_rss_kb", "wall_s", "error"]
         extras = ["T", "connect_s", "window_s"]
         wr.writerow(fields + [f"pgbench_{e}" for e in extras])

@@ -78,6 +78,7 @@ class RunResult:
     lat_p99_ms: float = None
     cpu_us_per_tx: float = None
     sys_us_per_tx: float = None  # the kernel's part of cpu_us_per_tx (stime)
+    preempted_per_tx: float = None  # the pooler's involuntary context switches per transaction
     peak_rss_kb: int = None
     end_rss_kb: int = None
     wall_s: float = None
@@ -120,10 +121,11 @@ def percentile(sorted_values, p):
 
 
 class CpuSampler:
-    """Samples a process's CPU ticks (user + system, and system alone) with wall-clock
-    timestamps every `interval` seconds, so the CPU spent inside a time window (e.g. between
-    the first and the last transaction of a run, leaving out pgbench's initial connections and
-    its teardown) can be interpolated."""
+    """Samples a process's CPU ticks (user + system, and system alone) and its involuntary
+    context switches with wall-clock timestamps every `interval` seconds, so what it spent
+    inside a time window (e.g. between the first and the last transaction of a run, leaving out
+    pgbench's initial connections and its teardown) can be interpolated."""
+    TOTAL, SYSTEM, PREEMPTED = 0, 1, 2
 
     def __init__(self, pid, interval=0.1):
         self.pid = pid
@@ -135,7 +137,8 @@ class CpuSampler:
     def sample(self):
         try:
             user, system = C.cpu_ticks_split(self.pid)
-            self.samples.append((time.time(), (user + system, system)))
+            preempted = C.involuntary_switches(self.pid)
+            self.samples.append((time.time(), (user + system, system, preempted or 0)))
         except OSError:
             pass
 
@@ -154,9 +157,9 @@ class CpuSampler:
         self.thread.join(5)
         self.sample()
 
-    def ticks_at(self, t, system_only=False):
-        """Ticks at time `t`, interpolated: user + system, or system alone."""
-        k = 1 if system_only else 0
+    def value_at(self, t, k=TOTAL):
+        """Ticks (TOTAL: user + system, or SYSTEM alone) or context switches (PREEMPTED) at
+        time `t`, interpolated."""
         s = [(ts, v[k]) for ts, v in self.samples]
         if not s:
             return None
@@ -239,10 +242,14 @@ def run_pgbench(scenario, contestant, duration, rep, workdir, connect_allowance_
         # CPU between the first and the last completed transaction, per transaction completed
         # in that window.
         first, last = min(ends), max(ends)
-        ticks = sampler.ticks_at(last) - sampler.ticks_at(first)
-        res.cpu_us_per_tx = ticks * 1e6 / C.CLK_TCK / (len(ends) - 1)
-        system = sampler.ticks_at(last, system_only=True) - sampler.ticks_at(first, system_only=True)
-        res.sys_us_per_tx = system * 1e6 / C.CLK_TCK / (len(ends) - 1)
+        transactions = len(ends) - 1
+
+        def per_tx(k):
+            return (sampler.value_at(last, k) - sampler.value_at(first, k)) / transactions
+
+        res.cpu_us_per_tx = per_tx(CpuSampler.TOTAL) * 1e6 / C.CLK_TCK
+        res.sys_us_per_tx = per_tx(CpuSampler.SYSTEM) * 1e6 / C.CLK_TCK
+        res.preempted_per_tx = per_tx(CpuSampler.PREEMPTED)
         res.extra["window_s"] = last - first
     aborted = re.findall(r"^pgbench: error: .*$", output, re.M)
     problems = []
