@@ -378,15 +378,35 @@ std::string read_exactly(int fd, std::size_t want) {
   return got;
 }
 
+// `count` connections open on one reactor, each with the peer end of its socket pair; the
+// peers are closed at the end of the test.
+struct OpenConnections {
+  OpenConnections(Reactor& reactor, int count) {
+    for (int i = 0; i < count; ++i) {
+      auto [mine, peer] = socket_pair();
+      conns.push_back(std::make_unique<Connection>());
+      conns.back()->open(reactor, mine);
+      peers.push_back(peer);
+    }
+  }
+  ~OpenConnections() {
+    for (std::size_t i = 0; i < peers.size(); ++i) close_peer(i);
+  }
+  void close_peer(std::size_t i) {
+    if (peers[i] >= 0) ::close(peers[i]);
+    peers[i] = -1;
+  }
+  OpenConnections(const OpenConnections&) = delete;
+  OpenConnections& operator=(const OpenConnections&) = delete;
+
+  std::vector<std::unique_ptr<Connection>> conns;
+  std::vector<int> peers;
+};
+
 TEST(IoBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
   Loop loop;
-  std::vector<std::pair<int, int>> pairs(3);
-  std::vector<std::unique_ptr<Connection>> conns;
-  for (auto& pair : pairs) {
-    pair = socket_pair();
-    conns.push_back(std::make_unique<Connection>());
-    conns.back()->open(loop.reactor, pair.first);
-  }
+  OpenConnections open(loop.reactor, 3);
+  auto& conns = open.conns;
   std::atomic<bool> done{false};
   std::vector<pgw::net::IoResult> results;
   asio::post(loop.io, [&] {
@@ -396,7 +416,7 @@ TEST(IoBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
     }
     // Written as far as the caller can tell, though nothing has reached the peers yet.
     char probe = 0;
-    EXPECT_LT(::recv(pairs[0].second, &probe, 1, MSG_DONTWAIT), 0);
+    EXPECT_LT(::recv(open.peers[0], &probe, 1, MSG_DONTWAIT), 0);
     asio::post(loop.io, [&] { done = true; });  // the next turn: the batch has gone by then
   });
   EXPECT_TRUE(loop.run_until(done));
@@ -404,20 +424,19 @@ TEST(IoBatchTest, WritesOfOneTurnGoOutInOneSubmission) {
   for (std::size_t i = 0; i < conns.size(); ++i) {
     EXPECT_EQ(results[i].bytes, 7u);
     EXPECT_FALSE(results[i].error);
-    EXPECT_EQ(read_exactly(pairs[i].second, 7), "reply " + std::to_string(i));
+    EXPECT_EQ(read_exactly(open.peers[i], 7), "reply " + std::to_string(i));
   }
   EXPECT_EQ(loop.reactor.batch_counters().batched_writes, 3u);
   EXPECT_EQ(loop.reactor.batch_counters().write_submissions, 1u);
-  for (auto& pair : pairs) ::close(pair.second);
 }
 
 TEST(IoBatchTest, BytesOfOneConnectionKeepTheirOrder) {
   Loop loop;
-  auto [a, b] = socket_pair();
-  auto [c, d] = socket_pair();
-  Connection first, second;
-  first.open(loop.reactor, a);
-  second.open(loop.reactor, c);
+  OpenConnections open(loop.reactor, 2);
+  Connection& first = *open.conns[0];
+  Connection& second = *open.conns[1];
+  const int b = open.peers[0];
+  const int d = open.peers[1];
   const std::string large(pgw::net::IoBatch::kMaxWrite + 1, 'L');  // bypasses the batch
   std::atomic<bool> done{false};
   asio::post(loop.io, [&] {
@@ -432,8 +451,6 @@ TEST(IoBatchTest, BytesOfOneConnectionKeepTheirOrder) {
   EXPECT_TRUE(loop.run_until(done));
   EXPECT_EQ(read_exactly(b, 4 + large.size()), "123" + large + "4");
   EXPECT_EQ(read_exactly(d, 1), "x");
-  ::close(b);
-  ::close(d);
 }
 
 // Writes like the relay: on every readiness event, as many 4 KiB pieces as write_some() takes.
@@ -549,11 +566,11 @@ INSTANTIATE_TEST_SUITE_P(OneAndMany, FailedSendTest, ::testing::Values(1, 2));
 
 TEST(IoBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
   Loop loop;
-  auto [a, b] = socket_pair();
-  auto [c, d] = socket_pair();
-  Connection half, closed;
-  half.open(loop.reactor, a);
-  closed.open(loop.reactor, c);
+  OpenConnections open(loop.reactor, 2);
+  Connection& half = *open.conns[0];
+  Connection& closed = *open.conns[1];
+  const int b = open.peers[0];
+  const int d = open.peers[1];
   std::atomic<bool> done{false};
   asio::post(loop.io, [&] {
     half.write_some("FATAL", 5);
@@ -565,8 +582,6 @@ TEST(IoBatchTest, ShutdownAndCloseSendWhatWasQueuedFirst) {
   EXPECT_TRUE(loop.run_until(done));
   EXPECT_EQ(read_exactly(b, 6), "FATAL");  // then the end of stream
   EXPECT_EQ(read_exactly(d, 4), "bye");
-  ::close(b);
-  ::close(d);
 }
 
 TEST(IoBatchTest, UnsentBytesMoveWithTheConnection) {
@@ -626,21 +641,18 @@ struct ThriftyReader final : pgw::net::ReadyHandler {
 TEST(IoBatchTest, ReadsOfOneBatchOfEventsAreOneSubmission) {
   Loop loop;
   constexpr int kConnections = 3;
-  std::vector<std::pair<int, int>> pairs(kConnections);
-  std::vector<std::unique_ptr<Connection>> conns;
+  OpenConnections open(loop.reactor, kConnections);
+  auto& conns = open.conns;
   std::vector<ThriftyReader> readers(kConnections);
   std::atomic<bool> done{false};
   std::atomic<bool> ignored{false};
   for (int i = 0; i < kConnections; ++i) {
-    pairs[i] = socket_pair();
-    conns.push_back(std::make_unique<Connection>());
-    conns.back()->open(loop.reactor, pairs[i].first);
     readers[i].want = 6;
     readers[i].done = i == kConnections - 1 ? &done : &ignored;
-    conns.back()->set_handler(&readers[i]);
+    conns[i]->set_handler(&readers[i]);
     // Before the loop runs: the first epoll_wait reports all three at once.
     const std::string text = "data " + std::to_string(i);
-    ASSERT_EQ(::write(pairs[i].second, text.data(), text.size()), 6);
+    ASSERT_EQ(::write(open.peers[i], text.data(), text.size()), 6);
   }
   EXPECT_TRUE(loop.run_until(done));
   if (!loop.reactor.batches_io()) GTEST_SKIP() << "io_uring is not available here";
@@ -650,16 +662,15 @@ TEST(IoBatchTest, ReadsOfOneBatchOfEventsAreOneSubmission) {
   }
   EXPECT_EQ(loop.reactor.batch_counters().reads_ahead, 3u);
   EXPECT_EQ(loop.reactor.batch_counters().read_submissions, 1u);
-  for (auto& pair : pairs) ::close(pair.second);
 }
 
 TEST(IoBatchTest, BytesTheReaderLeavesComeFirstAndInOrder) {
   Loop loop;
-  auto [a, b] = socket_pair();
-  auto [c, d] = socket_pair();
-  Connection slow, other;
-  slow.open(loop.reactor, a);
-  other.open(loop.reactor, c);
+  OpenConnections open(loop.reactor, 2);
+  Connection& slow = *open.conns[0];
+  Connection& other = *open.conns[1];
+  const int b = open.peers[0];
+  const int d = open.peers[1];
   ThriftyReader reader, other_reader;
   reader.budget = 3;  // takes 3 bytes per event: the rest of a read slot is kept
   std::atomic<bool> done{false};
@@ -687,17 +698,14 @@ TEST(IoBatchTest, BytesTheReaderLeavesComeFirstAndInOrder) {
   if (loop.reactor.batches_io()) {
     EXPECT_GE(loop.reactor.batch_counters().reads_ahead, 2u);
   }
-  ::close(b);
-  ::close(d);
 }
 
 TEST(IoBatchTest, EndOfStreamReadAheadReachesTheReader) {
   Loop loop;
-  auto [a, b] = socket_pair();
-  auto [c, d] = socket_pair();
-  Connection first, second;
-  first.open(loop.reactor, a);
-  second.open(loop.reactor, c);
+  OpenConnections open(loop.reactor, 2);
+  Connection& first = *open.conns[0];
+  Connection& second = *open.conns[1];
+  const int b = open.peers[0];
   ThriftyReader first_reader, second_reader;
   std::atomic<bool> done{false};
   std::atomic<bool> ignored{false};
@@ -706,8 +714,8 @@ TEST(IoBatchTest, EndOfStreamReadAheadReachesTheReader) {
   first.set_handler(&first_reader);
   second.set_handler(&second_reader);
   ASSERT_EQ(::write(b, "bye", 3), 3);
-  ::close(b);
-  ::close(d);  // nothing, then the end of stream
+  open.close_peer(0);
+  open.close_peer(1);  // nothing, then the end of stream
   std::thread watcher([&] {
     const auto deadline = Clock::now() + 2s;
     while (Clock::now() < deadline) {
@@ -728,11 +736,11 @@ TEST(IoBatchTest, EndOfStreamReadAheadReachesTheReader) {
 
 TEST(IoBatchTest, UnreadBytesMoveWithTheConnection) {
   Loop first, second;
-  auto [a, b] = socket_pair();
-  auto [c, d] = socket_pair();
-  Connection conn, other;
-  conn.open(first.reactor, a);
-  other.open(first.reactor, c);
+  OpenConnections open(first.reactor, 2);
+  Connection& conn = *open.conns[0];
+  Connection& other = *open.conns[1];
+  const int b = open.peers[0];
+  const int d = open.peers[1];
   ThriftyReader reader, other_reader;
   reader.budget = 2;
   std::atomic<bool> done{false};
@@ -756,8 +764,6 @@ TEST(IoBatchTest, UnreadBytesMoveWithTheConnection) {
   const auto r = conn.read_some(rest, sizeof rest);
   EXPECT_EQ(std::string(rest, r.bytes), "23456789");
   EXPECT_TRUE(conn.read_some(rest, sizeof rest).would_block());  // then the socket, empty
-  ::close(b);
-  ::close(d);
 }
 
 TEST(IoBatchTest, WithoutBatchingEveryWriteIsASend) {
