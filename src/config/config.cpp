@@ -610,7 +610,11 @@ const Config::AppLine* Config::find_app(std::string_view application_name) const
 
 int Config::effective_workers() const {
   if (workers > 0) return workers;
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return auto_workers(std::thread::hardware_concurrency());
+}
+
+int Config::auto_workers(unsigned cores) {
+  return std::max(1, static_cast<int>(cores / 2));
 }
 
 Config load_string(const std::string& text, const std::string& name, std::vector<Warning>& warnings,

@@ -13,6 +13,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -396,7 +397,15 @@ TEST(ConfigPgbouncerTest, Workers) {
   EXPECT_EQ(load_pgbouncer("workers = 8").effective_workers(), 8);
   const Config automatic = load_pgbouncer("workers = 0");
   EXPECT_EQ(automatic.workers, 0);
-  EXPECT_GE(automatic.effective_workers(), 1);
+  EXPECT_EQ(automatic.effective_workers(),
+            Config::auto_workers(std::thread::hardware_concurrency()));
+  // One per two cores, at least one (0: the count is unknown).
+  EXPECT_EQ(Config::auto_workers(0), 1);
+  EXPECT_EQ(Config::auto_workers(1), 1);
+  EXPECT_EQ(Config::auto_workers(2), 1);
+  EXPECT_EQ(Config::auto_workers(3), 1);
+  EXPECT_EQ(Config::auto_workers(4), 2);
+  EXPECT_EQ(Config::auto_workers(64), 32);
   expect_error("[pgbouncer]\nworkers = 1025", {"workers", "an integer from 0 to 1024"});
   expect_error("[pgbouncer]\nworkers = -1", {"workers", "an integer from 0 to 1024"});
   expect_error("[pgbouncer]\nworkers = auto", {"workers", "'auto'"});
