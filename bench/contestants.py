@@ -69,13 +69,10 @@ def cpu_ticks_split(pid):
 
 def involuntary_switches(pid):
     """Involuntary context switches of the whole process (all threads): how often the
-    scheduler took the CPU away from it while it could still run."""
+    scheduler took the CPU away from it while it could still run. Raises OSError if the process
+    is gone."""
     total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tasks:
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 for line in f:

@@ -138,7 +138,7 @@ class CpuSampler:
         try:
             user, system = C.cpu_ticks_split(self.pid)
             preempted = C.involuntary_switches(self.pid)
-            self.samples.append((time.time(), (user + system, system, preempted or 0)))
+            self.samples.append((time.time(), (user + system, system, preempted)))
         except OSError:
             pass
 

@@ -119,7 +119,7 @@ struct Config {
   int tcp_keepintvl = 0;
   int tcp_user_timeout = 0;
   int workers = 0;       // 0 = automatic: auto_workers(cores)
-  bool io_uring = true;  // workers send each turn's writes in one io_uring submission
+  bool io_uring = true;  // workers batch each turn's sends and reads through io_uring
 
   std::map<std::string, DatabaseEntry> databases;  // by client-visible name, "*" included
   std::map<std::string, UserEntry> users;

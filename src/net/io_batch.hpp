@@ -7,8 +7,7 @@
 // space (the scheduler's wake-up preemption: the woken task has slept, so its deadline is
 // earlier). A proxy that writes N replies in a turn with N send() calls is switched out up to N
 // times, two context switches each. Queued here and submitted as one batch, the same N sends
-// run inside one system call: one return to user space, at most one preemption, and wake-ups
-// aimed at the same other core share one inter-processor interrupt.
+// run inside one system call: one return to user space, at most one preemption.
 //
 // Why the reads: after epoll_wait reports N readable sockets, N recv() calls are N system
 // calls, each a return to user space where a pending preemption can strike. One submission of N

@@ -43,8 +43,8 @@ struct Reactor::epoll_event_storage {
 // ---------------------------------------------------------------------------------------------
 // Reactor
 
-Reactor::Reactor(asio::io_context& io, bool batch_sends)
-    : io_(io), events_(std::make_unique<epoll_event_storage>()), want_batch_(batch_sends) {
+Reactor::Reactor(asio::io_context& io, bool batch_io)
+    : io_(io), events_(std::make_unique<epoll_event_storage>()), want_batch_(batch_io) {
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   // steady_clock is CLOCK_MONOTONIC, so its time points are the timerfd's absolute times.

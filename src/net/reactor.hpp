@@ -350,10 +350,10 @@ class Connection {
 
 class Reactor {
  public:
-  // `batch_sends`: queue the writes made on the loop's thread and send them once per turn with
+  // `batch_io`: queue the writes made on the loop's thread and send them once per turn with
   // io_uring, and read a batch of events' sockets in one submission (see IoBatch); if the
   // kernel refuses io_uring the loop uses send() and recv() and logs why.
-  explicit Reactor(asio::io_context& io, bool batch_sends = true);
+  explicit Reactor(asio::io_context& io, bool batch_io = true);
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
   ~Reactor();
@@ -452,7 +452,8 @@ class Reactor {
   std::unique_ptr<epoll_event_storage> events_;
   int batch_size_ = 0;
   int batch_next_ = 0;
-  // Writes of this turn (null: every write is a send()). Set up in run(), on the loop's thread.
+  // The turn's queued writes and its read slots (null: every write is a send() and every read a
+  // recv()). Set up in run(), on the loop's thread.
   bool want_batch_;
   std::unique_ptr<IoBatch> batch_;
   std::vector<Connection*> send_failed_;  // told after the batch (a close blanks its entry)

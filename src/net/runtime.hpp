@@ -46,7 +46,7 @@ class Runtime {
     bool in_epoll = false;  // in the worker's epoll set (touched on that worker's thread only)
   };
   struct Worker {
-    explicit Worker(bool batch_sends) : reactor(io, batch_sends) {}
+    explicit Worker(bool batch_io) : reactor(io, batch_io) {}
     asio::io_context io{1};  // the handler queue and coroutine executor of one thread
     Reactor reactor;         // that thread's event loop (runs io)
     std::vector<std::unique_ptr<Accepting>> accepting;

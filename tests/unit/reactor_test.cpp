@@ -768,7 +768,7 @@ TEST(IoBatchTest, UnreadBytesMoveWithTheConnection) {
 
 TEST(IoBatchTest, WithoutBatchingEveryWriteIsASend) {
   asio::io_context io{1};
-  Reactor reactor{io, /*batch_sends=*/false};
+  Reactor reactor{io, /*batch_io=*/false};
   auto [a, b] = socket_pair();
   Connection conn;
   conn.open(reactor, a);
