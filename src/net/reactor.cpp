@@ -36,6 +36,8 @@ constexpr std::uintptr_t kListenTag = 1;
 
 }  // namespace
 
+thread_local Clock::rep detail::turn_time = 0;
+
 struct Reactor::epoll_event_storage {
   epoll_event events[Reactor::kBatch];
 };
@@ -313,11 +315,13 @@ void Reactor::run() {
   struct Restore {
     const Reactor* outer;
     activity::Marker* outer_marker;
+    Clock::rep outer_turn_time;
     ~Restore() {
       current_reactor = outer;
       activity::bind_this_thread(outer_marker);
+      detail::turn_time = outer_turn_time;
     }
-  } restore{outer, outer_marker};
+  } restore{outer, outer_marker, detail::turn_time};
   if (want_batch_ && !batch_) {
     // Set up here, on the loop's own thread: the ring is bound to the thread that submits.
     std::string why;
@@ -330,7 +334,8 @@ void Reactor::run() {
   } flush_at_exit{*this};
   while (!stopped_.load(std::memory_order_relaxed)) {
     auto now = Clock::now();
-    last_turn_.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+    detail::turn_time = now.time_since_epoch().count();
+    last_turn_.store(detail::turn_time, std::memory_order_relaxed);
     // The watchdog's report of a stall names the phase (one relaxed store each).
     activity_.set("firing timers");
     fire_due_timers(now);
@@ -354,6 +359,8 @@ void Reactor::run() {
       if (errno == EINTR) continue;
       throw std::system_error(last_error(), "epoll_wait");
     }
+    // The loop may have slept: the events' handlers stamp with the time it woke.
+    if (timeout != 0) detail::turn_time = Clock::now().time_since_epoch().count();
     batch_size_ = n;
     activity_.set("handling socket events (data path)");
     for (batch_next_ = 0; batch_next_ < batch_size_;) {

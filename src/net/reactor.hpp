@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "net/io_batch.hpp"
+#include "net/turn_clock.hpp"
 #include "util/activity.hpp"
 
 namespace pgw::net {

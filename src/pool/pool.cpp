@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <random>
 
+#include "net/turn_clock.hpp"
+
 namespace pgw::pool {
 
 // A finished (or skipped) login: what login_server() returned, and how it was started.
@@ -358,7 +360,7 @@ void Pool::place_locked(ServerPtr server, Handoff& handoff) {
   }
   Waiter* waiter = waiting_ > 0 ? next_waiter_locked(server->worker) : nullptr;
   if (!waiter) {
-    server->last_used = Clock::now();
+    server->last_used = net::turn_now();
     park_idle_locked(std::move(server));
     return;
   }

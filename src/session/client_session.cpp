@@ -638,7 +638,7 @@ void ClientSession::note_parameter(std::string_view name, std::string_view value
 
 void ClientSession::note_request() {
   if (query_start_ != Clock::time_point{}) return;  // pipelined: timed from the previous one
-  query_start_ = Clock::now();
+  query_start_ = net::turn_now();
   request_time_ = query_start_;
   if (xact_start_ == Clock::time_point{}) xact_start_ = query_start_;
 }

@@ -228,9 +228,9 @@ ClientSession::ServerScan ClientSession::scan_server_bytes() {
       if (type == 'Z') {
         if (auto status = proto::parse_ready_for_query(body)) server_->status = *status;
         if (expected_ready_ > 0) --expected_ready_;
-        // One clock read per ReadyForQuery serves the statistics and the lease (whose
-        // idle_since also times idle_transaction_timeout).
-        const auto now = Clock::now();
+        // One time per ReadyForQuery serves the statistics and the lease (whose idle_since
+        // also times idle_transaction_timeout).
+        const auto now = net::turn_now();
         last_ready_at_ = now;  // also the release time if this ends the transaction
         count_ready(server_->status, now);
         lease_.on_ready(server_->status != TransactionStatus::idle, expected_ready_, now);
@@ -344,8 +344,8 @@ void ClientSession::release_server() {
 
 void ClientSession::request_server() {
   state_ = ClientState::waiting;
-  // The query that needs the server was stamped a moment ago (note_request): one clock read.
-  wait_start_ = query_start_ != Clock::time_point{} ? query_start_ : Clock::now();
+  // The query that needs the server was stamped a moment ago (note_request).
+  wait_start_ = query_start_ != Clock::time_point{} ? query_start_ : net::turn_now();
   state_since_ = wait_start_;
   auto got = pool_->acquire_now(*this, app_share_);
   if (got.server) {
@@ -368,7 +368,7 @@ void ClientSession::deliver(pool::AcquireResult result) {
     stop_data_path(End::pool_error, result.error, result.detail);
     return;
   }
-  link(std::move(result.server), Clock::now());
+  link(std::move(result.server), net::turn_now());
   pump();
 }
 
@@ -409,7 +409,7 @@ void ClientSession::link(pool::ServerPtr server, Clock::time_point now) {
 asio::awaitable<void> ClientSession::prepare_server() {
   auto self = shared_from_this();  // the session outlives this coroutine
   bool usable = true;
-  if (pool_->check_due(*server_, Clock::now())) {
+  if (pool_->check_due(*server_, net::turn_now())) {
     // A server idle for a while may have been terminated: check before handing it out.
     const auto query = pool_->settings().server_check_query;
     usable = co_await pool::run_internal_query(*server_, query, std::chrono::seconds(5));
@@ -434,7 +434,7 @@ asio::awaitable<void> ClientSession::prepare_server() {
     co_return;
   }
   if (!serving_) co_return;  // stopped meanwhile: cleanup() takes the server from here
-  finish_link(Clock::now());
+  finish_link(net::turn_now());
   pump();
 }
 

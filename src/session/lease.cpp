@@ -3,6 +3,8 @@
 #include <cctype>
 #include <string>
 
+#include "net/turn_clock.hpp"
+
 namespace pgw::session {
 namespace {
 
@@ -298,7 +300,7 @@ std::string printable(std::string_view text) {
 void Lease::on_message(char type, std::string_view body, bool whole) {
   if (type == 'E' || type == 'Q') {
     ++statements;
-    if (xact_start == Clock::time_point{}) xact_start = Clock::now();
+    if (xact_start == Clock::time_point{}) xact_start = net::turn_now();
     if (type == 'E') return;
   }
   if (have_first) {

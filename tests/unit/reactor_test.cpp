@@ -307,6 +307,63 @@ TEST(ReactorTest, PostFromAnotherThreadWakesASleepingLoop) {
   EXPECT_EQ(ran.load(), 100);
 }
 
+TEST(ReactorTest, TurnClockHoldsOneTimePerTurnAndIsTheClockOffTheLoop) {
+  using pgw::net::turn_now;
+  // Off a loop thread it is the clock itself.
+  const auto before = Clock::now();
+  const auto off_loop = turn_now();
+  EXPECT_GE(off_loop, before);
+  EXPECT_LE(off_loop, Clock::now());
+
+  Loop loop;
+  std::atomic<bool> done{false};
+  Clock::time_point first_read, second_read, posted_at, woken_at, handled_at;
+  loop.reactor.post([&] {
+    // Within a turn the time stays put, however long the handler takes.
+    first_read = turn_now();
+    std::this_thread::sleep_for(5ms);
+    second_read = turn_now();
+    posted_at = Clock::now();
+  });
+  // Bytes that arrive while the loop sleeps: their handler's time is when the loop woke, not
+  // when its turn began before epoll_wait.
+  struct StampingHandler final : pgw::net::ReadyHandler {
+    Clock::time_point stamped, handled;
+    std::atomic<bool>* done = nullptr;
+    void on_ready(Connection& c) override {
+      // The registration's own first event comes with nothing to read: wait for the byte.
+      char byte = 0;
+      if (!c.readable() || c.read_some(&byte, 1).bytes != 1) return;
+      stamped = turn_now();
+      handled = Clock::now();
+      *done = true;
+    }
+  } handler;
+  handler.done = &done;
+  auto [a, b] = socket_pair();
+  Connection conn;
+  conn.open(loop.reactor, a);
+  conn.set_handler(&handler);
+  Clock::time_point written_at;
+  std::thread writer([&, fd = b] {
+    std::this_thread::sleep_for(20ms);
+    written_at = Clock::now();
+    ASSERT_EQ(::write(fd, "x", 1), 1);
+  });
+  EXPECT_TRUE(loop.run_until(done));
+  writer.join();
+  EXPECT_EQ(first_read, second_read);
+  EXPECT_LT(second_read, posted_at);
+  EXPECT_GE(handler.stamped, written_at);
+  EXPECT_LE(handler.stamped, handler.handled);
+  conn.close();
+  ::close(b);
+
+  // After run() the thread reads the clock again.
+  const auto after_run = Clock::now();
+  EXPECT_GE(turn_now(), after_run);
+}
+
 TEST(ReactorTest, ConnectionMovesBetweenLoops) {
   Loop first, second;
   auto [a, b] = socket_pair();
