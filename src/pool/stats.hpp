@@ -54,9 +54,12 @@ struct alignas(64) StatSlot {
     auto& cell = v[static_cast<std::size_t>(s)];
     cell.store(cell.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
+  // Durations come from the loop's turn times (net/turn_clock.hpp), which two workers read at
+  // different moments: one measured across workers could come out negative, and is counted
+  // as 0 rather than as 2^64 minus a few microseconds.
   void add_time(Stat s, std::chrono::steady_clock::duration d) {
-    add(s, static_cast<std::uint64_t>(
-               std::chrono::duration_cast<std::chrono::microseconds>(d).count()));
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+    add(s, us > 0 ? static_cast<std::uint64_t>(us) : 0);
   }
   void read_into(StatValues& out) const {
     for (std::size_t i = 0; i < kStatCount; ++i) out.v[i] += v[i].load(std::memory_order_relaxed);

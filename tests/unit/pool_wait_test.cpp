@@ -137,3 +137,15 @@ TEST_F(PoolWaitTest, EachWorkerHasItsOwnQueueAndAllAreFailed) {
 }
 
 }  // namespace
+
+TEST(PoolStats, TimesAddUpInMicrosecondsAndANegativeOneCountsAsZero) {
+  using namespace std::chrono_literals;
+  pgw::pool::StatSlot slot;
+  slot.add_time(pgw::pool::Stat::query_time_us, 1500us);
+  slot.add_time(pgw::pool::Stat::query_time_us, 2ms);
+  // Two workers' turn times can be read in either order: a duration across them may be < 0.
+  slot.add_time(pgw::pool::Stat::query_time_us, -3us);
+  pgw::pool::StatValues values;
+  slot.read_into(values);
+  EXPECT_EQ(values[pgw::pool::Stat::query_time_us], 3500u);
+}
