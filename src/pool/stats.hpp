@@ -41,7 +41,8 @@ struct StatValues {
   }
   StatValues operator-(const StatValues& other) const {
     StatValues out;
-    for (std::size_t i = 0; i < kStatCount; ++i) out.v[i] = v[i] >= other.v[i] ? v[i] - other.v[i] : 0;
+    for (std::size_t i = 0; i < kStatCount; ++i)
+      out.v[i] = v[i] >= other.v[i] ? v[i] - other.v[i] : 0;
     return out;
   }
 };

@@ -317,7 +317,7 @@ TEST(ReactorTest, TurnClockHoldsOneTimePerTurnAndIsTheClockOffTheLoop) {
 
   Loop loop;
   std::atomic<bool> done{false};
-  Clock::time_point first_read, second_read, posted_at, woken_at, handled_at;
+  Clock::time_point first_read, second_read, posted_at;
   loop.reactor.post([&] {
     // Within a turn the time stays put, however long the handler takes.
     first_read = turn_now();
