@@ -56,7 +56,7 @@
 
 namespace pgw::net {
 
-using Clock = std::chrono::steady_clock;
+// Clock: net/turn_clock.hpp
 class Reactor;
 class Connection;
 
