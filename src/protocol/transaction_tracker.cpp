@@ -1,0 +1,26 @@
+#include "protocol/transaction_tracker.hpp"
+
+namespace pgw::proto {
+
+std::string_view to_string(CopyMode mode) {
+  switch (mode) {
+    case CopyMode::none:
+      return "none";
+    case CopyMode::in:
+      return "in";
+    case CopyMode::out:
+      return "out";
+    case CopyMode::both:
+      return "both";
+  }
+  return "?";
+}
+
+void TransactionTracker::server_attached(TransactionStatus status) {
+  server_.reset();
+  status_ = status;
+  server_fatal_ = false;
+  copy_ = CopyMode::none;
+}
+
+}  // namespace pgw::proto
