@@ -61,7 +61,8 @@ std::optional<std::string_view> read_cstring(proto::Bytes body, std::size_t& pos
 
 void write_row_description(std::string& out, const ResultSet& result) {
   proto::MessageWriter w(out);
-  w.begin('T').int16(static_cast<std::int16_t>(result.columns.size()));
+  w.begin(proto::from_server::kRowDescription)
+      .int16(static_cast<std::int16_t>(result.columns.size()));
   for (const auto& column : result.columns) {
     const std::int16_t size = column.type_oid == kInt8Oid || column.type_oid == kFloat8Oid ? 8 : -1;
     w.cstring(column.name).int32(0).int16(0).int32(column.type_oid).int16(size).int32(-1).int16(0);
@@ -73,7 +74,7 @@ void write_rows(std::string& out, const ResultSet& result) {
   proto::MessageWriter w(out);
   for (const auto& notice : result.notices) w.notice_response("NOTICE", "00000", notice);
   for (const auto& row : result.rows) {
-    w.begin('D').int16(static_cast<std::int16_t>(row.size()));
+    w.begin(proto::from_server::kDataRow).int16(static_cast<std::int16_t>(row.size()));
     for (const auto& cell : row) {
       if (!cell) {
         w.int32(-1);
@@ -87,9 +88,7 @@ void write_rows(std::string& out, const ResultSet& result) {
 }
 
 void Console::write_error(Err code, const std::string& argument) {
-  const auto& spec = error_spec(code);
-  proto::MessageWriter(out_).error_response(spec.severity, spec.sqlstate,
-                                            error_message(code, argument));
+  append_error_response(out_, report(code, argument));
 }
 
 asio::awaitable<bool> Console::flush() {
@@ -104,25 +103,30 @@ asio::awaitable<void> Console::sleep(std::chrono::milliseconds duration) {
   co_await timer.async_wait_for(duration, net::use_nothrow);
 }
 
-asio::awaitable<std::string> Console::run() {
+asio::awaitable<Console::End> Console::run() {
+  using namespace proto::from_client;
+  namespace reply = proto::from_server;
   bool skip_to_sync = false;  // after an error in an extended-protocol batch
   for (;;) {
     auto next = co_await reader_.next(socket_, proto::Direction::frontend);
-    if (std::holds_alternative<std::error_code>(next)) co_return "client disconnected";
+    if (std::holds_alternative<std::error_code>(next))
+      co_return End{"client disconnected", std::nullopt};
     if (auto* error = std::get_if<proto::CodecError>(&next)) {
-      write_error(Err::protocol_violation,
-                  "invalid message from client: " + std::string(proto::describe(*error)));
+      // What was answered so far goes out first; the session then ends the connection with
+      // the error (net/error_writer.hpp).
       co_await flush();
-      co_return "protocol violation";
+      co_return End{"protocol violation",
+                    report(Err::protocol_violation,
+                           "invalid message from client: " + std::string(proto::describe(*error)))};
     }
     const auto message = std::get<proto::Message>(next);
     const char type = message.header.type;
     const auto body = message.body;
-    if (type == 'X') co_return "client close request";
-    if (skip_to_sync && type != 'S') continue;
+    if (type == kTerminate) co_return End{"client close request", std::nullopt};
+    if (skip_to_sync && type != kSync) continue;
     proto::MessageWriter w(out_);
     switch (type) {
-      case 'Q': {
+      case kQuery: {
         auto sql = proto::query_text(body);
         auto outcome = co_await execute(sql);
         if (outcome.error) {
@@ -134,10 +138,10 @@ asio::awaitable<std::string> Console::run() {
           write_rows(out_, *outcome.result);
         }
         proto::MessageWriter(out_).ready_for_query(proto::TransactionStatus::idle);
-        if (!co_await flush()) co_return "client disconnected";
+        if (!co_await flush()) co_return End{"client disconnected", std::nullopt};
         break;
       }
-      case 'P': {  // Parse: remember the text; commands run at Execute
+      case kParse: {  // Parse: remember the text; commands run at Execute
         auto parse = proto::parse_parse(body);
         if (!parse) {
           write_error(Err::admin_syntax_error, "malformed Parse message");
@@ -145,10 +149,10 @@ asio::awaitable<std::string> Console::run() {
           break;
         }
         statements_[std::string(parse->statement)] = std::string(parse->query);
-        w.begin('1').finish();
+        w.begin(reply::kParseComplete).finish();
         break;
       }
-      case 'B': {  // Bind: portal <- statement (console commands take no parameters)
+      case kBind: {  // Bind: portal <- statement (console commands take no parameters)
         std::size_t pos = 0;
         auto portal = read_cstring(body, pos);
         auto statement = portal ? read_cstring(body, pos) : std::nullopt;
@@ -159,21 +163,22 @@ asio::awaitable<std::string> Console::run() {
           break;
         }
         portals_[std::string(*portal)] = Portal{it->second, std::nullopt};
-        w.begin('2').finish();
+        w.begin(reply::kBindComplete).finish();
         break;
       }
-      case 'D': {  // Describe: RowDescription for SHOW, NoData for the other commands
+      case kDescribe: {  // Describe: RowDescription for SHOW, NoData for the other commands
         std::size_t pos = 1;
         auto name = body.empty() ? std::nullopt : read_cstring(body, pos);
         const char what = body.empty() ? '?' : static_cast<char>(body[0]);
-        if (!name || (what != 'S' && what != 'P')) {
+        if (!name || (what != proto::describe_target::kStatement &&
+                      what != proto::describe_target::kPortal)) {
           write_error(Err::admin_syntax_error, "malformed Describe message");
           skip_to_sync = true;
           break;
         }
         std::string query;
         Portal* portal = nullptr;
-        if (what == 'S') {
+        if (what == proto::describe_target::kStatement) {
           auto it = statements_.find(std::string(*name));
           if (it == statements_.end()) {
             write_error(Err::admin_syntax_error, "Describe of an unknown prepared statement");
@@ -181,7 +186,9 @@ asio::awaitable<std::string> Console::run() {
             break;
           }
           query = it->second;
-          w.begin('t').int16(0).finish();  // ParameterDescription: no parameters
+          w.begin(reply::kParameterDescription)
+              .int16(0)
+              .finish();  // ParameterDescription: no parameters
         } else {
           auto it = portals_.find(std::string(*name));
           if (it == portals_.end()) {
@@ -195,7 +202,7 @@ asio::awaitable<std::string> Console::run() {
         auto parsed = parse_command(query);
         const auto* command = std::get_if<Command>(&parsed);
         if (!command || command->verb != Verb::show || command->arg == "help") {
-          w.begin('n').finish();  // NoData (errors surface at Execute)
+          w.begin(reply::kNoData).finish();  // NoData (errors surface at Execute)
           break;
         }
         if (portal) {
@@ -216,7 +223,7 @@ asio::awaitable<std::string> Console::run() {
         }
         break;
       }
-      case 'E': {
+      case kExecute: {
         std::size_t pos = 0;
         auto name = read_cstring(body, pos);
         auto it = name ? portals_.find(std::string(*name)) : portals_.end();
@@ -243,27 +250,27 @@ asio::awaitable<std::string> Console::run() {
         write_rows(out_, *result);
         break;
       }
-      case 'C': {  // Close statement or portal
+      case kClose: {  // Close statement or portal
         std::size_t pos = 1;
         auto name = body.empty() ? std::nullopt : read_cstring(body, pos);
         if (name && !body.empty()) {
-          if (static_cast<char>(body[0]) == 'S') {
+          if (static_cast<char>(body[0]) == proto::describe_target::kStatement) {
             statements_.erase(std::string(*name));
           } else {
             portals_.erase(std::string(*name));
           }
         }
-        w.begin('3').finish();
+        w.begin(reply::kCloseComplete).finish();
         break;
       }
-      case 'H':
-        if (!co_await flush()) co_return "client disconnected";
+      case kFlush:
+        if (!co_await flush()) co_return End{"client disconnected", std::nullopt};
         break;
-      case 'S':
+      case kSync:
         skip_to_sync = false;
         portals_.erase("");  // the unnamed portal ends with the transaction
         w.ready_for_query(proto::TransactionStatus::idle);
-        if (!co_await flush()) co_return "client disconnected";
+        if (!co_await flush()) co_return End{"client disconnected", std::nullopt};
         break;
       default:
         write_error(Err::admin_syntax_error, std::string("message type '") + type +
@@ -271,7 +278,7 @@ asio::awaitable<std::string> Console::run() {
         skip_to_sync = true;
         break;
     }
-    if (type == 'Q' || type == 'S') {
+    if (type == kQuery || type == kSync) {
       if (shutdown_requested_) {
         // The reply is out; now do what SIGTERM does (this session ends with everyone else).
         shutdown_requested_ = false;

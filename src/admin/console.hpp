@@ -36,8 +36,14 @@ class Console {
         reader_(reader),
         who_(std::move(who)) {}
 
-  // Serves simple and extended query protocol until the client leaves; returns the reason.
-  asio::awaitable<std::string> run();
+  // Why the console session ended: the reason for the log, and the error to end the
+  // connection with (a malformed message), which the session writes (net/error_writer.hpp).
+  struct End {
+    std::string reason;
+    std::optional<ErrorReport> error;
+  };
+  // Serves simple and extended query protocol until the client leaves.
+  asio::awaitable<End> run();
 
  private:
   struct Outcome {
@@ -61,6 +67,7 @@ class Console {
   asio::awaitable<int> cancel_client(std::uint64_t id);
   asio::awaitable<int> terminate_app(const std::string& application_name);
   Outcome set_setting(const std::string& key, const std::string& value);
+  // An ERROR reply; the console session goes on.
   void write_error(Err code, const std::string& argument);
 
   session::Shared& shared_;

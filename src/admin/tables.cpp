@@ -61,22 +61,6 @@ struct Builder {
   }
 };
 
-std::string_view client_state_name(session::ClientState state) {
-  switch (state) {
-    case session::ClientState::login:
-      return "login";
-    case session::ClientState::idle:
-      return "idle";
-    case session::ClientState::waiting:
-      return "waiting";
-    case session::ClientState::active:
-      return "active";
-    case session::ClientState::closing:
-      return "active";
-  }
-  return "active";
-}
-
 bool counts_as_client(const session::SessionInfo& info) {
   return info.state != session::ClientState::login;
 }
@@ -103,7 +87,8 @@ ResultSet show_clients(const Snapshot& s) {
             [](const auto& a, const auto& c) { return a.id < c.id; });
   for (const auto& c : sessions) {
     std::int64_t wait_s = 0, wait_us = 0;
-    if (c.state == session::ClientState::waiting) {
+    const auto& state = session::names_of(c.state);
+    if (state.list == session::ClientList::waiting) {
       const auto waited =
           std::chrono::duration_cast<std::chrono::microseconds>(s.now - c.state_since).count();
       wait_s = waited / 1000000;
@@ -113,7 +98,7 @@ ResultSet show_clients(const Snapshot& s) {
                             c.user,
                             c.database,
                             "none",
-                            std::string(c.admin ? "active" : client_state_name(c.state)),
+                            std::string(state.shown_as),
                             c.addr,
                             num(c.port),
                             c.local_addr,
@@ -195,10 +180,15 @@ ResultSet show_pools(const Snapshot& s) {
     int active = 0, waiting = 0, tested = 0;
     for (const auto& c : s.sessions) {
       if (c.pool != p.pool) continue;
-      if (c.state == session::ClientState::waiting) {
-        ++waiting;
-      } else if (c.state == session::ClientState::idle || c.state == session::ClientState::active) {
-        ++active;
+      switch (session::names_of(c.state).list) {
+        case session::ClientList::waiting:
+          ++waiting;
+          break;
+        case session::ClientList::active:
+          ++active;
+          break;
+        case session::ClientList::none:
+          break;
       }
       if (c.server && c.server->state == "tested") ++tested;
     }
@@ -516,44 +506,9 @@ std::int64_t whole_seconds(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::seconds>(d).count();
 }
 
-// The next policy step for a lease, and when: the earliest of the steps that apply.
-struct NextAction {
-  std::string what;
-  std::optional<Clock::time_point> at;
-};
-
-NextAction next_action(const session::LeaseInfo& l, const session::LeasePolicy& p) {
-  NextAction next;
-  auto consider = [&](const char* what, Clock::time_point at) {
-    if (!next.at || at < *next.at) {
-      next.what = what;
-      next.at = at;
-    }
-  };
-  using session::LeaseState;
-  if (l.state == LeaseState::active && p.query_timeout.count() > 0 &&
-      l.query_start != Clock::time_point{}) {
-    consider("cancel (query_timeout)", l.query_start + p.query_timeout);
-  }
-  if (l.state == LeaseState::idle_in_transaction && p.idle_transaction_timeout.count() > 0) {
-    consider("disconnect (idle_transaction_timeout)", l.idle_since + p.idle_transaction_timeout);
-  }
-  if (l.state == LeaseState::idle_pinned && l.session_mode && p.idle_pinned_timeout.count() > 0) {
-    consider("disconnect (idle_pinned_timeout)", l.idle_since + p.idle_pinned_timeout);
-  }
-  if (l.state != LeaseState::active && !l.warned && p.leak_warn_after.count() > 0) {
-    consider("warn (leak_warn_after)", l.idle_since + p.leak_warn_after);
-  }
-  return next;
-}
-
-bool is_leak(const session::LeaseInfo& l, Clock::time_point now, config::Millis leak_after) {
-  return l.state != session::LeaseState::active && leak_after.count() > 0 &&
-         now - l.idle_since > leak_after;
-}
-
 bool is_leak(const session::LeaseInfo& l, const Snapshot& s) {
-  return is_leak(l, s.now, session::resolve_policy(*s.config, l.application_name).leak_warn_after);
+  return session::is_suspected_leak(session::facts_of(l),
+                                    session::resolve_policy(*s.config, l.application_name), s.now);
 }
 
 ResultSet show_leases(const Snapshot& s, bool leaks_only) {
@@ -577,11 +532,15 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
   });
   for (const auto* l : leases) {
     const bool active = l->state == session::LeaseState::active;
-    const auto next = next_action(*l, session::resolve_policy(*s.config, l->application_name));
+    // The ladder's first step (the janitor takes it once it is due).
+    const auto steps = session::ladder_steps(
+        session::facts_of(*l), session::resolve_policy(*s.config, l->application_name));
+    std::string next_what;
     Cell next_in;
-    if (next.at) {
+    if (!steps.empty()) {
+      next_what = session::describe(steps.begin()->action);
       const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(*next.at - s.now).count();
+          std::chrono::duration_cast<std::chrono::milliseconds>(steps.begin()->at - s.now).count();
       next_in = num(left <= 0 ? 0 : (left + 999) / 1000);
     }
     b.rs.rows.push_back(
@@ -591,7 +550,7 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
             l->xact_start == Clock::time_point{} ? Cell{}
                                                  : Cell{num(whole_seconds(s.now - l->xact_start))},
             active ? Cell{} : Cell{num(whole_seconds(s.now - l->idle_since))}, unum(l->statements),
-            l->first_query, l->last_query, l->tags, l->warned ? "warned" : "", next.what, next_in});
+            l->first_query, l->last_query, l->tags, l->warned ? "warned" : "", next_what, next_in});
   }
   b.rs.tag = "SHOW";
   return b.rs;
@@ -643,14 +602,14 @@ ResultSet show_apps(const Snapshot& s) {
   std::map<std::string, AppRow> apps;
   for (const auto& c : s.sessions) {
     if (c.admin) continue;
-    const bool counted =
-        c.state != session::ClientState::login && c.state != session::ClientState::closing;
+    const auto list = session::names_of(c.state).list;
+    const bool counted = list != session::ClientList::none;
     if (!counted && c.unreported.empty()) continue;
     auto& row = apps[c.application_name];
     row.totals += c.unreported;
     if (!counted) continue;
     ++row.live.clients;
-    if (c.state == session::ClientState::waiting) ++row.live.waiting;
+    if (list == session::ClientList::waiting) ++row.live.waiting;
     if (!c.lease) continue;
     switch (c.lease->state) {
       case session::LeaseState::active:

@@ -14,7 +14,9 @@
 
 #include "config/config.hpp"
 #include "pool/pool.hpp"
-#include "session/client_session.hpp"
+#include "session/apps.hpp"
+#include "session/session_info.hpp"
+#include "util/health.hpp"
 
 namespace pgw::admin {
 

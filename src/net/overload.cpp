@@ -10,27 +10,16 @@
 
 #include <memory>
 
+#include "net/error_writer.hpp"
 #include "net/socket.hpp"
-#include "protocol/codec.hpp"
-#include "util/errors.hpp"
 
 namespace pgw::net {
 
 namespace {
 
-// Refused connections drained at the same time; past this they are closed right after the
+// Refused connections lingering at the same time; past this they are closed right after the
 // error is written (a flood must not use up the descriptors the guard is protecting).
 constexpr int kMaxLingering = 64;
-constexpr std::chrono::milliseconds kLinger{250};
-
-// Reads whatever the client already sent (its startup packet), so closing sends FIN rather
-// than a reset that could make the client lose our error.
-void discard_pending_input(int fd) {
-  char sink[1024];
-  for (int i = 0; i < 16; ++i) {
-    if (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0) return;
-  }
-}
 
 }  // namespace
 
@@ -69,7 +58,7 @@ int open_file_limit() {
 }
 
 OverloadGuard::OverloadGuard(asio::io_context& io, ProcessHealth& health)
-    : io_(io), health_(health), timer_(io) {}
+    : health_(health), timer_(io) {}
 
 OverloadGuard::~OverloadGuard() {
   if (spare_fd_ >= 0) ::close(spare_fd_);
@@ -127,64 +116,28 @@ bool OverloadGuard::should_refuse(int fd) {
   return budget_.refusing();
 }
 
-std::string OverloadGuard::refusal_message() const {
-  const auto& spec = error_spec(Err::overloaded);
-  std::string out;
-  proto::MessageWriter(out).error_response(
-      spec.severity, spec.sqlstate, error_message(Err::overloaded),
-      fmt::format("pgwarden has {} of its {} file descriptors open (RLIMIT_NOFILE) and takes no "
-                  "new connections until it is under 80 %.",
-                  open_, limit_),
-      "Retry later; raise the open files limit (ulimit -n) if this happens often.");
-  return out;
+ErrorReport OverloadGuard::refusal_locked() const {
+  return report(Err::overloaded, open_, limit_);
 }
 
-void OverloadGuard::refuse(int fd) {
+void OverloadGuard::refuse(Reactor& reactor, int fd) {
   health_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-  std::string error;
+  ErrorReport refusal;
   {
     std::lock_guard lock(mutex_);
-    error = refusal_message();
+    refusal = refusal_locked();
   }
-  [[maybe_unused]] const auto sent =
-      ::send(fd, error.data(), error.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-  ::shutdown(fd, SHUT_WR);
-  if (lingering_ >= kMaxLingering) {
-    discard_pending_input(fd);
-    ::close(fd);
-    return;
-  }
-  // Half-closed: read and drop what the client sends until it closes (it has read the error
-  // by then), bounded in time, on this thread's io_context.
-  sockaddr_storage address{};
-  socklen_t size = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size);
-  asio::error_code ec;
-  auto socket = std::make_shared<asio::generic::stream_protocol::socket>(io_);
-  socket->assign(asio::generic::stream_protocol(address.ss_family, 0), fd, ec);
-  if (ec) {
-    ::close(fd);
-    return;
-  }
-  ++lingering_;
+  const bool linger = lingering_.fetch_add(1, std::memory_order_relaxed) < kMaxLingering;
   asio::co_spawn(
-      io_,
-      [this, socket]() -> asio::awaitable<void> {
-        using asio::experimental::awaitable_operators::operator||;
-        asio::steady_timer limit(io_, kLinger);
-        auto drain = [socket]() -> asio::awaitable<void> {
-          std::array<char, 512> sink{};
-          for (;;) {
-            auto [read_error, n] =
-                co_await socket->async_read_some(asio::buffer(sink), use_nothrow);
-            if (read_error || n == 0) co_return;
-          }
-        };
-        co_await (drain() || limit.async_wait(use_nothrow));
-        asio::error_code ignored;
-        socket->close(ignored);
-        --lingering_;
-      },
+      reactor.io(),
+      [](OverloadGuard& guard, Reactor& on, int socket, ErrorReport error,
+         bool may_linger) -> asio::awaitable<void> {
+        Connection connection;
+        connection.open(on, socket);
+        co_await end_with_error(connection, &error,
+                                may_linger ? AfterError::drain : AfterError::close);
+        guard.lingering_.fetch_sub(1, std::memory_order_relaxed);
+      }(*this, reactor, fd, std::move(refusal), linger),
       asio::detached);
 }
 
@@ -198,12 +151,7 @@ bool OverloadGuard::refuse_one_at_limit(int listen_fd) {
     // At the very limit there is no descriptor to linger with: answer, take the client's
     // startup packet if it is there, close.
     health_.connections_refused.fetch_add(1, std::memory_order_relaxed);
-    const std::string error = refusal_message();
-    [[maybe_unused]] const auto sent =
-        ::send(fd, error.data(), error.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::shutdown(fd, SHUT_WR);
-    discard_pending_input(fd);
-    ::close(fd);
+    end_with_error_now(fd, refusal_locked());
   }
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (!budget_.refusing()) {

@@ -12,10 +12,12 @@
 
 #include <asio.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
-#include <string>
 
+#include "net/reactor.hpp"
+#include "util/errors.hpp"
 #include "util/health.hpp"
 
 namespace pgw::net {
@@ -40,9 +42,11 @@ class FileBudget {
 int count_open_files();
 int open_file_limit();
 
-// Counts and lingers on the main thread; the workers that accept (Runtime::accept_ready) ask
-// should_refuse() and refuse_one_at_limit() from theirs, so the state is behind a mutex (one
-// uncontended lock per accepted connection, nothing per message).
+// Counts on the main thread; the workers that accept (Runtime::accept_ready) ask
+// should_refuse() and refuse them, or refuse_one_at_limit(), from theirs, so the state is behind
+// a mutex (one uncontended lock per accepted connection, nothing per message). A refused
+// connection is ended on the worker that accepted it, through the error writer
+// (net/error_writer.hpp), like any other client told an error.
 class OverloadGuard {
  public:
   OverloadGuard(asio::io_context& io, ProcessHealth& health);
@@ -55,8 +59,8 @@ class OverloadGuard {
   // After accept4() returned `fd`: whether the connection must be refused. Any thread.
   bool should_refuse(int fd);
   // Answers `fd` with FATAL 53300 and closes it once the client has read it (or after 250 ms).
-  // Main thread (the lingering runs on its io_context).
-  void refuse(int fd);
+  // On the thread of `reactor`, which the connection joins while it lingers.
+  void refuse(Reactor& reactor, int fd);
   // accept4() failed with EMFILE/ENFILE: gives up the spare descriptor to accept one waiting
   // connection, refuses it, and takes the spare again. False when none was waiting. Any
   // thread.
@@ -65,9 +69,9 @@ class OverloadGuard {
  private:
   void recount();
   void schedule_recount();
-  std::string refusal_message() const;
+  // 53300 with the counts (caller holds mutex_).
+  ErrorReport refusal_locked() const;
 
-  asio::io_context& io_;
   ProcessHealth& health_;
   std::mutex mutex_;  // budget_, spare_fd_, open_, limit_
   FileBudget budget_;
@@ -75,7 +79,7 @@ class OverloadGuard {
   int spare_fd_ = -1;
   int open_ = 0;
   int limit_ = 0;
-  int lingering_ = 0;  // refused connections still being drained
+  std::atomic<int> lingering_{0};  // refused connections still lingering, on every worker
 };
 
 }  // namespace pgw::net

@@ -2,9 +2,12 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include <spdlog/spdlog.h>
 
@@ -605,6 +608,12 @@ IoResult Connection::send_now(const void* data, std::size_t size) {
     }
     return result;
   }
+}
+
+bool Connection::send_queue_empty() const {
+  if (fd_ < 0 || batch_slot_ >= 0 || has_unsent()) return false;
+  int unsent = 0;
+  return ::ioctl(fd_, SIOCOUTQ, &unsent) == 0 && unsent == 0;
 }
 
 void Connection::shutdown_send() {

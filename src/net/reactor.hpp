@@ -271,6 +271,10 @@ class Connection {
   IoResult write_some(const void* data, std::size_t size);
   // A write that goes to the kernel now (after whatever of this connection is still queued).
   IoResult write_now(const void* data, std::size_t size);
+  // Nothing written to this connection is still waiting: not in this turn's batch, not kept
+  // back by a full socket, and not in the kernel's send queue either (SIOCOUTQ). A small
+  // message written now then reaches the peer whole, between two of its reads.
+  bool send_queue_empty() const;
   // Half-closes after everything written so far has gone out.
   void shutdown_send();
   // Closes the descriptor; pending waits complete with operation_aborted.

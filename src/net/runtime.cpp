@@ -137,7 +137,7 @@ void Runtime::accept_ready(Accepting& accepting) {
       return;
     }
     if (overload_->should_refuse(fd)) {  // near RLIMIT_NOFILE: 53300 (net/overload.hpp)
-      asio::post(main_io_, [this, fd] { overload_->refuse(fd); });
+      overload_->refuse(reactor, fd);
       continue;
     }
     const Endpoint peer_endpoint = endpoint_of(peer, peer_size);
@@ -211,10 +211,8 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     std::vector<std::shared_ptr<session::ClientSession>> sessions;
     for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
     const auto config = shared_->config();
-    for (auto& session : sessions) {
-      session->check_timeouts(now, *config);
-      session->check_leak(now, *config);  // leak guard: leak_warn_after
-    }
+    // Each session's timeouts, and the leak guard's ladder for those holding a server.
+    for (auto& session : sessions) session->check_timeouts(now, *config);
     session::sample_apps(*shared_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
     if (worker == 0) {
       change_accepting(Direction::shrink);

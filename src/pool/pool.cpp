@@ -912,76 +912,28 @@ Err Pool::wait_timeout_error() const {
   return unreachable ? Err::query_wait_unreachable : Err::query_wait_timeout;
 }
 
-Pool::ErrorContext Pool::explain(Err code) const {
-  const auto now = Clock::now();
-  ErrorContext out;
-  int total = 0, connecting = 0, waiting = 0, max_waiting = 0;
-  std::string last_error;
+PoolCondition Pool::condition() const {
+  PoolCondition out;
   Backend* backend = nullptr;
   {
     std::lock_guard lock(mutex_);
-    total = total_;
-    connecting = connecting_;
-    waiting = waiting_;
-    max_waiting = settings_.max_waiting;
-    last_error = error_message(last_error_code_, last_error_);
-    if (last_error_.empty()) last_error.clear();
+    out.database = database_;
+    out.user = user_;
+    out.servers = total_;
+    out.connecting = connecting_;
+    out.waiting = waiting_;
+    out.max_waiting = settings_.max_waiting;
+    if (!last_error_.empty()) out.last_login_error = error_message(last_error_code_, last_error_);
     backend = backend_;
   }
-  const auto status = backend->status(now);
-  switch (code) {
-    case Err::backend_unavailable: {
-      const char* state = status.state == BreakerState::open        ? "is open"
-                          : status.state == BreakerState::half_open ? "is testing the server"
-                                                                    : "has just closed again";
-      out.detail =
-          fmt::format("pgwarden's circuit breaker for the server at {} {}", status.name, state);
-      if (!status.last_error.empty()) out.detail += "; last error: " + status.last_error;
-      if (status.state == BreakerState::open) {
-        const auto seconds = std::chrono::ceil<std::chrono::seconds>(status.until_probe).count();
-        out.hint =
-            fmt::format("pgwarden tries to connect again in {} s; retry the connection after that.",
-                        std::max<std::int64_t>(seconds, 1));
-      } else if (status.state == BreakerState::half_open) {
-        out.hint = "pgwarden is testing the connection to the server now; retry in a few seconds.";
-      } else {
-        out.hint = "Retry the connection now.";
-      }
-      break;
-    }
-    case Err::query_wait_unreachable:
-      out.detail = !last_error.empty()
-                       ? "last error: " + last_error
-                       : fmt::format("connecting to the server at {} did not finish", status.name);
-      out.hint = "Check that the server is running and reachable; pgwarden keeps retrying.";
-      break;
-    case Err::query_wait_timeout:
-      out.detail =
-          fmt::format("all {} server connections of pool {}/{} were in use ({} clients waiting)",
-                      total - connecting, database_, user_, waiting);
-      out.hint = "Look for clients that hold transactions open (SHOW LEASES), or raise pool_size.";
-      break;
-    case Err::max_waiting:
-      out.detail =
-          fmt::format("{} clients are already waiting for a server connection of pool {}/{}",
-                      max_waiting, database_, user_);
-      out.hint = "Retry later.";
-      break;
-    case Err::query_wait_notice:
-      if (!status.last_error.empty() &&
-          (status.state != BreakerState::closed || status.consecutive_failures > 0)) {
-        out.detail =
-            fmt::format("the server at {} cannot be reached: {}", status.name, status.last_error);
-      } else if (total > 0 && total == connecting) {
-        out.detail = fmt::format("connecting to the server at {}", status.name);
-      } else {
-        out.detail = fmt::format("all {} server connections of pool {}/{} are in use",
-                                 total - connecting, database_, user_);
-      }
-      break;
-    default:
-      break;
-  }
+  const auto status = backend->status(Clock::now());
+  out.server = status.name;
+  out.breaker = status.state == BreakerState::open        ? PoolCondition::Breaker::open
+                : status.state == BreakerState::half_open ? PoolCondition::Breaker::half_open
+                                                          : PoolCondition::Breaker::closed;
+  out.backend_error = status.last_error;
+  out.consecutive_failures = status.consecutive_failures;
+  out.until_probe = std::chrono::ceil<std::chrono::milliseconds>(status.until_probe);
   return out;
 }
 

@@ -33,6 +33,7 @@
 #include "pool/params.hpp"
 #include "pool/stats.hpp"
 #include "protocol/codec.hpp"
+#include "protocol/stream_buffer.hpp"
 #include "util/errors.hpp"
 #include "util/intrusive_list.hpp"
 
@@ -97,7 +98,9 @@ class ServerConn final : public net::ReadyHandler {
   std::uint64_t applied_params = 0;
   std::uint64_t last_client = 0;
   bool close_needed = false;
-  std::vector<std::byte> buffer;  // read buffer of the relay, kept with the connection
+  // The relay's buffer of this server's replies (session/relay.hpp), kept with the connection:
+  // a server goes back to the pool only with it empty.
+  proto::StreamBuffer buffer;
 
   // Readiness while idle in the pool (the pool installs this object as the handler).
   void on_ready(net::Connection& connection) override;
@@ -238,12 +241,9 @@ class Pool {
   // Which error a client that waited query_wait_timeout gets: 53300 when the pool was full,
   // 08001 when the backend could not be reached (the last login failed, or none finished).
   Err wait_timeout_error() const;
-  // DETAIL and HINT for a client told `code` (the breaker's state, the last error, the pool's
-  // occupancy), computed when the error is written.
-  struct ErrorContext {
-    std::string detail, hint;
-  };
-  ErrorContext explain(Err code) const;
+  // The facts that explain a pool error to a client (the breaker's state, the last error, the
+  // pool's occupancy), read when the error is written; util::explain() words them.
+  PoolCondition condition() const;
   // Every queued waiter gets `code` now (breaker opened, shutdown drain).
   void fail_waiters(Err code);
   // Closes every idle server (the backend crashed or restarted).

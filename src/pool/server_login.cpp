@@ -5,6 +5,7 @@
 #include "auth/auth.hpp"
 #include "net/message_reader.hpp"
 #include "pool/pool.hpp"
+#include "protocol/message_types.hpp"
 #include "util/activity.hpp"
 
 namespace pgw::pool {
@@ -90,7 +91,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
     const auto message = std::get<proto::Message>(next);
     packet.clear();
     switch (message.header.type) {
-      case 'R': {
+      case proto::from_server::kAuthentication: {
         auto request = proto::parse_auth_request(message.body);
         if (!request) {
           out.error = Err::server_login_failed;
@@ -181,25 +182,25 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
         }
         break;
       }
-      case 'S':
+      case proto::from_server::kParameterStatus:
         if (auto status = proto::parse_parameter_status(message.body)) {
           server->params.set(status->name, status->value);
         }
         break;
-      case 'K':
+      case proto::from_server::kBackendKeyData:
         if (auto key = proto::parse_backend_key_data(message.body)) {
           server->backend_pid = key->process_id;
           server->backend_key = key->secret_key;
         }
         break;
-      case 'E': {
+      case proto::from_server::kErrorResponse: {
         auto fields = proto::parse_error_fields(message.body);
         out.error = Err::server_login_failed;
         out.detail = fields ? error_text(*fields) : "server sent an error during login";
         out.connection_failure = !fields || is_connection_class(fields->sqlstate);
         co_return out;
       }
-      case 'Z': {
+      case proto::from_server::kReadyForQuery: {
         server->created = Clock::now();
         server->last_used = server->created;
         server->fingerprint = settings.fingerprint;
@@ -258,16 +259,16 @@ asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sq
       auto next = co_await reader.next(server.conn, proto::Direction::backend);
       if (!std::holds_alternative<proto::Message>(next)) co_return false;
       const auto message = std::get<proto::Message>(next);
-      if (message.header.type == 'S') {
+      if (message.header.type == proto::from_server::kParameterStatus) {
         if (auto status = proto::parse_parameter_status(message.body)) {
           server.params.set(status->name, status->value);
         }
-      } else if (message.header.type == 'E') {
+      } else if (message.header.type == proto::from_server::kErrorResponse) {
         failed = true;
         auto fields = proto::parse_error_fields(message.body);
         if (fields) spdlog::debug("internal query failed: {}", fields->message);
         if (fields && fields->is_fatal()) co_return false;
-      } else if (message.header.type == 'Z') {
+      } else if (message.header.type == proto::from_server::kReadyForQuery) {
         auto status = proto::parse_ready_for_query(message.body);
         if (!status) co_return false;
         server.status = *status;

@@ -1,5 +1,7 @@
 #include "protocol/codec.hpp"
 
+#include "protocol/message_types.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -65,9 +67,11 @@ class Cursor {
 };
 
 bool valid_frontend_type(char type) {
+  using namespace from_client;
   switch (type) {
-    case 'Q': case 'P': case 'B': case 'D': case 'E': case 'S': case 'H': case 'C':
-    case 'X': case 'd': case 'c': case 'f': case 'F': case 'p':
+    case kQuery: case kParse: case kBind: case kDescribe: case kExecute: case kSync:
+    case kFlush: case kClose: case kTerminate: case kCopyData: case kCopyDone: case kCopyFail:
+    case kFunctionCall: case kPassword:
       return true;
     default:
       return false;
@@ -75,10 +79,15 @@ bool valid_frontend_type(char type) {
 }
 
 bool valid_backend_type(char type) {
+  using namespace from_server;
   switch (type) {
-    case 'R': case 'K': case 'S': case 'Z': case 'T': case 'D': case 'C': case 'E': case 'N':
-    case 'A': case 'G': case 'H': case 'W': case 'd': case 'c': case 'I': case 'n': case '1':
-    case '2': case '3': case 's': case 't': case 'v': case 'V':
+    case kAuthentication: case kBackendKeyData: case kParameterStatus: case kReadyForQuery:
+    case kRowDescription: case kDataRow: case kCommandComplete: case kErrorResponse:
+    case kNoticeResponse: case kNotificationResponse: case kCopyInResponse:
+    case kCopyOutResponse: case kCopyBothResponse: case kCopyData: case kCopyDone:
+    case kEmptyQueryResponse: case kNoData: case kParseComplete: case kBindComplete:
+    case kCloseComplete: case kPortalSuspended: case kParameterDescription:
+    case kNegotiateProtocolVersion: case kFunctionCallResponse:
       return true;
     default:
       return false;
@@ -99,10 +108,11 @@ std::string_view describe(CodecError error) {
 }
 
 std::uint32_t frontend_length_limit(char type) {
+  using namespace from_client;
   switch (type) {
-    case 'Q': case 'P': case 'B': case 'F': case 'd':
+    case kQuery: case kParse: case kBind: case kFunctionCall: case kCopyData:
       return kLargeMessageLimit;
-    case 'p':  // password / SASL / GSS responses: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH
+    case kPassword:  // password / SASL / GSS responses: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH
       return 65535;
     default:
       return kSmallMessageLimit;
@@ -349,30 +359,30 @@ void MessageWriter::finish() {
   out_[start_ + 4] = static_cast<char>(length & 0xff);
 }
 
-void MessageWriter::authentication_ok() { begin('R').int32(0).finish(); }
-void MessageWriter::authentication_cleartext() { begin('R').int32(3).finish(); }
+void MessageWriter::authentication_ok() { begin(from_server::kAuthentication).int32(0).finish(); }
+void MessageWriter::authentication_cleartext() { begin(from_server::kAuthentication).int32(3).finish(); }
 void MessageWriter::authentication_md5(std::span<const std::byte, 4> salt) {
-  begin('R').int32(5).raw(Bytes(salt.data(), 4)).finish();
+  begin(from_server::kAuthentication).int32(5).raw(Bytes(salt.data(), 4)).finish();
 }
 void MessageWriter::authentication_sasl(std::span<const std::string_view> mechanisms) {
-  begin('R').int32(10);
+  begin(from_server::kAuthentication).int32(10);
   for (auto m : mechanisms) cstring(m);
   int8(0).finish();
 }
 void MessageWriter::authentication_sasl_continue(std::string_view data) {
-  begin('R').int32(11).raw(data).finish();
+  begin(from_server::kAuthentication).int32(11).raw(data).finish();
 }
 void MessageWriter::authentication_sasl_final(std::string_view data) {
-  begin('R').int32(12).raw(data).finish();
+  begin(from_server::kAuthentication).int32(12).raw(data).finish();
 }
 void MessageWriter::parameter_status(std::string_view name, std::string_view value) {
-  begin('S').cstring(name).cstring(value).finish();
+  begin(from_server::kParameterStatus).cstring(name).cstring(value).finish();
 }
 void MessageWriter::backend_key_data(std::int32_t pid, std::int32_t key) {
-  begin('K').int32(pid).int32(key).finish();
+  begin(from_server::kBackendKeyData).int32(pid).int32(key).finish();
 }
 void MessageWriter::ready_for_query(TransactionStatus status) {
-  begin('Z').int8(static_cast<std::uint8_t>(status)).finish();
+  begin(from_server::kReadyForQuery).int8(static_cast<std::uint8_t>(status)).finish();
 }
 void MessageWriter::notice_or_error(char type, std::string_view severity, std::string_view sqlstate,
                                     std::string_view message, std::string_view detail,
@@ -389,27 +399,27 @@ void MessageWriter::notice_or_error(char type, std::string_view severity, std::s
 void MessageWriter::error_response(std::string_view severity, std::string_view sqlstate,
                                    std::string_view message, std::string_view detail,
                                    std::string_view hint) {
-  notice_or_error('E', severity, sqlstate, message, detail, hint);
+  notice_or_error(from_server::kErrorResponse, severity, sqlstate, message, detail, hint);
 }
 void MessageWriter::notice_response(std::string_view severity, std::string_view sqlstate,
                                     std::string_view message, std::string_view detail,
                                     std::string_view hint) {
-  notice_or_error('N', severity, sqlstate, message, detail, hint);
+  notice_or_error(from_server::kNoticeResponse, severity, sqlstate, message, detail, hint);
 }
 void MessageWriter::negotiate_protocol_version(std::int32_t newest_minor,
                                                std::span<const std::string> unrecognized_options) {
-  begin('v').int32(static_cast<std::int32_t>(kProtocol30 | static_cast<std::uint32_t>(newest_minor)));
+  begin(from_server::kNegotiateProtocolVersion).int32(static_cast<std::int32_t>(kProtocol30 | static_cast<std::uint32_t>(newest_minor)));
   int32(static_cast<std::int32_t>(unrecognized_options.size()));
   for (const auto& option : unrecognized_options) cstring(option);
   finish();
 }
 void MessageWriter::row_description(std::span<const std::string_view> column_names) {
-  begin('T').int16(static_cast<std::int16_t>(column_names.size()));
+  begin(from_server::kRowDescription).int16(static_cast<std::int16_t>(column_names.size()));
   for (auto name : column_names) cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0);
   finish();
 }
 void MessageWriter::data_row(std::span<const std::optional<std::string_view>> values) {
-  begin('D').int16(static_cast<std::int16_t>(values.size()));
+  begin(from_server::kDataRow).int16(static_cast<std::int16_t>(values.size()));
   for (const auto& value : values) {
     if (!value) {
       int32(-1);
@@ -419,8 +429,8 @@ void MessageWriter::data_row(std::span<const std::optional<std::string_view>> va
   }
   finish();
 }
-void MessageWriter::command_complete(std::string_view tag) { begin('C').cstring(tag).finish(); }
-void MessageWriter::empty_query_response() { begin('I').finish(); }
+void MessageWriter::command_complete(std::string_view tag) { begin(from_server::kCommandComplete).cstring(tag).finish(); }
+void MessageWriter::empty_query_response() { begin(from_server::kEmptyQueryResponse).finish(); }
 
 void MessageWriter::startup_message(std::span<const std::pair<std::string, std::string>> parameters) {
   start_ = out_.size();
@@ -434,14 +444,14 @@ void MessageWriter::startup_message(std::span<const std::pair<std::string, std::
   out_[start_ + 2] = static_cast<char>((length >> 8) & 0xff);
   out_[start_ + 3] = static_cast<char>(length & 0xff);
 }
-void MessageWriter::password_message(std::string_view password) { begin('p').cstring(password).finish(); }
+void MessageWriter::password_message(std::string_view password) { begin(from_client::kPassword).cstring(password).finish(); }
 void MessageWriter::sasl_initial_response(std::string_view mechanism, std::string_view data) {
-  begin('p').cstring(mechanism).int32(static_cast<std::int32_t>(data.size())).raw(data).finish();
+  begin(from_client::kPassword).cstring(mechanism).int32(static_cast<std::int32_t>(data.size())).raw(data).finish();
 }
-void MessageWriter::sasl_response(std::string_view data) { begin('p').raw(data).finish(); }
-void MessageWriter::query(std::string_view sql) { begin('Q').cstring(sql).finish(); }
-void MessageWriter::sync() { begin('S').finish(); }
-void MessageWriter::terminate() { begin('X').finish(); }
+void MessageWriter::sasl_response(std::string_view data) { begin(from_client::kPassword).raw(data).finish(); }
+void MessageWriter::query(std::string_view sql) { begin(from_client::kQuery).cstring(sql).finish(); }
+void MessageWriter::sync() { begin(from_client::kSync).finish(); }
+void MessageWriter::terminate() { begin(from_client::kTerminate).finish(); }
 void MessageWriter::cancel_request(std::int32_t pid, std::int32_t key) {
   int32(16).int32(static_cast<std::int32_t>(kCancelRequestCode)).int32(pid).int32(key);
 }

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "net/turn_clock.hpp"
+#include "protocol/message_types.hpp"
 
 namespace pgw::session {
 namespace {
@@ -233,11 +234,12 @@ std::string_view first_significant_statement(std::string_view sql) {
 }
 
 std::string_view statement_text(char type, std::string_view body) {
-  if (type == 'P') {
+  using namespace proto::from_client;
+  if (type == kParse) {
     const auto nul = body.find('\0');
     if (nul == std::string_view::npos) return {};  // the name is not even complete
     body = body.substr(nul + 1);
-  } else if (type != 'Q') {
+  } else if (type != kQuery) {
     return {};
   }
   const auto nul = body.find('\0');
@@ -289,6 +291,70 @@ LeasePolicy resolve_policy(const config::Config& config, std::string_view applic
   return policy;
 }
 
+std::string_view describe(LadderAction action) {
+  switch (action) {
+    case LadderAction::warn:
+      return "warn (leak_warn_after)";
+    case LadderAction::cancel_query:
+      return "cancel (query_timeout)";
+    case LadderAction::disconnect_ignored_cancel:
+      return "disconnect (query_timeout)";
+    case LadderAction::disconnect_idle_transaction:
+      return "disconnect (idle_transaction_timeout)";
+    case LadderAction::disconnect_idle_pinned:
+      return "disconnect (idle_pinned_timeout)";
+  }
+  return "?";
+}
+
+LadderSteps ladder_steps(const LeaseFacts& lease, const LeasePolicy& policy) {
+  LadderSteps out;
+  auto add = [&out](LadderAction action, Lease::Clock::time_point at) {
+    out.steps[out.count++] = LadderStep{action, at};
+  };
+  // The states exclude each other, so at most one timeout applies; the warning may come
+  // before or after it.
+  switch (lease.state) {
+    case LeaseState::active:
+      if (policy.query_timeout.count() > 0 && lease.query_start != Lease::Clock::time_point{}) {
+        // Once the cancel went out for this query, the next step is giving up on it.
+        if (lease.query_cancel_sent != Lease::Clock::time_point{}) {
+          add(LadderAction::disconnect_ignored_cancel, lease.query_cancel_sent + kCancelGrace);
+        } else {
+          add(LadderAction::cancel_query, lease.query_start + policy.query_timeout);
+        }
+      }
+      return out;  // an active lease is never a leak
+    case LeaseState::idle_in_transaction:
+      if (policy.idle_transaction_timeout.count() > 0) {
+        add(LadderAction::disconnect_idle_transaction,
+            lease.idle_since + policy.idle_transaction_timeout);
+      }
+      break;
+    case LeaseState::idle_pinned:
+      if (lease.session_mode && policy.idle_pinned_timeout.count() > 0) {
+        add(LadderAction::disconnect_idle_pinned, lease.idle_since + policy.idle_pinned_timeout);
+      }
+      break;
+  }
+  if (!lease.warned && policy.leak_warn_after.count() > 0) {
+    add(LadderAction::warn, lease.idle_since + policy.leak_warn_after);
+    if (out.count == 2 && out.steps[1].at < out.steps[0].at) std::swap(out.steps[0], out.steps[1]);
+  }
+  return out;
+}
+
+bool is_suspected_leak(const LeaseFacts& lease, const LeasePolicy& policy,
+                       Lease::Clock::time_point now) {
+  return lease.state != LeaseState::active && policy.leak_warn_after.count() > 0 &&
+         now - lease.idle_since > policy.leak_warn_after;
+}
+
+LeaseFacts facts_of(const LeaseInfo& lease) {
+  return LeaseFacts{lease.state,       lease.session_mode, lease.warned,
+                    lease.query_start, lease.idle_since,   lease.query_cancel_sent};
+}
+
 std::string printable(std::string_view text) {
   std::string out(text);
   for (auto& c : out) {
@@ -298,16 +364,17 @@ std::string printable(std::string_view text) {
 }
 
 void Lease::on_message(char type, std::string_view body, bool whole) {
-  if (type == 'E' || type == 'Q') {
+  using namespace proto::from_client;
+  if (type == kExecute || type == kQuery) {
     ++statements;
     if (xact_start == Clock::time_point{}) xact_start = net::turn_now();
-    if (type == 'E') return;
+    if (type == kExecute) return;
   }
   if (have_first) {
     // The common case: only the last statement's prefix is needed, so look at no more than
     // that (a Parse starts with the statement name).
     const auto text =
-        statement_text(type, body.substr(0, kStatementCapture + (type == 'P' ? 256 : 0)));
+        statement_text(type, body.substr(0, kStatementCapture + (type == kParse ? 256 : 0)));
     if (!text.empty()) last.assign(text);
     return;
   }

@@ -76,6 +76,54 @@ struct LeasePolicy {
 };
 LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name);
 
+// What the policy ladder needs to know about a lease: the janitor fills it from the session,
+// the console from a LeaseInfo (facts_of()), and both then ask the same functions below.
+struct LeaseFacts {
+  using Clock = std::chrono::steady_clock;
+  LeaseState state = LeaseState::active;
+  bool session_mode = false;        // the pool is in session mode (idle_pinned_timeout applies)
+  bool warned = false;              // the leak warning was logged for this lease
+  Clock::time_point query_start{};  // a query is running since then ({}: none)
+  Clock::time_point idle_since{};   // nothing in flight since then (the lease's start)
+  Clock::time_point query_cancel_sent{};  // query_timeout cancelled the running query then
+};
+
+// The rungs of the ladder (docs/leak-guard.md).
+enum class LadderAction : std::uint8_t {
+  warn,                         // log once and count a suspected leak (leak_warn_after)
+  cancel_query,                 // CancelRequest for the running query (query_timeout)
+  disconnect_ignored_cancel,    // the backend ignored that cancel for kCancelGrace: FATAL 57014
+  disconnect_idle_transaction,  // FATAL 25P03 (idle_transaction_timeout)
+  disconnect_idle_pinned,       // FATAL 57P05 (idle_pinned_timeout, session mode only)
+};
+// As SHOW LEASES' next_action says it: "disconnect (idle_transaction_timeout)", ...
+std::string_view describe(LadderAction action);
+
+// How long a backend may take to act on the CancelRequest that query_timeout sent, before the
+// client is disconnected instead.
+inline constexpr std::chrono::seconds kCancelGrace{5};
+
+struct LadderStep {
+  LadderAction action;
+  std::chrono::steady_clock::time_point at;  // due once the clock is past it
+};
+// The steps that apply to a lease, earliest first: at most a timeout and the warning.
+struct LadderSteps {
+  std::array<LadderStep, 2> steps{};
+  std::size_t count = 0;
+  const LadderStep* begin() const { return steps.data(); }
+  const LadderStep* end() const { return steps.data() + count; }
+  bool empty() const { return count == 0; }
+};
+
+// The one evaluator of the ladder: the janitor acts on the steps that are due, SHOW LEASES
+// shows the first.
+LadderSteps ladder_steps(const LeaseFacts& lease, const LeasePolicy& policy);
+// A suspected leak (SHOW LEAKS, SHOW APPS, the warning): not active, and idle longer than the
+// application's leak_warn_after.
+bool is_suspected_leak(const LeaseFacts& lease, const LeasePolicy& policy,
+                       std::chrono::steady_clock::time_point now);
+
 // resolve_policy() for one session, redone only when the configuration snapshot
 // (Config::version) or the application_name changes: the janitor asks every 200 ms for every
 // session, and fnmatch over the [apps] patterns is not free.
@@ -214,7 +262,9 @@ struct LeaseInfo {
   std::string first_query, last_query, tags;
   bool warned = false;
   bool session_mode = false;  // the pool is in session mode (idle_pinned_timeout applies)
+  std::chrono::steady_clock::time_point query_cancel_sent{};  // by query_timeout ({}: none)
 };
+LeaseFacts facts_of(const LeaseInfo& lease);
 
 // A leak event: a warning, a resolution, a growth alarm or a forced action.
 struct LeakEvent {

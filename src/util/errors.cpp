@@ -1,7 +1,10 @@
 #include "util/errors.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
+
+#include "protocol/codec.hpp"
 
 namespace pgw {
 namespace {
@@ -59,8 +62,11 @@ constexpr std::array kErrors{
     ErrorSpec{Err::admin_invalid_value, "22023", "ERROR", "{}"},
     ErrorSpec{Err::admin_wrong_state, "55000", "ERROR", "{}"},
     ErrorSpec{Err::admin_reload_failed, "F0000", "ERROR", "reload failed: {}"},
+    // Arguments: the application_name, its cap, the [apps] pattern, where that line is.
     ErrorSpec{Err::app_max_client_conn, "53300", "FATAL",
-              "no more connections allowed for application \"{}\" (max_client_conn in [apps])"},
+              "no more connections allowed for application \"{}\" (max_client_conn in [apps])",
+              "application \"{0}\" is limited to {1} client connections by [apps] line \"{2}\" "
+              "({3})"},
     // PostgreSQL's 57P05 is its idle_session_timeout; the text says which pgwarden limit it was.
     ErrorSpec{Err::idle_pinned_timeout, "57P05", "FATAL",
               "terminating connection due to idle-session timeout (idle_pinned_timeout: the "
@@ -78,7 +84,11 @@ constexpr std::array kErrors{
               "query_wait_timeout: could not connect to the server within {} s"},
     ErrorSpec{Err::query_wait_notice, "00000", "NOTICE",
               "no server connection available yet, waiting for {} s (query_wait_notify)"},
-    ErrorSpec{Err::overloaded, "53300", "FATAL", "sorry, too many clients already"},
+    // Arguments: the open descriptors, RLIMIT_NOFILE.
+    ErrorSpec{Err::overloaded, "53300", "FATAL", "sorry, too many clients already",
+              "pgwarden has {0} of its {1} file descriptors open (RLIMIT_NOFILE) and takes no "
+              "new connections until it is under 80 %.",
+              "Retry later; raise the open files limit (ulimit -n) if this happens often."},
 };
 
 }  // namespace
@@ -88,6 +98,77 @@ const ErrorSpec& error_spec(Err code) {
     if (spec.code == code) return spec;
   }
   std::abort();  // every enumerator has a row; a missing one is a programming error
+}
+
+ErrorReport explain(Err code, std::string_view argument, const PoolCondition& pool) {
+  ErrorReport out{code, error_message(code, argument), {}, {}};
+  using Breaker = PoolCondition::Breaker;
+  const int in_use = pool.servers - pool.connecting;
+  switch (code) {
+    case Err::backend_unavailable: {
+      const char* state = pool.breaker == Breaker::open        ? "is open"
+                          : pool.breaker == Breaker::half_open ? "is testing the server"
+                                                               : "has just closed again";
+      out.detail =
+          fmt::format("pgwarden's circuit breaker for the server at {} {}", pool.server, state);
+      if (!pool.backend_error.empty()) out.detail += "; last error: " + pool.backend_error;
+      if (pool.breaker == Breaker::open) {
+        const auto seconds = std::chrono::ceil<std::chrono::seconds>(pool.until_probe).count();
+        out.hint =
+            fmt::format("pgwarden tries to connect again in {} s; retry the connection after that.",
+                        std::max<std::int64_t>(seconds, 1));
+      } else if (pool.breaker == Breaker::half_open) {
+        out.hint = "pgwarden is testing the connection to the server now; retry in a few seconds.";
+      } else {
+        out.hint = "Retry the connection now.";
+      }
+      break;
+    }
+    case Err::query_wait_unreachable:
+      out.detail = !pool.last_login_error.empty()
+                       ? "last error: " + pool.last_login_error
+                       : fmt::format("connecting to the server at {} did not finish", pool.server);
+      out.hint = "Check that the server is running and reachable; pgwarden keeps retrying.";
+      break;
+    case Err::query_wait_timeout:
+      out.detail =
+          fmt::format("all {} server connections of pool {}/{} were in use ({} clients waiting)",
+                      in_use, pool.database, pool.user, pool.waiting);
+      out.hint = "Look for clients that hold transactions open (SHOW LEASES), or raise pool_size.";
+      break;
+    case Err::max_waiting:
+      out.detail =
+          fmt::format("{} clients are already waiting for a server connection of pool {}/{}",
+                      pool.max_waiting, pool.database, pool.user);
+      out.hint = "Retry later.";
+      break;
+    case Err::query_wait_notice:
+      if (!pool.backend_error.empty() &&
+          (pool.breaker != Breaker::closed || pool.consecutive_failures > 0)) {
+        out.detail =
+            fmt::format("the server at {} cannot be reached: {}", pool.server, pool.backend_error);
+      } else if (pool.servers > 0 && pool.servers == pool.connecting) {
+        out.detail = fmt::format("connecting to the server at {}", pool.server);
+      } else {
+        out.detail = fmt::format("all {} server connections of pool {}/{} are in use", in_use,
+                                 pool.database, pool.user);
+      }
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+void append_error_response(std::string& out, const ErrorReport& report) {
+  const auto& spec = error_spec(report.code);
+  proto::MessageWriter writer(out);
+  if (spec.severity == "NOTICE" || spec.severity == "WARNING") {
+    writer.notice_response(spec.severity, spec.sqlstate, report.message, report.detail,
+                           report.hint);
+  } else {
+    writer.error_response(spec.severity, spec.sqlstate, report.message, report.detail, report.hint);
+  }
 }
 
 }  // namespace pgw

@@ -1,16 +1,21 @@
 // The one table of errors pgwarden itself reports to clients: each error code maps to a
-// SQLSTATE, a severity and a message template, so texts stay consistent across the code base
-// and docs/errors.md can be checked against it.
+// SQLSTATE, a severity, a message template and the templates of its DETAIL and HINT, so texts
+// stay consistent across the code base and docs/errors.md can be checked against it. The
+// wording that depends on the state of a pool (a circuit breaker, the servers in use) lives
+// here too (explain()); the pool only supplies the facts (PoolCondition). An ErrorReport is
+// what a client is told; append_error_response() is the one place that turns it into bytes.
 #pragma once
 
 #include <fmt/format.h>
 
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace pgw {
 
-enum class Err {
+enum class Err : std::uint8_t {
   protocol_violation,          // malformed or oversized input
   unsupported_protocol,        // protocol major version not 3
   no_user,                     // startup packet without "user"
@@ -61,7 +66,11 @@ struct ErrorSpec {
   Err code;
   std::string_view sqlstate;
   std::string_view severity;  // FATAL: the connection closes; ERROR: it continues
-  std::string_view text;      // fmt template; {} takes the one argument, if any
+  std::string_view text;      // fmt template; {} takes the (first) argument, if any
+  // DETAIL and HINT templates ("" = none), formatted with the same arguments as the text
+  // ({0}, {1}, ... when there are several).
+  std::string_view detail = {};
+  std::string_view hint = {};
 };
 
 const ErrorSpec& error_spec(Err code);
@@ -71,5 +80,45 @@ template <typename... Args>
 std::string error_message(Err code, const Args&... args) {
   return fmt::format(fmt::runtime(error_spec(code).text), args...);
 }
+
+// What a client is told: the row's SQLSTATE and severity, a message, DETAIL and HINT.
+struct ErrorReport {
+  Err code = Err::internal;
+  std::string message;
+  std::string detail;  // "" = none
+  std::string hint;    // "" = none
+};
+
+// The report for `code`: message, DETAIL and HINT from the table, formatted with `args`.
+template <typename... Args>
+ErrorReport report(Err code, const Args&... args) {
+  const auto& spec = error_spec(code);
+  ErrorReport out{code, fmt::format(fmt::runtime(spec.text), args...), {}, {}};
+  if (!spec.detail.empty()) out.detail = fmt::format(fmt::runtime(spec.detail), args...);
+  if (!spec.hint.empty()) out.hint = fmt::format(fmt::runtime(spec.hint), args...);
+  return out;
+}
+
+// Facts about a pool and its backend that explain the errors a pool gives
+// (pool::Pool::condition() fills it in under the pool's mutex).
+struct PoolCondition {
+  enum class Breaker : std::uint8_t { closed, open, half_open };
+  std::string database, user;  // the pool
+  std::string server;          // its backend, "host:port"
+  Breaker breaker = Breaker::closed;
+  std::string backend_error;  // the breaker's last recorded error ("" = none)
+  int consecutive_failures = 0;
+  std::chrono::milliseconds until_probe{0};  // while open: until the next probe
+  std::string last_login_error;              // the pool's last failed login ("" = none)
+  int servers = 0, connecting = 0, waiting = 0, max_waiting = 0;
+};
+
+// The report for a pool error (backend_unavailable, query_wait_timeout, query_wait_unreachable,
+// max_waiting, query_wait_notice and the rest): the table's message with `argument`, and a
+// DETAIL and HINT that say what the pool was doing.
+ErrorReport explain(Err code, std::string_view argument, const PoolCondition& pool);
+
+// Appends the ErrorResponse (NoticeResponse for a NOTICE row) carrying `report` to `out`.
+void append_error_response(std::string& out, const ErrorReport& report);
 
 }  // namespace pgw

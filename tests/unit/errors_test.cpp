@@ -202,6 +202,126 @@ TEST(ErrorTable, ResilienceTextsAreThoseOfPostgresql) {
             "query_wait_timeout: could not connect to the server within 5 s");
 }
 
+// --- DETAIL and HINT: the table's templates, and the wording of pool errors (explain()).
+
+TEST(ErrorReports, TemplatesTakeTheSameArgumentsAsTheMessage) {
+  const auto app = report(Err::app_max_client_conn, std::string("checkout"), 5,
+                          std::string("check*"), std::string("pgwarden.ini:12"));
+  EXPECT_EQ(app.message,
+            "no more connections allowed for application \"checkout\" (max_client_conn in [apps])");
+  EXPECT_EQ(app.detail,
+            "application \"checkout\" is limited to 5 client connections by [apps] line "
+            "\"check*\" (pgwarden.ini:12)");
+  EXPECT_TRUE(app.hint.empty());
+  const auto files = report(Err::overloaded, 950, 1000);
+  EXPECT_EQ(files.detail,
+            "pgwarden has 950 of its 1000 file descriptors open (RLIMIT_NOFILE) and takes no new "
+            "connections until it is under 80 %.");
+  EXPECT_EQ(files.hint,
+            "Retry later; raise the open files limit (ulimit -n) if this happens often.");
+  // Rows without templates: no DETAIL, no HINT.
+  const auto plain = report(Err::no_such_database, std::string("sales"));
+  EXPECT_EQ(plain.message, "database \"sales\" does not exist");
+  EXPECT_TRUE(plain.detail.empty());
+  EXPECT_TRUE(plain.hint.empty());
+}
+
+TEST(ErrorReports, EveryTemplateFormatsWithTheArgumentsItsCallerPasses) {
+  // Every row formats with one argument (what most callers pass); rows with DETAIL or HINT
+  // templates are called with exactly the arguments their templates number.
+  for (const auto& expected : kExpected) {
+    const auto& spec = error_spec(expected.code);
+    if (spec.detail.empty() && spec.hint.empty()) {
+      EXPECT_NO_THROW(report(expected.code, std::string("ARG"))) << expected.name;
+    }
+  }
+  EXPECT_NO_THROW(report(Err::app_max_client_conn, "a", 1, "b", "c"));
+  EXPECT_NO_THROW(report(Err::overloaded, 1, 2));
+}
+
+PoolCondition condition() {
+  PoolCondition pool;
+  pool.database = "app";
+  pool.user = "alice";
+  pool.server = "10.0.0.5:5432";
+  pool.servers = 10;
+  pool.connecting = 2;
+  pool.waiting = 7;
+  pool.max_waiting = 50;
+  return pool;
+}
+
+TEST(ErrorReports, ExplainSaysWhatTheBreakerIsDoing) {
+  auto pool = condition();
+  pool.breaker = PoolCondition::Breaker::open;
+  pool.backend_error = "connection refused";
+  pool.until_probe = std::chrono::milliseconds(2100);
+  auto r = explain(Err::backend_unavailable, "", pool);
+  EXPECT_EQ(r.message, "the database system is not accepting connections");
+  EXPECT_EQ(r.detail,
+            "pgwarden's circuit breaker for the server at 10.0.0.5:5432 is open; last error: "
+            "connection refused");
+  EXPECT_EQ(r.hint, "pgwarden tries to connect again in 3 s; retry the connection after that.");
+  pool.until_probe = std::chrono::milliseconds(0);
+  EXPECT_NE(explain(Err::backend_unavailable, "", pool).hint.find("again in 1 s"),
+            std::string::npos);
+  pool.breaker = PoolCondition::Breaker::half_open;
+  r = explain(Err::backend_unavailable, "", pool);
+  EXPECT_NE(r.detail.find("is testing the server"), std::string::npos);
+  EXPECT_EQ(r.hint,
+            "pgwarden is testing the connection to the server now; retry in a few seconds.");
+  pool.breaker = PoolCondition::Breaker::closed;
+  EXPECT_EQ(explain(Err::backend_unavailable, "", pool).hint, "Retry the connection now.");
+}
+
+TEST(ErrorReports, ExplainSaysWhyTheWaitFailed) {
+  auto pool = condition();
+  auto r = explain(Err::query_wait_timeout, "30", pool);
+  EXPECT_EQ(r.message, "query_wait_timeout: no server connection became available within 30 s");
+  EXPECT_EQ(r.detail, "all 8 server connections of pool app/alice were in use (7 clients waiting)");
+  EXPECT_NE(r.hint.find("SHOW LEASES"), std::string::npos);
+  r = explain(Err::query_wait_unreachable, "30", pool);
+  EXPECT_EQ(r.detail, "connecting to the server at 10.0.0.5:5432 did not finish");
+  pool.last_login_error = "could not connect to server: refused";
+  EXPECT_EQ(explain(Err::query_wait_unreachable, "30", pool).detail,
+            "last error: could not connect to server: refused");
+  r = explain(Err::max_waiting, "", pool);
+  EXPECT_EQ(r.detail, "50 clients are already waiting for a server connection of pool app/alice");
+  EXPECT_EQ(r.hint, "Retry later.");
+}
+
+TEST(ErrorReports, TheWaitNoticeNamesTheCause) {
+  auto pool = condition();
+  EXPECT_EQ(explain(Err::query_wait_notice, "5", pool).detail,
+            "all 8 server connections of pool app/alice are in use");
+  pool.connecting = pool.servers;
+  EXPECT_EQ(explain(Err::query_wait_notice, "5", pool).detail,
+            "connecting to the server at 10.0.0.5:5432");
+  pool.backend_error = "timeout";
+  pool.consecutive_failures = 2;
+  EXPECT_EQ(explain(Err::query_wait_notice, "5", pool).detail,
+            "the server at 10.0.0.5:5432 cannot be reached: timeout");
+  // Errors that are not about a pool carry the table's text and nothing else.
+  const auto other = explain(Err::no_such_database, "x", pool);
+  EXPECT_TRUE(other.detail.empty() && other.hint.empty());
+}
+
+TEST(ErrorReports, TheRowsSeverityDecidesTheMessageType) {
+  std::string out;
+  append_error_response(out, explain(Err::query_wait_notice, "5", condition()));
+  EXPECT_EQ(out[0], 'N');  // a NoticeResponse: the session goes on
+  out.clear();
+  append_error_response(out, report(Err::admin_unknown_command, std::string("FOO")));
+  EXPECT_EQ(out[0], 'E');
+  EXPECT_NE(out.find("SERROR"), std::string::npos);
+  EXPECT_NE(out.find("C42601"), std::string::npos);
+  out.clear();
+  append_error_response(out, report(Err::overloaded, 1, 2));
+  EXPECT_NE(out.find("SFATAL"), std::string::npos);
+  EXPECT_NE(out.find(std::string("D") + "pgwarden has 1 of its 2"), std::string::npos);
+  EXPECT_NE(out.find("HRetry later"), std::string::npos);
+}
+
 TEST(ErrorTableDeathTest, UnknownCodeAborts) {
   EXPECT_DEATH(error_spec(static_cast<Err>(1000)), "");
 }

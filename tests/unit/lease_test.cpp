@@ -10,6 +10,7 @@
 #include "admin/tables.hpp"
 #include "config/config.hpp"
 #include "session/lease.hpp"
+#include "session/session_info.hpp"
 
 namespace {
 
@@ -372,6 +373,131 @@ TEST(LeaseEventsTest, PerAppCounters) {
 
 TEST(LeaseEventsTest, PrintableReplacesControlCharacters) {
   EXPECT_EQ(printable("SELECT\n1\t\x1b[31m"), "SELECT 1  [31m");
+}
+
+// --- the policy ladder: one evaluator for the janitor and the console -------------------------
+
+LeasePolicy policy(std::chrono::seconds warn, std::chrono::seconds idle_tx,
+                   std::chrono::seconds pinned, std::chrono::seconds query) {
+  return LeasePolicy{warn, idle_tx, pinned, query};
+}
+
+TEST(LeaseLadderTest, IdleInTransactionWarnsThenDisconnectsInTimeOrder) {
+  const auto t0 = std::chrono::steady_clock::now();
+  LeaseFacts lease;
+  lease.state = LeaseState::idle_in_transaction;
+  lease.idle_since = t0;
+  auto steps = ladder_steps(lease, policy(5s, 30s, 0s, 0s));
+  ASSERT_EQ(steps.count, 2U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::warn);
+  EXPECT_EQ(steps.steps[0].at, t0 + 5s);
+  EXPECT_EQ(steps.steps[1].action, LadderAction::disconnect_idle_transaction);
+  EXPECT_EQ(steps.steps[1].at, t0 + 30s);
+  // A timeout shorter than the warning comes first; once warned, only the timeout is left.
+  steps = ladder_steps(lease, policy(60s, 30s, 0s, 0s));
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_idle_transaction);
+  lease.warned = true;
+  steps = ladder_steps(lease, policy(5s, 30s, 0s, 0s));
+  ASSERT_EQ(steps.count, 1U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_idle_transaction);
+  // Equal times: the timeout is named first, as SHOW LEASES always did.
+  lease.warned = false;
+  steps = ladder_steps(lease, policy(30s, 30s, 0s, 0s));
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_idle_transaction);
+  // Everything off: nothing planned.
+  EXPECT_TRUE(ladder_steps(lease, policy(0s, 0s, 0s, 0s)).empty());
+}
+
+TEST(LeaseLadderTest, IdlePinnedTimeoutOnlyInSessionMode) {
+  LeaseFacts lease;
+  lease.state = LeaseState::idle_pinned;
+  lease.idle_since = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ladder_steps(lease, policy(0s, 0s, 30s, 0s)).empty());
+  lease.session_mode = true;
+  const auto steps = ladder_steps(lease, policy(0s, 0s, 30s, 0s));
+  ASSERT_EQ(steps.count, 1U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_idle_pinned);
+  EXPECT_EQ(describe(steps.steps[0].action), "disconnect (idle_pinned_timeout)");
+}
+
+TEST(LeaseLadderTest, AQueryIsCancelledThenGivenUpOnAndNeverALeak) {
+  const auto t0 = std::chrono::steady_clock::now();
+  LeaseFacts lease;
+  lease.state = LeaseState::active;
+  lease.idle_since = t0 - 100s;
+  // No query running (an open batch without Sync): no query_timeout, no warning.
+  EXPECT_TRUE(ladder_steps(lease, policy(5s, 30s, 30s, 10s)).empty());
+  lease.query_start = t0;
+  auto steps = ladder_steps(lease, policy(5s, 30s, 30s, 10s));
+  ASSERT_EQ(steps.count, 1U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::cancel_query);
+  EXPECT_EQ(steps.steps[0].at, t0 + 10s);
+  lease.query_cancel_sent = t0 + 11s;
+  steps = ladder_steps(lease, policy(5s, 30s, 30s, 10s));
+  ASSERT_EQ(steps.count, 1U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_ignored_cancel);
+  EXPECT_EQ(steps.steps[0].at, t0 + 11s + kCancelGrace);
+  EXPECT_FALSE(is_suspected_leak(lease, policy(5s, 0s, 0s, 0s), t0 + 1h));
+}
+
+TEST(LeaseLadderTest, ASuspectedLeakIsIdleLongerThanTheThreshold) {
+  const auto t0 = std::chrono::steady_clock::now();
+  LeaseFacts lease;
+  lease.state = LeaseState::idle_pinned;
+  lease.idle_since = t0;
+  EXPECT_FALSE(is_suspected_leak(lease, policy(5s, 0s, 0s, 0s), t0 + 5s));  // not past it
+  EXPECT_TRUE(is_suspected_leak(lease, policy(5s, 0s, 0s, 0s), t0 + 5s + 1ms));
+  EXPECT_FALSE(is_suspected_leak(lease, policy(0s, 0s, 0s, 0s), t0 + 1h));  // off
+  // Warned or not, it stays a leak until it is active again or ends.
+  lease.warned = true;
+  EXPECT_TRUE(is_suspected_leak(lease, policy(5s, 0s, 0s, 0s), t0 + 6s));
+}
+
+TEST(LeaseLadderTest, TheConsoleShowsWhatTheJanitorWillDo) {
+  // SHOW LEASES' next_action is the first step of the same evaluator: after query_timeout's
+  // cancel it announces the disconnect that follows an ignored cancel.
+  pgw::admin::Snapshot s;
+  auto config = pgw::config::Config{};
+  config.query_timeout = 10s;
+  s.config = std::make_shared<const pgw::config::Config>(config);
+  s.now = std::chrono::steady_clock::now();
+  SessionInfo info;
+  info.id = 1;
+  LeaseInfo l;
+  l.client_id = 1;
+  l.state = LeaseState::active;
+  l.start = l.idle_since = s.now - 20s;
+  l.query_start = s.now - 12s;
+  info.lease = l;
+  s.sessions.push_back(info);
+  auto rows = pgw::admin::build_show("leases", s).rows;
+  ASSERT_EQ(rows.size(), 1U);
+  EXPECT_EQ(rows[0][16], "cancel (query_timeout)");
+  EXPECT_EQ(rows[0][17], "0");  // due
+  s.sessions[0].lease->query_cancel_sent = s.now - 2s;
+  rows = pgw::admin::build_show("leases", s).rows;
+  EXPECT_EQ(rows[0][16], "disconnect (query_timeout)");
+  EXPECT_EQ(rows[0][17], "3");
+}
+
+// --- client states: one name table --------------------------------------------------------------
+
+TEST(ClientStateTest, OneRowPerStateInEnumOrderWithPgbouncersNames) {
+  for (std::size_t i = 0; i < kClientStates.size(); ++i) {
+    EXPECT_EQ(static_cast<std::size_t>(kClientStates[i].state), i) << kClientStates[i].name;
+    EXPECT_TRUE(kClientStates[i].shown_as == "login" || kClientStates[i].shown_as == "idle" ||
+                kClientStates[i].shown_as == "active" || kClientStates[i].shown_as == "waiting")
+        << kClientStates[i].name;
+  }
+  EXPECT_EQ(static_cast<std::size_t>(ClientState::closing) + 1, kClientStates.size());
+  EXPECT_EQ(to_string(ClientState::linking), "linking");
+  // Waiting for a server, in every form, is PgBouncer's "waiting" (SHOW POOLS cl_waiting).
+  for (auto state : {ClientState::waiting_login, ClientState::waiting, ClientState::linking}) {
+    EXPECT_EQ(names_of(state).shown_as, "waiting");
+    EXPECT_EQ(names_of(state).list, ClientList::waiting);
+  }
+  EXPECT_EQ(names_of(ClientState::closing).list, ClientList::none);
+  EXPECT_EQ(names_of(ClientState::login).list, ClientList::none);
 }
 
 // --- console ------------------------------------------------------------------------------------

@@ -1,0 +1,493 @@
+#include "session/login.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "auth/auth.hpp"
+#include "protocol/message_types.hpp"
+#include "session/client_session.hpp"
+
+namespace pgw::session {
+
+// g++ 12 mishandles temporaries in co_await expressions (PR 99576) and co_await inside
+// short-circuit operators: errors are named before they are awaited, one co_await per
+// statement.
+
+namespace {
+
+constexpr std::size_t kMinBuffer = 4096;
+
+// Splits a libpq "options" value into "-c name=value" / "--name=value" settings.
+std::vector<std::pair<std::string, std::string>> parse_options(std::string_view options, bool& ok) {
+  std::vector<std::string> words;
+  std::string word;
+  bool escaped = false;
+  for (char c : options) {
+    if (escaped) {
+      word += c;
+      escaped = false;
+    } else if (c == '\\') {
+      escaped = true;
+    } else if (c == ' ' || c == '\t') {
+      if (!word.empty()) words.push_back(std::move(word));
+      word.clear();
+    } else {
+      word += c;
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  std::vector<std::pair<std::string, std::string>> settings;
+  ok = true;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    std::string_view setting;
+    if (words[i] == "-c" && i + 1 < words.size()) {
+      setting = words[++i];
+    } else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) {
+      setting = std::string_view(words[i]).substr(2);
+    } else if (words[i].rfind("--", 0) == 0) {
+      setting = std::string_view(words[i]).substr(2);
+    } else {
+      ok = false;
+      return settings;
+    }
+    const auto eq = setting.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      ok = false;
+      return settings;
+    }
+    std::string name(setting.substr(0, eq));
+    std::replace(name.begin(), name.end(), '-', '_');
+    settings.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
+  }
+  return settings;
+}
+
+bool listed(const std::vector<std::string>& names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+}  // namespace
+
+asio::awaitable<bool> LoginFlow::run() {
+  std::string greeting;  // written by welcome(): one send for the end of the login
+  bool ok = co_await startup();
+  if (ok) ok = co_await authenticate(greeting);
+  if (ok) ok = co_await route();
+  if (ok) ok = co_await welcome(greeting);
+  co_return ok;
+}
+
+asio::awaitable<void> LoginFlow::refuse(const ErrorReport& report) {
+  co_await session_.end_with(report, net::AfterError::drain, ClientSession::Log::if_configured);
+}
+
+// ---------------------------------------------------------------------------------------------
+// startup: SSL/GSS negotiation, CancelRequest, StartupMessage.
+
+asio::awaitable<bool> LoginFlow::startup() {
+  auto& s = session_;
+  const auto& config = *s.config_;
+  for (;;) {
+    auto result = co_await s.login_reader_->first_packet(s.client_);
+    if (std::holds_alternative<std::error_code>(result)) co_return false;
+    if (auto* error = std::get_if<proto::CodecError>(&result)) {
+      const auto refusal =
+          *error == proto::CodecError::unsupported_protocol
+              ? report(Err::unsupported_protocol, "(not 3.x)")
+              : report(Err::protocol_violation,
+                       "invalid startup packet: " + std::string(proto::describe(*error)));
+      co_await refuse(refusal);
+      co_return false;
+    }
+    auto& packet = std::get<proto::FirstPacket>(result);
+    if (std::holds_alternative<proto::SslRequest>(packet) ||
+        std::holds_alternative<proto::GssEncRequest>(packet)) {
+      // TLS and GSS encryption are not offered (yet): 'N' makes the client continue in clear.
+      const std::string no = "N";
+      if (!co_await s.write_client(no)) co_return false;
+      continue;
+    }
+    if (auto* cancel = std::get_if<proto::CancelRequest>(&packet)) {
+      auto target = s.shared_.cancels.find({cancel->process_id, cancel->secret_key});
+      if (target) {
+        // The reference moves to the target's worker: the session is only ever destroyed there.
+        auto& reactor = s.shared_.pools.reactor(target->worker());
+        reactor.post([target = std::move(target)] { target->forward_cancel(); });
+      }
+      co_return false;  // PostgreSQL closes a cancel connection without a reply
+    }
+    auto& start = std::get<proto::StartupMessage>(packet);
+    std::vector<std::string> unrecognized;
+    for (const auto& [name, value] : start.parameters) {
+      if (name == "user") {
+        s.who_.user = value;
+      } else if (name == "database") {
+        s.who_.database = value;
+      } else if (name.rfind("_pq_.", 0) == 0) {
+        unrecognized.push_back(name);
+      } else if (name == "replication") {
+        const auto refusal = report(Err::unsupported_startup_parameter, name);
+        co_await refuse(refusal);
+        co_return false;
+      } else if (name == "options") {
+        bool ok = true;
+        auto settings = parse_options(value, ok);
+        if (!ok && !listed(config.ignore_startup_parameters, "options")) {
+          const auto refusal = report(Err::unsupported_startup_parameter, "options=" + value);
+          co_await refuse(refusal);
+          co_return false;
+        }
+        for (auto& [key, setting] : settings) s.params_.set(key, setting);
+      } else if (listed(config.ignore_startup_parameters, name)) {
+        continue;
+      } else {
+        s.params_.set(name, value);
+      }
+    }
+    if (s.who_.user.empty()) {
+      const auto refusal = report(Err::no_user);
+      co_await refuse(refusal);
+      co_return false;
+    }
+    if (s.who_.database.empty()) s.who_.database = s.who_.user;
+    if (auto* app = s.params_.find("application_name")) s.who_.application_name = *app;
+    s.params_fingerprint_ = s.params_.fingerprint();
+    if ((start.protocol & 0xffff) != 0 || !unrecognized.empty()) {
+      std::string out;
+      proto::MessageWriter(out).negotiate_protocol_version(0, unrecognized);
+      if (!co_await s.write_client(out)) co_return false;
+    }
+    break;
+  }
+  // Count the client against max_client_conn once it is a real session (not a cancel).
+  s.counted_ = true;
+  if (s.shared_.clients.fetch_add(1, std::memory_order_relaxed) >= config.max_client_conn) {
+    const auto refusal = report(Err::max_client_conn);
+    co_await refuse(refusal);
+    co_return false;
+  }
+  if (s.shared_.shutting_down.load()) {
+    const auto refusal = report(Err::draining);  // PostgreSQL's 57P03 while it shuts down
+    co_await refuse(refusal);
+    co_return false;
+  }
+  // Per-application cap ([apps] max_client_conn), counted by the startup application_name.
+  const auto& app_name = s.who_.application_name;
+  if (const auto* app = config.find_app(app_name); app && app->max_client_conn) {
+    if (!s.shared_.admit_app_client(app_name, *app->max_client_conn)) {
+      const auto refusal = report(Err::app_max_client_conn, app_name, *app->max_client_conn,
+                                  app->pattern, app->source);
+      co_await refuse(refusal);
+      co_return false;
+    }
+    // Counted under the startup name: a later SET application_name does not move it.
+    s.app_counted_as_ = std::make_unique<std::string>(app_name);
+  }
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// authenticate: against auth_file, with the method of auth_type.
+
+asio::awaitable<std::optional<proto::Message>> LoginFlow::read_auth_reply() {
+  auto& s = session_;
+  auto result = co_await s.login_reader_->next(s.client_, proto::Direction::frontend);
+  if (auto* message = std::get_if<proto::Message>(&result)) {
+    if (message->header.type == proto::from_client::kPassword) co_return *message;
+    const auto refusal = report(
+        Err::protocol_violation,
+        std::string("expected password response, got message type '") + message->header.type + "'");
+    co_await refuse(refusal);
+    co_return std::nullopt;
+  }
+  if (auto* error = std::get_if<proto::CodecError>(&result)) {
+    const auto refusal = report(Err::protocol_violation, std::string(proto::describe(*error)));
+    co_await refuse(refusal);
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
+  auto& s = session_;
+  const auto& config = *s.config_;
+  auto secrets = s.shared_.secrets();
+  const std::string* secret = nullptr;
+  if (auto it = secrets->find(s.who_.user); it != secrets->end()) secret = &it->second;
+  bool ok = false;
+  switch (config.auth_type) {
+    case config::AuthType::any:
+      ok = true;
+      break;
+    case config::AuthType::trust:
+      // As in PgBouncer, trust still requires the user to be known when an auth_file is set.
+      ok = config.auth_file.empty() || secret != nullptr;
+      if (!ok) {
+        const auto refusal = report(Err::password_failed, s.who_.user);
+        co_await refuse(refusal);
+        co_return false;
+      }
+      break;
+    case config::AuthType::plain:
+      ok = co_await auth_cleartext(secret);
+      break;
+    case config::AuthType::md5:
+      // A SCRAM secret cannot answer an md5 challenge: switch to SCRAM, as PostgreSQL does.
+      if (secret && auth::is_scram_secret(*secret)) {
+        ok = co_await auth_scram(secret, greeting);
+      } else {
+        ok = co_await auth_md5(secret);
+      }
+      break;
+    case config::AuthType::scram_sha_256:
+      ok = co_await auth_scram(secret, greeting);
+      break;
+  }
+  if (!ok) co_return false;
+  // Not written yet: a route or welcome failure sends only its FATAL, which every driver
+  // reports during authentication as well.
+  proto::MessageWriter(greeting).authentication_ok();
+  co_return true;
+}
+
+asio::awaitable<bool> LoginFlow::auth_cleartext(const std::string* secret) {
+  auto& s = session_;
+  std::string out;
+  proto::MessageWriter(out).authentication_cleartext();
+  if (!co_await s.write_client(out)) co_return false;
+  auto reply = co_await read_auth_reply();
+  if (!reply) co_return false;
+  auto password = proto::parse_password_message(reply->body);
+  bool ok = false;
+  if (password && secret) {
+    if (auth::is_md5_hash(*secret)) {
+      ok = auth::md5_password_hash(s.who_.user, *password) == *secret;
+    } else if (auth::is_scram_secret(*secret)) {
+      auto parsed = auth::parse_scram_secret(*secret);
+      ok = parsed &&
+           auth::format_scram_secret(auth::make_scram_secret(
+               *password, parsed->salt, parsed->iterations)) == auth::format_scram_secret(*parsed);
+    } else {
+      ok = *password == *secret;
+    }
+  }
+  if (!ok) {
+    const auto refusal = report(Err::password_failed, s.who_.user);
+    co_await refuse(refusal);
+  }
+  co_return ok;
+}
+
+asio::awaitable<bool> LoginFlow::auth_md5(const std::string* secret) {
+  auto& s = session_;
+  const std::string salt = auth::random_bytes(4);
+  std::string out;
+  proto::MessageWriter(out).authentication_md5(
+      std::span<const std::byte, 4>(reinterpret_cast<const std::byte*>(salt.data()), 4));
+  if (!co_await s.write_client(out)) co_return false;
+  auto reply = co_await read_auth_reply();
+  if (!reply) co_return false;
+  auto response = proto::parse_password_message(reply->body);
+  const bool ok = response && secret && !secret->empty() &&
+                  *response == auth::md5_response(s.who_.user, *secret, salt);
+  if (!ok) {
+    const auto refusal = report(Err::password_failed, s.who_.user);
+    co_await refuse(refusal);
+  }
+  co_return ok;
+}
+
+asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::string& greeting) {
+  auto& s = session_;
+  // Unknown users and md5-only secrets go through a full exchange against a random secret,
+  // so the reply does not reveal which users exist.
+  std::optional<auth::ScramSecret> scram_secret;
+  bool stored_scram = false;
+  if (secret && auth::is_scram_secret(*secret)) {
+    scram_secret = auth::parse_scram_secret(*secret);
+    stored_scram = scram_secret.has_value();
+  } else if (secret && !secret->empty() && !auth::is_md5_hash(*secret)) {
+    scram_secret = auth::parse_scram_secret(s.shared_.scram_secret_for(s.who_.user, *secret));
+  }
+  const bool can_succeed = scram_secret.has_value();
+  if (!scram_secret)
+    scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16), 4096);
+
+  std::string out;
+  const std::string_view mechanisms[] = {"SCRAM-SHA-256"};
+  proto::MessageWriter(out).authentication_sasl(mechanisms);
+  if (!co_await s.write_client(out)) co_return false;
+
+  auto first = co_await read_auth_reply();
+  if (!first) co_return false;
+  auto initial = proto::parse_sasl_initial_response(first->body);
+  if (!initial || initial->mechanism != "SCRAM-SHA-256") {
+    const auto refusal =
+        report(Err::sasl_failed, "client selected an invalid SASL authentication mechanism");
+    co_await refuse(refusal);
+    co_return false;
+  }
+  auth::ScramServer server(*scram_secret);
+  auto server_first = server.handle_client_first(proto::as_chars(initial->data));
+  if (!server_first) {
+    const auto refusal = report(Err::sasl_failed, "invalid client-first-message");
+    co_await refuse(refusal);
+    co_return false;
+  }
+  out.clear();
+  proto::MessageWriter(out).authentication_sasl_continue(*server_first);
+  if (!co_await s.write_client(out)) co_return false;
+
+  auto final_message = co_await read_auth_reply();
+  if (!final_message) co_return false;
+  auto server_final = server.handle_client_final(proto::as_chars(final_message->body));
+  if (!server_final || !can_succeed) {
+    const auto refusal = report(Err::password_failed, s.who_.user);
+    co_await refuse(refusal);
+    co_return false;
+  }
+  if (stored_scram) s.shared_.pools.keys().put(s.who_.user, server.client_key());
+  proto::MessageWriter(greeting).authentication_sasl_final(*server_final);
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// route: find the database entry and the pool (or the admin console).
+
+asio::awaitable<bool> LoginFlow::route() {
+  auto& s = session_;
+  const auto& config = *s.config_;
+  if (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden") {
+    // The admin console: no pool, no server; serve_console() answers the commands itself.
+    s.console_full_access_ =
+        listed(config.admin_users, s.who_.user) || config.auth_type == config::AuthType::any;
+    if (!s.console_full_access_ && !listed(config.stats_users, s.who_.user)) {
+      const auto refusal = report(Err::admin_not_allowed, s.who_.user);
+      co_await refuse(refusal);
+      co_return false;
+    }
+    co_return true;
+  }
+  auto entry = config.find_database(s.who_.database);
+  if (!entry) {
+    const auto refusal = report(Err::no_such_database, s.who_.database);
+    co_await refuse(refusal);
+    co_return false;
+  }
+  const std::string pool_user = entry->user.empty() ? s.who_.user : entry->user;
+  auto secrets = s.shared_.secrets();
+  auto& pool = s.shared_.pools.get(s.who_.database, pool_user, [&] {
+    return Shared::pool_settings(config, *entry, pool_user, *secrets);
+  });
+  // [apps] max_server_conn: this application's share of the pool (by the startup
+  // application_name, like max_client_conn; a later SET does not move it).
+  pool::AppShare* share = nullptr;
+  if (const auto* app = config.find_app(s.who_.application_name);
+      app && app->max_server_conn && *app->max_server_conn > 0) {
+    share = pool.app_share(s.who_.application_name, *app->max_server_conn);
+  }
+  s.relay_.bind(pool, share, pool.stat_slot(s.worker()));
+  co_return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// welcome: server parameters, cancel key, ReadyForQuery.
+
+asio::awaitable<bool> LoginFlow::welcome(std::string& greeting) {
+  auto& s = session_;
+  if (!s.relay_.pool()) co_return co_await welcome_console(greeting);
+  auto& pool = *s.relay_.pool();
+  if (pool.refuses_logins()) {
+    // The backend's circuit breaker is open: 57P03 now rather than a session that cannot work.
+    const auto refusal = explain(Err::backend_unavailable, "", pool.condition());
+    co_await refuse(refusal);
+    co_return false;
+  }
+  auto defaults = pool.defaults();
+  if (!defaults) {
+    if (!co_await first_server()) co_return false;
+    defaults = pool.defaults();
+    if (!defaults) {
+      const auto refusal = report(Err::internal, "no server parameters");
+      co_await refuse(refusal);
+      co_return false;
+    }
+  }
+  std::string& out = greeting;
+  proto::MessageWriter writer(out);
+  for (const auto& [name, value] : *defaults) {
+    const std::string* own = s.params_.find(name);
+    writer.parameter_status(name, own ? *own : value);
+  }
+  s.shared_.cancels.add(&s);  // sets cancel_key_
+  s.registered_ = true;
+  writer.backend_key_data(s.cancel_key_.pid, s.cancel_key_.secret);
+  writer.ready_for_query(proto::TransactionStatus::idle);
+  if (!co_await s.write_client(out)) co_return false;
+
+  // Whatever the client pipelined after its last login message is the start of its traffic.
+  const auto& config = *s.config_;
+  s.relay_.take_pipelined(
+      s.login_reader_->remaining(),
+      std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(config.pkt_buf)));
+  s.login_reader_.reset();
+  s.set_state(ClientState::idle, Clock::now());
+  s.relay_.stats().add(pool::Stat::client_login, 1);
+  if (config.log_connections) {
+    const auto& who = s.who_;
+    spdlog::info("C-{}: {}/{}@{}:{} login attempt: db={} user={} application_name={}", who.id,
+                 who.database, who.user, who.addr, who.port, who.database, who.user,
+                 who.application_name);
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> LoginFlow::welcome_console(std::string& greeting) {
+  auto& s = session_;
+  std::string& out = greeting;
+  proto::MessageWriter writer(out);
+  const std::string* encoding = s.params_.find("client_encoding");
+  writer.parameter_status("server_version", "1.25.0/bouncer");
+  writer.parameter_status("server_encoding", "UTF8");
+  writer.parameter_status("client_encoding", encoding ? *encoding : "UTF8");
+  writer.parameter_status("DateStyle", "ISO");
+  writer.parameter_status("TimeZone", "UTC");
+  writer.parameter_status("integer_datetimes", "on");
+  writer.parameter_status("standard_conforming_strings", "on");
+  writer.parameter_status("application_name", s.who_.application_name);
+  s.shared_.cancels.add(&s);  // sets cancel_key_
+  s.registered_ = true;
+  writer.backend_key_data(s.cancel_key_.pid, s.cancel_key_.secret);
+  writer.ready_for_query(proto::TransactionStatus::idle);
+  if (!co_await s.write_client(out)) co_return false;
+  s.set_state(ClientState::console, Clock::now());
+  if (s.config_->log_connections) {
+    const auto& who = s.who_;
+    spdlog::info("C-{}: {}/{}@{}:{} login attempt: db={} user={} (admin console, {})", who.id,
+                 who.database, who.user, who.addr, who.port, who.database, who.user,
+                 s.console_full_access_ ? "admin" : "stats");
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> LoginFlow::first_server() {
+  auto& s = session_;
+  auto& pool = *s.relay_.pool();
+  s.set_state(ClientState::waiting_login, Clock::now());
+  const auto wait = s.config_->query_wait_timeout;
+  const auto deadline =
+      wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
+  auto result = co_await pool.acquire(s.reactor_, s.worker(), deadline);
+  if (!result.server) {
+    const bool timed_out =
+        result.error == Err::query_wait_timeout || result.error == Err::query_wait_unreachable;
+    const std::string argument = timed_out ? std::to_string(wait.count() / 1000) : result.detail;
+    const auto refusal = explain(result.error, argument, pool.condition());
+    co_await refuse(refusal);
+    co_return false;
+  }
+  pool.release(std::move(result.server), true);
+  co_return true;
+}
+
+}  // namespace pgw::session

@@ -1,0 +1,53 @@
+// The login of a client session: startup (SSL/GSS negotiation, CancelRequest, StartupMessage),
+// authentication against auth_file, the route to a pool (or the admin console), and the
+// welcome (server parameters, cancel key, ReadyForQuery). A coroutine that reads whole
+// messages (net::MessageReader) and exists only while the client logs in; it fills in the
+// session's identity, parameters and pool, and refuses a client through the session's error
+// writer.
+#pragma once
+
+#include <asio.hpp>
+
+#include <optional>
+#include <string>
+
+#include "protocol/codec.hpp"
+#include "util/errors.hpp"
+
+namespace pgw::session {
+
+class ClientSession;
+
+class LoginFlow {
+ public:
+  explicit LoginFlow(ClientSession& session) : session_(session) {}
+
+  // Startup, authentication, route and welcome in turn; false when the session must end (the
+  // client has been told why, or is gone).
+  asio::awaitable<bool> run();
+
+ private:
+  asio::awaitable<bool> startup();
+  // authenticate() and welcome() append their last messages to `greeting`, which welcome()
+  // writes: AuthenticationOk, the parameters and ReadyForQuery leave in one send.
+  asio::awaitable<bool> authenticate(std::string& greeting);
+  asio::awaitable<bool> route();
+  asio::awaitable<bool> welcome(std::string& greeting);
+  // The admin console (database "pgbouncer"/"pgwarden"): what PgBouncer's console reports.
+  asio::awaitable<bool> welcome_console(std::string& greeting);
+  // The first client of a pool: one server login tells the welcome the server's parameters
+  // (and reports a server-side login problem now, not at the first query).
+  asio::awaitable<bool> first_server();
+
+  asio::awaitable<bool> auth_cleartext(const std::string* secret);
+  asio::awaitable<bool> auth_md5(const std::string* secret);
+  asio::awaitable<bool> auth_scram(const std::string* secret, std::string& greeting);
+  asio::awaitable<std::optional<proto::Message>> read_auth_reply();
+
+  // Refuses the client: the error, a half-close, a brief drain, the close.
+  asio::awaitable<void> refuse(const ErrorReport& report);
+
+  ClientSession& session_;
+};
+
+}  // namespace pgw::session
