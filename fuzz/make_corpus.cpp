@@ -218,20 +218,80 @@ int main(int argc, char** argv) {
   write("first_packet", "startup_then_password", startup_basic + find("fe_password"));
   write("first_packet", "startup_then_query", startup_basic + find("fe_query") + find("fe_terminate"));
 
-  // stream: byte 0 seeds the read sizes, byte 1 the mode (0 client relay, 1 server relay,
-  // 2 client MessageReader with first packet, 3 server MessageReader).
-  auto stream = [&](const std::string& name, char seed, char mode, const std::string& data) {
-    write("stream", name, std::string{seed, mode} + data);
+  // stream: byte 0 seeds the read sizes, byte 1 holds options (bit 0: statement pooling),
+  // then turns of a conversation: a 2-byte header (bit 15: the client speaks; bits 0-14: the
+  // length) and the bytes.
+  struct Turn {
+    bool from_client;
+    std::string bytes;
   };
-  stream("client_relay", 1, 0, client_session);
-  stream("client_relay_query", 7, 0, find("fe_query") + find("fe_query"));
-  stream("server_relay_result", 2, 1, result);
-  stream("server_relay_errors", 3, 1, errors);
-  stream("server_relay_login", 4, 1, login);
-  stream("client_login", 5, 2, startup_basic + find("fe_sasl_initial") + find("fe_sasl_response") +
-                                   find("fe_query"));
-  stream("client_cancel", 6, 2, build([](auto& w) { w.cancel_request(1, 2); }));
-  stream("server_login", 8, 3, sasl_login);
+  auto stream = [&](const std::string& name, char seed, char options,
+                    const std::vector<Turn>& turns) {
+    std::string out{seed, options};
+    for (const auto& turn : turns) {
+      const auto length =
+          static_cast<unsigned>(turn.bytes.size()) | (turn.from_client ? 0x8000u : 0u);
+      out += static_cast<char>(length >> 8);
+      out += static_cast<char>(length & 0xff);
+      out += turn.bytes;
+    }
+    write("stream", name, out);
+  };
+  const std::string ready_idle = find("be_ready_idle");
+  const std::string ready_in_transaction =
+      build([](auto& w) { w.ready_for_query(proto::TransactionStatus::in_transaction); });
+  const std::string complete = find("be_command_complete");
+  stream("simple_queries", 1, 0,
+         {{true, find("fe_query")},
+          {false, result},
+          {true, find("fe_query")},
+          {false, complete + ready_idle},
+          {true, find("fe_terminate")}});
+  stream("extended_pipeline", 2, 0,
+         {{true, extended + extended},
+          {false, build([](auto& w) { w.begin('1').finish(); }) +
+                      build([](auto& w) { w.begin('2').finish(); }) + find("be_data_row") +
+                      complete + ready_idle},
+          {false, find("be_error") + ready_idle}});
+  // A prepared statement reused: Bind, Execute, Sync without a Parse (pgbench -M prepared).
+  const std::string reuse = bind_message("", "s1", "7") + find("fe_execute") + find("fe_sync");
+  stream("prepared_reuse", 8, 0,
+         {{true, parse_message("s1", "SELECT $1::int", {23}) + find("fe_sync")},
+          {false, build([](auto& w) { w.begin('1').finish(); }) + ready_idle},
+          {true, reuse + reuse},
+          {false, build([](auto& w) { w.begin('2').finish(); }) + find("be_data_row") + complete +
+                      ready_idle + build([](auto& w) { w.begin('2').finish(); }) + complete +
+                      ready_idle}});
+  stream("copy_in", 3, 0,
+         {{true, build([](auto& w) { w.query("COPY t FROM STDIN"); })},
+          {false, build([](auto& w) { w.begin('G').int8(0).int16(0).finish(); })},
+          {true, find("fe_copy_data") + find("fe_copy_data") + find("fe_copy_done")},
+          {false, complete + ready_idle}});
+  stream("copy_out", 4, 0,
+         {{true, build([](auto& w) { w.query("COPY t TO STDOUT"); })},
+          {false, build([](auto& w) { w.begin('H').int8(0).int16(0).finish(); }) +
+                      build([](auto& w) { w.begin('d').raw("1\tone\n").finish(); }) +
+                      build([](auto& w) { w.begin('c').finish(); }) + complete + ready_idle}});
+  stream("transaction_with_errors", 5, 0,
+         {{true, build([](auto& w) { w.query("BEGIN"); })},
+          {false, complete + ready_in_transaction},
+          {true, find("fe_query")},
+          {false, find("be_notice") + find("be_error") + find("be_ready_failed")},
+          {true, build([](auto& w) { w.query("ROLLBACK"); })},
+          {false, find("be_parameter_status") + complete + ready_idle + find("be_error_fatal")}});
+  stream(
+      "statement_mode_begin", 6, 1,
+      {{true, build([](auto& w) { w.query("BEGIN"); })}, {false, complete + ready_in_transaction}});
+  const std::string big_query =
+      build([](auto& w) { w.query("SELECT '" + std::string(3000, 'x') + "'"); });
+  stream("split_messages", 7, 0,
+         {{true, big_query.substr(0, 3)},
+          {true, big_query.substr(3, 1000)},
+          {true, big_query.substr(1003)},
+          {false, result.substr(0, 7)},
+          {false, result.substr(7)},
+          {true, find("fe_sync")},
+          {false, ready_idle}});
 
   // config: pgbouncer.ini texts.
   write("config", "pgbouncer.ini", R"ini(;; sample pgbouncer.ini

@@ -1,302 +1,342 @@
-// Fuzz target "stream": arbitrary bytes arriving in arbitrary pieces at the receiver loops
-// that use the codec, re-enacted without sockets:
-//   mode 0  the client->server relay scan of ClientSession::serve (accumulate, parse_header,
-//           skip bodies, keep an incomplete header at the front of the buffer),
-//   mode 1  the server->client relay of ClientSession (bodies skipped except 'Z', 'S', 'E',
-//           which are waited for whole and parsed),
-//   mode 2  net::MessageReader on a client connection: first packet, then whole messages,
-//   mode 3  net::MessageReader on a server connection (whole backend messages).
-// Input: byte 0 seeds the read sizes, byte 1 picks the mode, the rest is the byte stream.
-// Invariants: no loop ever consumes more than it received, NeedMore always asks for more than
-// what is buffered, and what is seen (headers, parsed bodies, outcome) does not depend on how
-// the stream was split into reads: every run is compared with a run that reads it all at once.
+// Fuzz target "stream": the relay's own protocol tracking, proto::TransactionTracker with
+// proto::StreamBuffer, fed a conversation in both directions in arbitrary pieces.
+//
+// Input: byte 0 seeds the read sizes, byte 1 holds options (bit 0: statement pooling), then
+// turns: a 2-byte header (bit 15: 1 = the client speaks, 0 = the server; bits 0-14: length) and
+// that many bytes of the speaker's stream. A turn may end inside a message; the next turn of
+// the same side continues it.
+//
+// Each turn's bytes arrive in reads whose sizes come from the seed, into a StreamBuffer the
+// way the relay reads (scan what is new, pass on what is scanned, make room for a message the
+// tracker wants whole). Invariants, after every read:
+//  * the tracker's state (ReadyForQuery owed, batch open, transaction status, FATAL, COPY) is
+//    what a reference model computes from the whole messages of the same conversation, so it
+//    never reports a server clean (at_transaction_boundary) while a reply is owed;
+//  * it never reads past a message: between messages the scanned position is a message
+//    boundary of the stream, inside one it is past that message's header, and a stop leaves
+//    the stream where the reference says it must;
+//  * memory stays bounded: no buffer grows past the cap on messages read whole;
+//  * the events (without statement bodies, which are what had arrived) and the final state do
+//    not depend on the read sizes: every run is compared with a run that reads each turn whole.
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "protocol/message_types.hpp"
+#include "protocol/stream_buffer.hpp"
+#include "protocol/transaction_tracker.hpp"
 #include "protocol_checks.hpp"
 
 namespace {
 
 namespace proto = pgw::proto;
+namespace fc = proto::from_client;
+namespace fs = proto::from_server;
+using Stop = proto::TransactionTracker::Stop;
 
-// The peer: hands out the stream in reads whose sizes come from a xorshift generator
-// (seed 0 = everything in one read, as far as the buffer allows).
-class Source {
- public:
-  Source(proto::Bytes data, std::uint64_t seed) : data_(data), state_(seed) {}
-  // Copies the next read into dst (at most `room` bytes); 0 once the stream is exhausted.
-  std::size_t read(std::byte* dst, std::size_t room) {
-    FUZZ_CHECK(room > 0);  // every loop makes room before reading
-    std::size_t n = data_.size() - pos_;
-    if (state_ != 0) {
-      state_ ^= state_ << 13;
-      state_ ^= state_ >> 7;
-      state_ ^= state_ << 17;
-      switch (state_ & 3) {
-        case 0: n = 1; break;
-        case 1: n = 1 + (state_ >> 8) % 8; break;
-        case 2: n = 1 + (state_ >> 8) % 64; break;
-        default: n = 1 + (state_ >> 8) % 1024; break;
-      }
-    }
-    n = std::min({n, room, data_.size() - pos_});
-    if (n > 0) std::memcpy(dst, data_.data() + pos_, n);
-    pos_ += n;
-    return n;
+constexpr std::size_t kInitialBuffer = 64;
+
+struct Turn {
+  bool from_client;
+  proto::Bytes bytes;
+};
+
+std::vector<Turn> split_turns(proto::Bytes data) {
+  std::vector<Turn> turns;
+  std::size_t pos = 0;
+  while (pos + 2 <= data.size()) {
+    const unsigned header =
+        (std::to_integer<unsigned>(data[pos]) << 8) | std::to_integer<unsigned>(data[pos + 1]);
+    pos += 2;
+    const std::size_t length = std::min<std::size_t>(header & 0x7fff, data.size() - pos);
+    turns.push_back({(header & 0x8000) != 0, data.subspan(pos, length)});
+    pos += length;
   }
-  std::size_t delivered() const { return pos_; }
+  return turns;
+}
+
+class ReadSizes {
+ public:
+  explicit ReadSizes(std::uint64_t seed) : state_(seed) {}
+  // 0: the whole turn in one read.
+  std::size_t next() {
+    if (state_ == 0) return 0;
+    state_ ^= state_ << 13;
+    state_ ^= state_ >> 7;
+    state_ ^= state_ << 17;
+    switch (state_ & 3) {
+      case 0:
+        return 1;
+      case 1:
+        return 1 + (state_ >> 8) % 8;
+      case 2:
+        return 1 + (state_ >> 8) % 64;
+      default:
+        return 1 + (state_ >> 8) % 1024;
+    }
+  }
 
  private:
-  proto::Bytes data_;
   std::uint64_t state_;
-  std::size_t pos_ = 0;
 };
 
-struct Trace {
-  std::string events;  // what the loop saw, in order
-  void header(const proto::Header& h) {
-    events += h.type;
-    events += std::to_string(h.length);
-    events += ';';
+// The events, without statement bodies.
+struct Events {
+  std::string trace;
+  void add(char what, char detail = ' ') {
+    trace += what;
+    trace += detail;
   }
-  void note(std::string_view what) {
-    events += what;
-    events += ';';
+  void on_request() { add('r'); }
+  void on_statement(char type, proto::Bytes body, bool whole) {
+    FUZZ_CHECK(type == fc::kQuery || type == fc::kParse || type == fc::kExecute);
+    (void)body;
+    (void)whole;
+    add('s', type);
   }
+  void on_parse() { add('p'); }
+  void on_bind() { add('b'); }
+  void on_ready(proto::TransactionStatus status) { add('z', static_cast<char>(status)); }
+  void on_parameter_status(std::string_view, std::string_view) { add('S'); }
+  void on_server_error(const proto::ErrorFields& fields) {
+    add('e', fields.is_fatal() ? 'F' : 'E');
+  }
+  void on_copy_started(proto::CopyMode mode) {
+    add('c', static_cast<char>('0' + static_cast<int>(mode)));
+  }
+  void on_copy_ended() { add('C'); }
 };
 
-std::string_view error_name(proto::CodecError e) { return proto::describe(e); }
+// The reference: what the protocol says the tracker must know, from whole messages of the
+// whole stream of each side, advanced as far as the bytes delivered so far allow (a client
+// message counts once its header is there, as does a server message the relay streams; a
+// ReadyForQuery, ParameterStatus or ErrorResponse once it is whole).
+struct Reference {
+  bool statement_mode = false;
+  int owed = 0;
+  bool batch = false;
+  proto::TransactionStatus status = proto::TransactionStatus::idle;
+  proto::CopyMode copy = proto::CopyMode::none;
+  bool fatal = false;
+  bool stopped = false;  // a stop the relay acts on: nothing after it is scanned
+  Stop stop = Stop::more;
 
-// ClientSession::serve's scan of client bytes.
-Trace frontend_relay(proto::Bytes data, std::uint64_t seed) {
-  Source source(data, seed);
-  Trace trace;
-  std::vector<std::byte> in(seed == 0 ? std::max<std::size_t>(data.size(), 1) : 8);
-  std::size_t in_len = 0;
-  std::uint32_t in_remaining = 0;
-  std::size_t forwarded = 0;
-  for (;;) {
-    if (in_len == in.size()) in.resize(in.size() * 2);
-    const std::size_t n = source.read(in.data() + in_len, in.size() - in_len);
-    if (n == 0) {
-      trace.note("eof");
-      break;
-    }
-    in_len += n;
-    std::size_t pos = 0;
-    bool stop = false;
-    while (pos < in_len) {
-      if (in_remaining > 0) {
-        const auto take = std::min<std::size_t>(in_remaining, in_len - pos);
-        pos += take;
-        in_remaining -= static_cast<std::uint32_t>(take);
-        continue;
-      }
-      const auto rest = std::span<const std::byte>(in.data() + pos, in_len - pos);
-      const auto parsed = pgw::fuzz::check_header(rest, proto::Direction::frontend);
-      if (std::holds_alternative<proto::NeedMore>(parsed)) break;
-      if (const auto* error = std::get_if<proto::CodecError>(&parsed)) {
-        trace.note(error_name(*error));
-        stop = true;
-        break;
+  // Per side: the full stream delivered so far, and how far the reference has taken it.
+  struct Side {
+    std::string stream;
+    std::size_t next = 0;        // the next message starts here (maybe beyond what arrived)
+    std::size_t last_start = 0;  // where the last message taken starts
+  } client, server;
+
+  void advance(bool from_client) {
+    auto& side = from_client ? client : server;
+    const auto direction = from_client ? proto::Direction::frontend : proto::Direction::backend;
+    while (!stopped && side.next < side.stream.size()) {
+      const auto rest = proto::as_bytes(side.stream).subspan(side.next);
+      const auto parsed = proto::parse_header(rest, direction);
+      if (std::holds_alternative<proto::NeedMore>(parsed)) return;
+      if (std::holds_alternative<proto::CodecError>(parsed)) {
+        stopped = true;
+        stop = Stop::invalid;
+        return;
       }
       const auto header = std::get<proto::Header>(parsed);
-      trace.header(header);
-      if (header.type == 'X') {
-        trace.note("terminate");
-        stop = true;
+      const bool whole = !from_client &&
+                         (header.type == fs::kReadyForQuery ||
+                          header.type == fs::kParameterStatus || header.type == fs::kErrorResponse);
+      if (whole) {
+        if (header.total_size() > proto::kWholeMessageLimit) {
+          stopped = true;
+          stop = Stop::invalid;
+          return;
+        }
+        if (rest.size() < header.total_size()) return;
+      }
+      const auto body =
+          rest.subspan(proto::kHeaderSize,
+                       std::min<std::size_t>(header.body_size(), rest.size() - proto::kHeaderSize));
+      if (from_client) {
+        if (header.type == fc::kTerminate) {
+          stopped = true;
+          stop = Stop::terminate;
+          return;
+        }
+        client_message(header.type);
+      } else if (!server_message(header.type, body)) {
+        side.last_start = side.next;
+        side.next += header.total_size();
+        stopped = true;
+        stop = Stop::transaction_block;
+        return;
+      }
+      side.last_start = side.next;
+      side.next += header.total_size();
+    }
+  }
+
+  void client_message(char type) {
+    switch (type) {
+      case fc::kQuery:
+      case fc::kSync:
+      case fc::kFunctionCall:
+        ++owed;
+        batch = false;
         break;
-      }
-      pos += proto::kHeaderSize;
-      in_remaining = header.body_size();
+      case fc::kFlush:
+      case fc::kCopyData:
+        break;
+      case fc::kCopyDone:
+      case fc::kCopyFail:
+        if (copy == proto::CopyMode::in || copy == proto::CopyMode::both)
+          copy = proto::CopyMode::none;
+        break;
+      default:
+        batch = true;
     }
-    FUZZ_CHECK(pos <= in_len);
-    if (stop) {
-      // serve() forwards nothing more; bytes before the stop were forwarded (or not, on an
-      // error) depending on the reads, so they are not part of the trace.
-      return trace;
-    }
-    forwarded += pos;
-    const std::size_t rest = in_len - pos;
-    FUZZ_CHECK(rest < proto::kHeaderSize);  // only an incomplete header stays behind
-    if (rest > 0 && pos > 0) std::memmove(in.data(), in.data() + pos, rest);
-    in_len = rest;
-    FUZZ_CHECK(forwarded + in_len == source.delivered());
   }
-  FUZZ_CHECK(forwarded <= data.size());
-  FUZZ_CHECK(source.delivered() == data.size());
-  trace.note("forwarded " + std::to_string(forwarded) + " pending " + std::to_string(in_remaining));
-  return trace;
-}
 
-// ClientSession's relay of server bytes to the client.
-Trace backend_relay(proto::Bytes data, std::uint64_t seed) {
-  Source source(data, seed);
-  Trace trace;
-  std::vector<std::byte> buffer(seed == 0 ? std::max<std::size_t>(data.size(), 1) : 16);
-  std::size_t have = 0;
-  std::uint32_t remaining = 0;
-  std::size_t forwarded = 0;
-  for (;;) {
-    if (have == buffer.size()) buffer.resize(buffer.size() * 2);
-    const std::size_t n = source.read(buffer.data() + have, buffer.size() - have);
-    if (n == 0) {
-      trace.note("eof");
-      break;
-    }
-    have += n;
-    std::size_t pos = 0;
-    while (pos < have) {
-      if (remaining > 0) {
-        const auto take = std::min<std::size_t>(remaining, have - pos);
-        pos += take;
-        remaining -= static_cast<std::uint32_t>(take);
-        continue;
-      }
-      const auto rest = std::span<const std::byte>(buffer.data() + pos, have - pos);
-      const auto parsed = pgw::fuzz::check_header(rest, proto::Direction::backend);
-      if (std::holds_alternative<proto::NeedMore>(parsed)) break;
-      if (const auto* error = std::get_if<proto::CodecError>(&parsed)) {
-        trace.note(error_name(*error));
-        return trace;  // the session drops the server connection
-      }
-      const auto header = std::get<proto::Header>(parsed);
-      if (header.type == 'Z' || header.type == 'S' || header.type == 'E') {
-        if (have - pos < header.total_size()) {
-          // The session grows its buffer to total_size() here (up to 1 GB). Growing it beyond
-          // what the stream holds changes nothing observable, so the re-enactment stops there.
-          const std::size_t want = std::min(header.total_size(), data.size() + 1);
-          if (want > buffer.size()) buffer.resize(want);
-          break;
+  // False: statement mode stops here.
+  bool server_message(char type, proto::Bytes body) {
+    switch (type) {
+      case fs::kReadyForQuery:
+        if (body.size() == 1) {
+          const char s = static_cast<char>(body[0]);
+          if (s == 'I' || s == 'T' || s == 'E') status = static_cast<proto::TransactionStatus>(s);
         }
-        trace.header(header);
-        const std::span<const std::byte> body(buffer.data() + pos + proto::kHeaderSize,
-                                              header.body_size());
-        if (header.type == 'Z') {
-          const auto status = proto::parse_ready_for_query(body);
-          trace.note(status ? std::string(1, static_cast<char>(*status)) : "bad Z");
-        } else if (header.type == 'S') {
-          const auto status = proto::parse_parameter_status(body);
-          trace.note(status ? std::string(status->name) + "=" + std::string(status->value) : "bad S");
-        } else {
-          const auto fields = proto::parse_error_fields(body);
-          trace.note(!fields ? "bad E" : fields->is_fatal() ? "fatal" : "error");
-        }
-        pos += header.total_size();
-        continue;
-      }
-      trace.header(header);
-      pos += proto::kHeaderSize;
-      remaining = header.body_size();
+        if (owed > 0) --owed;
+        copy = proto::CopyMode::none;
+        return !(statement_mode && status != proto::TransactionStatus::idle);
+      case fs::kErrorResponse:
+        if (auto fields = proto::parse_error_fields(body); fields && fields->is_fatal())
+          fatal = true;
+        copy = proto::CopyMode::none;
+        return true;
+      case fs::kCopyInResponse:
+        copy = proto::CopyMode::in;
+        return true;
+      case fs::kCopyOutResponse:
+        copy = proto::CopyMode::out;
+        return true;
+      case fs::kCopyBothResponse:
+        copy = proto::CopyMode::both;
+        return true;
+      case fs::kCopyDone:
+        if (copy == proto::CopyMode::out || copy == proto::CopyMode::both)
+          copy = proto::CopyMode::none;
+        return true;
+      default:
+        return true;
     }
-    FUZZ_CHECK(pos <= have);
-    forwarded += pos;
-    const std::size_t rest = have - pos;
-    if (rest > 0 && pos > 0) std::memmove(buffer.data(), buffer.data() + pos, rest);
-    have = rest;
-    FUZZ_CHECK(forwarded + have == source.delivered());
   }
-  FUZZ_CHECK(forwarded <= data.size());
-  trace.note("forwarded " + std::to_string(forwarded) + " pending " + std::to_string(remaining));
-  return trace;
-}
-
-// net::MessageReader: whole messages, consumed lazily; the first packet optionally first.
-class Reader {
- public:
-  Reader(proto::Bytes data, std::uint64_t seed, std::size_t limit)
-      : source_(data, seed), limit_(limit), buffer_(seed == 0 ? std::max<std::size_t>(data.size(), 1) : 4) {}
-
-  // False at the end of the stream.
-  bool fill(std::size_t want) {
-    FUZZ_CHECK(want > end_ - begin_);  // NeedMore asks for more than is buffered
-    if (begin_ > 0) {
-      const std::size_t live = end_ - begin_;
-      if (live > 0) std::memmove(buffer_.data(), buffer_.data() + begin_, live);
-      begin_ = 0;
-      end_ = live;
-    }
-    // MessageReader grows the buffer to `want` (up to 1 GB); beyond the stream's size that
-    // only costs memory, so the re-enactment caps it there.
-    want = std::min(want, limit_ + 1);
-    if (buffer_.size() < want) buffer_.resize(want);
-    if (end_ == buffer_.size()) buffer_.resize(buffer_.size() * 2);
-    const std::size_t n = source_.read(buffer_.data() + end_, buffer_.size() - end_);
-    end_ += n;
-    return n > 0;
-  }
-  proto::Bytes unread() const { return {buffer_.data() + begin_, end_ - begin_}; }
-  void consume(std::size_t n) {
-    FUZZ_CHECK(n <= end_ - begin_);
-    begin_ += n;
-    consumed_ += n;
-    FUZZ_CHECK(consumed_ <= source_.delivered());
-  }
-
- private:
-  Source source_;
-  std::size_t limit_;
-  std::vector<std::byte> buffer_;
-  std::size_t begin_ = 0;
-  std::size_t end_ = 0;
-  std::size_t consumed_ = 0;
 };
 
-Trace message_reader(proto::Bytes data, std::uint64_t seed, bool client) {
-  Reader reader(data, seed, data.size());
-  Trace trace;
-  if (client) {
-    for (;;) {
-      std::size_t consumed = 0;
-      const auto parsed = proto::parse_first_packet(reader.unread(), &consumed);
-      if (const auto* packet = std::get_if<proto::FirstPacket>(&parsed)) {
-        FUZZ_CHECK(consumed >= 8 && consumed <= reader.unread().size());
-        reader.consume(consumed);
-        trace.note("first " + std::to_string(packet->index()) + " " + std::to_string(consumed));
-        break;
-      }
-      if (const auto* error = std::get_if<proto::CodecError>(&parsed)) {
-        trace.note(error_name(*error));
-        return trace;
-      }
-      const auto need = std::get<proto::NeedMore>(parsed).at_least;
-      FUZZ_CHECK(need <= proto::kStartupPacketLimit);
-      if (!reader.fill(need)) {
-        trace.note("eof");
-        return trace;
-      }
-    }
-  }
-  const auto direction = client ? proto::Direction::frontend : proto::Direction::backend;
-  for (;;) {
-    const auto parsed = pgw::fuzz::check_message(reader.unread(), direction);
-    if (const auto* message = std::get_if<proto::Message>(&parsed)) {
-      trace.header(message->header);
-      reader.consume(message->header.total_size());
-      continue;
-    }
-    if (const auto* error = std::get_if<proto::CodecError>(&parsed)) {
-      trace.note(error_name(*error));
-      return trace;
-    }
-    const auto need = std::get<proto::NeedMore>(parsed).at_least;
-    FUZZ_CHECK(need <= std::size_t{proto::kLargeMessageLimit} + proto::kHeaderSize);
-    if (!reader.fill(need)) {
-      trace.note("eof");
-      return trace;
-    }
-  }
-}
+struct Result {
+  std::string events;
+  int owed;
+  bool batch;
+  char status;
+  int copy;
+  bool fatal;
+  int stop;
+  bool operator==(const Result&) const = default;
+};
 
-Trace run(int mode, proto::Bytes data, std::uint64_t seed) {
-  switch (mode) {
-    case 0: return frontend_relay(data, seed);
-    case 1: return backend_relay(data, seed);
-    case 2: return message_reader(data, seed, true);
-    default: return message_reader(data, seed, false);
+// One relay direction: its buffer and how much of the side's stream it has scanned.
+struct Direction {
+  proto::StreamBuffer buffer;
+  std::size_t scanned_total = 0;
+};
+
+Result run(const std::vector<Turn>& turns, bool statement_mode, std::uint64_t seed) {
+  proto::TransactionTracker tracker;
+  tracker.set_forbid_transaction_blocks(statement_mode);
+  Events events;
+  Reference reference;
+  reference.statement_mode = statement_mode;
+  Direction client, server;
+  ReadSizes sizes(seed);
+  Stop stop = Stop::more;
+  for (const auto& turn : turns) {
+    auto& side = turn.from_client ? client : server;
+    auto& ref_side = turn.from_client ? reference.client : reference.server;
+    std::size_t pos = 0;
+    while (pos < turn.bytes.size() && stop == Stop::more) {
+      auto& buffer = side.buffer;
+      if (!buffer.has_storage()) buffer.reserve(kInitialBuffer);
+      if (buffer.full()) buffer.grow();  // the relay's client side: a header split at the end
+      const std::size_t want = sizes.next();
+      const auto space = buffer.free_space();
+      const std::size_t n = std::min(want == 0 ? turn.bytes.size() - pos : want,
+                                     std::min(space.size(), turn.bytes.size() - pos));
+      FUZZ_CHECK(n > 0);
+      std::memcpy(space.data(), turn.bytes.data() + pos, n);
+      buffer.added(n);
+      ref_side.stream.append(reinterpret_cast<const char*>(turn.bytes.data() + pos), n);
+      pos += n;
+
+      const auto unscanned = buffer.unscanned();
+      const auto scan = turn.from_client ? tracker.scan_client(unscanned, events)
+                                         : tracker.scan_server(unscanned, events);
+      FUZZ_CHECK(scan.scanned <= unscanned.size());
+      buffer.mark_scanned(scan.scanned);
+      side.scanned_total += scan.scanned;
+      if (scan.wanted > 0) {
+        FUZZ_CHECK(scan.stop == Stop::more);
+        FUZZ_CHECK(scan.wanted <= proto::kWholeMessageLimit);
+        FUZZ_CHECK(scan.wanted > buffer.unscanned().size());  // it is not there yet
+        buffer.reserve(scan.wanted);
+      }
+      buffer.mark_sent(buffer.unsent().size());  // passed on
+      FUZZ_CHECK(!buffer.has_unsent());
+      // Bounded memory: the buffer holds at most a partial header beyond what a whole message
+      // needs, and never grows beyond the cap.
+      FUZZ_CHECK(buffer.capacity() <= std::max(kInitialBuffer, proto::kWholeMessageLimit));
+
+      reference.advance(turn.from_client);
+      stop = scan.stop;
+      if (stop != Stop::more) {
+        FUZZ_CHECK(reference.stopped && reference.stop == stop);
+      } else {
+        FUZZ_CHECK(!reference.stopped);
+      }
+      // The state matches the reference.
+      FUZZ_CHECK(tracker.ready_owed() == reference.owed);
+      FUZZ_CHECK(tracker.batch_open() == reference.batch);
+      FUZZ_CHECK(tracker.status() == reference.status);
+      FUZZ_CHECK(tracker.server_fatal() == reference.fatal);
+      FUZZ_CHECK(tracker.copy() == reference.copy);
+      if (tracker.at_transaction_boundary()) {
+        FUZZ_CHECK(reference.owed == 0 && !reference.batch && !reference.fatal);
+        FUZZ_CHECK(reference.status == proto::TransactionStatus::idle);
+      }
+      // Never past a message: between messages the tracker stands where the next one starts;
+      // inside one, past its header.
+      const bool mid =
+          turn.from_client ? tracker.client_mid_message() : tracker.server_mid_message();
+      if (!mid) {
+        if (stop != Stop::invalid) FUZZ_CHECK(side.scanned_total == ref_side.next);
+      } else {
+        // Inside a streamed message: past its header, before its end, and all of what arrived
+        // of it is scanned (passed on without being held back).
+        FUZZ_CHECK(side.scanned_total >= ref_side.last_start + proto::kHeaderSize);
+        FUZZ_CHECK(side.scanned_total < ref_side.next);
+        FUZZ_CHECK(side.scanned_total == ref_side.stream.size());
+      }
+      if (stop != Stop::more) {
+        if (stop == Stop::terminate) FUZZ_CHECK(tracker.client_terminated());
+        buffer.discard_scanned();
+      }
+    }
+    if (stop != Stop::more) break;
   }
+  return Result{events.trace,
+                tracker.ready_owed(),
+                tracker.batch_open(),
+                static_cast<char>(tracker.status()),
+                static_cast<int>(tracker.copy()),
+                tracker.server_fatal(),
+                static_cast<int>(stop)};
 }
 
 }  // namespace
@@ -304,14 +344,14 @@ Trace run(int mode, proto::Bytes data, std::uint64_t seed) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
   const std::uint64_t seed = 0x9e3779b97f4a7c15ULL ^ (std::uint64_t{data[0]} << 32) ^ size;
-  const int mode = data[1] & 3;
-  const auto stream = pgw::fuzz::as_byte_span(data + 2, size - 2);
-  const Trace whole = run(mode, stream, 0);
-  const Trace pieces = run(mode, stream, seed);
-  if (whole.events != pieces.events) {
-    std::fprintf(stderr, "mode %d\nall at once: %s\nin pieces:   %s\n", mode, whole.events.c_str(),
+  const bool statement_mode = (data[1] & 1) != 0;
+  const auto turns = split_turns(pgw::fuzz::as_byte_span(data + 2, size - 2));
+  const Result whole = run(turns, statement_mode, 0);
+  const Result pieces = run(turns, statement_mode, seed);
+  if (!(whole == pieces)) {
+    std::fprintf(stderr, "each turn at once: %s\nin pieces:         %s\n", whole.events.c_str(),
                  pieces.events.c_str());
   }
-  FUZZ_CHECK(whole.events == pieces.events);
+  FUZZ_CHECK(whole == pieces);
   return 0;
 }
