@@ -267,6 +267,16 @@ int main(int argc, char** argv) {
           {false, build([](auto& w) { w.begin('G').int8(0).int16(0).finish(); })},
           {true, find("fe_copy_data") + find("fe_copy_data") + find("fe_copy_done")},
           {false, complete + ready_idle}});
+  // COPY FROM STDIN over the extended protocol, as libpq's PQexecParams sends it: Execute and
+  // Sync together, the data, CopyDone and another Sync; the server ignores the first Sync.
+  stream("copy_in_extended", 9, 0,
+         {{true, parse_message("", "COPY t FROM STDIN", {}) + bind_message("", "", "x") +
+                     find("fe_execute") + find("fe_sync")},
+          {false, build([](auto& w) { w.begin('1').finish(); }) + build([](auto& w) {
+                    w.begin('2').finish();
+                  }) + build([](auto& w) { w.begin('G').int8(0).int16(0).finish(); })},
+          {true, find("fe_copy_data") + find("fe_copy_done") + find("fe_sync")},
+          {false, complete + ready_idle}});
   stream("copy_out", 4, 0,
          {{true, build([](auto& w) { w.query("COPY t TO STDOUT"); })},
           {false, build([](auto& w) { w.begin('H').int8(0).int16(0).finish(); }) +

@@ -119,6 +119,10 @@ struct Reference {
   proto::TransactionStatus status = proto::TransactionStatus::idle;
   proto::CopyMode copy = proto::CopyMode::none;
   bool fatal = false;
+  // Syncs since the last Query/Execute and before CopyDone/CopyFail: a server that answers
+  // that statement with CopyInResponse reads them in COPY mode and ignores them.
+  int window_syncs = 0;
+  bool window_open = false;
   bool stopped = false;  // a stop the relay acts on: nothing after it is scanned
   Stop stop = Stop::more;
 
@@ -182,6 +186,11 @@ struct Reference {
       case fc::kFunctionCall:
         ++owed;
         batch = false;
+        if (type == fc::kQuery) {
+          window_syncs = 0;
+          window_open = true;
+        }
+        if (type == fc::kSync && window_open) ++window_syncs;
         break;
       case fc::kFlush:
       case fc::kCopyData:
@@ -190,6 +199,12 @@ struct Reference {
       case fc::kCopyFail:
         if (copy == proto::CopyMode::in || copy == proto::CopyMode::both)
           copy = proto::CopyMode::none;
+        window_open = false;
+        break;
+      case fc::kExecute:
+        batch = true;
+        window_syncs = 0;
+        window_open = true;
         break;
       default:
         batch = true;
@@ -213,6 +228,9 @@ struct Reference {
         copy = proto::CopyMode::none;
         return true;
       case fs::kCopyInResponse:
+        owed -= std::min(owed, window_syncs);
+        window_syncs = 0;
+        window_open = false;
         copy = proto::CopyMode::in;
         return true;
       case fs::kCopyOutResponse:
@@ -308,6 +326,7 @@ Result run(const std::vector<Turn>& turns, bool statement_mode, std::uint64_t se
       FUZZ_CHECK(tracker.copy() == reference.copy);
       if (tracker.at_transaction_boundary()) {
         FUZZ_CHECK(reference.owed == 0 && !reference.batch && !reference.fatal);
+        FUZZ_CHECK(reference.copy == proto::CopyMode::none);
         FUZZ_CHECK(reference.status == proto::TransactionStatus::idle);
       }
       // Never past a message: between messages the tracker stands where the next one starts;

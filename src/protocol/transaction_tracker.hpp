@@ -20,6 +20,7 @@
 //   on_copy_started(CopyMode), on_copy_ended()     COPY in, out or both begins or ends
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
 
@@ -90,15 +91,15 @@ class TransactionTracker {
   bool server_mid_message() const { return !server_.between_messages(); }
 
   // A query, a batch or a COPY is in flight: the server is working for the client.
-  bool in_flight() const { return ready_owed_ > 0 || batch_open_; }
+  bool in_flight() const { return ready_owed_ > 0 || batch_open_ || copy_ != CopyMode::none; }
   // Every reply owed has come (as far as scanned) and no server message is partway.
   bool server_owes_nothing() const { return ready_owed_ == 0 && server_.between_messages(); }
-  // Transaction pooling may give the server back: it owes nothing, no batch is open and it is
-  // idle outside a transaction. (The relay adds: no unscanned or unsent bytes are buffered.)
-  // A server that sent a FATAL is never given back.
+  // Transaction pooling may give the server back: it owes nothing, no batch or COPY is under
+  // way and it is idle outside a transaction. (The relay adds: no unscanned or unsent bytes are
+  // buffered.) A server that sent a FATAL is never given back.
   bool at_transaction_boundary() const {
-    return server_owes_nothing() && !batch_open_ && status_ == TransactionStatus::idle &&
-           !server_fatal_;
+    return server_owes_nothing() && !batch_open_ && copy_ == CopyMode::none &&
+           status_ == TransactionStatus::idle && !server_fatal_;
   }
 
  private:
@@ -157,8 +158,12 @@ class TransactionTracker {
       case kQuery:
         emit_statement(events, type, body, whole_body);
         request(events);
+        open_copy_window();  // this statement may be a COPY FROM STDIN
         break;
       case kSync:
+        request(events);
+        if (copy_window_open_ && copy_window_syncs_ < kMaxWindowSyncs) ++copy_window_syncs_;
+        break;
       case kFunctionCall:
         request(events);
         break;
@@ -172,6 +177,7 @@ class TransactionTracker {
       case kExecute:
         emit_statement(events, type, body, whole_body);
         batch_open_ = true;
+        open_copy_window();  // this statement may be a COPY FROM STDIN
         break;
       case kBind:
         if constexpr (requires { events.on_bind(); }) events.on_bind();
@@ -182,6 +188,7 @@ class TransactionTracker {
         // The end of COPY FROM STDIN; the server's CommandComplete or ErrorResponse and its
         // ReadyForQuery follow.
         if (copy_ == CopyMode::in || copy_ == CopyMode::both) end_copy(events);
+        copy_window_open_ = false;  // later Syncs come after the copy, whenever it started
         break;
       case kCopyData:
         break;
@@ -225,6 +232,13 @@ class TransactionTracker {
         if (copy_ != CopyMode::none) end_copy(events);
         break;
       case kCopyInResponse:
+        // The server reads in COPY mode from the statement that started the copy on, and
+        // ignores the Syncs it finds there: libpq sends Execute and Sync together and only
+        // learns afterwards that the statement was a COPY, then ends it with CopyDone and a
+        // Sync of its own. Those ignored Syncs owe no ReadyForQuery.
+        ready_owed_ -= std::min<std::int32_t>(ready_owed_, copy_window_syncs_);
+        copy_window_syncs_ = 0;
+        copy_window_open_ = false;
         start_copy(events, CopyMode::in);
         break;
       case kCopyOutResponse:
@@ -265,15 +279,29 @@ class TransactionTracker {
     if constexpr (requires { events.on_copy_ended(); }) events.on_copy_ended();
   }
 
+  // Syncs the client sent after its last Query or Execute and before a CopyDone or CopyFail
+  // (while the window is open): the ones a server in COPY FROM STDIN mode would ignore, should
+  // that statement turn out to be one. Syncs the tracker sees after the CopyInResponse still
+  // count: owing one too many keeps a server, owing one too few would give it away with a
+  // reply on its way.
+  static constexpr std::uint16_t kMaxWindowSyncs = 0xffff;
+  void open_copy_window() {
+    copy_window_syncs_ = 0;
+    copy_window_open_ = true;
+  }
+
   StreamScanner<Direction::frontend> client_;
   StreamScanner<Direction::backend> server_;
   std::int32_t ready_owed_ = 0;
+  std::uint16_t copy_window_syncs_ = 0;
   TransactionStatus status_ = TransactionStatus::idle;
   CopyMode copy_ = CopyMode::none;
-  bool batch_open_ = false;
-  bool server_fatal_ = false;
-  bool terminated_ = false;
-  bool forbid_transaction_blocks_ = false;
+  // One byte for the flags: every client session holds a tracker.
+  bool batch_open_ : 1 = false;
+  bool server_fatal_ : 1 = false;
+  bool terminated_ : 1 = false;
+  bool forbid_transaction_blocks_ : 1 = false;
+  bool copy_window_open_ : 1 = false;
 };
 
 }  // namespace pgw::proto

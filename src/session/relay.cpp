@@ -514,6 +514,15 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
   if (!server_) co_return;
   auto& s = session_;
   server_->conn.set_handler(nullptr);
+  const auto copy = tracker_.copy();
+  if ((copy == proto::CopyMode::in || copy == proto::CopyMode::both) &&
+      tracker_.ready_owed() == 0) {
+    // A COPY FROM STDIN over the extended protocol that the client abandoned before its
+    // closing Sync: a cancel would end the copy, but the server would then wait for a Sync
+    // nobody sends. The connection is closed. (A simple-protocol COPY owes its ReadyForQuery:
+    // the cancel below ends it cleanly.)
+    server_broken_ = true;
+  }
   if (!server_broken_ && !tracker_.server_fatal() && !server_quiet()) {
     // A query is still running for a client that left: cancel it rather than wait for it,
     // then read what the server still sends until it is idle again.

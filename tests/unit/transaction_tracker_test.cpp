@@ -523,6 +523,67 @@ TEST(TransactionTrackerCopy, AnErrorOrReadyForQueryEndsAnyCopy) {
   EXPECT_EQ(out.trace, "copy both;copy ended;");
 }
 
+TEST(TransactionTrackerCopy, ExtendedCopyInOwesNoReadyForTheSyncTheServerIgnores) {
+  // libpq's PQexecParams("COPY ... FROM STDIN"): Parse, Bind, Describe, Execute and Sync go
+  // together; the server answers the Execute with CopyInResponse and reads the Sync in COPY
+  // mode, where it is ignored; libpq ends with CopyDone and a Sync of its own. One
+  // ReadyForQuery in all.
+  const std::string bind = msg(fc::kBind, cstr("") + cstr("") + std::string(6, '\0'));
+  const std::string execute = msg(fc::kExecute, cstr("") + be32(0));
+  const std::string start = parse("", "COPY t FROM STDIN") + bind +
+                            msg(fc::kDescribe, "P" + cstr("")) + execute + msg(fc::kSync);
+  const std::string copy_in = msg(fs::kParseComplete) + msg(fs::kBindComplete) + msg(fs::kNoData) +
+                              msg(fs::kCopyInResponse, std::string(3, '\0'));
+  const std::string end = msg(fc::kCopyData, "1\n") + msg(fc::kCopyDone) + msg(fc::kSync);
+  auto out = play_everywhere({{true, start}, {false, copy_in}});
+  EXPECT_EQ(out.ready_owed, 0);  // the Sync sent with the Execute is ignored in COPY mode
+  EXPECT_EQ(out.copy, CopyMode::in);
+  EXPECT_FALSE(out.boundary);  // but the copy is under way
+  out = play_everywhere({{true, start},
+                         {false, copy_in},
+                         {true, end},
+                         {false, msg(fs::kCommandComplete, cstr("COPY 1")) + ready('I')}});
+  EXPECT_EQ(out.ready_owed, 0);
+  EXPECT_TRUE(out.boundary);  // the server can go back to the pool
+  // A client that sends everything before the server has answered: only the Sync between the
+  // Execute and the CopyDone is ignored.
+  out =
+      play_everywhere({{true, start + end},
+                       {false, copy_in + msg(fs::kCommandComplete, cstr("COPY 1")) + ready('I')}});
+  EXPECT_EQ(out.ready_owed, 0);
+  EXPECT_TRUE(out.boundary);
+  // An error in the data: the server leaves COPY mode, skips to the client's last Sync and
+  // answers it. Still one ReadyForQuery.
+  out = play_everywhere({{true, start},
+                         {false, copy_in},
+                         {true, end},
+                         {false, error("ERROR", "invalid input syntax") + ready('I')}});
+  EXPECT_EQ(out.ready_owed, 0);
+  EXPECT_TRUE(out.boundary);
+}
+
+TEST(TransactionTrackerCopy, ASyncAfterTheCopyStartedStillCounts) {
+  // Owing one too many keeps the server; owing one too few would give it away while a reply
+  // is on its way. A Sync the tracker sees after the CopyInResponse is counted.
+  const auto out =
+      play_everywhere({{true, query("COPY t FROM STDIN")},
+                       {false, msg(fs::kCopyInResponse, std::string(3, '\0'))},
+                       {true, msg(fc::kSync) + msg(fc::kCopyDone)},
+                       {false, msg(fs::kCommandComplete, cstr("COPY 0")) + ready('I')}});
+  EXPECT_EQ(out.ready_owed, 1);
+  EXPECT_FALSE(out.boundary);
+  // Syncs of earlier statements, answered long ago, are not taken back by a later COPY.
+  const auto later =
+      play_everywhere({{true, query("SELECT 1") + msg(fc::kSync)},
+                       {false, ready('I') + ready('I')},
+                       {true, query("COPY t FROM STDIN")},
+                       {false, msg(fs::kCopyInResponse, std::string(3, '\0'))},
+                       {true, msg(fc::kCopyDone)},
+                       {false, msg(fs::kCommandComplete, cstr("COPY 0")) + ready('I')}});
+  EXPECT_EQ(later.ready_owed, 0);
+  EXPECT_TRUE(later.boundary);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Statement mode, servers changing hands
 
