@@ -1,10 +1,13 @@
 // The codec on the data path: what serve() and relay() do per message.
 #include <benchmark/benchmark.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "protocol/codec.hpp"
+#include "protocol/stream_buffer.hpp"
+#include "protocol/transaction_tracker.hpp"
 
 namespace {
 
@@ -98,6 +101,43 @@ void BM_ScanManyDataRows(benchmark::State& state) {
                           static_cast<std::int64_t>(bytes.size()));
 }
 BENCHMARK(BM_ScanManyDataRows)->Arg(4096)->Arg(65536);
+
+// What the relay's tracker does for one pgbench -S transaction: the client's Query into a
+// StreamBuffer, scanned and passed on; the server's reply the same way, its ReadyForQuery read
+// whole. Events as the relay consumes them, reduced to counters.
+struct CountingEvents {
+  std::uint64_t requests = 0, statements = 0, readies = 0;
+  void on_request() { ++requests; }
+  void on_statement(char, Bytes body, bool) { statements += body.size(); }
+  void on_ready(TransactionStatus) { ++readies; }
+};
+
+void BM_TrackerSelectTransaction(benchmark::State& state) {
+  const std::string query =
+      query_message("SELECT abalance FROM pgbench_accounts WHERE aid = 4242;");
+  const std::string reply = select_reply();
+  TransactionTracker tracker;
+  CountingEvents events;
+  StreamBuffer from_client, from_server;
+  from_client.reserve(4096);
+  from_server.reserve(4096);
+  auto pass = [&](StreamBuffer& buffer, const std::string& bytes, bool client) {
+    auto space = buffer.free_space();
+    std::memcpy(space.data(), bytes.data(), bytes.size());
+    buffer.added(bytes.size());
+    const auto scan = client ? tracker.scan_client(buffer.unscanned(), events)
+                             : tracker.scan_server(buffer.unscanned(), events);
+    buffer.mark_scanned(scan.scanned);
+    buffer.mark_sent(buffer.unsent().size());
+  };
+  for (auto _ : state) {
+    pass(from_client, query, true);
+    pass(from_server, reply, false);
+    benchmark::DoNotOptimize(tracker.at_transaction_boundary());
+  }
+  benchmark::DoNotOptimize(events.readies);
+}
+BENCHMARK(BM_TrackerSelectTransaction);
 
 void BM_ParseStartup(benchmark::State& state) {
   std::string bytes;

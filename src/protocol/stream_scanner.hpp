@@ -15,6 +15,7 @@ namespace pgw::proto {
 
 // How the reader wants to see a message, decided from its header.
 enum class Framing : std::uint8_t {
+  pass,    // not at all: it passes through (most of what a server sends: rows, completions)
   stream,  // the header and whatever of the body is already buffered; the rest passes unseen
   whole,   // the whole message: the caller buffers it (at most kWholeMessageLimit bytes)
 };
@@ -53,8 +54,9 @@ class StreamScanner {
   // reader provides
   //   Framing framing(const Header&)
   //   Verdict on_message(const Header&, Bytes body, bool whole_body)
-  // where `body` is the part of the body in `input` (all of it for Framing::whole), and is
-  // called once per message, when its header is scanned (or when it is whole).
+  // where `body` is the part of the body in `input` (all of it for Framing::whole);
+  // on_message() is called once per message it does not pass, when its header is scanned (or
+  // when it is whole).
   template <class Reader>
   ScanResult scan(Bytes input, Reader& reader) {
     ScanResult out;
@@ -75,10 +77,16 @@ class StreamScanner {
         break;
       }
       const auto header = std::get<Header>(parsed);
+      const auto framing = reader.framing(header);
+      if (framing == Framing::pass) {
+        pos += kHeaderSize;
+        body_left_ = header.body_size();
+        continue;
+      }
       const std::size_t body_available =
           std::min<std::size_t>(header.body_size(), rest.size() - kHeaderSize);
       const auto body = rest.subspan(kHeaderSize, body_available);
-      if (reader.framing(header) == Framing::whole) {
+      if (framing == Framing::whole) {
         if (header.total_size() > kWholeMessageLimit) {
           out.stop = ScanResult::Stop::invalid;
           out.error = CodecError::message_too_large;

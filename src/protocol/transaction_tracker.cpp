@@ -16,11 +16,4 @@ std::string_view to_string(CopyMode mode) {
   return "?";
 }
 
-void TransactionTracker::server_attached(TransactionStatus status) {
-  server_.reset();
-  status_ = status;
-  server_fatal_ = false;
-  copy_ = CopyMode::none;
-}
-
 }  // namespace pgw::proto

@@ -72,7 +72,12 @@ class TransactionTracker {
 
   // A server connection is attached: its status is `status`, and it sends from a message
   // boundary. What the client already sent and is owed stays counted.
-  void server_attached(TransactionStatus status);
+  void server_attached(TransactionStatus status) {
+    server_.reset();
+    status_ = status;
+    server_fatal_ = false;
+    copy_ = CopyMode::none;
+  }
 
   // ReadyForQuery messages the server still owes (one per Query, Sync and FunctionCall).
   int ready_owed() const { return ready_owed_; }
@@ -107,7 +112,7 @@ class TransactionTracker {
   struct ClientReader {
     TransactionTracker& tracker;
     Events& events;
-    Framing framing(const Header&) const { return Framing::stream; }
+    Framing framing(const Header& header) const { return client_framing(header.type); }
     Verdict on_message(const Header& header, Bytes body, bool whole_body) {
       return tracker.client_message(header.type, body, whole_body, events);
     }
@@ -122,11 +127,27 @@ class TransactionTracker {
     }
   };
 
+  // Which messages the tracker looks at: a client's every message but its COPY data (which
+  // can be most of what it sends); of a server's, what carries state, read whole when its
+  // content matters, and none of its rows or completions.
+  static Framing client_framing(char type) {
+    return type == from_client::kCopyData ? Framing::pass : Framing::stream;
+  }
   static Framing server_framing(char type) {
     using namespace from_server;
-    return type == kReadyForQuery || type == kParameterStatus || type == kErrorResponse
-               ? Framing::whole
-               : Framing::stream;
+    switch (type) {
+      case kReadyForQuery:
+      case kParameterStatus:
+      case kErrorResponse:
+        return Framing::whole;
+      case kCopyInResponse:
+      case kCopyOutResponse:
+      case kCopyBothResponse:
+      case kCopyDone:
+        return Framing::stream;
+      default:
+        return Framing::pass;
+    }
   }
 
   static Scan finish(const ScanResult& result, Stop reader_stop) {
@@ -189,8 +210,6 @@ class TransactionTracker {
         // ReadyForQuery follow.
         if (copy_ == CopyMode::in || copy_ == CopyMode::both) end_copy(events);
         copy_window_open_ = false;  // later Syncs come after the copy, whenever it started
-        break;
-      case kCopyData:
         break;
       default:
         // Describe, Close, and anything else a client sends inside a batch.
