@@ -1,11 +1,13 @@
 // The top of a client's life: a plain C++20 coroutine that starts at once, owns itself and
-// frees its frame when it ends. It waits on a net::Event directly and runs Asio coroutines
-// (the login phases, the console, cleanup) through `co_await in_asio(io, awaitable)`.
+// frees its frame when it ends. It waits on a net::TaskEvent directly (the end of the relay)
+// and runs Asio coroutines (the login, the console, cleanup) through
+// `co_await in_asio(io, awaitable)`.
 //
 // Why not an Asio awaitable: a suspended asio::awaitable chain costs about 800 bytes per client
 // (co_spawn's entry frame, the frame itself, the frame use_awaitable creates for the pending
 // operation, the type-erased handler), and an idle client spends its whole life suspended.
-// This coroutine keeps one frame of ~200 bytes; the Asio frames exist only while a phase runs.
+// This coroutine keeps one small frame (docs/benchmarks.md has the figures); the Asio frames
+// exist only while a phase runs.
 #pragma once
 
 #include <spdlog/spdlog.h>

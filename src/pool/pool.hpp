@@ -236,7 +236,8 @@ class Pool {
 
   // Resilience (docs/operations.md). The backend this pool connects to, with its breaker.
   Backend& backend() const;
-  // The breaker of the backend is not closed: new logins are told 57P03 (one relaxed load).
+  // The breaker of the backend is not closed: new logins are told 57P03 (the pool's mutex to
+  // find the backend, then one relaxed load of its breaker).
   bool refuses_logins() const { return !backend().accepts_logins(); }
   // Which error a client that waited query_wait_timeout gets: 53300 when the pool was full,
   // 08001 when the backend could not be reached (the last login failed, or none finished).
