@@ -16,6 +16,7 @@
 
 #include "protocol/codec.hpp"
 #include "protocol/message_types.hpp"
+#include "test_loop.hpp"
 
 namespace {
 
@@ -24,22 +25,8 @@ using pgw::Err;
 using pgw::net::AfterError;
 using pgw::net::Clock;
 using pgw::net::Connection;
-using pgw::net::Reactor;
 
-struct Loop {
-  asio::io_context io{1};
-  Reactor reactor{io};
-  bool run_until(const std::atomic<bool>& done, std::chrono::milliseconds limit = 3000ms) {
-    std::thread stopper([&] {
-      const auto deadline = Clock::now() + limit;
-      while (!done.load() && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-      reactor.stop();
-    });
-    reactor.run();
-    stopper.join();
-    return done.load();
-  }
-};
+using pgw::test::Loop;
 
 // Everything the peer receives until the end of the stream (blocking reads).
 std::string read_to_end(int fd) {
@@ -89,7 +76,7 @@ Ended end_connection(const pgw::ErrorReport* report, AfterError after, bool peer
     received = read_to_end(peer);  // the error, then the end of the stream
     if (peer_closes) ::close(peer);
   });
-  EXPECT_TRUE(loop.run_until(done));
+  EXPECT_TRUE(loop.run_until(done, 3000ms));
   client.join();
   if (!peer_closes) ::close(peer);
   return {received, took};

@@ -19,6 +19,7 @@
 
 #include "net/listener.hpp"
 #include "net/reactor.hpp"
+#include "test_loop.hpp"
 
 namespace {
 
@@ -28,21 +29,7 @@ using pgw::net::Connection;
 using pgw::net::Reactor;
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
-struct Loop {
-  asio::io_context io{1};
-  Reactor reactor{io};
-  // Runs the loop on this thread until `done` is true or the deadline passes.
-  bool run_until(const std::atomic<bool>& done, std::chrono::milliseconds limit = 2000ms) {
-    std::thread stopper([&] {
-      const auto deadline = Clock::now() + limit;
-      while (!done.load() && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-      reactor.stop();
-    });
-    reactor.run();
-    stopper.join();
-    return done.load();
-  }
-};
+using pgw::test::Loop;
 
 std::pair<int, int> socket_pair() {
   int fds[2];
