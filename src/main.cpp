@@ -10,7 +10,7 @@
 #include <iostream>
 
 #include "config/config.hpp"
-#include "net/runtime.hpp"
+#include "app/runtime.hpp"
 #include "util/logging.hpp"
 
 namespace {
@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   const std::string pidfile = config.pidfile;
   try {
     // Deliberately never destroyed: see the comment at the end of main().
-    auto* runtime = new pgw::net::Runtime(std::move(config), std::move(secrets));
+    auto* runtime = new pgw::app::Runtime(std::move(config), std::move(secrets));
     code = runtime->run();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());

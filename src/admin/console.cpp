@@ -103,6 +103,13 @@ asio::awaitable<void> Console::sleep(std::chrono::milliseconds duration) {
   co_await timer.async_wait_for(duration, net::use_nothrow);
 }
 
+asio::awaitable<session::ConsoleService::End> ConsoleServer::serve(net::Connection& client,
+                                                                   net::MessageReader& reader,
+                                                                   Who who) {
+  Console console(shared_, client, reader, std::move(who));
+  co_return co_await console.run();
+}
+
 asio::awaitable<Console::End> Console::run() {
   using namespace proto::from_client;
   namespace reply = proto::from_server;

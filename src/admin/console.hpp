@@ -16,15 +16,12 @@
 #include "admin/tables.hpp"
 #include "net/message_reader.hpp"
 #include "net/socket.hpp"
+#include "session/console_service.hpp"
 #include "session/shared.hpp"
 
 namespace pgw::admin {
 
-struct Identity {
-  std::uint64_t session_id = 0;
-  std::string user;
-  bool full_access = false;  // admin_users (else stats_users: SHOW only)
-};
+using Identity = session::ConsoleService::Who;
 
 class Console {
  public:
@@ -36,12 +33,7 @@ class Console {
         reader_(reader),
         who_(std::move(who)) {}
 
-  // Why the console session ended: the reason for the log, and the error to end the
-  // connection with (a malformed message), which the session writes (net/error_writer.hpp).
-  struct End {
-    std::string reason;
-    std::optional<ErrorReport> error;
-  };
+  using End = session::ConsoleService::End;
   // Serves simple and extended query protocol until the client leaves.
   asio::awaitable<End> run();
 
@@ -79,6 +71,16 @@ class Console {
   std::map<std::string, std::string> statements_;
   std::map<std::string, Portal> portals_;
   bool shutdown_requested_ = false;
+};
+
+// The console as the sessions see it (installed in Shared::console by the application).
+class ConsoleServer final : public session::ConsoleService {
+ public:
+  explicit ConsoleServer(session::Shared& shared) : shared_(shared) {}
+  asio::awaitable<End> serve(net::Connection& client, net::MessageReader& reader, Who who) override;
+
+ private:
+  session::Shared& shared_;
 };
 
 // Wire encoding of a result set (RowDescription with types, DataRow, CommandComplete).

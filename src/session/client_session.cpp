@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "admin/console.hpp"
 #include "session/login.hpp"
 
 namespace pgw::session {
@@ -116,9 +115,8 @@ asio::awaitable<void> ClientSession::report_end() {
 
 asio::awaitable<void> ClientSession::serve_console() {
   // The login reader keeps whatever the client pipelined after its password.
-  admin::Console console(shared_, client_, *login_reader_,
-                         {who_.id, who_.user, console_full_access_});
-  auto end = co_await console.run();
+  ConsoleService::Who who{who_.id, who_.user, console_full_access_};
+  auto end = co_await shared_.console->serve(client_, *login_reader_, std::move(who));
   if (!disconnect_reason_) disconnect_reason_ = std::make_unique<std::string>(end.reason);
   if (end.error) co_await end_with(*end.error, net::AfterError::drain, Log::always);
 }

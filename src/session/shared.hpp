@@ -17,6 +17,7 @@
 #include "config/config.hpp"
 #include "pool/pool.hpp"
 #include "session/apps.hpp"
+#include "session/console_service.hpp"
 #include "session/lease.hpp"
 #include "util/health.hpp"
 #include "util/intrusive_list.hpp"
@@ -128,6 +129,9 @@ class Shared {
   void apply_config(std::shared_ptr<const config::Config> config,
                     std::shared_ptr<const std::map<std::string, std::string>> secrets);
   std::mutex config_change_mutex;
+
+  // The admin console, installed by the application (the console is a layer above this one).
+  ConsoleService* console = nullptr;
 
   // Installed by the Runtime for the console: RELOAD (does what SIGHUP does; returns "" or the
   // error) and SHUTDOWN (does what SIGTERM does). Callable from any thread.

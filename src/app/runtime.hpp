@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "admin/console.hpp"
 #include "config/config.hpp"
 #include "net/drain.hpp"
 #include "net/listener.hpp"
@@ -22,7 +23,7 @@
 #include "net/watchdog.hpp"
 #include "session/shared.hpp"
 
-namespace pgw::net {
+namespace pgw::app {
 
 class Runtime {
  public:
@@ -35,20 +36,20 @@ class Runtime {
 
  private:
   // One worker's watch on one listener: what the reactor calls when connections wait.
-  struct Accepting final : AcceptHandler {
-    Accepting(Runtime& owner, unsigned on_worker, Listener& watched, Reactor& reactor)
+  struct Accepting final : net::AcceptHandler {
+    Accepting(Runtime& owner, unsigned on_worker, net::Listener& watched, net::Reactor& reactor)
         : runtime(owner), worker(on_worker), listener(&watched), pause(reactor) {}
     void on_acceptable() override { runtime.accept_ready(*this); }
     Runtime& runtime;
     unsigned worker;
-    Listener* listener;
-    Timer pause;            // accept() failed for want of resources: wait before watching again
+    net::Listener* listener;
+    net::Timer pause;       // accept() failed for want of resources: wait before watching again
     bool in_epoll = false;  // in the worker's epoll set (touched on that worker's thread only)
   };
   struct Worker {
     explicit Worker(bool batch_io) : reactor(io, batch_io) {}
     asio::io_context io{1};  // the handler queue and coroutine executor of one thread
-    Reactor reactor;         // that thread's event loop (runs io)
+    net::Reactor reactor;    // that thread's event loop (runs io)
     std::vector<std::unique_ptr<Accepting>> accepting;
     std::thread thread;
   };
@@ -57,7 +58,7 @@ class Runtime {
   // On a worker: accepts the next connection queued on a listener and starts its session on
   // the worker that Shared::assign_worker() picks (one per readiness event, see runtime.cpp).
   void accept_ready(Accepting& accepting);
-  void start_session(unsigned worker, int fd, const Endpoint& peer, bool first_packet_waiting);
+  void start_session(unsigned worker, int fd, const net::Endpoint& peer, bool first_packet_waiting);
   // The workers that take new clients (Shared::workers_for() says how many the sessions call
   // for) are the ones that watch the listeners: a worker that takes no new clients is not woken
   // by connections either (it would only hand them over). The number grows at accept and
@@ -75,7 +76,7 @@ class Runtime {
 
   // Resilience (runtime_resilience.cpp): shutdown modes (net/drain.hpp), the event-loop
   // watchdog and the open-files guard, all driven from the main thread.
-  void begin_shutdown(ShutdownMode mode);
+  void begin_shutdown(net::ShutdownMode mode);
   asio::awaitable<void> supervise_shutdown();
   void finish_shutdown();
   // A worker's share of the drain, on that worker (janitor round, and once at the start).
@@ -85,17 +86,18 @@ class Runtime {
   std::string config_path_;
   // Before workers_, so destroyed after them: a descriptor is closed only once no worker can
   // watch it any more.
-  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<net::Listener>> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<session::Shared> shared_;
+  std::unique_ptr<admin::ConsoleServer> console_;  // what console sessions run
   asio::io_context main_io_{1};  // signals, the open-files guard, shutdown supervision
   std::string unix_socket_path_;
   int exit_code_ = 0;
-  std::unique_ptr<Drain> drain_;
-  std::unique_ptr<Watchdog> watchdog_;
-  std::unique_ptr<OverloadGuard> overload_;
+  std::unique_ptr<net::Drain> drain_;
+  std::unique_ptr<net::Watchdog> watchdog_;
+  std::unique_ptr<net::OverloadGuard> overload_;
   bool finishing_ = false;                      // main thread: finish_shutdown() has run
   std::atomic<unsigned> accepting_workers_{1};  // workers 0 .. n-1 watch the listeners
 };
 
-}  // namespace pgw::net
+}  // namespace pgw::app

@@ -1,4 +1,4 @@
-#include "net/runtime.hpp"
+#include "app/runtime.hpp"
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -9,9 +9,12 @@
 #include <cstring>
 #include <filesystem>
 
+#include "admin/console.hpp"
 #include "session/client_session.hpp"
 
-namespace pgw::net {
+namespace pgw::app {
+
+using namespace pgw::net;
 
 namespace {
 
@@ -34,6 +37,8 @@ Runtime::Runtime(config::Config config, std::map<std::string, std::string> secre
     reactors.push_back(&workers_.back()->reactor);
   }
   shared_ = std::make_unique<session::Shared>(reactors);
+  console_ = std::make_unique<admin::ConsoleServer>(*shared_);
+  shared_->console = console_.get();
   drain_ = std::make_unique<Drain>(count);
   watchdog_ =
       std::make_unique<Watchdog>(std::vector<const Reactor*>(reactors.begin(), reactors.end()));
@@ -316,4 +321,4 @@ int Runtime::run() {
   return exit_code_;
 }
 
-}  // namespace pgw::net
+}  // namespace pgw::app

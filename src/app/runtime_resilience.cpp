@@ -3,10 +3,12 @@
 // (net/watchdog.hpp). The open-files guard (net/overload.hpp) is consulted by accept_ready().
 #include <spdlog/spdlog.h>
 
-#include "net/runtime.hpp"
+#include "app/runtime.hpp"
 #include "session/client_session.hpp"
 
-namespace pgw::net {
+namespace pgw::app {
+
+using namespace pgw::net;
 
 namespace {
 
@@ -132,4 +134,4 @@ asio::awaitable<void> Runtime::watch_loops() {
   }
 }
 
-}  // namespace pgw::net
+}  // namespace pgw::app
