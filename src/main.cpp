@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
 
   std::vector<pgw::config::Warning> warnings;
   pgw::config::Config config;
-  std::map<std::string, std::string> secrets;
+  pgw::config::Secrets secrets;
   try {
     config = pgw::config::load_file(config_path, warnings);
     if (!config.auth_file.empty()) secrets = pgw::config::load_auth_file(config.auth_file);

@@ -1,8 +1,8 @@
 // The admin console: the virtual database "pgbouncer" (alias "pgwarden"). A console session is
-// a ClientSession whose route() found the admin database; after the welcome it hands its
-// socket to Console::run() instead of the pool path. Commands run on the session's worker;
-// state of other workers is gathered by posting to each worker (see docs/ARCHITECTURE.md,
-// "Admin console"), pools are read under their own mutex.
+// a ClientSession whose login found the admin database; after the welcome it hands its socket
+// to the ConsoleService the application installed (ConsoleServer, which runs a Console).
+// Commands run on the session's worker; what they read or change of the process goes through
+// admin::Control.
 #pragma once
 
 #include <asio.hpp>
@@ -13,11 +13,11 @@
 #include <string>
 
 #include "admin/command.hpp"
+#include "admin/control.hpp"
 #include "admin/tables.hpp"
 #include "net/message_reader.hpp"
 #include "net/socket.hpp"
 #include "session/console_service.hpp"
-#include "session/shared.hpp"
 
 namespace pgw::admin {
 
@@ -25,9 +25,8 @@ using Identity = session::ConsoleService::Who;
 
 class Console {
  public:
-  Console(session::Shared& shared, net::Connection& socket, net::MessageReader& reader,
-          Identity who)
-      : shared_(shared),
+  Console(Control& control, net::Connection& socket, net::MessageReader& reader, Identity who)
+      : control_(control),
         socket_(socket),
         reactor_(*socket.reactor()),
         reader_(reader),
@@ -50,19 +49,13 @@ class Console {
 
   asio::awaitable<Outcome> execute(std::string_view sql);
   asio::awaitable<Outcome> run_command(const Command& command);
-  asio::awaitable<Snapshot> snapshot(bool with_sessions);
   asio::awaitable<bool> flush();
   asio::awaitable<void> sleep(std::chrono::milliseconds duration);
-  bool known_database(const std::string& name) const;
-  asio::awaitable<int> count_closing(const std::string& database);
-  asio::awaitable<int> terminate_clients(const std::string& database, std::uint64_t id);
-  asio::awaitable<int> cancel_client(std::uint64_t id);
-  asio::awaitable<int> terminate_app(const std::string& application_name);
   Outcome set_setting(const std::string& key, const std::string& value);
   // An ERROR reply; the console session goes on.
   void write_error(Err code, const std::string& argument);
 
-  session::Shared& shared_;
+  Control& control_;
   net::Connection& socket_;
   net::Reactor& reactor_;
   net::MessageReader& reader_;
@@ -73,14 +66,14 @@ class Console {
   bool shutdown_requested_ = false;
 };
 
-// The console as the sessions see it (installed in Shared::console by the application).
+// The console as the sessions see it (the application installs it in the session services).
 class ConsoleServer final : public session::ConsoleService {
  public:
-  explicit ConsoleServer(session::Shared& shared) : shared_(shared) {}
+  explicit ConsoleServer(Control& control) : control_(control) {}
   asio::awaitable<End> serve(net::Connection& client, net::MessageReader& reader, Who who) override;
 
  private:
-  session::Shared& shared_;
+  Control& control_;
 };
 
 // Wire encoding of a result set (RowDescription with types, DataRow, CommandComplete).

@@ -28,31 +28,35 @@ constexpr std::chrono::milliseconds kAcceptPause{100};
 
 }  // namespace
 
-Runtime::Runtime(config::Config config, std::map<std::string, std::string> secrets)
-    : config_path_(config.path) {
+Runtime::Runtime(config::Config config, config::Secrets secrets) : config_path_(config.path) {
   const unsigned count = static_cast<unsigned>(config.effective_workers());
   std::vector<Reactor*> reactors;
   for (unsigned i = 0; i < count; ++i) {
     workers_.push_back(std::make_unique<Worker>(config.io_uring));
     reactors.push_back(&workers_.back()->reactor);
   }
-  shared_ = std::make_unique<session::Shared>(reactors);
-  console_ = std::make_unique<admin::ConsoleServer>(*shared_);
-  shared_->console = console_.get();
+  config_ = std::make_unique<config::ConfigStore>(
+      std::make_shared<const config::Config>(std::move(config)),
+      std::make_shared<const config::Secrets>(std::move(secrets)));
+  sessions_ = std::make_unique<session::SessionRegistry>(reactors);
+  admission_ = std::make_unique<session::ClientAdmission>(count);
+  pools_ = std::make_unique<pool::PoolManager>(reactors);
+  apps_ = std::make_unique<session::AppMonitor>(count);
+  // The console's RELOAD and SHUTDOWN do exactly what SIGHUP and SIGTERM do. stop() touches
+  // the acceptors, which belong to the main thread: post it there.
+  control_ = std::make_unique<ProcessControl>(
+      *config_, *sessions_, *pools_, leaks_, *apps_, health_, [this] { return reload("RELOAD"); },
+      [this] {
+        spdlog::info("SHUTDOWN from the admin console");
+        asio::post(main_io_, [this] { stop(); });
+      });
+  console_ = std::make_unique<admin::ConsoleServer>(*control_);
+  services_.reset(new session::SessionServices{*config_, *sessions_, *admission_, cancels_, *pools_,
+                                               scram_secrets_, leaks_, *apps_, *console_});
   drain_ = std::make_unique<Drain>(count);
   watchdog_ =
       std::make_unique<Watchdog>(std::vector<const Reactor*>(reactors.begin(), reactors.end()));
-  overload_ = std::make_unique<OverloadGuard>(main_io_, shared_->health);
-  shared_->set_config(
-      std::make_shared<const config::Config>(std::move(config)),
-      std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
-  // The console's RELOAD and SHUTDOWN do exactly what SIGHUP and SIGTERM do. stop() touches
-  // the acceptors, which belong to the main thread: post it there.
-  shared_->reload = [this] { return reload("RELOAD"); };
-  shared_->shutdown = [this] {
-    spdlog::info("SHUTDOWN from the admin console");
-    asio::post(main_io_, [this] { stop(); });
-  };
+  overload_ = std::make_unique<OverloadGuard>(main_io_, health_);
 }
 
 Runtime::~Runtime() {
@@ -60,7 +64,7 @@ Runtime::~Runtime() {
 }
 
 void Runtime::bind_listeners() {
-  const auto config = shared_->config();
+  const auto config = config_->config();
   const int backlog = config->listen_backlog;
   if (!config->listen_addr.empty()) {
     std::string list = config->listen_addr;
@@ -149,7 +153,7 @@ void Runtime::accept_ready(Accepting& accepting) {
     const bool first_packet_waiting = listener.defers_accept();
     change_accepting(Direction::grow);
     const unsigned serving =
-        shared_->assign_worker(worker, accepting_workers_.load(std::memory_order_relaxed));
+        admission_->place(worker, accepting_workers_.load(std::memory_order_relaxed));
     if (serving == worker) {
       start_session(serving, fd, peer_endpoint, first_packet_waiting);
     } else {
@@ -163,11 +167,11 @@ void Runtime::accept_ready(Accepting& accepting) {
 
 void Runtime::change_accepting(Direction direction) {
   const bool grow = direction == Direction::grow;
-  const int sessions = shared_->session_count();
+  const int sessions = admission_->count();
   // Shrinking waits until the sessions are half a step below the threshold: clients coming and
   // going around it do not make a worker start and stop watching each time.
-  const unsigned wanted =
-      shared_->workers_for(grow ? sessions : sessions + session::Shared::kClientsPerWorker / 2);
+  const unsigned wanted = admission_->workers_for(
+      grow ? sessions : sessions + session::ClientAdmission::kClientsPerWorker / 2);
   unsigned have = accepting_workers_.load(std::memory_order_relaxed);
   // One way only: a grow at accept and a shrink in the janitor never undo each other.
   while (grow ? have < wanted : have > wanted) {
@@ -198,7 +202,7 @@ void Runtime::start_session(unsigned worker, int fd, const Endpoint& peer,
                             bool first_packet_waiting) {
   // run() starts at once and owns the session (net/task.hpp); the session registers the
   // socket with this worker's reactor and never leaves it.
-  auto session = std::make_shared<session::ClientSession>(*shared_, workers_[worker]->reactor,
+  auto session = std::make_shared<session::ClientSession>(*services_, workers_[worker]->reactor,
                                                           worker, fd, peer, first_packet_waiting);
   session->run(session);
 }
@@ -214,32 +218,34 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     if (drain_->active()) drain_worker(worker);  // shutdown: end what may end (net/drain.hpp)
     // Copy first: a timeout may end a session, which removes it from the set.
     std::vector<std::shared_ptr<session::ClientSession>> sessions;
-    for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
-    const auto config = shared_->config();
+    for (auto* session : sessions_->sessions(worker))
+      sessions.push_back(session->shared_from_this());
+    const auto config = config_->config();
     // Each session's timeouts, and the leak guard's ladder for those holding a server.
     for (auto& session : sessions) session->check_timeouts(now, *config);
-    session::sample_apps(*shared_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
+    session::sample_apps(*services_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
     if (worker == 0) {
       change_accepting(Direction::shrink);
-      shared_->pools.maintain(now);
-      shared_->pools.roll_stats(now, config->stats_period);
+      pools_->maintain(now);
+      pools_->roll_stats(now, config->stats_period);
     }
   }
 }
 
 std::string Runtime::reload(std::string_view trigger) {
   // SIGHUP (main thread) and the console's RELOAD / SET (worker threads) serialize here.
-  std::lock_guard lock(shared_->config_change_mutex);
+  std::lock_guard lock(config_->change_mutex());
   spdlog::info("got {}, re-reading {}", trigger, config_path_);
   try {
     std::vector<config::Warning> warnings;
     auto config = config::load_file(config_path_, warnings);
     for (const auto& warning : warnings) spdlog::warn("{}", warning.text);
-    std::map<std::string, std::string> secrets;
+    config::Secrets secrets;
     if (!config.auth_file.empty()) secrets = config::load_auth_file(config.auth_file);
-    shared_->apply_config(
-        std::make_shared<const config::Config>(std::move(config)),
-        std::make_shared<const std::map<std::string, std::string>>(std::move(secrets)));
+    auto installed = std::make_shared<const config::Config>(std::move(config));
+    auto installed_secrets = std::make_shared<const config::Secrets>(std::move(secrets));
+    config_->install(installed, installed_secrets);
+    pools_->apply(*installed, *installed_secrets);
     spdlog::info("configuration reloaded");
     return {};
   } catch (const std::exception& e) {
@@ -267,9 +273,9 @@ asio::awaitable<void> Runtime::signals() {
       spdlog::info("got {}: {} every database", pause ? "SIGUSR1" : "SIGUSR2",
                    pause ? "PAUSE" : "RESUME");
       if (pause) {
-        shared_->pools.pause_database("");
+        pools_->pause_database("");
       } else {
-        shared_->pools.resume_database("");
+        pools_->resume_database("");
       }
       continue;
     }

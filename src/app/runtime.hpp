@@ -14,20 +14,30 @@
 #include <vector>
 
 #include "admin/console.hpp"
+#include "app/control.hpp"
+#include "auth/secret_cache.hpp"
 #include "config/config.hpp"
+#include "config/config_store.hpp"
 #include "net/drain.hpp"
 #include "net/listener.hpp"
 #include "net/overload.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
 #include "net/watchdog.hpp"
-#include "session/shared.hpp"
+#include "pool/pool.hpp"
+#include "session/admission.hpp"
+#include "session/apps.hpp"
+#include "session/cancel_registry.hpp"
+#include "session/lease.hpp"
+#include "session/services.hpp"
+#include "session/session_registry.hpp"
+#include "util/health.hpp"
 
 namespace pgw::app {
 
 class Runtime {
  public:
-  Runtime(config::Config config, std::map<std::string, std::string> secrets);
+  Runtime(config::Config config, config::Secrets secrets);
   ~Runtime();
 
   // Binds the listeners (throws std::system_error on failure), then runs until a stop signal.
@@ -88,8 +98,20 @@ class Runtime {
   // watch it any more.
   std::vector<std::unique_ptr<net::Listener>> listeners_;
   std::vector<std::unique_ptr<Worker>> workers_;
-  std::unique_ptr<session::Shared> shared_;
+  // The services the sessions, the console and the janitors share, each of its own, built in
+  // this order (services_ is the sessions' view of them).
+  ProcessHealth health_;  // watchdog, open files, shutdown: for SHOW STATE
+  std::unique_ptr<config::ConfigStore> config_;
+  std::unique_ptr<session::SessionRegistry> sessions_;
+  std::unique_ptr<session::ClientAdmission> admission_;
+  session::CancelRegistry cancels_;
+  std::unique_ptr<pool::PoolManager> pools_;
+  auth::ScramSecretCache scram_secrets_;
+  session::LeakBook leaks_;
+  std::unique_ptr<session::AppMonitor> apps_;
+  std::unique_ptr<ProcessControl> control_;        // what the console may do
   std::unique_ptr<admin::ConsoleServer> console_;  // what console sessions run
+  std::unique_ptr<session::SessionServices> services_;
   asio::io_context main_io_{1};  // signals, the open-files guard, shutdown supervision
   std::string unix_socket_path_;
   int exit_code_ = 0;

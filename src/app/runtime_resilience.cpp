@@ -26,19 +26,19 @@ void Runtime::begin_shutdown(ShutdownMode mode) {
   if (finishing_) return;
   const bool first = !drain_->active();
   const auto window = mode == ShutdownMode::immediate ? std::chrono::milliseconds(0)
-                                                      : shared_->config()->shutdown_drain_timeout;
+                                                      : config_->config()->shutdown_drain_timeout;
   // New logins are told 57P03 from now on (ClientSession::startup); the listeners stay open so
   // that they are told rather than refused.
-  shared_->shutting_down.store(true);
+  admission_->begin_drain();
   drain_->begin(mode, Clock::now(), window);
-  shared_->health.shutdown.store(describe(mode), std::memory_order_relaxed);
+  health_.shutdown.store(describe(mode), std::memory_order_relaxed);
   if (mode == ShutdownMode::wait_for_servers) {
     // PgBouncer's SIGINT: PAUSE (clients that want a server queue), then shut down when every
     // server is back.
-    shared_->pools.pause_database("");
+    pools_->pause_database("");
   } else {
     // No client gets a server any more; those waiting for one are told 57P01 now.
-    shared_->pools.begin_drain(Err::shutting_down);
+    pools_->begin_drain(Err::shutting_down);
   }
   spdlog::info("shutdown: {}; window {:.0f} s (shutdown_drain_timeout)", describe(mode),
                std::chrono::duration<double>(window).count());
@@ -52,7 +52,7 @@ void Runtime::begin_shutdown(ShutdownMode mode) {
 void Runtime::drain_worker(unsigned worker) {
   // On the worker's thread: its sessions are touched only here.
   std::vector<std::shared_ptr<session::ClientSession>> sessions;
-  for (auto* session : shared_->sessions(worker)) sessions.push_back(session->shared_from_this());
+  for (auto* session : sessions_->sessions(worker)) sessions.push_back(session->shared_from_this());
   const bool force = drain_->final_phase();
   const bool draining = drain_->mode() == ShutdownMode::drain;
   int leased = 0;
@@ -60,7 +60,7 @@ void Runtime::drain_worker(unsigned worker) {
     if (force || draining) session->drain(force);
     if (session->holds_server()) ++leased;
   }
-  drain_->report(worker, static_cast<int>(shared_->sessions(worker).size()), leased);
+  drain_->report(worker, static_cast<int>(sessions_->sessions(worker).size()), leased);
 }
 
 asio::awaitable<void> Runtime::supervise_shutdown() {
@@ -88,7 +88,7 @@ asio::awaitable<void> Runtime::supervise_shutdown() {
           spdlog::info("shutdown: every server connection is back; closing the clients");
         }
         drain_->end_window();
-        shared_->pools.begin_drain(Err::shutting_down);
+        pools_->begin_drain(Err::shutting_down);
         for (unsigned i = 0; i < workers_.size(); ++i) {
           workers_[i]->reactor.post([this, i] { drain_worker(i); });
         }
@@ -111,7 +111,7 @@ void Runtime::finish_shutdown() {
   // New connections are refused from here on; the workers drop the listeners at their next
   // turn (the descriptors are closed with the Runtime, after the workers have stopped).
   for (auto& listener : listeners_) listener->stop_listening();
-  shared_->pools.for_each([](pool::Pool& pool) { pool.close_all(true); });
+  pools_->for_each([](pool::Pool& pool) { pool.close_all(true); });
   // Idle servers are closed on their owners' threads (posted just now): give those a moment.
   auto grace = std::make_shared<asio::steady_timer>(main_io_, std::chrono::milliseconds(100));
   grace->async_wait([this, grace](const asio::error_code&) {
@@ -127,8 +127,8 @@ asio::awaitable<void> Runtime::watch_loops() {
     auto [ec] = co_await tick.async_wait(use_nothrow);
     if (ec || finishing_) co_return;
     watchdog_->check(Clock::now());
-    shared_->health.loop_stalls.store(watchdog_->stalls(), std::memory_order_relaxed);
-    shared_->health.longest_stall_ms.store(
+    health_.loop_stalls.store(watchdog_->stalls(), std::memory_order_relaxed);
+    health_.longest_stall_ms.store(
         std::chrono::duration_cast<std::chrono::milliseconds>(watchdog_->longest()).count(),
         std::memory_order_relaxed);
   }

@@ -181,7 +181,9 @@ struct UserSecret {
   std::string user;
   std::string secret;
 };
-std::map<std::string, std::string> load_auth_file(const std::string& path);
+// user -> secret (plaintext, md5 hash or SCRAM verifier), as auth_file lists them.
+using Secrets = std::map<std::string, std::string>;
+Secrets load_auth_file(const std::string& path);
 // key/value rows of every [pgbouncer] setting (durations in seconds), for SHOW CONFIG.
 std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& config);
 // Whether SET on the console / RELOAD may change `key` while running (PgBouncer's rule: not the

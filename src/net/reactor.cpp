@@ -33,7 +33,7 @@ alignas(8) char timer_marker;
 
 // The reactor whose loop runs on this thread (events are dispatched outside io_context::poll,
 // so Asio's running_in_this_thread() cannot tell).
-thread_local const Reactor* current_reactor = nullptr;
+thread_local Reactor* current_reactor = nullptr;
 
 constexpr std::uintptr_t kListenTag = 1;
 
@@ -103,6 +103,10 @@ void Reactor::unwatch_listener(int fd) {
 
 bool Reactor::running_in_this_thread() const {
   return current_reactor == this;
+}
+
+Reactor* Reactor::current() {
+  return current_reactor;
 }
 
 void Reactor::add(Connection& connection) {
@@ -311,12 +315,12 @@ void Reactor::fire_due_timers(Clock::time_point now) {
 
 void Reactor::run() {
   auto guard = asio::make_work_guard(io_);
-  const Reactor* outer = current_reactor;
+  Reactor* outer = current_reactor;
   current_reactor = this;
   activity::Marker* outer_marker = activity::this_thread();
   activity::bind_this_thread(&activity_);
   struct Restore {
-    const Reactor* outer;
+    Reactor* outer;
     activity::Marker* outer_marker;
     Clock::rep outer_turn_time;
     ~Restore() {

@@ -365,6 +365,8 @@ class Reactor {
 
   asio::io_context& io() { return io_; }
   bool running_in_this_thread() const;
+  // The reactor whose loop runs on this thread (nullptr off the workers).
+  static Reactor* current();
 
   // Runs the loop on the calling thread until stop().
   void run();

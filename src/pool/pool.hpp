@@ -75,6 +75,10 @@ struct PoolSettings {
   std::string fingerprint;  // changes when the login target changes: old servers get closed
 };
 
+// The settings of the pool of `user` for the [databases] entry `database` under `config`.
+PoolSettings settings_for(const config::Config& config, const config::DatabaseEntry& database,
+                          const std::string& user, const config::Secrets& secrets);
+
 // One connection to PostgreSQL. While it sits idle in its pool it watches its own socket: a
 // backend that speaks unasked (a FATAL from pg_terminate_backend, a shutdown, EOF) is evicted
 // at once, before any client could be handed a dead connection.
@@ -363,6 +367,8 @@ class PoolManager {
   Pool& get(const std::string& database, const std::string& user,
             const std::function<PoolSettings()>& settings);
   void for_each(const std::function<void(Pool&)>& fn);
+  // A new configuration: every pool takes its new settings (pool/settings.cpp).
+  void apply(const config::Config& config, const config::Secrets& secrets);
   void maintain(Clock::time_point now);
 
   net::Reactor& reactor(unsigned worker) { return *workers_.at(worker); }

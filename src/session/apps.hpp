@@ -31,7 +31,7 @@ struct PoolStats;
 
 namespace pgw::session {
 
-class Shared;
+struct SessionServices;
 
 // One application's clients right now.
 struct AppLive {
@@ -130,7 +130,7 @@ std::string format_growth_change(const std::string& application_name,
 // The janitor's hook (called on `worker`'s thread, every tick): samples that worker's sessions
 // once per leak_growth_interval, and logs growth alarms and pool health when a round completes.
 // Defined in app_sampler.cpp.
-void sample_apps(Shared& shared, unsigned worker, std::chrono::steady_clock::time_point now,
-                 const config::Config& config);
+void sample_apps(SessionServices& services, unsigned worker,
+                 std::chrono::steady_clock::time_point now, const config::Config& config);
 
 }  // namespace pgw::session

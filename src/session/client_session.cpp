@@ -6,14 +6,14 @@
 
 namespace pgw::session {
 
-ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
-                             const net::Endpoint& peer, bool first_packet_waiting)
-    : shared_(shared),
+ClientSession::ClientSession(SessionServices& services, net::Reactor& reactor, unsigned worker,
+                             int fd, const net::Endpoint& peer, bool first_packet_waiting)
+    : services_(services),
       reactor_(reactor),
-      config_(shared.config()),
+      config_(services.config.config()),
       login_reader_(std::make_unique<net::MessageReader>()),
       relay_(*this, worker) {
-  who_.id = ++shared.next_client_id;
+  who_.id = services.sessions.next_id();
   client_.open(reactor, fd);
   if (first_packet_waiting) client_.assume_readable();
   std::tie(who_.addr, who_.port) = net::address_of(peer);
@@ -25,9 +25,8 @@ ClientSession::ClientSession(Shared& shared, net::Reactor& reactor, unsigned wor
 }
 
 ClientSession::~ClientSession() {
-  if (registered_) shared_.cancels.remove(cancel_key_);
-  if (counted_) shared_.clients.fetch_sub(1, std::memory_order_relaxed);
-  if (app_counted_as_) shared_.release_app_client(*app_counted_as_);
+  if (registered_) services_.cancels.remove(cancel_key_);
+  if (app_counted_as_) services_.admission.release_app(*app_counted_as_);
 }
 
 net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSession> self) {
@@ -35,7 +34,7 @@ net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSess
   // long as its coroutine. The phases are Asio coroutines run one after the other; while the
   // relay serves the client, only this frame exists (net/task.hpp says why).
   // g++ 12 mishandles temporaries in co_await expressions (PR 99576): the awaiters are named.
-  shared_.sessions(worker()).insert(this);
+  services_.sessions.sessions(worker()).insert(this);
   auto& io = reactor_.io();
   bool logged_in = false;
   {
@@ -49,10 +48,10 @@ net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSess
   }
   auto ending = net::in_asio(io, finish(logged_in));  // the console, or why it stopped; cleanup
   co_await ending;
-  shared_.sessions(worker()).erase(this);
-  shared_.client_left(worker());  // counted by Shared::assign_worker() at accept
+  services_.sessions.sessions(worker()).erase(this);
+  services_.admission.leave(worker());  // counted by ClientAdmission::place() at accept
   if (const auto left = lease_guard_.unreported(); !left.empty()) {
-    shared_.apps.retire(who_.application_name, left);
+    services_.apps.retire(who_.application_name, left);
   }
   lease_guard_.mark_reported();
 }
@@ -116,7 +115,7 @@ asio::awaitable<void> ClientSession::report_end() {
 asio::awaitable<void> ClientSession::serve_console() {
   // The login reader keeps whatever the client pipelined after its password.
   ConsoleService::Who who{who_.id, who_.user, console_full_access_};
-  auto end = co_await shared_.console->serve(client_, *login_reader_, std::move(who));
+  auto end = co_await services_.console.serve(client_, *login_reader_, std::move(who));
   if (!disconnect_reason_) disconnect_reason_ = std::make_unique<std::string>(end.reason);
   if (end.error) co_await end_with(*end.error, net::AfterError::drain, Log::always);
 }
@@ -247,7 +246,7 @@ void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
       case LadderAction::warn: {
         const auto info =
             lease_guard_.info(who_, facts.state, facts.session_mode, facts.query_start);
-        lease_guard_.warn(now, info, policy, who_, shared_.leaks);
+        lease_guard_.warn(now, info, policy, who_, services_.leaks);
         break;
       }
       case LadderAction::cancel_query:
@@ -286,7 +285,7 @@ void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
 
 void ClientSession::note_forced_action(std::string_view action, std::string reason) {
   lease_guard_.note_forced_action(action, std::move(reason), relay_.holds_server(), who_,
-                                  shared_.leaks);
+                                  services_.leaks);
 }
 
 void ClientSession::drain(bool force) {

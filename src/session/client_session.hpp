@@ -25,23 +25,24 @@
 #include "net/task.hpp"
 #include "pool/params.hpp"
 #include "session/apps.hpp"
+#include "session/cancel_registry.hpp"
 #include "session/lease_guard.hpp"
 #include "session/relay.hpp"
+#include "session/services.hpp"
 #include "session/session_info.hpp"
-#include "session/shared.hpp"
 
 namespace pgw::session {
 
 using Clock = std::chrono::steady_clock;
 
 class ClientSession final : public std::enable_shared_from_this<ClientSession>,
-                            public util::ListHook<ClientSession> {  // Shared::sessions()
+                            public util::ListHook<ClientSession> {  // SessionRegistry
  public:
   // `fd`: the accepted, non-blocking client socket, registered with `reactor` and tuned (TCP
   // options, from the configuration the session starts with) here; `peer`: its address as
   // accept4() returned it; `first_packet_waiting`: its listener defers accept until the
   // client's first bytes arrive, so the startup read need not wait for epoll first.
-  ClientSession(Shared& shared, net::Reactor& reactor, unsigned worker, int fd,
+  ClientSession(SessionServices& services, net::Reactor& reactor, unsigned worker, int fd,
                 const net::Endpoint& peer, bool first_packet_waiting);
   ~ClientSession();
 
@@ -113,7 +114,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void log_disconnect(std::string_view reason);
   const std::string& disconnect_reason() const;
 
-  Shared& shared_;
+  SessionServices& services_;
   net::Reactor& reactor_;
   net::Connection client_;
   ClientIdentity who_;
@@ -135,10 +136,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   LeaseGuard lease_guard_;
   ClientState state_ = ClientState::login;
   // Facts beside the state: a FATAL is on its way (the first error wins, no second one); the
-  // session holds a slot of max_client_conn; it is in the cancel registry; a console user may
-  // run every command (admin_users), not only SHOW (stats_users).
+  // session is in the cancel registry; a console user may run every command (admin_users),
+  // not only SHOW (stats_users).
   bool ending_ = false;
-  bool counted_ = false;
   bool registered_ = false;
   bool console_full_access_ = false;
 };

@@ -1,6 +1,7 @@
 // What a console session (database "pgbouncer" or "pgwarden") runs once it is logged in. The
 // admin console lives in a layer above the sessions (src/admin); the application installs it
-// here (Shared::console), so a session can hand its socket over without knowing it.
+// in the session services (SessionServices::console), so a session can hand its socket over
+// without knowing it.
 #pragma once
 
 #include <asio.hpp>

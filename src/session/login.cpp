@@ -109,10 +109,10 @@ asio::awaitable<bool> LoginFlow::startup() {
       continue;
     }
     if (auto* cancel = std::get_if<proto::CancelRequest>(&packet)) {
-      auto target = s.shared_.cancels.find({cancel->process_id, cancel->secret_key});
+      auto target = s.services_.cancels.find({cancel->process_id, cancel->secret_key});
       if (target) {
         // The reference moves to the target's worker: the session is only ever destroyed there.
-        auto& reactor = s.shared_.pools.reactor(target->worker());
+        auto& reactor = s.services_.sessions.reactor(target->worker());
         reactor.post([target = std::move(target)] { target->forward_cancel(); });
       }
       co_return false;  // PostgreSQL closes a cancel connection without a reply
@@ -160,14 +160,13 @@ asio::awaitable<bool> LoginFlow::startup() {
     }
     break;
   }
-  // Count the client against max_client_conn once it is a real session (not a cancel).
-  s.counted_ = true;
-  if (s.shared_.clients.fetch_add(1, std::memory_order_relaxed) >= config.max_client_conn) {
+  // max_client_conn, now that the client says who it is (it was counted when it was accepted).
+  if (!s.services_.admission.within(config.max_client_conn)) {
     const auto refusal = report(Err::max_client_conn);
     co_await refuse(refusal);
     co_return false;
   }
-  if (s.shared_.shutting_down.load()) {
+  if (s.services_.admission.draining()) {
     const auto refusal = report(Err::draining);  // PostgreSQL's 57P03 while it shuts down
     co_await refuse(refusal);
     co_return false;
@@ -175,7 +174,7 @@ asio::awaitable<bool> LoginFlow::startup() {
   // Per-application cap ([apps] max_client_conn), counted by the startup application_name.
   const auto& app_name = s.who_.application_name;
   if (const auto* app = config.find_app(app_name); app && app->max_client_conn) {
-    if (!s.shared_.admit_app_client(app_name, *app->max_client_conn)) {
+    if (!s.services_.admission.admit_app(app_name, *app->max_client_conn)) {
       const auto refusal = report(Err::app_max_client_conn, app_name, *app->max_client_conn,
                                   app->pattern, app->source);
       co_await refuse(refusal);
@@ -211,7 +210,7 @@ asio::awaitable<std::optional<proto::Message>> LoginFlow::read_auth_reply() {
 asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
   auto& s = session_;
   const auto& config = *s.config_;
-  auto secrets = s.shared_.secrets();
+  auto secrets = s.services_.config.secrets();
   const std::string* secret = nullptr;
   if (auto it = secrets->find(s.who_.user); it != secrets->end()) secret = &it->second;
   bool ok = false;
@@ -307,7 +306,8 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
     scram_secret = auth::parse_scram_secret(*secret);
     stored_scram = scram_secret.has_value();
   } else if (secret && !secret->empty() && !auth::is_md5_hash(*secret)) {
-    scram_secret = auth::parse_scram_secret(s.shared_.scram_secret_for(s.who_.user, *secret));
+    scram_secret =
+        auth::parse_scram_secret(s.services_.scram_secrets.secret_for(s.who_.user, *secret));
   }
   const bool can_succeed = scram_secret.has_value();
   if (!scram_secret)
@@ -346,7 +346,7 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
     co_await refuse(refusal);
     co_return false;
   }
-  if (stored_scram) s.shared_.pools.keys().put(s.who_.user, server.client_key());
+  if (stored_scram) s.services_.pools.keys().put(s.who_.user, server.client_key());
   proto::MessageWriter(greeting).authentication_sasl_final(*server_final);
   co_return true;
 }
@@ -375,9 +375,9 @@ asio::awaitable<bool> LoginFlow::route() {
     co_return false;
   }
   const std::string pool_user = entry->user.empty() ? s.who_.user : entry->user;
-  auto secrets = s.shared_.secrets();
-  auto& pool = s.shared_.pools.get(s.who_.database, pool_user, [&] {
-    return Shared::pool_settings(config, *entry, pool_user, *secrets);
+  auto secrets = s.services_.config.secrets();
+  auto& pool = s.services_.pools.get(s.who_.database, pool_user, [&] {
+    return pool::settings_for(config, *entry, pool_user, *secrets);
   });
   // [apps] max_server_conn: this application's share of the pool (by the startup
   // application_name, like max_client_conn; a later SET does not move it).
@@ -419,7 +419,7 @@ asio::awaitable<bool> LoginFlow::welcome(std::string& greeting) {
     const std::string* own = s.params_.find(name);
     writer.parameter_status(name, own ? *own : value);
   }
-  s.shared_.cancels.add(&s);  // sets cancel_key_
+  s.services_.cancels.add(&s);  // sets cancel_key_
   s.registered_ = true;
   writer.backend_key_data(s.cancel_key_.pid, s.cancel_key_.secret);
   writer.ready_for_query(proto::TransactionStatus::idle);
@@ -455,7 +455,7 @@ asio::awaitable<bool> LoginFlow::welcome_console(std::string& greeting) {
   writer.parameter_status("integer_datetimes", "on");
   writer.parameter_status("standard_conforming_strings", "on");
   writer.parameter_status("application_name", s.who_.application_name);
-  s.shared_.cancels.add(&s);  // sets cancel_key_
+  s.services_.cancels.add(&s);  // sets cancel_key_
   s.registered_ = true;
   writer.backend_key_data(s.cancel_key_.pid, s.cancel_key_.secret);
   writer.ready_for_query(proto::TransactionStatus::idle);

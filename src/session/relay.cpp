@@ -320,7 +320,7 @@ void Relay::release_server() {
   session_.set_state(ClientState::idle, now);
   server_->last_used = now;
   server_->status = tracker_.status();
-  session_.lease_guard_.end("transaction ended", session_.who_, session_.shared_.leaks);
+  session_.lease_guard_.end("transaction ended", session_.who_, session_.services_.leaks);
   server_buffer().clear();
   pool_->release(std::move(server_), true, app_share_);
 }
@@ -554,7 +554,7 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
       server_->applied_params = 0;
     }
   }
-  s.lease_guard_.end(why, s.who_, s.shared_.leaks);
+  s.lease_guard_.end(why, s.who_, s.services_.leaks);
   server_buffer().clear();
   pool_->release(std::move(server_), clean, app_share_);
 }

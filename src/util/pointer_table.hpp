@@ -2,7 +2,7 @@
 // linear probing over an array of `T*`, with `KeyOf{}(const T*)` giving an object's 64-bit
 // key. Holding an object costs one pointer per slot (at most three quarters of the slots are
 // used: 11-21 bytes per entry), where a node-based map costs a heap node and a bucket per entry
-// (about 40 bytes). Used for the cancel keys that every client holds (session/shared.hpp).
+// (about 40 bytes). Used for the cancel keys that every client holds (session/cancel_registry.hpp).
 //
 // An object's key must not change while it is in the table. Not thread-safe: the owner locks.
 #pragma once

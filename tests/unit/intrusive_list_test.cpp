@@ -1,5 +1,5 @@
-// util::IntrusiveList: the per-worker list of client sessions (session/shared.hpp) and the
-// pool's FIFOs of waiters (pool/pool.hpp, tested with the pool in pool_wait_test.cpp).
+// util::IntrusiveList: the per-worker list of client sessions (session/session_registry.hpp) and
+// the pool's FIFOs of waiters (pool/pool.hpp, tested with the pool in pool_wait_test.cpp).
 #include <gtest/gtest.h>
 
 #include <memory>

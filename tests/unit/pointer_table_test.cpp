@@ -1,4 +1,4 @@
-// util::PointerTable: the cancel-key registry's table (session/shared.hpp).
+// util::PointerTable: the cancel-key registry's table (session/cancel_registry.hpp).
 #include <gtest/gtest.h>
 
 #include <algorithm>
