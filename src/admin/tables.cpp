@@ -1,6 +1,7 @@
 #include "admin/tables.hpp"
 
 #include "admin/resilience_rows.hpp"
+#include "config/keys.hpp"
 
 #include <fmt/format.h>
 
@@ -436,14 +437,19 @@ ResultSet show_totals(const Snapshot& s) {
 ResultSet show_config(const Snapshot& s) {
   Builder b;
   b.texts({"key", "value", "default", "changeable"});
-  std::map<std::string, std::string> defaults;
-  for (auto& [key, value] : config::show_config_rows(config::Config{})) defaults[key] = value;
-  auto rows = config::show_config_rows(*s.config);
-  std::sort(rows.begin(), rows.end());
-  for (const auto& [key, value] : rows) {
-    auto d = defaults.find(key);
-    b.rs.rows.push_back(Row{key, value, d == defaults.end() ? Cell{""} : Cell{d->second},
-                            config::is_runtime_changeable(key) ? "yes" : "no"});
+  const config::Config defaults;
+  std::vector<const config::KeySpec*> keys;
+  for (const auto& key : config::pgbouncer_keys()) {
+    // Accepted-only keys show when set, as SHOW CONFIG rows do (config::show_config_rows).
+    if (key.type == config::KeyType::accepted && !s.config->other.contains(std::string(key.name)))
+      continue;
+    keys.push_back(&key);
+  }
+  std::sort(keys.begin(), keys.end(), [](auto* x, auto* y) { return x->name < y->name; });
+  for (const auto* key : keys) {
+    b.rs.rows.push_back(Row{std::string(key->name), config::show_value(*s.config, *key),
+                            config::show_value(defaults, *key),
+                            key->applies == config::Applies::restart ? "no" : "yes"});
   }
   b.rs.tag = "SHOW";
   return b.rs;

@@ -236,12 +236,10 @@ std::optional<admin::Control::Refusal> ProcessControl::set(const std::string& ke
   try {
     config::set_key(changed, key, value);
   } catch (const config::ConfigError& e) {
-    std::string text = e.what();
-    if (text.rfind("unknown configuration key", 0) == 0) {
+    if (e.kind() == config::ConfigError::Kind::unknown_key) {
       return Refusal{Err::admin_unknown_setting, key};
     }
-    if (text.rfind("SET:0: ", 0) == 0) text.erase(0, 7);
-    return Refusal{Err::admin_invalid_value, text};
+    return Refusal{Err::admin_invalid_value, e.message()};
   }
   if (!config::is_runtime_changeable(key)) return Refusal{Err::admin_setting_fixed, key};
   auto secrets = config_.secrets();

@@ -239,6 +239,9 @@ std::string Runtime::reload(std::string_view trigger) {
   try {
     std::vector<config::Warning> warnings;
     auto config = config::load_file(config_path_, warnings);
+    for (auto& warning : config::keep_restart_values(*config_->config(), config)) {
+      warnings.push_back(std::move(warning));
+    }
     for (const auto& warning : warnings) spdlog::warn("{}", warning.text);
     config::Secrets secrets;
     if (!config.auth_file.empty()) secrets = config::load_auth_file(config.auth_file);

@@ -159,10 +159,31 @@ struct Config {
   static int auto_workers(unsigned cores);
 };
 
-// A problem that stops start-up (or a RELOAD): carries file, line, key and what is allowed.
+// A problem that stops start-up, a RELOAD or a SET: what kind it is (callers decide on the kind,
+// never on the wording), where it is ("file:line", "SET", a file name) and what is wrong,
+// naming the key and what it accepts. what() is "where: message".
 class ConfigError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  enum class Kind : std::uint8_t {
+    syntax,         // a line that is not "key = value", a bad section header or connstring
+    unknown_key,    // a key the section (or SET) does not have
+    invalid_value,  // a known key with a value outside what it accepts
+    file,           // a file that cannot be read, or %include nested too deeply
+  };
+  ConfigError(Kind kind, std::string where, std::string message)
+      : std::runtime_error(where.empty() ? message : where + ": " + message),
+        kind_(kind),
+        where_(std::move(where)),
+        message_(std::move(message)) {}
+  Kind kind() const { return kind_; }
+  const std::string& where() const { return where_; }
+  // The problem without the place (SET's answer names no file).
+  const std::string& message() const { return message_; }
+
+ private:
+  Kind kind_;
+  std::string where_;
+  std::string message_;
 };
 
 struct Warning {
@@ -184,14 +205,19 @@ struct UserSecret {
 // user -> secret (plaintext, md5 hash or SCRAM verifier), as auth_file lists them.
 using Secrets = std::map<std::string, std::string>;
 Secrets load_auth_file(const std::string& path);
-// key/value rows of every [pgbouncer] setting (durations in seconds), for SHOW CONFIG.
+// key/value rows of every [pgbouncer] setting (durations in seconds), for SHOW CONFIG: the
+// key table's rows in its order (config/keys.hpp).
 std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& config);
-// Whether SET on the console / RELOAD may change `key` while running (PgBouncer's rule: not the
-// listening setup, pidfile, pkt_buf, ...).
+// Whether SET on the console may change `key` while running, and a RELOAD applies a change to
+// it: every key but those the table marks Applies::restart (the listeners, the threads, the
+// log, the pid file).
 bool is_runtime_changeable(const std::string& key);
-// Sets one [pgbouncer] key as the ini would (same validation). Throws ConfigError for an
-// unknown key or an invalid value.
+// Sets one [pgbouncer] key as the ini would (same validation). Throws ConfigError: Kind
+// unknown_key or invalid_value.
 void set_key(Config& config, const std::string& key, const std::string& value);
+// A reloaded configuration keeps the running value of every restart-only key that changed in
+// the file (the listeners and threads cannot follow it); the warnings name each one.
+std::vector<Warning> keep_restart_values(const Config& running, Config& loaded);
 std::map<std::string, std::string> parse_auth_file(const std::string& text,
                                                    const std::string& name);
 

@@ -442,6 +442,37 @@ def test_reload_rereads_the_file():
             assert {r["key"]: r["value"] for r in show(console, "CONFIG")}["default_pool_size"] == "4"
 
 
+def test_reload_and_set_agree_on_restart_keys():
+    """A reload keeps the running value of a restart-only key and names it in the log; SET
+    refuses the same keys and takes the others, pkt_buf included (issue 18)."""
+    import psycopg
+    with bouncer() as pw:
+        with admin(pw) as console:
+            pw.rewrite_config(listen_port=pw.port + 1, pkt_buf=8192, default_pool_size=7)
+            console.execute("RELOAD")
+            config = {r["key"]: r for r in show(console, "CONFIG")}
+            assert config["listen_port"]["value"] == str(pw.port), config["listen_port"]
+            assert config["pkt_buf"]["value"] == "8192" and config["pkt_buf"]["changeable"] == "yes"
+            assert config["default_pool_size"]["value"] == "7"
+            expected = (f"listen_port changed from '{pw.port}' to '{pw.port + 1}' but takes "
+                        f"effect only at restart: keeping '{pw.port}'")
+            harness.wait_until(lambda: expected in pw.log(), 5)
+            assert "pkt_buf changed" not in pw.log()
+            # Still listening where it was, and a new client gets the new buffer size.
+            with psycopg.connect(pw.dsn(user="app_user"), autocommit=True) as conn:
+                assert conn.execute("SELECT repeat('x', 20000)").fetchone()[0] == "x" * 20000
+            console.execute("SET pkt_buf = 16384")
+            assert {r["key"]: r["value"] for r in show(console, "CONFIG")}["pkt_buf"] == "16384"
+            for key, value in (("verbose", "1"), ("logfile", "'/tmp/elsewhere.log'"),
+                               ("workers", "2"), ("listen_port", str(pw.port + 2))):
+                try:
+                    console.execute(f"SET {key} = {value}")
+                    raise AssertionError(f"SET {key} accepted")
+                except psycopg.errors.CantChangeRuntimeParam as e:
+                    assert key in str(e), e
+                assert config[key]["changeable"] == "no", config[key]
+
+
 def test_shutdown_exits_zero():
     import psycopg
     with bouncer() as pw:
