@@ -73,7 +73,7 @@ asio::awaitable<admin::Snapshot> ProcessControl::snapshot(bool with_sessions,
     p.pool = &pool;
     p.database = pool.database();
     p.user = pool.user();
-    p.settings = pool.settings();
+    p.settings = *pool.settings();
     p.stats = pool.stats();
     p.totals = pool.stat_totals();
     std::tie(p.period_delta, p.period) = pool.last_period();

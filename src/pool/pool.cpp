@@ -12,9 +12,10 @@ namespace pgw::pool {
 // A finished (or skipped) login: what login_server() returned, and how it was started.
 struct Pool::LoginResult {
   LoginOutcome outcome;
-  Backend* backend = nullptr;  // the backend it was made toward
-  bool probe = false;          // the one attempt of a half-open breaker
-  bool skipped = false;        // not attempted: the breaker opened while it waited to retry
+  Backend* backend = nullptr;    // the backend it was made toward
+  std::uint32_t generation = 0;  // the login target it was made for
+  bool probe = false;            // the one attempt of a half-open breaker
+  bool skipped = false;          // not attempted: the breaker opened while it waited to retry
 };
 
 void ServerConn::on_ready(net::Connection& connection) {
@@ -44,20 +45,32 @@ double jitter01() {
   return std::uniform_real_distribution<double>(0.0, 1.0)(generator);
 }
 
-// Reserves one slot of a shared limit (0 = unlimited). Lock-free: pools of one database may
-// run on different threads.
-bool try_take(std::atomic<int>& counter, int limit) {
-  int current = counter.load(std::memory_order_relaxed);
-  do {
-    if (limit > 0 && current >= limit) return false;
-  } while (!counter.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel));
-  return true;
+// The pool's own type back from the policy's (every server a pool holds is a ServerConn).
+ServerPtr as_server(PooledPtr server) {
+  return ServerPtr(static_cast<ServerConn*>(server.release()));
 }
 
 }  // namespace
 
+PoolLimits limits_of(const PoolSettings& settings) {
+  PoolLimits limits;
+  limits.pool_size = settings.pool_size;
+  limits.min_pool_size = settings.min_pool_size;
+  limits.reserve_pool_size = settings.reserve_pool_size;
+  limits.reserve_pool_timeout = settings.reserve_pool_timeout;
+  limits.max_db_connections = settings.max_db_connections;
+  limits.max_user_connections = settings.max_user_connections;
+  limits.max_waiting = settings.max_waiting;
+  limits.server_lifetime = settings.server_lifetime;
+  limits.server_idle_timeout = settings.server_idle_timeout;
+  limits.server_login_retry = settings.server_login_retry;
+  limits.server_check_delay =
+      settings.server_check_enabled ? settings.server_check_delay : Millis(-1);
+  return limits;
+}
+
 ServerInfo describe_server(const ServerConn& server, std::string_view state,
-                           std::string_view fingerprint) {
+                           std::uint32_t generation) {
   ServerInfo info;
   info.id = server.id;
   info.backend_pid = server.backend_pid;
@@ -66,7 +79,7 @@ ServerInfo describe_server(const ServerConn& server, std::string_view state,
   std::tie(info.local_addr, info.local_port) = net::local_of(server.conn.fd());
   info.created = server.created;
   info.last_used = server.last_used;
-  info.close_needed = server.close_needed || server.fingerprint != fingerprint;
+  info.close_needed = server.close_needed || server.generation != generation;
   info.ptr = reinterpret_cast<std::uintptr_t>(&server);
   if (const auto* app = server.params.find("application_name")) info.application_name = *app;
   return info;
@@ -77,45 +90,100 @@ Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSet
       database_(std::move(database)),
       user_(std::move(user)),
       mode_(settings.mode),
-      settings_(std::move(settings)),
-      waiters_(manager.worker_count()),
-      db_count_(manager.db_counter(database_)),
-      user_count_(manager.user_counter(user_)),
+      core_(manager.worker_count(), limits_of(settings), manager.db_counter(database_),
+            manager.user_counter(user_)),
+      settings_(std::make_shared<const PoolSettings>(std::move(settings))),
       stat_slots_(new StatSlot[manager.worker_count()]) {
-  check_delay_ms_.store(settings_.server_check_enabled ? settings_.server_check_delay.count() : -1);
-  backend_ = &manager_.backend_for(settings_.host, settings_.port);
-  backend_->configure(settings_.breaker);
+  check_delay_ms_.store(core_.limits().server_check_delay.count());
+  backend_ = &manager_.backend_for(settings_->host, settings_->port);
+  backend_->configure(settings_->breaker);
 }
 
 Pool::~Pool() = default;
 
-PoolSettings Pool::settings() const {
+std::shared_ptr<const PoolSettings> Pool::settings() const {
   std::lock_guard lock(mutex_);
   return settings_;
 }
 
-void Pool::update_settings(PoolSettings settings) {
-  std::vector<unsigned> launches;
-  std::vector<ServerPtr> to_close;
+// ---------------------------------------------------------------------------------------------
+// The executor: a decision of the policy under the mutex, its actions after it
+
+Conditions Pool::conditions_locked(Clock::time_point now) const {
+  return Conditions{now, backend_->accepts_logins(), manager_.draining()};
+}
+
+void Pool::keep_waiters_locked(PoolActions& actions) const {
+  actions.for_each_handoff([this](Handoff& h) {
+    auto& waiter = static_cast<Waiter&>(*h.waiter);
+    const unsigned to = waiter.waiter_worker();
+    // Delivered right here, on this thread, only when both the waiter and the server are ours.
+    const bool here = manager_.reactor(to).running_in_this_thread() &&
+                      (h.server == nullptr || h.server->worker == to);
+    if (!here) h.keep = waiter.keep_alive();
+  });
+}
+
+Pool::LoginPlan Pool::login_plan_locked() const {
+  return LoginPlan{settings_, backend_, core_.failures_in_row(), core_.generation()};
+}
+
+template <typename Decision>
+void Pool::decide(Clock::time_point now, Decision&& decision, bool probe) {
+  PoolActions actions;
+  LoginPlan plan;
   {
     std::lock_guard lock(mutex_);
-    const bool target_changed = settings.fingerprint != settings_.fingerprint;
-    settings_ = std::move(settings);
-    if (target_changed) {
-      backend_ = &manager_.backend_for(settings_.host, settings_.port);
-      failures_in_row_ = 0;
-    }
-    backend_->configure(settings_.breaker);
-    mode_.store(settings_.mode, std::memory_order_relaxed);
-    check_delay_ms_.store(settings_.server_check_enabled ? settings_.server_check_delay.count()
-                                                         : -1);
-    // Idle servers of an old target are closed; leased ones close on release.
-    if (target_changed) to_close = take_idle_locked();
-    // A larger pool may let waiters in right away.
-    launch_for_waiters_locked(launches);
+    decision(conditions_locked(now), actions);
+    keep_waiters_locked(actions);
+    if (!actions.launches.empty()) plan = login_plan_locked();
   }
-  for (auto& server : to_close) close_on_owner(std::move(server));
-  spawn_logins(launches);
+  execute(actions, plan, probe);
+}
+
+void Pool::execute(PoolActions& actions, const LoginPlan& plan, bool probe) {
+  actions.for_each_handoff([this](Handoff& h) { complete(std::move(h)); });
+  for (auto& server : actions.to_close) close_on_owner(as_server(std::move(server)));
+  if (actions.took_reserve) {
+    spdlog::info("pool {}/{}: taking connection from reserve_pool", database_, user_);
+  }
+  if (!actions.launches.empty()) spawn_logins(actions.launches, plan, probe);
+  if (actions.capacity_freed) manager_.capacity_freed(database_, user_);
+}
+
+void Pool::update_settings(PoolSettings settings) {
+  auto next = std::make_shared<const PoolSettings>(std::move(settings));
+  std::shared_ptr<const PoolSettings> current;
+  Backend* backend = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    current = settings_;
+    backend = backend_;
+  }
+  // Reloads are serialized (the configuration's change mutex), so nothing changes the
+  // settings between here and the decision below.
+  const bool target_changed = next->fingerprint != current->fingerprint;
+  if (target_changed) backend = &manager_.backend_for(next->host, next->port);
+  backend->configure(next->breaker);
+  const auto limits = limits_of(*next);
+  mode_.store(next->mode, std::memory_order_relaxed);
+  check_delay_ms_.store(limits.server_check_delay.count());
+  const auto now = net::turn_now();
+  PoolActions actions;
+  LoginPlan plan;
+  {
+    std::lock_guard lock(mutex_);
+    settings_ = std::move(next);
+    // Idle servers of an old target are closed; leased ones close on release.
+    if (target_changed) {
+      backend_ = backend;
+      core_.retarget(/*forget_failures=*/true, actions);
+    }
+    core_.set_limits(limits, conditions_locked(now), actions);
+    keep_waiters_locked(actions);
+    if (!actions.launches.empty()) plan = login_plan_locked();
+  }
+  execute(actions, plan);
 }
 
 std::optional<ParamSet> Pool::defaults() const {
@@ -123,444 +191,55 @@ std::optional<ParamSet> Pool::defaults() const {
   return defaults_;
 }
 
-bool Pool::can_open_locked(bool use_reserve) const {
-  if (paused_) return false;  // PAUSE: no new server connections until RESUME
-  // An open breaker: only its probe connects (launch_probe()). A drain opens nothing new.
-  if (!backend_->accepts_logins() || manager_.draining()) return false;
-  const int limit = settings_.pool_size + (use_reserve ? settings_.reserve_pool_size : 0);
-  return total_ < limit;
-}
-
-void Pool::launch_for_waiters_locked(std::vector<unsigned>& launches) {
-  // One login per waiter beyond those already connecting, oldest first.
-  int wanted = waiting_ - connecting_;
-  for (auto& list : waiters_) {
-    for (Waiter* w : list) {
-      if (wanted-- <= 0 || !can_open_locked(false)) return;
-      launch_locked(w->worker_, launches);
-    }
-  }
-}
-
-std::vector<ServerPtr> Pool::take_idle_locked() {
-  std::vector<ServerPtr> taken = std::move(idle_);
-  idle_.clear();
-  const int n = static_cast<int>(taken.size());
-  total_ -= n;
-  db_count_->fetch_sub(n);
-  user_count_->fetch_sub(n);
-  return taken;
-}
-
-void Pool::launch_locked(unsigned worker, std::vector<unsigned>& launches) {
-  // Database- and user-wide limits are shared with other pools; reserve them first.
-  if (!try_take(*db_count_, settings_.max_db_connections)) return;
-  if (!try_take(*user_count_, settings_.max_user_connections)) {
-    db_count_->fetch_sub(1);
-    return;
-  }
-  ++total_;
-  ++connecting_;
-  launches.push_back(worker);
-}
-
-void Pool::spawn_logins(const std::vector<unsigned>& launches, bool probe) {
-  if (launches.empty()) return;
-  int failures_in_row = 0;
-  Backend* backend = nullptr;
-  PoolSettings settings;
-  {
-    std::lock_guard lock(mutex_);
-    failures_in_row = failures_in_row_;
-    backend = backend_;
-    settings = settings_;
-  }
-  // server_login_retry is PgBouncer's pause before a failed login is retried: here it caps the
-  // jittered backoff.
-  const auto cap = std::min(kReconnectCap, settings.server_login_retry);
-  for (unsigned worker : launches) {
-    auto& reactor = manager_.reactor(worker);
-    const Millis delay =
-        probe ? Millis(0) : reconnect_delay(failures_in_row, jitter01(), kReconnectBase, cap);
-    std::optional<std::string> key;
-    if (settings.password.rfind("SCRAM-SHA-256$", 0) == 0)
-      key = manager_.keys().get(settings.server_user);
-    // Posted, so the login starts on its worker even when called from another thread.
-    reactor.post([this, &reactor, worker, settings, key = std::move(key), delay, probe,
-                  backend]() mutable {
-      asio::co_spawn(
-          reactor.io(),
-          [this, &reactor, worker, settings = std::move(settings), key = std::move(key), delay,
-           probe, backend]() -> asio::awaitable<void> {
-            LoginResult result;
-            result.backend = backend;
-            result.probe = probe;
-            if (delay.count() > 0) {
-              net::Timer backoff(reactor);
-              co_await backoff.async_wait_for(delay, net::use_nothrow);
-            }
-            if (!probe && !backend->accepts_logins()) {
-              // The breaker opened while this retry waited: its probe decides, not us.
-              result.skipped = true;
-              login_finished(std::move(result));
-              co_return;
-            }
-            result.outcome = co_await login_server(reactor, worker, settings, key);
-            if (probe && result.outcome.server && settings.server_check_enabled) {
-              // The probe proves more than a login: the server also runs a query.
-              if (!co_await run_internal_query(*result.outcome.server, settings.server_check_query,
-                                               std::chrono::seconds(5))) {
-                result.outcome.server.reset();
-                result.outcome.error = Err::server_login_failed;
-                result.outcome.detail = "server_check_query failed on the probe connection";
-                result.outcome.connection_failure = true;
-              }
-            }
-            if (result.outcome.server) result.outcome.server->id = manager_.next_server_id();
-            login_finished(std::move(result));
-          },
-          asio::detached);
-    });
-  }
-}
-
-void Pool::login_finished(LoginResult result) {
-  const auto now = Clock::now();
-  auto& outcome = result.outcome;
-  ServerPtr server = std::move(outcome.server);
-  const bool failed = server == nullptr;
-  Handoff handoff;
-  std::vector<Handoff> failed_waiters;
-  std::vector<unsigned> launches;
-  auto change = Breaker::Change::none;
-  {
-    std::lock_guard lock(mutex_);
-    --connecting_;
-    if (server) {
-      failures_in_row_ = 0;
-      last_success_ = now;
-      change = result.backend->login_succeeded(now);
-      if (!defaults_) defaults_ = server->params;
-      server->fingerprint =
-          server->fingerprint.empty() ? settings_.fingerprint : server->fingerprint;
-      server->pool = this;
-      place_locked(std::move(server), handoff);
-    } else {
-      --total_;
-      db_count_->fetch_sub(1);
-      user_count_->fetch_sub(1);
-      if (result.skipped) {
-        // Nothing was attempted; if the breaker's opening left waiters here, tell them.
-        if (total_ == 0) fail_waiters_locked(Err::backend_unavailable, {}, failed_waiters);
-      } else if (outcome.connection_failure) {
-        ++logins_failed_;
-        ++failures_in_row_;
-        last_error_ = outcome.detail;
-        last_error_code_ = outcome.error;
-        change = result.backend->login_failed(now, error_message(outcome.error, outcome.detail),
-                                              result.probe);
-        if (result.backend->accepts_logins()) {
-          // The breaker is still closed: waiting clients keep waiting for the next attempt,
-          // which spawn_logins() delays by the reconnect backoff.
-          if (waiting_ > 0) launch_for_waiters_locked(launches);
-        } else if (change != Breaker::Change::opened && total_ == 0) {
-          // Open already (this attempt started before it opened): nothing will serve them.
-          fail_waiters_locked(Err::backend_unavailable, {}, failed_waiters);
-        }
-        // Just opened: breaker_changed() below fails the waiters of every pool of the backend.
-      } else {
-        // An error of this pool's settings (no such database, connect_query): PgBouncer's fast
-        // fail. With no server left to wait for, waiting clients get the error now, and new
-        // requests get it at once for server_login_retry.
-        ++logins_failed_;
-        last_error_ = outcome.detail;
-        last_error_code_ = outcome.error;
-        last_failure_ = now;
-        if (total_ == 0) fail_waiters_locked(outcome.error, outcome.detail, failed_waiters);
-      }
-    }
-  }
-  if (handoff.waiter) complete(std::move(handoff));
-  for (auto& h : failed_waiters) complete(std::move(h));
-  if (change != Breaker::Change::none) manager_.breaker_changed(*result.backend, change);
-  spawn_logins(launches);
-  if (failed) {
-    if (!result.skipped) {
-      spdlog::warn("pool {}/{}: server login failed{}: {}", database_, user_,
-                   result.probe ? " (circuit breaker probe)" : "", outcome.detail);
-    }
-    manager_.capacity_freed(database_, user_);
-  }
-}
-
-void Pool::enqueue_locked(Waiter& waiter) {
-  waiters_[waiter.worker_].insert(&waiter);
-  ++waiting_;
-}
-
-void Pool::dequeue_locked(Waiter& waiter) {
-  waiters_[waiter.worker_].erase(&waiter);
-  --waiting_;
-}
-
-bool Pool::eligible(const Waiter& waiter) const {
-  return waiter.share_ == nullptr || waiter.share_->cap <= 0 ||
-         waiter.share_->leased < waiter.share_->cap;
-}
-
-Waiter* Pool::oldest_waiter_locked() const {
-  Waiter* oldest = nullptr;
-  for (const auto& list : waiters_) {
-    Waiter* first = list.front();
-    if (first && (!oldest || first->since_ < oldest->since_)) oldest = first;
-  }
-  return oldest;
-}
-
-Waiter* Pool::next_waiter_locked(unsigned worker) {
-  // How much longer another worker's client may have waited before it is served first.
-  constexpr auto kLocalPreference = std::chrono::milliseconds(5);
-  auto first_eligible = [this](const WaitList& list) -> Waiter* {
-    for (Waiter* w : list) {
-      if (eligible(*w)) return w;
-    }
-    return nullptr;
-  };
-  Waiter* local = worker < waiters_.size() ? first_eligible(waiters_[worker]) : nullptr;
-  Waiter* remote = nullptr;
-  for (unsigned i = 0; i < waiters_.size(); ++i) {
-    if (i == worker) continue;
-    Waiter* w = first_eligible(waiters_[i]);
-    if (w && (!remote || w->since_ < remote->since_)) remote = w;
-  }
-  if (!local) return remote;
-  if (remote && remote->since_ + kLocalPreference < local->since_) return remote;
-  return local;
-}
-
-void Pool::take_locked(Waiter& waiter, Handoff& handoff) {
-  dequeue_locked(waiter);
-  if (waiter.share_) ++waiter.share_->leased;
-  handoff.waiter = &waiter;
-  // The waiter is alive while queued; a delivery posted to another thread must keep it so.
-  if (!manager_.reactor(waiter.worker_).running_in_this_thread())
-    handoff.keep = waiter.keep_alive();
-}
-
-void Pool::park_idle_locked(ServerPtr server) {
-  server->conn.set_handler(server.get());  // watch it while idle
-  idle_.push_back(std::move(server));
-}
-
-void Pool::place_locked(ServerPtr server, Handoff& handoff) {
-  if (paused_) {
-    // PAUSE: servers are closed as they come back (on their owner's thread: we are on it).
-    drop_locked(server);
-    return;
-  }
-  Waiter* waiter = waiting_ > 0 ? next_waiter_locked(server->worker) : nullptr;
-  if (!waiter) {
-    server->last_used = net::turn_now();
-    park_idle_locked(std::move(server));
-    return;
-  }
-  take_locked(*waiter, handoff);
-  handoff.result.server = std::move(server);
-}
-
-void Pool::dispatch_idle_locked(std::vector<Handoff>& handoffs) {
-  while (!idle_.empty() && waiting_ > 0 && !paused_) {
-    Waiter* waiter = oldest_waiter_locked();
-    // Only shares can hold waiters back while servers are idle: find one that may go now.
-    for (auto& list : waiters_) {
-      for (Waiter* w : list) {
-        if (eligible(*w) && (!eligible(*waiter) || w->since_ < waiter->since_)) waiter = w;
-      }
-    }
-    if (!waiter || !eligible(*waiter)) return;
-    Handoff handoff;
-    take_locked(*waiter, handoff);
-    handoff.result.server = std::move(idle_.back());
-    idle_.pop_back();
-    handoffs.push_back(std::move(handoff));
-  }
-}
-
-void Pool::drop_locked(ServerPtr& server) {
-  --total_;
-  db_count_->fetch_sub(1);
-  user_count_->fetch_sub(1);
-  server.reset();  // closes the socket: callers are on the owner's thread
-}
-
-void Pool::fail_waiters_locked(Err error, const std::string& detail,
-                               std::vector<Handoff>& handoffs) {
-  for (auto& list : waiters_) {
-    while (Waiter* w = list.front()) {
-      Handoff handoff;
-      dequeue_locked(*w);
-      handoff.waiter = w;
-      if (!manager_.reactor(w->worker_).running_in_this_thread()) handoff.keep = w->keep_alive();
-      handoff.result.error = error;
-      handoff.result.detail = detail;
-      handoffs.push_back(std::move(handoff));
-    }
-  }
-}
-
-void Pool::complete(Handoff handoff) {
-  Waiter* waiter = handoff.waiter;
-  const unsigned to = waiter->worker_;
-  auto& target = manager_.reactor(to);
-  ServerPtr& server = handoff.result.server;
-  if (!server) {
-    // An error: no socket to move.
-    if (target.running_in_this_thread()) {
-      waiter->deliver(std::move(handoff.result));
-    } else {
-      target.post([handoff = std::move(handoff)]() mutable {
-        handoff.waiter->deliver(std::move(handoff.result));
-      });
-    }
-    return;
-  }
-  if (server->worker == to) {
-    // Same worker: the common case, no system call, no other thread.
-    server->conn.set_handler(nullptr);
-    waiter->deliver(std::move(handoff.result));
-    return;
-  }
-  // Another worker: the owner's thread takes the socket out of its epoll set (no event of it
-  // may be dispatched there afterwards), then the waiter's thread registers it with its own.
-  auto move_over = [this, to](Handoff h) {
-    ServerPtr& s = h.result.server;
-    s->conn.detach();
-    s->worker = to;
-    manager_.reactor(to).post([this, to, h = std::move(h)]() mutable {
-      h.result.server->conn.attach(manager_.reactor(to));
-      h.waiter->deliver(std::move(h.result));
-    });
-  };
-  auto& owner = manager_.reactor(server->worker);
-  if (owner.running_in_this_thread()) {
-    move_over(std::move(handoff));
-  } else {
-    owner.post(
-        [move_over, handoff = std::move(handoff)]() mutable { move_over(std::move(handoff)); });
-  }
-}
-
-void Pool::close_on_owner(ServerPtr server) {
-  auto& owner = manager_.reactor(server->worker);
-  if (owner.running_in_this_thread()) {
-    server.reset();
-    return;
-  }
-  owner.post([server = std::move(server)]() mutable { server.reset(); });
-}
-
-void Pool::evict_idle(ServerConn& server) {
-  ServerPtr victim;
-  std::vector<unsigned> launches;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = std::find_if(idle_.begin(), idle_.end(),
-                           [&](const ServerPtr& s) { return s.get() == &server; });
-    if (it == idle_.end()) return;  // on its way to a client: that side deals with it
-    victim = std::move(*it);
-    idle_.erase(it);
-  }
-  // Read what it said, for the log (a FATAL's message), then close.
-  std::array<std::byte, 512> said{};
-  auto got = victim->conn.read_some(said.data(), said.size());
-  std::string reason = got.bytes == 0 ? "connection closed" : "unexpected message";
-  std::string sqlstate;
-  if (got.bytes > 0 && static_cast<char>(said[0]) == 'E') {
-    auto parsed = proto::parse_message(std::span<const std::byte>(said.data(), got.bytes),
-                                       proto::Direction::backend);
-    if (auto* message = std::get_if<proto::Message>(&parsed)) {
-      if (auto fields = proto::parse_error_fields(message->body)) {
-        reason = std::string(fields->message) + " (" + std::string(fields->sqlstate) + ")";
-        sqlstate = fields->sqlstate;
-      }
-    }
-  }
-  spdlog::info("pool {}/{}: idle server connection S-{} (backend pid {}) evicted: {}", database_,
-               user_, victim->id, victim->backend_pid, reason);
-  Backend* backend = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    drop_locked(victim);
-    backend = backend_;
-    if (waiting_ > 0 && can_open_locked(false)) launch_for_waiters_locked(launches);
-  }
-  spawn_logins(launches);
-  if (backend->connection_lost(Clock::now(), sqlstate)) manager_.backend_gone(*backend, reason);
-  manager_.capacity_freed(database_, user_);
-}
+// ---------------------------------------------------------------------------------------------
+// Leasing: once per transaction in transaction mode, so each is one short critical section
 
 AcquireResult Pool::acquire_now(Waiter& waiter, AppShare* share) {
-  std::vector<unsigned> launches;
-  AcquireResult result;
-  Handoff moving;
+  const auto now = net::turn_now();
+  PoolActions actions;
+  LoginPlan plan;
+  Acquired acquired;
   {
     std::lock_guard lock(mutex_);
-    if (manager_.draining()) {
-      // Shutdown drain: a client that has no server is not inside a transaction; it gets no
-      // new one.
-      result.error = Err::shutting_down;
-      return result;
-    }
-    waiter.share_ = share;
-    const bool capped = share && share->cap > 0 && share->leased >= share->cap;
-    if (!idle_.empty() && !paused_ && !capped) {
-      // LIFO: the most recently used server is the warmest. Prefer one on this worker.
-      auto it = std::find_if(idle_.rbegin(), idle_.rend(),
-                             [&](const ServerPtr& s) { return s->worker == waiter.worker_; });
-      auto pick = it == idle_.rend() ? std::prev(idle_.end()) : std::prev(it.base());
-      ServerPtr server = std::move(*pick);
-      idle_.erase(pick);
-      if (share) ++share->leased;
-      if (server->worker == waiter.worker_) {
-        server->conn.set_handler(nullptr);
-        result.server = std::move(server);
-        return result;
-      }
-      // Idle on another worker: it moves over (see complete()) and arrives by deliver().
-      moving.waiter = &waiter;
-      moving.keep = waiter.keep_alive();
-      moving.result.server = std::move(server);
-    } else if (total_ == 0 && last_failure_ != Clock::time_point{} &&
-               Clock::now() - last_failure_ < settings_.server_login_retry) {
-      result.error = last_error_code_;
-      result.detail = last_error_;
-      return result;
-    } else if (!backend_->accepts_logins()) {
-      // The backend's breaker is open: no server is on its way, so nobody waits (57P03 now).
-      result.error = Err::backend_unavailable;
-      return result;
-    } else if (settings_.max_waiting > 0 && waiting_ >= settings_.max_waiting) {
-      result.error = Err::max_waiting;
-      return result;
-    } else {
-      waiter.since_ = Clock::now();
-      enqueue_locked(waiter);
-      if (!capped && can_open_locked(false) && connecting_ < waiting_) {
-        launch_locked(waiter.worker_, launches);
-      }
-    }
+    acquired = core_.acquire(waiter, share, conditions_locked(now), actions);
+    keep_waiters_locked(actions);
+    if (!actions.launches.empty()) plan = login_plan_locked();
   }
-  result.queued = true;
-  if (moving.waiter) complete(std::move(moving));
-  spawn_logins(launches);
+  AcquireResult result;
+  result.queued = acquired.queued;
+  result.error = acquired.error;
+  result.detail = std::move(acquired.detail);
+  if (acquired.server) {
+    result.server = as_server(std::move(acquired.server));
+    result.server->conn.set_handler(nullptr);  // no longer watched as idle: the client's now
+  }
+  execute(actions, plan);
   return result;
 }
 
 bool Pool::cancel_wait(Waiter& waiter) {
   std::lock_guard lock(mutex_);
-  if (!waiter.is_linked()) return false;
-  dequeue_locked(waiter);
-  return true;
+  return core_.cancel_wait(waiter);
+}
+
+void Pool::release(ServerPtr server, bool reusable, AppShare* share) {
+  // Watched as idle from now on if the policy parks it (it may be taken by another worker as
+  // soon as the mutex is released); a hand-off or a close replaces the handler.
+  server->conn.set_handler(server.get());
+  decide(net::turn_now(), [&](const Conditions& at, PoolActions& out) {
+    core_.release(std::move(server), reusable, share, at, out);
+  });
+}
+
+AppShare* Pool::app_share(const std::string& application, int cap) {
+  AppShare* share = nullptr;
+  {
+    std::lock_guard lock(shares_mutex_);
+    share = &app_shares_[application];
+  }
+  std::lock_guard lock(mutex_);
+  core_.set_share_cap(*share, cap);
+  return share;
 }
 
 asio::awaitable<AcquireResult> Pool::acquire(net::Reactor& reactor, unsigned worker,
@@ -594,176 +273,267 @@ asio::awaitable<AcquireResult> Pool::acquire(net::Reactor& reactor, unsigned wor
   co_return std::move(waiter->result);
 }
 
-AppShare* Pool::app_share(const std::string& application, int cap) {
-  std::lock_guard lock(mutex_);
-  auto& share = app_shares_[application];
-  share.cap = cap;
-  return &share;
-}
-
-void Pool::release(ServerPtr server, bool reusable, AppShare* share) {
-  Handoff handoff;
-  std::vector<Handoff> unblocked;
-  std::vector<unsigned> launches;
-  bool freed = false;
-  {
-    std::lock_guard lock(mutex_);
-    const auto now = Clock::now();
-    const bool was_capped = share && share->cap > 0 && share->leased >= share->cap;
-    if (share && share->leased > 0) --share->leased;
-    // As in PgBouncer, server_lifetime = 0 means a server is used only once.
-    const bool expired = now - server->created > settings_.server_lifetime;
-    const bool too_many = total_ > settings_.pool_size + reserve_in_use_;
-    if (!reusable || server->close_needed || expired || too_many ||
-        server->fingerprint != settings_.fingerprint) {
-      if (too_many && reserve_in_use_ > 0) --reserve_in_use_;
-      drop_locked(server);
-      freed = true;
-      if (waiting_ > 0 && can_open_locked(false)) {
-        if (Waiter* w = oldest_waiter_locked()) launch_locked(w->worker_, launches);
-      }
+void Pool::complete(Handoff handoff) {
+  auto* waiter = static_cast<Waiter*>(handoff.waiter);
+  const unsigned to = waiter->waiter_worker();
+  auto& target = manager_.reactor(to);
+  AcquireResult result;
+  result.error = handoff.error;
+  result.detail = std::move(handoff.detail);
+  if (!handoff.server) {
+    // An error: no socket to move.
+    if (target.running_in_this_thread()) {
+      waiter->deliver(std::move(result));
     } else {
-      server->last_used = now;
-      place_locked(std::move(server), handoff);
+      target.post([waiter, keep = std::move(handoff.keep), result = std::move(result)]() mutable {
+        waiter->deliver(std::move(result));
+      });
     }
-    // Waiters held back by this application's cap may take idle servers now.
-    if (was_capped) dispatch_idle_locked(unblocked);
+    return;
   }
-  if (handoff.waiter) complete(std::move(handoff));
-  for (auto& h : unblocked) complete(std::move(h));
-  spawn_logins(launches);
-  if (freed) manager_.capacity_freed(database_, user_);
+  result.server = as_server(std::move(handoff.server));
+  ServerConn& server = *result.server;
+  if (server.worker == to && target.running_in_this_thread()) {
+    // Same worker: the common case, no system call, no other thread.
+    server.conn.set_handler(nullptr);
+    waiter->deliver(std::move(result));
+    return;
+  }
+  // Another worker (or another thread): the owner's thread takes the socket out of its epoll
+  // set (no event of it may be dispatched there afterwards), then the waiter's thread
+  // registers it with its own.
+  auto move_over = [this, to, waiter](std::shared_ptr<void> keep, AcquireResult r) {
+    ServerConn& s = *r.server;
+    s.conn.set_handler(nullptr);
+    const bool moves = s.worker != to;
+    if (moves) {
+      s.conn.detach();
+      s.worker = to;
+    }
+    manager_.reactor(to).post(
+        [this, to, moves, waiter, keep = std::move(keep), r = std::move(r)]() mutable {
+          if (moves) r.server->conn.attach(manager_.reactor(to));
+          waiter->deliver(std::move(r));
+        });
+  };
+  auto& owner = manager_.reactor(server.worker);
+  if (owner.running_in_this_thread()) {
+    move_over(std::move(handoff.keep), std::move(result));
+  } else {
+    owner.post([move_over, keep = std::move(handoff.keep), r = std::move(result)]() mutable {
+      move_over(std::move(keep), std::move(r));
+    });
+  }
 }
 
-void Pool::capacity_freed() {
-  std::vector<unsigned> launches;
+void Pool::close_on_owner(ServerPtr server) {
+  auto& owner = manager_.reactor(server->worker);
+  if (owner.running_in_this_thread()) {
+    server.reset();
+    return;
+  }
+  owner.post([server = std::move(server)]() mutable { server.reset(); });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logins
+
+void Pool::spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& plan, bool probe) {
+  const PoolSettings& settings = *plan.settings;
+  // server_login_retry is PgBouncer's pause before a failed login is retried: here it caps the
+  // jittered backoff.
+  const auto cap = std::min(kReconnectCap, settings.server_login_retry);
+  for (unsigned worker : launches) {
+    auto& reactor = manager_.reactor(worker);
+    const Millis delay =
+        probe ? Millis(0) : reconnect_delay(plan.failures_in_row, jitter01(), kReconnectBase, cap);
+    std::optional<std::string> key;
+    if (settings.password.rfind("SCRAM-SHA-256$", 0) == 0)
+      key = manager_.keys().get(settings.server_user);
+    // Posted, so the login starts on its worker even when called from another thread.
+    reactor.post([this, &reactor, worker, plan, key = std::move(key), delay, probe]() mutable {
+      asio::co_spawn(
+          reactor.io(),
+          [this, &reactor, worker, plan = std::move(plan), key = std::move(key), delay,
+           probe]() -> asio::awaitable<void> {
+            LoginResult result;
+            result.backend = plan.backend;
+            result.generation = plan.generation;
+            result.probe = probe;
+            if (delay.count() > 0) {
+              net::Timer backoff(reactor);
+              co_await backoff.async_wait_for(delay, net::use_nothrow);
+            }
+            if (!probe && !plan.backend->accepts_logins()) {
+              // The breaker opened while this retry waited: its probe decides, not us.
+              result.skipped = true;
+              login_finished(std::move(result));
+              co_return;
+            }
+            const PoolSettings& target = *plan.settings;
+            result.outcome = co_await login_server(reactor, worker, target, key);
+            if (probe && result.outcome.server && target.server_check_enabled) {
+              // The probe proves more than a login: the server also runs a query.
+              if (!co_await run_internal_query(*result.outcome.server, target.server_check_query,
+                                               std::chrono::seconds(5))) {
+                result.outcome.server.reset();
+                result.outcome.error = Err::server_login_failed;
+                result.outcome.detail = "server_check_query failed on the probe connection";
+                result.outcome.connection_failure = true;
+              }
+            }
+            if (result.outcome.server) result.outcome.server->id = manager_.next_server_id();
+            login_finished(std::move(result));
+          },
+          asio::detached);
+    });
+  }
+}
+
+void Pool::login_finished(LoginResult result) {
+  const auto now = net::turn_now();
+  auto& outcome = result.outcome;
+  ServerPtr server = std::move(outcome.server);
+  const bool failed = server == nullptr;
+  // The breaker first (its own lock, not under the pool's): the decision below reads it.
+  auto change = Breaker::Change::none;
+  if (server) {
+    change = result.backend->login_succeeded(now);
+    server->generation = result.generation;
+    server->pool = this;
+    server->conn.set_handler(server.get());  // watched while idle, if the policy parks it
+  } else if (!result.skipped && outcome.connection_failure) {
+    change = result.backend->login_failed(now, error_message(outcome.error, outcome.detail),
+                                          result.probe);
+  }
+  const LoginFailure kind = result.skipped               ? LoginFailure::skipped
+                            : outcome.connection_failure ? LoginFailure::connection
+                                                         : LoginFailure::settings;
+  decide(now, [&](const Conditions& at, PoolActions& out) {
+    if (server) {
+      if (!defaults_) defaults_ = server->params;
+      core_.login_succeeded(std::move(server), at, out);
+    } else {
+      core_.login_failed(kind, change == Breaker::Change::opened, outcome.error, outcome.detail, at,
+                         out);
+    }
+  });
+  if (change != Breaker::Change::none) manager_.breaker_changed(*result.backend, change);
+  if (failed && !result.skipped) {
+    spdlog::warn("pool {}/{}: server login failed{}: {}", database_, user_,
+                 result.probe ? " (circuit breaker probe)" : "", outcome.detail);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle servers and upkeep
+
+void Pool::evict_idle(ServerConn& server) {
+  PooledPtr victim;
   {
     std::lock_guard lock(mutex_);
-    if (waiting_ > 0 && connecting_ == 0 && can_open_locked(false)) {
-      if (Waiter* w = oldest_waiter_locked()) launch_locked(w->worker_, launches);
+    victim = core_.take_idle(server);
+  }
+  if (!victim) return;  // on its way to a client: that side deals with it
+  auto& conn = static_cast<ServerConn&>(*victim).conn;
+  // Read what it said, for the log (a FATAL's message), then close.
+  std::array<std::byte, 512> said{};
+  auto got = conn.read_some(said.data(), said.size());
+  std::string reason = got.bytes == 0 ? "connection closed" : "unexpected message";
+  std::string sqlstate;
+  if (got.bytes > 0 && static_cast<char>(said[0]) == 'E') {
+    auto parsed = proto::parse_message(std::span<const std::byte>(said.data(), got.bytes),
+                                       proto::Direction::backend);
+    if (auto* message = std::get_if<proto::Message>(&parsed)) {
+      if (auto fields = proto::parse_error_fields(message->body)) {
+        reason = std::string(fields->message) + " (" + std::string(fields->sqlstate) + ")";
+        sqlstate = fields->sqlstate;
+      }
     }
   }
-  spawn_logins(launches);
+  spdlog::info("pool {}/{}: idle server connection S-{} (backend pid {}) evicted: {}", database_,
+               user_, server.id, server.backend_pid, reason);
+  Backend* backend = nullptr;
+  const auto now = net::turn_now();
+  decide(now, [&](const Conditions& at, PoolActions& out) {
+    backend = backend_;
+    core_.closed(std::move(victim), at, out);
+  });
+  if (backend->connection_lost(now, sqlstate)) manager_.backend_gone(*backend, reason);
 }
 
 void Pool::maintain(Clock::time_point now) {
-  std::vector<ServerPtr> to_close;
-  std::vector<unsigned> launches;
-  {
-    std::lock_guard lock(mutex_);
-    for (auto it = idle_.begin(); it != idle_.end();) {
-      auto& server = *it;
-      const bool idle_too_long = settings_.server_idle_timeout.count() > 0 &&
-                                 now - server->last_used > settings_.server_idle_timeout;
-      const bool too_old = settings_.server_lifetime.count() > 0 &&
-                           now - server->created > settings_.server_lifetime;
-      const bool surplus = total_ > settings_.pool_size;
-      if ((idle_too_long && total_ > settings_.min_pool_size) || too_old || surplus ||
-          server->close_needed) {
-        to_close.push_back(std::move(server));
-        it = idle_.erase(it);
-        --total_;
-        db_count_->fetch_sub(1);
-        user_count_->fetch_sub(1);
-      } else {
-        ++it;
-      }
-    }
-    // reserve_pool_size: a client waiting longer than reserve_pool_timeout gets connections
-    // beyond pool_size, one per upkeep round.
-    if (settings_.reserve_pool_size > 0 && !paused_ && connecting_ == 0) {
-      const Waiter* oldest = oldest_waiter_locked();
-      if (oldest && now - oldest->since_ >= settings_.reserve_pool_timeout &&
-          can_open_locked(true)) {
-        const auto before = launches.size();
-        launch_locked(oldest->worker_, launches);
-        if (launches.size() > before) {
-          ++reserve_in_use_;
-          spdlog::info("pool {}/{}: taking connection from reserve_pool", database_, user_);
-        }
-      }
-    }
-    // min_pool_size: keep warm connections once the pool is in use.
-    while (total_ < settings_.min_pool_size && connecting_ == 0 && can_open_locked(false)) {
-      const auto before = launches.size();
-      launch_locked(static_cast<unsigned>(launches.size() % manager_.worker_count()), launches);
-      if (launches.size() == before) break;
-    }
-  }
-  for (auto& server : to_close) close_on_owner(std::move(server));
-  spawn_logins(launches);
+  decide(now, [&](const Conditions& at, PoolActions& out) { core_.maintain(at, out); });
 }
 
 void Pool::close_all(bool include_leased) {
-  std::vector<ServerPtr> to_close;
-  {
-    std::lock_guard lock(mutex_);
-    to_close = take_idle_locked();
-    if (include_leased) settings_.fingerprint += "#closed";
-  }
-  for (auto& server : to_close) close_on_owner(std::move(server));
+  decide(net::turn_now(), [&](const Conditions&, PoolActions& out) {
+    if (include_leased) {
+      core_.retarget(/*forget_failures=*/false, out);
+    } else {
+      core_.close_idle(out);
+    }
+  });
 }
 
-PoolStats Pool::stats() const {
-  std::lock_guard lock(mutex_);
-  PoolStats s;
-  s.idle = static_cast<int>(idle_.size());
-  s.connecting = connecting_;
-  s.total = total_;
-  s.active = total_ - connecting_ - s.idle;
-  s.waiting = waiting_;
-  if (const Waiter* oldest = oldest_waiter_locked()) s.max_wait = Clock::now() - oldest->since_;
-  const auto now = Clock::now();
-  for (const auto& server : idle_) {
-    if (due_for_check(settings_, *server, now)) ++s.used;
-  }
-  s.paused = paused_;
-  s.logins_failed = logins_failed_;
-  s.last_error = last_error_;
-  return s;
-}
-
-std::string Pool::fingerprint() const {
-  std::lock_guard lock(mutex_);
-  return settings_.fingerprint;
-}
-
-std::vector<ServerInfo> Pool::idle_servers() const {
-  std::lock_guard lock(mutex_);
-  std::vector<ServerInfo> out;
-  const auto now = Clock::now();
-  for (const auto& server : idle_) {
-    // Only fields of the connection are read; no operation is pending on an idle socket.
-    const bool used = due_for_check(settings_, *server, now);
-    out.push_back(describe_server(*server, used ? "used" : "idle", settings_.fingerprint));
-  }
-  return out;
+void Pool::capacity_freed() {
+  decide(net::turn_now(),
+         [&](const Conditions& at, PoolActions& out) { core_.capacity_freed(at, out); });
 }
 
 void Pool::pause() {
-  std::vector<ServerPtr> to_close;
-  {
-    std::lock_guard lock(mutex_);
-    paused_ = true;
-    to_close = take_idle_locked();
-  }
-  for (auto& server : to_close) close_on_owner(std::move(server));
+  decide(net::turn_now(), [&](const Conditions&, PoolActions& out) { core_.pause(out); });
 }
 
 void Pool::resume() {
-  std::vector<unsigned> launches;
-  {
-    std::lock_guard lock(mutex_);
-    if (!paused_) return;
-    paused_ = false;
-    launch_for_waiters_locked(launches);
-  }
-  spawn_logins(launches);
+  decide(net::turn_now(), [&](const Conditions& at, PoolActions& out) { core_.resume(at, out); });
 }
 
 bool Pool::paused() const {
   std::lock_guard lock(mutex_);
-  return paused_;
+  return core_.paused();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the console and the clients' errors read
+
+PoolStats Pool::stats() const {
+  const auto now = Clock::now();
+  PoolStats s;
+  PoolCounts counts;
+  {
+    std::lock_guard lock(mutex_);
+    counts = core_.counts(now);
+    s.last_error = core_.last_error();
+  }
+  s.idle = counts.idle;
+  s.active = counts.active;
+  s.connecting = counts.connecting;
+  s.waiting = counts.waiting;
+  s.total = counts.total;
+  s.used = counts.used;
+  s.max_wait = counts.max_wait;
+  s.paused = counts.paused;
+  s.logins_failed = counts.logins_failed;
+  return s;
+}
+
+std::uint32_t Pool::generation() const {
+  std::lock_guard lock(mutex_);
+  return core_.generation();
+}
+
+std::vector<ServerInfo> Pool::idle_servers() const {
+  const auto now = Clock::now();
+  std::lock_guard lock(mutex_);
+  std::vector<ServerInfo> out;
+  for (const auto& pooled : core_.idle()) {
+    // Only fields of the connection are read; no operation is pending on an idle socket.
+    const auto& server = static_cast<const ServerConn&>(*pooled);
+    const bool used = core_.check_due(server, now);
+    out.push_back(describe_server(server, used ? "used" : "idle", core_.generation()));
+  }
+  return out;
 }
 
 StatValues Pool::stat_totals() const {
@@ -774,7 +544,7 @@ StatValues Pool::stat_totals() const {
 
 void Pool::roll_stats(Clock::time_point now) {
   const auto totals = stat_totals();
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(stats_mutex_);
   if (stats_rolled_at_ != Clock::time_point{}) {
     stats_period_delta_ = totals - stats_at_roll_;
     stats_period_length_ = now - stats_rolled_at_;
@@ -784,8 +554,97 @@ void Pool::roll_stats(Clock::time_point now) {
 }
 
 std::pair<StatValues, Clock::duration> Pool::last_period() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(stats_mutex_);
   return {stats_period_delta_, stats_period_length_};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resilience: breakers, backends that go away, drain (docs/operations.md).
+
+Backend& Pool::backend() const {
+  std::lock_guard lock(mutex_);
+  return *backend_;
+}
+
+Clock::time_point Pool::last_login_success() const {
+  std::lock_guard lock(mutex_);
+  return core_.last_success();
+}
+
+Err Pool::wait_timeout_error() const {
+  std::lock_guard lock(mutex_);
+  return core_.wait_timeout_error(backend_->accepts_logins());
+}
+
+PoolCondition Pool::condition() const {
+  PoolCondition out;
+  Backend* backend = nullptr;
+  Err last_code = Err::server_login_failed;
+  std::string last_error;
+  {
+    std::lock_guard lock(mutex_);
+    out.servers = core_.total();
+    out.connecting = core_.connecting();
+    out.waiting = core_.waiting();
+    out.max_waiting = core_.limits().max_waiting;
+    last_error = core_.last_error();
+    last_code = core_.last_error_code();
+    backend = backend_;
+  }
+  out.database = database_;
+  out.user = user_;
+  if (!last_error.empty()) out.last_login_error = error_message(last_code, last_error);
+  const auto status = backend->status(Clock::now());
+  out.server = status.name;
+  out.breaker = status.state == BreakerState::open        ? PoolCondition::Breaker::open
+                : status.state == BreakerState::half_open ? PoolCondition::Breaker::half_open
+                                                          : PoolCondition::Breaker::closed;
+  out.backend_error = status.last_error;
+  out.consecutive_failures = status.consecutive_failures;
+  out.until_probe = std::chrono::ceil<std::chrono::milliseconds>(status.until_probe);
+  return out;
+}
+
+void Pool::fail_waiters(Err code) {
+  decide(net::turn_now(),
+         [&](const Conditions&, PoolActions& out) { core_.fail_waiters(code, {}, out); });
+}
+
+void Pool::evict_all_idle(std::string_view why) {
+  std::size_t closed = 0;
+  decide(net::turn_now(), [&](const Conditions&, PoolActions& out) {
+    core_.close_idle(out);
+    closed = out.to_close.size();
+    out.capacity_freed = closed > 0;
+  });
+  if (closed > 0) {
+    spdlog::info("pool {}/{}: closing {} idle server connections: {}", database_, user_, closed,
+                 why);
+  }
+}
+
+void Pool::server_lost() {
+  Backend& lost_from = backend();
+  if (lost_from.connection_lost(Clock::now(), {})) {
+    manager_.backend_gone(lost_from, "several connections to the server were lost at once");
+  }
+}
+
+bool Pool::launch_probe() {
+  bool started = false;
+  const Backend* backend = nullptr;  // backends live as long as the manager
+  decide(
+      net::turn_now(),
+      [&](const Conditions& at, PoolActions& out) {
+        started = core_.launch_probe(at, out);
+        backend = backend_;
+      },
+      /*probe=*/true);
+  if (started) {
+    spdlog::info("pool {}/{}: circuit breaker of {} half-open: probing the server", database_,
+                 user_, backend->name());
+  }
+  return started;
 }
 
 Pool& PoolManager::get(const std::string& database, const std::string& user,
@@ -888,99 +747,6 @@ std::shared_ptr<std::atomic<int>> PoolManager::user_counter(const std::string& u
   auto& counter = user_counts_[user];
   if (!counter) counter = std::make_shared<std::atomic<int>>(0);
   return counter;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Resilience: breakers, backends that go away, drain (docs/operations.md).
-
-Backend& Pool::backend() const {
-  std::lock_guard lock(mutex_);
-  return *backend_;
-}
-
-Clock::time_point Pool::last_login_success() const {
-  std::lock_guard lock(mutex_);
-  return last_success_;
-}
-
-Err Pool::wait_timeout_error() const {
-  std::lock_guard lock(mutex_);
-  // The backend is the reason when the last attempt failed, the breaker is not closed, or no
-  // login has finished at all (every server still connecting: the server is not answering).
-  const bool unreachable =
-      failures_in_row_ > 0 || !backend_->accepts_logins() || (total_ > 0 && total_ == connecting_);
-  return unreachable ? Err::query_wait_unreachable : Err::query_wait_timeout;
-}
-
-PoolCondition Pool::condition() const {
-  PoolCondition out;
-  Backend* backend = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    out.database = database_;
-    out.user = user_;
-    out.servers = total_;
-    out.connecting = connecting_;
-    out.waiting = waiting_;
-    out.max_waiting = settings_.max_waiting;
-    if (!last_error_.empty()) out.last_login_error = error_message(last_error_code_, last_error_);
-    backend = backend_;
-  }
-  const auto status = backend->status(Clock::now());
-  out.server = status.name;
-  out.breaker = status.state == BreakerState::open        ? PoolCondition::Breaker::open
-                : status.state == BreakerState::half_open ? PoolCondition::Breaker::half_open
-                                                          : PoolCondition::Breaker::closed;
-  out.backend_error = status.last_error;
-  out.consecutive_failures = status.consecutive_failures;
-  out.until_probe = std::chrono::ceil<std::chrono::milliseconds>(status.until_probe);
-  return out;
-}
-
-void Pool::fail_waiters(Err code) {
-  std::vector<Handoff> handoffs;
-  {
-    std::lock_guard lock(mutex_);
-    fail_waiters_locked(code, {}, handoffs);
-  }
-  for (auto& h : handoffs) complete(std::move(h));
-}
-
-void Pool::evict_all_idle(std::string_view why) {
-  std::vector<ServerPtr> to_close;
-  {
-    std::lock_guard lock(mutex_);
-    to_close = take_idle_locked();
-  }
-  if (to_close.empty()) return;
-  spdlog::info("pool {}/{}: closing {} idle server connections: {}", database_, user_,
-               to_close.size(), why);
-  for (auto& server : to_close) close_on_owner(std::move(server));
-  manager_.capacity_freed(database_, user_);
-}
-
-void Pool::server_lost() {
-  Backend& lost_from = backend();
-  if (lost_from.connection_lost(Clock::now(), {})) {
-    manager_.backend_gone(lost_from, "several connections to the server were lost at once");
-  }
-}
-
-bool Pool::launch_probe() {
-  std::vector<unsigned> launches;
-  {
-    std::lock_guard lock(mutex_);
-    if (paused_ || manager_.draining() ||
-        total_ >= settings_.pool_size + settings_.reserve_pool_size) {
-      return false;
-    }
-    launch_locked(0, launches);
-  }
-  if (launches.empty()) return false;  // db / user connection limits reached
-  spdlog::info("pool {}/{}: circuit breaker of {} half-open: probing the server", database_, user_,
-               backend().name());
-  spawn_logins(launches, true);
-  return true;
 }
 
 Backend& PoolManager::backend_for(const std::string& host, int port) {

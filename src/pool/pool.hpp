@@ -1,6 +1,11 @@
 // Server connection pools, one per (database, user). Limits hold globally across all worker
-// threads: each pool is guarded by its own mutex, held only for list operations (never across
-// I/O), and per-database / per-user connection counts are atomics shared by the pools.
+// threads: each pool is guarded by its own mutex, and per-database / per-user connection counts
+// are atomics shared by the pools.
+//
+// A pool is its policy plus an executor. The policy (pool/pool_core.hpp) decides, with no I/O,
+// clock, lock or logging of its own; `Pool` takes its mutex only around a call of the policy
+// (never across I/O, a clock read, a log line or a string comparison), then carries out what it
+// decided: hands servers to waiters on their threads, starts logins, closes servers.
 //
 // A server connection (ServerConn) is owned by exactly one party at a time: the pool (idle
 // list), a login coroutine, or the client session that leased it. Its socket is registered with
@@ -31,6 +36,7 @@
 #include "pool/backend.hpp"
 #include "pool/breaker.hpp"
 #include "pool/params.hpp"
+#include "pool/pool_core.hpp"
 #include "pool/stats.hpp"
 #include "protocol/codec.hpp"
 #include "protocol/stream_buffer.hpp"
@@ -39,8 +45,6 @@
 
 namespace pgw::pool {
 
-using Clock = std::chrono::steady_clock;
-using Millis = std::chrono::milliseconds;
 class Pool;
 class PoolManager;
 
@@ -75,6 +79,9 @@ struct PoolSettings {
   std::string fingerprint;  // changes when the login target changes: old servers get closed
 };
 
+// The part of the settings the pool's policy applies.
+PoolLimits limits_of(const PoolSettings& settings);
+
 // The settings of the pool of `user` for the [databases] entry `database` under `config`.
 PoolSettings settings_for(const config::Config& config, const config::DatabaseEntry& database,
                           const std::string& user, const config::Secrets& secrets);
@@ -82,11 +89,10 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
 // One connection to PostgreSQL. While it sits idle in its pool it watches its own socket: a
 // backend that speaks unasked (a FATAL from pg_terminate_backend, a shutdown, EOF) is evicted
 // at once, before any client could be handed a dead connection.
-class ServerConn final : public net::ReadyHandler {
+class ServerConn final : public net::ReadyHandler, public PooledServer {
  public:
-  explicit ServerConn(unsigned owner) : worker(owner) {}
+  explicit ServerConn(unsigned owner) : PooledServer(owner) {}
   net::Connection conn;
-  unsigned worker;       // whose reactor the socket is registered with
   Pool* pool = nullptr;  // set when it joins a pool
   std::uint64_t id = 0;
   std::int32_t backend_pid = 0;
@@ -94,14 +100,10 @@ class ServerConn final : public net::ReadyHandler {
   net::Endpoint endpoint;  // for CancelRequests
   ParamSet params;         // current values of the server session's parameters
   proto::TransactionStatus status = proto::TransactionStatus::idle;
-  Clock::time_point created{};
-  Clock::time_point last_used{};
-  std::string fingerprint;
   // ParamSet::fingerprint() of the client parameters the server session has on top of the
   // pool's defaults (0: just the defaults), so a client with the same ones skips the sync.
   std::uint64_t applied_params = 0;
   std::uint64_t last_client = 0;
-  bool close_needed = false;
   // The relay's buffer of this server's replies (session/relay.hpp), kept with the connection:
   // a server goes back to the pool only with it empty.
   proto::StreamBuffer buffer;
@@ -111,14 +113,6 @@ class ServerConn final : public net::ReadyHandler {
 };
 using ServerPtr = std::unique_ptr<ServerConn>;
 
-// An idle server unused for longer than server_check_delay runs server_check_query before a
-// client gets it (and counts as "used" in SHOW POOLS / SERVERS meanwhile).
-inline bool due_for_check(const PoolSettings& settings, const ServerConn& server,
-                          Clock::time_point now) {
-  return settings.server_check_enabled && settings.server_check_delay.count() >= 0 &&
-         now - server.last_used > settings.server_check_delay;
-}
-
 struct AcquireResult {
   ServerPtr server;
   bool queued = false;  // no server yet: the waiter's deliver() will be called
@@ -126,34 +120,20 @@ struct AcquireResult {
   std::string detail;  // argument of the error text
 };
 
-// One application's share of a pool ([apps] max_server_conn): how many of the pool's servers
-// its clients hold, and how many they may hold. Owned by the pool, guarded by its mutex.
-struct AppShare {
-  int cap = 0;  // 0 = no cap
-  int leased = 0;
-};
-
 // A party waiting for a server of a pool: a client session, or a coroutine in Pool::acquire().
-// Queued in the pool's FIFO of its worker (intrusive: queuing allocates nothing; the links are
-// the ListHook). A queued waiter is alive; it leaves the queue (cancel_wait) before it goes away.
-class Waiter : public util::ListHook<Waiter> {
+// Queued in the pool's FIFO of its worker (PoolWaiter). A queued waiter is alive; it leaves the
+// queue (cancel_wait) before it goes away.
+class Waiter : public PoolWaiter {
  public:
   // Called on the waiter's worker, with a server registered with that worker's reactor, or an
   // error. Never called with the pool mutex held.
   virtual void deliver(AcquireResult result) = 0;
   // Keeps the waiting party alive while a hand-off is posted to its worker.
   virtual std::shared_ptr<void> keep_alive() = 0;
-  unsigned waiter_worker() const { return worker_; }
 
  protected:
-  explicit Waiter(unsigned worker) : worker_(worker) {}
+  explicit Waiter(unsigned worker) : PoolWaiter(worker) {}
   virtual ~Waiter() = default;
-
- private:
-  friend class Pool;
-  unsigned worker_;
-  AppShare* share_ = nullptr;
-  Clock::time_point since_{};
 };
 
 // Credentials learnt from clients: the SCRAM ClientKey of a user who logged in with SCRAM,
@@ -190,10 +170,10 @@ struct ServerInfo {
   std::uintptr_t ptr = 0, link = 0;
   std::string application_name;
 };
-// Fills the fields that come from the connection itself. `fingerprint` is the pool's current
-// one: a server logged in with another needs closing.
+// Fills the fields that come from the connection itself. `generation` is the pool's current
+// one (Pool::generation()): a server logged in for another needs closing.
 ServerInfo describe_server(const ServerConn& server, std::string_view state,
-                           std::string_view fingerprint);
+                           std::uint32_t generation);
 
 class Pool {
  public:
@@ -202,7 +182,8 @@ class Pool {
 
   const std::string& database() const { return database_; }
   const std::string& user() const { return user_; }
-  PoolSettings settings() const;
+  // The current settings (replaced whole on RELOAD: holders keep theirs).
+  std::shared_ptr<const PoolSettings> settings() const;
   config::PoolMode mode() const { return mode_.load(std::memory_order_relaxed); }
   // Whether `server` must run server_check_query before a client gets it (no lock, no copy:
   // asked once per lease).
@@ -263,8 +244,10 @@ class Pool {
   void capacity_freed();
 
   PoolStats stats() const;
-  std::string fingerprint() const;
-  // Idle servers (state idle or used), for SHOW SERVERS; taken under the pool mutex.
+  // Changes when the login target does (and on RECONNECT): servers of another are closed.
+  std::uint32_t generation() const;
+  // Idle servers (state idle or used), for SHOW SERVERS; described under the pool mutex (an
+  // idle server may be taken and closed as soon as it is released).
   std::vector<ServerInfo> idle_servers() const;
 
   // PAUSE / RESUME / KILL (admin console): while paused no server is handed out or opened,
@@ -282,41 +265,31 @@ class Pool {
   std::pair<StatValues, Clock::duration> last_period() const;
 
  private:
-  using WaitList = util::IntrusiveList<Waiter>;  // FIFO of one worker's waiters
-  // A server handed to a waiter, completed after the mutex is released.
-  struct Handoff {
-    Waiter* waiter = nullptr;
-    std::shared_ptr<void> keep;  // only for a waiter on another worker
-    AcquireResult result;
+  // What a login needs from the pool, read under its mutex when the login is decided.
+  struct LoginPlan {
+    std::shared_ptr<const PoolSettings> settings;
+    Backend* backend = nullptr;
+    int failures_in_row = 0;
+    std::uint32_t generation = 0;
   };
-
-  void enqueue_locked(Waiter& waiter);
-  void dequeue_locked(Waiter& waiter);
-  // The waiter a server of `worker` goes to: the oldest eligible waiter of that worker, unless
-  // another worker's has waited much longer (bounded unfairness, fewer cross-thread moves).
-  Waiter* next_waiter_locked(unsigned worker);
-  bool eligible(const Waiter& waiter) const;
-  Waiter* oldest_waiter_locked() const;
-  // False while paused, and at the pool's size limit (plus the reserve if `use_reserve`).
-  bool can_open_locked(bool use_reserve) const;
-  // Opens servers for queued waiters while the limits allow.
-  void launch_for_waiters_locked(std::vector<unsigned>& launches);
-  // Takes every idle server out of the pool and its counts; the caller closes them.
-  std::vector<ServerPtr> take_idle_locked();
-  void launch_locked(unsigned worker, std::vector<unsigned>& launches);
-  // Starts the logins reserved by launch_locked(). After failed attempts each waits for the
-  // reconnect backoff first (pool/breaker.hpp); a probe does not.
-  void spawn_logins(const std::vector<unsigned>& launches, bool probe = false);
   struct LoginResult;
+
+  // The outside facts the policy is given (two relaxed loads).
+  Conditions conditions_locked(Clock::time_point now) const;
+  // Under the mutex, after a decision: a waiter taken out of the queue for a hand-off that is
+  // posted to another thread must stay alive until it is delivered.
+  void keep_waiters_locked(PoolActions& actions) const;
+  LoginPlan login_plan_locked() const;
+  // Runs `decision(conditions, actions)` on the policy under the mutex, then carries out the
+  // actions with it released.
+  template <typename Decision>
+  void decide(Clock::time_point now, Decision&& decision, bool probe = false);
+  // Hand-offs, closes, logins, the log and the other pools, in that order.
+  void execute(PoolActions& actions, const LoginPlan& plan, bool probe = false);
+  // Starts the logins the policy decided on. After failed attempts each waits for the
+  // reconnect backoff first (pool/breaker.hpp); a probe does not.
+  void spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& plan, bool probe);
   void login_finished(LoginResult result);
-  // Hands `server` to a waiter (filling `handoff`) or parks it idle.
-  void place_locked(ServerPtr server, Handoff& handoff);
-  // After a share dropped below its cap: give idle servers to waiters that were held back.
-  void dispatch_idle_locked(std::vector<Handoff>& handoffs);
-  void take_locked(Waiter& waiter, Handoff& handoff);
-  void park_idle_locked(ServerPtr server);
-  void drop_locked(ServerPtr& server);
-  void fail_waiters_locked(Err error, const std::string& detail, std::vector<Handoff>& handoffs);
   // Completes a hand-off: directly on the waiter's own worker, else by moving the socket's
   // registration through the owner's thread to the waiter's.
   void complete(Handoff handoff);
@@ -331,27 +304,17 @@ class Pool {
   std::atomic<config::PoolMode> mode_;
   std::atomic<Millis::rep> check_delay_ms_{-1};  // server_check_delay, -1 when checks are off
 
-  mutable std::mutex mutex_;
-  PoolSettings settings_;
-  std::vector<ServerPtr> idle_;    // most recently used last (LIFO reuse)
-  std::vector<WaitList> waiters_;  // per worker, each FIFO
-  int waiting_ = 0;
-  std::unordered_map<std::string, AppShare> app_shares_;  // node-based: pointers stay valid
-  int total_ = 0;       // servers that exist or are being opened, leased ones included
-  int connecting_ = 0;  // of which still logging in
-  int reserve_in_use_ = 0;
-  std::optional<ParamSet> defaults_;
-  std::string last_error_;
-  Err last_error_code_ = Err::server_login_failed;
-  Clock::time_point last_failure_{};
-  std::uint64_t logins_failed_ = 0;
+  mutable std::mutex mutex_;  // guards the four below, and the AppShares' counts
+  PoolCore core_;
+  std::shared_ptr<const PoolSettings> settings_;
   Backend* backend_ = nullptr;  // never null after construction; changes with the target
-  int failures_in_row_ = 0;     // connection-class login failures since the last success
-  Clock::time_point last_success_{};
-  std::shared_ptr<std::atomic<int>> db_count_;
-  std::shared_ptr<std::atomic<int>> user_count_;
-  bool paused_ = false;
+  std::optional<ParamSet> defaults_;
+
+  std::mutex shares_mutex_;  // guards the map only (a lookup per login, not under mutex_)
+  std::unordered_map<std::string, AppShare> app_shares_;  // node-based: pointers stay valid
+
   std::unique_ptr<StatSlot[]> stat_slots_;
+  mutable std::mutex stats_mutex_;  // the period's figures: janitor and console only
   StatValues stats_at_roll_;
   StatValues stats_period_delta_;
   Clock::time_point stats_rolled_at_ = Clock::now();

@@ -203,7 +203,6 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
       case proto::from_server::kReadyForQuery: {
         server->created = Clock::now();
         server->last_used = server->created;
-        server->fingerprint = settings.fingerprint;
         bool connected = true;
         if (!settings.connect_query.empty()) {
           connected = co_await run_internal_query(*server, settings.connect_query,

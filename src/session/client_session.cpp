@@ -383,7 +383,7 @@ SessionInfo ClientSession::info() const {
     // Leased: "active" while it carries client traffic; "tested" while the session runs a
     // check, reset or ROLLBACK on it.
     info.server = pool::describe_server(
-        *server, state_ == ClientState::active ? "active" : "tested", relay_.pool()->fingerprint());
+        *server, state_ == ClientState::active ? "active" : "tested", relay_.pool()->generation());
     info.server->link = info.ptr;
   }
   if (lease_guard_.held() && relay_.holds_server()) {

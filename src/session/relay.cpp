@@ -396,7 +396,7 @@ asio::awaitable<void> Relay::prepare_server() {
   bool usable = true;
   if (pool_->check_due(*server_, net::turn_now())) {
     // A server idle for a while may have been terminated: check before handing it out.
-    const auto query = pool_->settings().server_check_query;
+    const auto query = pool_->settings()->server_check_query;
     usable = co_await pool::run_internal_query(*server_, query, std::chrono::seconds(5));
   }
   bool synced = usable;
@@ -545,9 +545,9 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
   }
   const auto settings = pool_->settings();
   const bool reset =
-      settings.mode == config::PoolMode::session || settings.server_reset_query_always;
-  if (clean && reset && !settings.server_reset_query.empty()) {
-    clean = co_await pool::run_internal_query(*server_, settings.server_reset_query,
+      settings->mode == config::PoolMode::session || settings->server_reset_query_always;
+  if (clean && reset && !settings->server_reset_query.empty()) {
+    clean = co_await pool::run_internal_query(*server_, settings->server_reset_query,
                                               std::chrono::seconds(5));
     if (clean) {
       server_->params = pool_->defaults().value_or(ParamSet{});
