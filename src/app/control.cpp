@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "session/client_session.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::app {
 namespace {
@@ -20,7 +21,7 @@ using Clock = std::chrono::steady_clock;
 template <typename T, typename Fn>
 asio::awaitable<std::vector<T>> on_every_worker(session::SessionRegistry& registry, const Fn& fn) {
   struct State {
-    std::mutex mutex;
+    util::LeafMutex mutex;
     std::vector<T> items;
     unsigned left = 0;
     net::Event done;  // touched on `home` only

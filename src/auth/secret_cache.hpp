@@ -7,6 +7,8 @@
 #include <string>
 #include <utility>
 
+#include "util/ranked_mutex.hpp"
+
 namespace pgw::auth {
 
 class ScramSecretCache {
@@ -15,7 +17,7 @@ class ScramSecretCache {
   std::string secret_for(const std::string& user, const std::string& password);
 
  private:
-  std::mutex mutex_;
+  util::LeafMutex mutex_;
   std::map<std::string, std::pair<std::string, std::string>> cache_;  // user -> (pw, secret)
 };
 

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "config/config.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::config {
 
@@ -28,12 +29,12 @@ class ConfigStore {
     config_.store(std::move(config));
     secrets_.store(std::move(secrets));
   }
-  std::mutex& change_mutex() { return change_mutex_; }
+  util::ConfigChangeMutex& change_mutex() { return change_mutex_; }
 
  private:
   std::atomic<std::shared_ptr<const Config>> config_;
   std::atomic<std::shared_ptr<const Secrets>> secrets_;
-  std::mutex change_mutex_;
+  util::ConfigChangeMutex change_mutex_;
 };
 
 }  // namespace pgw::config

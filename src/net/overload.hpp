@@ -19,6 +19,7 @@
 #include "net/reactor.hpp"
 #include "util/errors.hpp"
 #include "util/health.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::net {
 
@@ -73,7 +74,7 @@ class OverloadGuard {
   ErrorReport refusal_locked() const;
 
   ProcessHealth& health_;
-  std::mutex mutex_;  // budget_, spare_fd_, open_, limit_
+  util::LeafMutex mutex_;  // budget_, spare_fd_, open_, limit_
   FileBudget budget_;
   asio::steady_timer timer_;
   int spare_fd_ = -1;

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
@@ -76,6 +78,7 @@ Reactor::~Reactor() {
 }
 
 void Reactor::watch_listener(int fd, AcceptHandler& handler) {
+  PGW_ASSERT_OWNED(this);
   auto watch = std::make_unique<ListenWatch>(ListenWatch{fd, &handler});
   static_assert(alignof(ListenWatch) > 1 && alignof(Connection) > 1);
   epoll_event ev{};
@@ -89,6 +92,7 @@ void Reactor::watch_listener(int fd, AcceptHandler& handler) {
 }
 
 void Reactor::unwatch_listener(int fd) {
+  PGW_ASSERT_OWNED(this);
   for (auto it = listen_watches_.begin(); it != listen_watches_.end(); ++it) {
     if ((*it)->fd != fd) continue;
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
@@ -105,20 +109,35 @@ bool Reactor::running_in_this_thread() const {
   return current_reactor == this;
 }
 
+bool Reactor::owned_here() const {
+  return current_reactor == this || !loop_active_.load(std::memory_order_relaxed);
+}
+
+void Reactor::assert_owned(const Reactor* reactor, const char* where) {
+  if (reactor == nullptr || reactor->owned_here()) return;
+  spdlog::critical("thread ownership violated in {}: an object of another worker's loop", where);
+  std::fprintf(stderr, "pgwarden: thread ownership violated in %s\n", where);
+  std::abort();
+}
+
 Reactor* Reactor::current() {
   return current_reactor;
 }
 
 void Reactor::add(Connection& connection) {
+  PGW_ASSERT_OWNED(this);
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = &connection;
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, connection.fd_, &ev) != 0) {
     throw std::system_error(last_error(), "epoll_ctl(ADD)");
   }
+  connections_.insert(&connection);
 }
 
 void Reactor::remove(Connection& connection, bool closing) {
+  PGW_ASSERT_OWNED(this);
+  connections_.erase(&connection);
   if (!closing) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, connection.fd_, nullptr);
   // Events of this connection still waiting in the current batch must not reach it.
   for (int i = batch_next_; i < batch_size_; ++i) {
@@ -317,9 +336,11 @@ void Reactor::run() {
   auto guard = asio::make_work_guard(io_);
   Reactor* outer = current_reactor;
   current_reactor = this;
+  loop_active_.store(true, std::memory_order_relaxed);
   activity::Marker* outer_marker = activity::this_thread();
   activity::bind_this_thread(&activity_);
   struct Restore {
+    Reactor* self;
     Reactor* outer;
     activity::Marker* outer_marker;
     Clock::rep outer_turn_time;
@@ -327,8 +348,9 @@ void Reactor::run() {
       current_reactor = outer;
       activity::bind_this_thread(outer_marker);
       detail::turn_time = outer_turn_time;
+      self->loop_active_.store(false, std::memory_order_relaxed);
     }
-  } restore{outer, outer_marker, detail::turn_time};
+  } restore{this, outer, outer_marker, detail::turn_time};
   if (want_batch_ && !batch_) {
     // Set up here, on the loop's own thread: the ring is bound to the thread that submits.
     std::string why;
@@ -409,15 +431,46 @@ void Reactor::run() {
   }
 }
 
+bool Reactor::settle(const std::function<void()>& before_round, int max_rounds) {
+  Reactor* outer = current_reactor;
+  current_reactor = this;
+  loop_active_.store(true, std::memory_order_relaxed);
+  struct Restore {
+    Reactor& reactor;
+    Reactor* outer;
+    ~Restore() {
+      current_reactor = outer;
+      reactor.loop_active_.store(false, std::memory_order_relaxed);
+    }
+  } restore{*this, outer};
+  for (int round = 0; round < max_rounds; ++round) {
+    if (before_round) before_round();
+    // Every armed wait ends now; their coroutines resume with operation_aborted below and
+    // unwind (a wait armed again is ended in the next round).
+    while (!timers_.empty()) timers_.begin()->second->cancel();
+    for (Connection* connection : connections_) {
+      connection->read_wait_.complete(asio::error::operation_aborted);
+      connection->write_wait_.complete(asio::error::operation_aborted);
+    }
+    io_.restart();
+    const std::size_t ran = io_.poll();
+    flush_sends();
+    if (ran == 0) return true;
+  }
+  return false;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timer
 
 void Timer::schedule(Clock::time_point deadline) {
+  PGW_ASSERT_OWNED(reactor_);
   position_ = reactor_->timers_.emplace(deadline, this);
   scheduled_ = true;
 }
 
 void Timer::cancel() {
+  PGW_ASSERT_OWNED(reactor_);
   if (scheduled_) {
     reactor_->timers_.erase(position_);
     scheduled_ = false;
@@ -440,6 +493,7 @@ void Connection::open(Reactor& reactor, int fd, bool connecting) {
 }
 
 void Connection::attach(Reactor& reactor) {
+  PGW_ASSERT_OWNED(&reactor);
   reactor_ = &reactor;
   // Registration reports the current state as a first event: until it arrives, assume the
   // socket can take writes and has nothing to read, unless bytes from before a move still wait.
@@ -450,6 +504,7 @@ void Connection::attach(Reactor& reactor) {
 }
 
 void Connection::detach() {
+  PGW_ASSERT_OWNED(reactor_);
   // Bytes still queued in this reactor's batch go out now, and what the socket cannot take, or
   // what was read ahead and not taken, moves with the connection (the spill).
   push_waiting();
@@ -491,6 +546,7 @@ void Connection::keep_read_ahead() {
 }
 
 IoResult Connection::read_some(void* data, std::size_t size) {
+  PGW_ASSERT_OWNED(reactor_);
   if (read_slot_ >= 0) return reactor_->take_read_ahead(*this, data, size);
   IoResult result;
   if (has_unread()) {
@@ -573,6 +629,7 @@ bool Connection::push_waiting() {
 }
 
 IoResult Connection::write_some(const void* data, std::size_t size) {
+  PGW_ASSERT_OWNED(reactor_);
   if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
   if (has_unsent() || shutdown_after_unsent_) {
     writable_ = false;  // earlier bytes first
@@ -583,6 +640,7 @@ IoResult Connection::write_some(const void* data, std::size_t size) {
 }
 
 IoResult Connection::write_now(const void* data, std::size_t size) {
+  PGW_ASSERT_OWNED(reactor_);
   if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
   // What is queued of this connection goes first.
   if (!push_waiting()) {
@@ -621,12 +679,14 @@ bool Connection::send_queue_empty() const {
 }
 
 void Connection::shutdown_send() {
+  PGW_ASSERT_OWNED(reactor_);
   if (fd_ < 0) return;
   shutdown_after_unsent_ = true;
   push_waiting();  // shuts down now if nothing is left, else once the last bytes have gone
 }
 
 void Connection::close() {
+  PGW_ASSERT_OWNED(reactor_);
   if (fd_ < 0) return;
   // What was written before the close goes out if the socket takes it, as it would have had
   // it been sent at once.

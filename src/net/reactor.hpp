@@ -30,7 +30,9 @@
 // a recv().
 //
 // Everything about a Connection, Timer or Event happens on its reactor's thread; only post(),
-// wake() and stop() may be called from other threads.
+// wake() and stop() may be called from other threads. Debug builds check it on every operation
+// (PGW_ASSERT_OWNED): the loop's own thread, or no thread at all while no loop runs it (before
+// run(), and once settle() has ended what was left at shutdown).
 #pragma once
 
 #include <asio.hpp>
@@ -42,6 +44,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -53,6 +56,13 @@
 #include "net/io_batch.hpp"
 #include "net/turn_clock.hpp"
 #include "util/activity.hpp"
+#include "util/intrusive_list.hpp"
+
+#ifndef NDEBUG
+#define PGW_ASSERT_OWNED(reactor) ::pgw::net::Reactor::assert_owned((reactor), __func__)
+#else
+#define PGW_ASSERT_OWNED(reactor) static_cast<void>(0)
+#endif
 
 namespace pgw::net {
 
@@ -235,8 +245,8 @@ class TaskEvent {
 };
 
 // A stream socket (TCP or Unix) registered with one reactor. Not movable: the reactor keeps
-// its address.
-class Connection {
+// its address, and lists it (the hook) so that settle() can end its waits at shutdown.
+class Connection : public util::ListHook<Connection> {
  public:
   Connection() = default;
   Connection(const Connection&) = delete;
@@ -370,6 +380,15 @@ class Reactor {
 
   // Runs the loop on the calling thread until stop().
   void run();
+  // After run() has returned, on the same thread: ends what is still waiting on this loop, so
+  // that the process can be torn down with nothing suspended. Each round calls `before_round`
+  // (the owner ends what it still runs here: sessions), completes every armed timer and
+  // connection wait with operation_aborted, and runs the handlers that became ready, until a
+  // round runs none. False if that took more than `max_rounds` rounds.
+  bool settle(const std::function<void()>& before_round, int max_rounds = 100);
+  // The loop's own thread, or no loop running (see the comment at the top).
+  bool owned_here() const;
+  static void assert_owned(const Reactor* reactor, const char* where);
   // Any thread.
   void stop();
   void wake();
@@ -446,6 +465,8 @@ class Reactor {
   std::atomic<Clock::rep> last_turn_{0};
   activity::Marker activity_;  // next to last_turn_: the loop writes both, on one cache line
   std::multimap<Clock::time_point, Timer*> timers_;
+  util::IntrusiveList<Connection> connections_;  // registered ones (for settle())
+  std::atomic<bool> loop_active_{false};         // run() or settle() is on its thread
   // A watched listening socket. Its epoll entry carries the address with the lowest bit set
   // (Connection addresses are aligned, so theirs is clear): one bit test on the hot path.
   struct ListenWatch {

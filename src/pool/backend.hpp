@@ -15,6 +15,7 @@
 #include <string>
 
 #include "pool/breaker.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::pool {
 
@@ -63,7 +64,7 @@ class Backend {
   void publish_state();
 
   const std::string name_;
-  mutable std::mutex mutex_;
+  mutable util::LeafMutex mutex_;
   Breaker breaker_;
   std::atomic<BreakerState> state_{BreakerState::closed};
   Clock::time_point last_loss_{};

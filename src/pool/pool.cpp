@@ -223,6 +223,7 @@ bool Pool::cancel_wait(Waiter& waiter) {
 }
 
 void Pool::release(ServerPtr server, bool reusable, AppShare* share) {
+  PGW_ASSERT_OWNED(server->conn.reactor());
   // Watched as idle from now on if the policy parks it (it may be taken by another worker as
   // soon as the mutex is released); a hand-off or a close replaces the handler.
   server->conn.set_handler(server.get());

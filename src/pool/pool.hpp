@@ -42,6 +42,7 @@
 #include "protocol/stream_buffer.hpp"
 #include "util/errors.hpp"
 #include "util/intrusive_list.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::pool {
 
@@ -144,7 +145,7 @@ class KeyStore {
   std::optional<std::string> get(const std::string& user) const;
 
  private:
-  mutable std::mutex mutex_;
+  mutable util::LeafMutex mutex_;
   std::map<std::string, std::string> keys_;
 };
 
@@ -304,17 +305,17 @@ class Pool {
   std::atomic<config::PoolMode> mode_;
   std::atomic<Millis::rep> check_delay_ms_{-1};  // server_check_delay, -1 when checks are off
 
-  mutable std::mutex mutex_;  // guards the four below, and the AppShares' counts
+  mutable util::PoolMutex mutex_;  // guards the four below, and the AppShares' counts
   PoolCore core_;
   std::shared_ptr<const PoolSettings> settings_;
   Backend* backend_ = nullptr;  // never null after construction; changes with the target
   std::optional<ParamSet> defaults_;
 
-  std::mutex shares_mutex_;  // guards the map only (a lookup per login, not under mutex_)
+  util::LeafMutex shares_mutex_;  // guards the map only (a lookup per login, not under mutex_)
   std::unordered_map<std::string, AppShare> app_shares_;  // node-based: pointers stay valid
 
   std::unique_ptr<StatSlot[]> stat_slots_;
-  mutable std::mutex stats_mutex_;  // the period's figures: janitor and console only
+  mutable util::LeafMutex stats_mutex_;  // the period's figures: janitor and console only
   StatValues stats_at_roll_;
   StatValues stats_period_delta_;
   Clock::time_point stats_rolled_at_ = Clock::now();
@@ -370,7 +371,7 @@ class PoolManager {
 
  private:
   std::vector<net::Reactor*> workers_;
-  std::mutex mutex_;
+  util::PoolManagerMutex mutex_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
   std::map<std::string, std::shared_ptr<std::atomic<int>>> db_counts_;
   std::map<std::string, std::shared_ptr<std::atomic<int>>> user_counts_;
@@ -381,7 +382,7 @@ class PoolManager {
   std::set<std::string> paused_databases_;  // under mutex_
   // Open breakers whose wait is over get their probe (worker 0's janitor, from maintain()).
   void probe_backends(Clock::time_point now);
-  std::mutex backends_mutex_;  // taken after a pool's mutex, never before
+  util::BackendsMutex backends_mutex_;  // after pool_manager's (a new pool finds its backend)
   std::map<std::string, std::unique_ptr<Backend>> backends_;
   std::atomic<bool> draining_{false};
 };

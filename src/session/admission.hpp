@@ -12,6 +12,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "util/ranked_mutex.hpp"
+
 namespace pgw::session {
 
 class ClientAdmission {
@@ -46,7 +48,7 @@ class ClientAdmission {
   unsigned workers_;
   std::unique_ptr<std::atomic<int>[]> clients_;  // per worker
   std::atomic<bool> draining_{false};
-  std::mutex app_mutex_;
+  util::LeafMutex app_mutex_;
   std::unordered_map<std::string, int> app_clients_;
 };
 

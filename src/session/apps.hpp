@@ -23,6 +23,7 @@
 #include "config/config.hpp"
 #include "session/growth.hpp"
 #include "session/lease.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::pool {
 class Pool;
@@ -111,7 +112,7 @@ class AppMonitor {
   };
   void observe_locked(Round& round, config::Millis window);
 
-  mutable std::mutex mutex_;
+  mutable util::LeafMutex mutex_;
   std::vector<WorkerSample> latest_;       // by worker
   std::vector<bool> reported_;             // by worker, since the last round
   std::vector<std::uint64_t> last_round_;  // by worker: the interval it last sampled in

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "util/pointer_table.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::session {
 
@@ -35,7 +36,7 @@ class CancelRegistry {
   struct KeyOf {
     std::uint64_t operator()(const ClientSession* session) const;
   };
-  mutable std::mutex mutex_;
+  mutable util::LeafMutex mutex_;
   util::PointerTable<ClientSession, KeyOf> sessions_;
   std::mt19937_64 random_{std::random_device{}()};
 };

@@ -175,6 +175,7 @@ const std::string& ClientSession::disconnect_reason() const {
 // Control from outside the coroutine (janitor, console, shutdown): all on this worker's thread.
 
 void ClientSession::terminate(Err reason, std::string argument) {
+  PGW_ASSERT_OWNED(&reactor_);
   if (ending_) return;
   ending_ = true;
   switch (state_) {
@@ -205,6 +206,7 @@ void ClientSession::terminate(Err reason, std::string argument) {
 }
 
 void ClientSession::check_timeouts(Clock::time_point now, const config::Config& c) {
+  PGW_ASSERT_OWNED(&reactor_);
   if (ending_) return;
   switch (state_) {
     case ClientState::login:
@@ -284,11 +286,13 @@ void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
 }
 
 void ClientSession::note_forced_action(std::string_view action, std::string reason) {
+  PGW_ASSERT_OWNED(&reactor_);
   lease_guard_.note_forced_action(action, std::move(reason), relay_.holds_server(), who_,
                                   services_.leaks);
 }
 
 void ClientSession::drain(bool force) {
+  PGW_ASSERT_OWNED(&reactor_);
   if (state_ == ClientState::closing) return;
   if (force) {
     // The drain window is over: like any session that is cut off, cleanup cancels what runs,
@@ -363,6 +367,7 @@ void ClientSession::add_to_sample(Clock::time_point now, const config::Config& c
 }
 
 SessionInfo ClientSession::info() const {
+  PGW_ASSERT_OWNED(&reactor_);
   SessionInfo info;
   info.id = who_.id;
   info.state = state_;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "util/ranked_mutex.hpp"
 
 namespace pgw::session {
 
@@ -286,7 +287,7 @@ class EventRing {
 
  private:
   std::size_t capacity_;
-  mutable std::mutex mutex_;
+  mutable util::LeafMutex mutex_;
   std::deque<LeakEvent> events_;
 };
 
@@ -306,7 +307,7 @@ class LeakBook {
   EventRing events;
 
  private:
-  mutable std::mutex mutex_;
+  mutable util::LeafMutex mutex_;
   std::map<std::string, AppCounters> apps_;
 };
 
