@@ -15,6 +15,8 @@
 
 namespace {
 
+// The parents exit with _Exit: they share the child's stdio buffers and atexit handlers, which
+// only the process that goes on may run.
 void daemonize() {
   if (pid_t pid = ::fork(); pid < 0) {
     throw std::runtime_error("fork failed");
@@ -80,17 +82,15 @@ int main(int argc, char** argv) {
   int code = 1;
   const std::string pidfile = config.pidfile;
   try {
-    // Deliberately never destroyed: see the comment at the end of main().
-    auto* runtime = new pgw::app::Runtime(std::move(config), std::move(secrets));
-    code = runtime->run();
+    // Torn down before main returns: the workers end what is left on them, then the Runtime
+    // destroys its services, pools and loops in order (app/runtime.cpp).
+    pgw::app::Runtime runtime(std::move(config), std::move(secrets));
+    code = runtime.run();
   } catch (const std::exception& e) {
     spdlog::critical("{}", e.what());
     code = 1;
   }
   if (!pidfile.empty()) std::remove(pidfile.c_str());
   spdlog::shutdown();
-  // Sessions may still be suspended on worker io_contexts; tearing those down in destructor
-  // order would touch objects already gone. Nothing needs flushing any more: leave now.
-  std::fflush(nullptr);
-  std::_Exit(code);
+  return code;
 }

@@ -60,6 +60,16 @@ Runtime::Runtime(config::Config config, config::Secrets secrets) : config_path_(
 }
 
 Runtime::~Runtime() {
+  // The worker threads have ended (run() joins them). Teardown goes from the top down: what is
+  // still queued on a worker (destroyed unrun), then the services, with the pools and their
+  // idle servers (members, in reverse order), then the reactors and the listeners.
+  for (auto& worker : workers_) {
+    if (worker->thread.joinable()) {
+      worker->reactor.stop();
+      worker->thread.join();
+    }
+    worker->discard_queued();
+  }
   if (!unix_socket_path_.empty()) std::filesystem::remove(unix_socket_path_);
 }
 
@@ -232,6 +242,19 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
   }
 }
 
+void Runtime::run_worker(unsigned worker) {
+  auto& reactor = workers_[worker]->reactor;
+  reactor.run();
+  // Shutdown: the clients have gone (or are cut off now), the idle servers closed. What is
+  // left, a login on its way, a cancel being forwarded, the janitor's timer, ends here.
+  const bool settled = reactor.settle([this, worker] {
+    std::vector<std::shared_ptr<session::ClientSession>> left;
+    for (auto* session : sessions_->sessions(worker)) left.push_back(session->shared_from_this());
+    for (auto& session : left) session->drain(/*force=*/true);
+  });
+  if (!settled) spdlog::warn("worker {}: work still pending at exit", worker);
+}
+
 std::string Runtime::reload(std::string_view trigger) {
   // SIGHUP (main thread) and the console's RELOAD / SET (worker threads) serialize here.
   std::lock_guard lock(config_->change_mutex());
@@ -302,7 +325,7 @@ int Runtime::run() {
   bind_listeners();
   for (unsigned i = 0; i < workers_.size(); ++i) {
     workers_[i]->reactor.post(
-        [this, i] { asio::co_spawn(workers_[i]->io, janitor(i), asio::detached); });
+        [this, i] { asio::co_spawn(*workers_[i]->io, janitor(i), asio::detached); });
   }
   // The workers accept from the listeners themselves (net/listener.hpp says why); worker 0
   // starts, the others join as clients come (change_accepting()). Registered before the threads
@@ -317,8 +340,8 @@ int Runtime::run() {
   asio::co_spawn(main_io_, signals(), asio::detached);
   overload_->start();
   asio::co_spawn(main_io_, watch_loops(), asio::detached);
-  for (auto& worker : workers_) {
-    worker->thread = std::thread([&reactor = worker->reactor] { reactor.run(); });
+  for (unsigned i = 0; i < workers_.size(); ++i) {
+    workers_[i]->thread = std::thread([this, i] { run_worker(i); });
   }
   spdlog::info("pgwarden {} started with {} worker threads", PGWARDEN_VERSION, workers_.size());
   main_io_.run();

@@ -57,11 +57,20 @@ class Runtime {
     bool in_epoll = false;  // in the worker's epoll set (touched on that worker's thread only)
   };
   struct Worker {
-    explicit Worker(bool batch_io) : reactor(io, batch_io) {}
-    asio::io_context io{1};  // the handler queue and coroutine executor of one thread
-    net::Reactor reactor;    // that thread's event loop (runs io)
+    explicit Worker(bool batch_io)
+        : io(std::make_unique<asio::io_context>(1)), reactor(*io, batch_io) {}
+    // The handler queue and coroutine executor of one thread. Destroyed first at teardown
+    // (discard_queued()), while the reactor and the services its handlers refer to are there.
+    std::unique_ptr<asio::io_context> io;
+    net::Reactor reactor;  // that thread's event loop (runs io)
     std::vector<std::unique_ptr<Accepting>> accepting;
     std::thread thread;
+    // Handlers still queued once the thread has ended (a hand-off another worker posted while
+    // this one settled) are destroyed unrun.
+    void discard_queued() {
+      accepting.clear();
+      io.reset();
+    }
   };
 
   void bind_listeners();
@@ -79,6 +88,9 @@ class Runtime {
   void change_accepting(Direction direction);
   void sync_listeners(unsigned worker);
   asio::awaitable<void> janitor(unsigned worker);
+  // A worker thread: the loop until stop(), then what is left on it is ended on it
+  // (net::Reactor::settle), so that the Runtime can be destroyed with nothing suspended.
+  void run_worker(unsigned worker);
   asio::awaitable<void> signals();
   // Re-reads the configuration and auth_file (SIGHUP, console RELOAD): "" or the error.
   std::string reload(std::string_view trigger);

@@ -254,11 +254,16 @@ class Pgwarden:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # A sanitized build (scripts/test) reports leaks, memory errors and undefined
+        # behaviour on its stderr, at exit for leaks: any report fails the test that ran it.
+        report = sanitizer_report(self.output())
         if exc_type is not None:
             print("---- pgwarden log (last 60 lines) ----")
             print("\n".join(self.log().splitlines()[-60:]))
         if not KEEP:
             shutil.rmtree(self.dir, ignore_errors=True)
+        if report and exc_type is None:
+            raise AssertionError(f"pgwarden's sanitizers reported:\n{report}")
 
     @property
     def pid(self):
@@ -307,6 +312,21 @@ class Pgwarden:
                 return f.read()
         except OSError:
             return ""
+
+
+# What the sanitizers print, and the debug build's own checks (src/util/ranked_mutex.cpp,
+# src/net/reactor.cpp).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "pgwarden: lock order violated", "pgwarden: thread ownership violated")
+
+
+def sanitizer_report(output):
+    """The first sanitizer report in pgwarden's output (up to 80 lines), or ""."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if any(marker in line for marker in SANITIZER_MARKERS):
+            return "\n".join(lines[i:i + 80])
+    return ""
 
 
 class RawClient:
