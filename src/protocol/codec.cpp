@@ -99,6 +99,7 @@ bool valid_backend_type(char type) {
 std::string_view describe(CodecError error) {
   switch (error) {
     case CodecError::invalid_length: return "invalid message length";
+    case CodecError::invalid_startup_length: return "invalid length of startup packet";
     case CodecError::message_too_large: return "message too large";
     case CodecError::unknown_message_type: return "unknown message type";
     case CodecError::malformed_body: return "malformed message";
@@ -153,9 +154,11 @@ const std::string* StartupMessage::find(std::string_view name) const {
 }
 
 Parsed<FirstPacket> parse_first_packet(Bytes input, std::size_t* consumed) {
-  if (input.size() < 8) return NeedMore{8};
+  // The length is judged as soon as its 4 bytes are in: a client that sent a length below 8
+  // (say 4, and nothing else) must be answered now, not after client_login_timeout.
+  if (input.size() < 4) return NeedMore{8};
   const std::uint32_t length = read_u32(input.data());
-  if (length < 8) return CodecError::invalid_length;
+  if (length < 8) return CodecError::invalid_startup_length;
   if (length > kStartupPacketLimit) return CodecError::message_too_large;
   if (input.size() < length) return NeedMore{length};
   const std::uint32_t code = read_u32(input.data() + 4);

@@ -34,7 +34,8 @@ inline constexpr std::uint32_t kCancelRequestCode = 80877102;
 
 // Every codec failure. The session maps each to ErrorResponse 08P01 with describe() as text.
 enum class CodecError : std::uint8_t {
-  invalid_length,        // length field < 4, or startup length < 8
+  invalid_length,          // length field < 4
+  invalid_startup_length,  // the first packet's length field < 8
   message_too_large,     // over the per-type limit
   unknown_message_type,  // type byte not valid in this direction / phase
   malformed_body,        // missing NUL terminator, counts that do not fit, trailing bytes...

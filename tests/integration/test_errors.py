@@ -120,6 +120,25 @@ def test_malformed_input_gets_08P01_and_pgwarden_survives():
         still_serving(pw)
 
 
+def test_startup_length_below_eight_is_answered_at_once():
+    # PostgreSQL closes at once on such a length; pgwarden says why first (FATAL 08P01) and
+    # does not wait for the rest of a packet that cannot come (client_login_timeout is 60 s).
+    with harness.Pgwarden(pg(), client_login_timeout=60) as pw:
+        for length in (0, 4, 7):
+            raw = harness.RawClient(pw.port, timeout=5)
+            start = time.monotonic()
+            raw.send(struct.pack("!I", length))  # the length field and nothing else
+            messages = raw.read_until(types=(b"E",))
+            error = harness.first_error(messages)
+            assert error is not None, (length, messages)
+            assert (error["S"], error["C"]) == ("FATAL", "08P01"), error
+            assert error["M"] == "invalid length of startup packet", error
+            assert raw.read_message() is None  # then the connection is closed
+            assert time.monotonic() - start < 2, length
+            raw.close()
+        still_serving(pw)
+
+
 def login_raw(pw):
     raw = harness.RawClient(pw.port)
     raw.send_startup({"user": "trust_user", "database": "pgwarden_test"})

@@ -117,6 +117,8 @@ std::string error_name(CodecError error) {
   switch (error) {
     case CodecError::invalid_length:
       return "invalid_length";
+    case CodecError::invalid_startup_length:
+      return "invalid_startup_length";
     case CodecError::message_too_large:
       return "message_too_large";
     case CodecError::unknown_message_type:
@@ -717,7 +719,8 @@ TEST_P(CodecFirstPacket, EveryFragmentationGivesTheWholeBufferResult) {
 TEST_P(CodecFirstPacket, EveryTruncationNeedsMoreWithTheRightSize) {
   const auto& c = GetParam();
   for (std::size_t size = 0; size < c.wire.size(); ++size) {
-    const std::size_t expected = size < 8 ? 8 : c.wire.size();
+    // Until its length is in, 8 bytes (the shortest first packet); then the whole packet.
+    const std::size_t expected = size < 4 ? 8 : c.wire.size();
     ASSERT_EQ(
         outcome(parse_first_packet(as_bytes(std::string_view(c.wire).substr(0, size)), nullptr)),
         need_more(expected))
@@ -860,9 +863,14 @@ TEST(CodecFirstPacketKinds, UnsupportedProtocols) {
 TEST(CodecFirstPacketKinds, LengthBelowEightIsInvalid) {
   for (const std::uint32_t length : {0u, 4u, 7u}) {
     EXPECT_EQ(outcome(parse_first(be32(length) + be32(kProtocol30))),
-              error(CodecError::invalid_length))
+              error(CodecError::invalid_startup_length))
+        << length;
+    // Judged from the length field alone: a client that sent nothing more is answered at once.
+    EXPECT_EQ(outcome(parse_first(be32(length))), error(CodecError::invalid_startup_length))
         << length;
   }
+  // Fewer than 4 bytes: the length is not known yet.
+  EXPECT_EQ(outcome(parse_first(std::string("\0\0\0", 3))), need_more(8));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1448,14 +1456,15 @@ TEST(CodecWriter, QuerySyncTerminate) {
 TEST(CodecDescribe, EveryErrorHasItsOwnText) {
   std::set<std::string_view> texts;
   for (const auto e :
-       {CodecError::invalid_length, CodecError::message_too_large, CodecError::unknown_message_type,
+       {CodecError::invalid_length, CodecError::invalid_startup_length,
+        CodecError::message_too_large, CodecError::unknown_message_type,
         CodecError::malformed_body, CodecError::unsupported_protocol}) {
     const auto text = describe(e);
     EXPECT_FALSE(text.empty()) << error_name(e);
     EXPECT_NE(text, "codec error") << error_name(e) << " falls through to the default";
     texts.insert(text);
   }
-  EXPECT_EQ(texts.size(), 5u);
+  EXPECT_EQ(texts.size(), 6u);
 }
 
 }  // namespace
