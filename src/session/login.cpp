@@ -93,7 +93,8 @@ asio::awaitable<bool> LoginFlow::startup() {
     if (std::holds_alternative<std::error_code>(result)) co_return false;
     if (auto* error = std::get_if<proto::CodecError>(&result)) {
       const auto refusal =
-          *error == proto::CodecError::unsupported_protocol ? report(Err::unsupported_protocol, "(not 3.x)")
+          *error == proto::CodecError::unsupported_protocol
+              ? report(Err::unsupported_protocol, "(not 3.x)")
           // PostgreSQL's own words for it.
           : *error == proto::CodecError::invalid_startup_length
               ? report(Err::protocol_violation, std::string(proto::describe(*error)))

@@ -1455,10 +1455,9 @@ TEST(CodecWriter, QuerySyncTerminate) {
 
 TEST(CodecDescribe, EveryErrorHasItsOwnText) {
   std::set<std::string_view> texts;
-  for (const auto e :
-       {CodecError::invalid_length, CodecError::invalid_startup_length,
-        CodecError::message_too_large, CodecError::unknown_message_type,
-        CodecError::malformed_body, CodecError::unsupported_protocol}) {
+  for (const auto e : {CodecError::invalid_length, CodecError::invalid_startup_length,
+                       CodecError::message_too_large, CodecError::unknown_message_type,
+                       CodecError::malformed_body, CodecError::unsupported_protocol}) {
     const auto text = describe(e);
     EXPECT_FALSE(text.empty()) << error_name(e);
     EXPECT_NE(text, "codec error") << error_name(e) << " falls through to the default";
