@@ -513,8 +513,9 @@ std::int64_t whole_seconds(Clock::duration d) {
 }
 
 bool is_leak(const session::LeaseInfo& l, const Snapshot& s) {
-  return session::is_suspected_leak(session::facts_of(l),
-                                    session::resolve_policy(*s.config, l.application_name), s.now);
+  return session::is_suspected_leak(
+      session::facts_of(l), session::resolve_policy(*s.config, l.application_name, l.database),
+      s.now);
 }
 
 ResultSet show_leases(const Snapshot& s, bool leaks_only) {
@@ -539,8 +540,9 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
   for (const auto* l : leases) {
     const bool active = l->state == session::LeaseState::active;
     // The ladder's first step (the janitor takes it once it is due).
-    const auto steps = session::ladder_steps(
-        session::facts_of(*l), session::resolve_policy(*s.config, l->application_name));
+    const auto steps =
+        session::ladder_steps(session::facts_of(*l),
+                              session::resolve_policy(*s.config, l->application_name, l->database));
     std::string next_what;
     Cell next_in;
     if (!steps.empty()) {
@@ -556,7 +558,11 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
             l->xact_start == Clock::time_point{} ? Cell{}
                                                  : Cell{num(whole_seconds(s.now - l->xact_start))},
             active ? Cell{} : Cell{num(whole_seconds(s.now - l->idle_since))}, unum(l->statements),
-            l->first_query, l->last_query, l->tags, l->warned ? "warned" : "", next_what, next_in});
+            l->first_query, l->last_query, l->tags,
+            l->reclaimed ? "reclaimed_under_pressure"
+            : l->warned  ? "warned"
+                         : "",
+            next_what, next_in});
   }
   b.rs.tag = "SHOW";
   return b.rs;

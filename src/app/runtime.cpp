@@ -11,6 +11,7 @@
 
 #include "admin/console.hpp"
 #include "session/client_session.hpp"
+#include "session/reclaim.hpp"
 
 namespace pgw::app {
 
@@ -233,6 +234,8 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     const auto config = config_->config();
     // Each session's timeouts, and the leak guard's ladder for those holding a server.
     for (auto& session : sessions) session->check_timeouts(now, *config);
+    // Leases idle in a transaction that waiting clients need (reclaim_under_pressure_after).
+    session::reclaim_under_pressure(sessions, now, *config);
     session::sample_apps(*services_, worker, now, *config);  // SHOW APPS, growth alarm, pool health
     if (worker == 0) {
       change_accepting(Direction::shrink);

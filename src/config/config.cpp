@@ -155,6 +155,8 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
       db.max_db_connections_set = true;
     } else if (key == "server_lifetime")
       db.server_lifetime = parse::duration(at, key, value);
+    else if (key == "reclaim_under_pressure_after")
+      db.reclaim_under_pressure_after = parse::duration(at, key, value);
     else if (key == "client_encoding")
       db.client_encoding = value;
     else if (key == "datestyle")
@@ -175,7 +177,8 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
           "unknown key '" + key + "' in [databases] entry " + name +
               ": expected host, port, dbname, user, password, pool_size, min_pool_size, "
               "reserve_pool, pool_mode, max_db_connections, server_lifetime, "
-              "client_encoding, datestyle, timezone, application_name or connect_query");
+              "reclaim_under_pressure_after, client_encoding, datestyle, timezone, "
+              "application_name or connect_query");
     }
   }
   return db;
@@ -226,16 +229,18 @@ void parse_app_settings(const Location& at, const std::string& text, Config::App
       app.idle_pinned_timeout = parse::duration(at, key, value);
     } else if (key == "query_timeout") {
       app.query_timeout = parse::duration(at, key, value);
+    } else if (key == "reclaim_under_pressure_after") {
+      app.reclaim_under_pressure_after = parse::duration(at, key, value);
     } else if (key == "max_client_conn") {
       app.max_client_conn = parse::integer(at, key, value, 0, 1'000'000);
     } else if (key == "max_server_conn") {
       app.max_server_conn = parse::integer(at, key, value, 0, 1'000'000);
     } else {
-      throw ConfigError(
-          Kind::unknown_key, at.str(),
-          "unknown key '" + key + "' in [apps] line " + app.pattern +
-              ": expected leak_warn_after, idle_transaction_timeout, "
-              "idle_pinned_timeout, query_timeout, max_client_conn or max_server_conn");
+      throw ConfigError(Kind::unknown_key, at.str(),
+                        "unknown key '" + key + "' in [apps] line " + app.pattern +
+                            ": expected leak_warn_after, idle_transaction_timeout, "
+                            "idle_pinned_timeout, query_timeout, reclaim_under_pressure_after, "
+                            "max_client_conn or max_server_conn");
     }
   }
 }

@@ -38,6 +38,7 @@ struct DatabaseEntry {
   int max_db_connections = 0;  // 0 = unlimited, falls back to the global key when unset
   bool max_db_connections_set = false;
   std::optional<Millis> server_lifetime;
+  std::optional<Millis> reclaim_under_pressure_after;  // leak guard; unset: the global key
   // Startup parameters sent to the server for this database.
   std::string client_encoding, datestyle, timezone, application_name;
   std::string connect_query;
@@ -97,6 +98,8 @@ struct Config {
   Millis stats_period{60000};
   Millis leak_warn_after{60000};  // leak guard: warn about a lease idle this long; 0 = off
   Millis idle_pinned_timeout{0};  // session mode: disconnect a client idle on its server; 0 = off
+  // Leak guard: while clients wait for a server, end a transaction idle this long; 0 = off.
+  Millis reclaim_under_pressure_after{0};
   Millis leak_growth_window{300000};  // growth alarm: how long a count must grow; 0 = off
   Millis leak_growth_interval{5000};  // growth alarm (and pool health): sampling interval
   // Resilience (docs/operations.md): circuit breaker per backend, bounded waiting, drain.
@@ -133,6 +136,7 @@ struct Config {
     std::optional<Millis> idle_transaction_timeout;
     std::optional<Millis> idle_pinned_timeout;
     std::optional<Millis> query_timeout;
+    std::optional<Millis> reclaim_under_pressure_after;
     std::optional<int> max_client_conn;  // clients of one application_name at a time
     std::optional<int> max_server_conn;  // server connections one application_name may hold
   };

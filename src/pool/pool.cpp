@@ -611,6 +611,12 @@ void Pool::fail_waiters(Err code) {
          [&](const Conditions&, PoolActions& out) { core_.fail_waiters(code, {}, out); });
 }
 
+Pool::ReclaimGrant Pool::grant_reclaims(int wanted) {
+  const auto now = net::turn_now();
+  std::lock_guard lock(mutex_);
+  return ReclaimGrant{core_.grant_reclaims(wanted, now), core_.waiting()};
+}
+
 void Pool::evict_all_idle(std::string_view why) {
   std::size_t closed = 0;
   decide(net::turn_now(), [&](const Conditions&, PoolActions& out) {

@@ -233,6 +233,13 @@ class Pool {
   PoolCondition condition() const;
   // Every queued waiter gets `code` now (breaker opened, shutdown drain).
   void fail_waiters(Err code);
+  // Reclaim under pressure: how many of `wanted` idle transactions of this pool the caller may
+  // end for the clients waiting (PoolCore::grant_reclaims), and how many were waiting.
+  struct ReclaimGrant {
+    int granted = 0;
+    int waiting = 0;
+  };
+  ReclaimGrant grant_reclaims(int wanted);
   // Closes every idle server (the backend crashed or restarted).
   void evict_all_idle(std::string_view why);
   // A leased server of this pool ended under its client (EOF or its FATAL).

@@ -123,6 +123,7 @@ bool PoolCore::cancel_wait(PoolWaiter& waiter) {
 
 void PoolCore::release(PooledPtr server, bool reusable, AppShare* share, const Conditions& at,
                        PoolActions& out) {
+  if (reclaims_pending_ > 0) --reclaims_pending_;
   const bool was_capped = share && share->cap > 0 && share->leased >= share->cap;
   if (share && share->leased > 0) --share->leased;
   const bool expired =
@@ -141,6 +142,16 @@ void PoolCore::release(PooledPtr server, bool reusable, AppShare* share, const C
   }
   // Waiters held back by this application's cap may take idle servers now.
   if (was_capped) dispatch_idle(out);
+}
+
+int PoolCore::grant_reclaims(int wanted, Clock::time_point now) {
+  if (reclaims_pending_ > 0 && now - reclaims_granted_at_ > kReclaimSettle) reclaims_pending_ = 0;
+  const int granted = std::clamp(waiting_ - reclaims_pending_, 0, std::max(wanted, 0));
+  if (granted > 0) {
+    reclaims_pending_ += granted;
+    reclaims_granted_at_ = now;
+  }
+  return granted;
 }
 
 // ---------------------------------------------------------------------------------------------

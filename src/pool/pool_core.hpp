@@ -206,6 +206,14 @@ class PoolCore {
   // Every queued waiter gets `error` now (breaker opened, shutdown drain).
   void fail_waiters(Err error, const std::string& detail, PoolActions& out);
 
+  // --- reclaim under pressure (docs/leak-guard.md#reclaim-under-pressure)
+  // How many of `wanted` leases idle in a transaction a janitor may end now for the clients
+  // waiting here: one per waiting client, less the reclaims granted in the last kReclaimSettle
+  // whose servers have not come back yet (each server that comes back settles one). The
+  // settle time bounds the effect of a reclaimed server that is closed instead of returned.
+  int grant_reclaims(int wanted, Clock::time_point now);
+  static constexpr std::chrono::seconds kReclaimSettle{1};
+
   // --- facts
   // Which error a client that waited query_wait_timeout gets: 53300 when the pool was full,
   // 08001 when the backend could not be reached (the last login failed, or none finished).
@@ -254,6 +262,8 @@ class PoolCore {
   int total_ = 0;       // servers that exist or are being opened, leased ones included
   int connecting_ = 0;  // of which still logging in
   int reserve_in_use_ = 0;
+  int reclaims_pending_ = 0;  // granted, their servers not back yet
+  Clock::time_point reclaims_granted_at_{};
   bool paused_ = false;
   std::uint32_t generation_ = 0;
   // Logins: what the last failure said, and the breaker's inputs.

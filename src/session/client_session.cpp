@@ -240,7 +240,7 @@ LeaseFacts ClientSession::lease_facts() const {
 
 void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
   if (!lease_guard_.held() || !relay_.holds_server()) return;
-  const auto& policy = lease_guard_.policy(c, who_.application_name);  // [apps] lines apply
+  const auto& policy = lease_guard_.policy(c, who_);  // [apps] lines apply
   const auto facts = lease_facts();
   for (const auto& step : ladder_steps(facts, policy)) {
     if (!(step.at < now)) break;  // the steps come in time order
@@ -283,6 +283,37 @@ void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
       }
     }
   }
+}
+
+std::optional<ClientSession::Reclaimable> ClientSession::reclaimable(Clock::time_point now,
+                                                                     const config::Config& c) {
+  PGW_ASSERT_OWNED(&reactor_);
+  if (ending_ || state_ != ClientState::active) return std::nullopt;
+  if (!lease_guard_.held() || !relay_.holds_server()) return std::nullopt;
+  const auto after = lease_guard_.policy(c, who_).reclaim_under_pressure_after;
+  if (after.count() == 0) return std::nullopt;
+  const auto facts = lease_facts();
+  if (facts.state != LeaseState::idle_in_transaction || !(now - facts.idle_since > after)) {
+    return std::nullopt;
+  }
+  return Reclaimable{relay_.pool(), facts.idle_since};
+}
+
+void ClientSession::reclaim(int waiting, Clock::time_point now, const config::Config& c) {
+  PGW_ASSERT_OWNED(&reactor_);
+  const auto after = lease_guard_.policy(c, who_).reclaim_under_pressure_after;
+  const auto idle = std::chrono::duration<double>(now - lease_facts().idle_since).count();
+  spdlog::info(
+      "C-{}: reclaimed under pressure: app='{}' idle in transaction for {:.1f}s "
+      "(reclaim_under_pressure_after {:g}s), {} clients waiting for pool {}/{}",
+      who_.id, printable(who_.application_name), idle, std::chrono::duration<double>(after).count(),
+      waiting, who_.database, who_.user);
+  lease_guard_.note_reclaimed();
+  note_forced_action("reclaimed_under_pressure",
+                     fmt::format("idle in transaction for {:.1f}s (reclaim_under_pressure_after "
+                                 "{:g}s) while {} clients were waiting",
+                                 idle, std::chrono::duration<double>(after).count(), waiting));
+  terminate(Err::reclaimed_under_pressure, std::to_string(waiting));
 }
 
 void ClientSession::note_forced_action(std::string_view action, std::string reason) {
@@ -355,7 +386,7 @@ void ClientSession::add_to_sample(Clock::time_point now, const config::Config& c
       ++app.idle_pinned;
       break;
   }
-  if (is_suspected_leak(facts, lease_guard_.policy(c, who_.application_name), now)) {
+  if (is_suspected_leak(facts, lease_guard_.policy(c, who_), now)) {
     ++app.leaks;
     if (pool_live) ++pool_live->leaks;
   }

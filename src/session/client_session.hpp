@@ -59,6 +59,17 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // Ends the session with a FATAL error (a timeout, an admin KILL, shutdown); its coroutine
   // unwinds, and cleanup returns the server as for any client that leaves.
   void terminate(Err reason, std::string argument = {});
+  // Reclaim under pressure (session/reclaim.hpp): the pool of a lease idle in a transaction
+  // for longer than its policy's reclaim_under_pressure_after, and since when it is idle;
+  // nothing otherwise.
+  struct Reclaimable {
+    pool::Pool* pool = nullptr;
+    Clock::time_point idle_since{};
+  };
+  std::optional<Reclaimable> reclaimable(Clock::time_point now, const config::Config& current);
+  // Ends the lease for the `waiting` clients of its pool: FATAL 25P03, an event; cleanup rolls
+  // the transaction back and the server goes to the oldest of them.
+  void reclaim(int waiting, Clock::time_point now, const config::Config& current);
   // Records a cancel or disconnect forced on this client by policy or by an admin (SHOW
   // EVENTS, SHOW APPS).
   void note_forced_action(std::string_view action, std::string reason);

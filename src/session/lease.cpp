@@ -1,6 +1,9 @@
 #include "session/lease.hpp"
 
+#include <algorithm>
 #include <cctype>
+#include <cstring>
+#include <span>
 #include <string>
 
 #include "net/turn_clock.hpp"
@@ -31,13 +34,6 @@ bool starts_with_keyword(std::string_view sql, std::string_view word) {
 std::string_view trim_right(std::string_view s, std::string_view chars) {
   const auto end = s.find_last_not_of(chars);
   return end == std::string_view::npos ? std::string_view{} : s.substr(0, end + 1);
-}
-
-std::string_view trim(std::string_view s) {
-  constexpr std::string_view blanks = " \t\r\n\f\v";
-  const auto begin = s.find_first_not_of(blanks);
-  if (begin == std::string_view::npos) return {};
-  return trim_right(s.substr(begin), blanks);
 }
 
 int hex_value(char c) {
@@ -181,55 +177,247 @@ std::string_view skip_blanks_and_comments(std::string_view sql) {
   return sql.substr(i);
 }
 
-bool is_control_statement(std::string_view sql) {
+namespace {
+
+// A statement's tokens, enough to recognise the housekeeping shapes: words (identifiers and
+// keywords, maybe schema-qualified: "pg_catalog.version"), numbers, quoted strings, and
+// single punctuation characters. Blanks and comments are skipped.
+struct Token {
+  enum Kind : std::uint8_t { end, word, number, string, punct } kind = end;
+  std::string_view text;
+};
+
+class Lexer {
+ public:
+  explicit Lexer(std::string_view sql) : sql_(sql) {}
+  Token next() {
+    sql_ = skip_blanks_and_comments(sql_);
+    if (sql_.empty()) return {};
+    const char c = sql_[0];
+    std::size_t n = 1;
+    Token::Kind kind = Token::punct;
+    if (is_word_char(c) && !std::isdigit(static_cast<unsigned char>(c))) {
+      kind = Token::word;
+      while (n < sql_.size() && (is_word_char(sql_[n]) || sql_[n] == '.')) ++n;
+    } else if (std::isdigit(static_cast<unsigned char>(c))) {
+      kind = Token::number;
+      while (n < sql_.size() &&
+             (std::isalnum(static_cast<unsigned char>(sql_[n])) || sql_[n] == '.')) {
+        ++n;
+      }
+    } else if (c == '\'') {
+      kind = Token::string;
+      for (;;) {
+        while (n < sql_.size() && sql_[n] != '\'') ++n;
+        if (n + 1 < sql_.size() && sql_[n + 1] == '\'') {  // '' inside a string
+          n += 2;
+          continue;
+        }
+        n = std::min(n + 1, sql_.size());
+        break;
+      }
+    } else if (c == ':' && sql_.size() > 1 && sql_[1] == ':') {
+      n = 2;  // a cast
+    }
+    Token token{kind, sql_.substr(0, n)};
+    sql_.remove_prefix(n);
+    return token;
+  }
+
+ private:
+  std::string_view sql_;
+};
+
+bool equals_word(std::string_view word, std::string_view lower) {
+  if (word.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(word[i])) != lower[i]) return false;
+  }
+  return true;
+}
+
+// `word` without a "pg_catalog." qualifier.
+std::string_view unqualified(std::string_view word) {
+  constexpr std::string_view schema = "pg_catalog.";
+  if (word.size() > schema.size() && equals_word(word.substr(0, schema.size()), schema)) {
+    return word.substr(schema.size());
+  }
+  return word;
+}
+
+// Server facts a driver reads at connect or on checkout, as function calls (and the advisory
+// lock release of asyncpg's pool reset) ...
+constexpr std::string_view kProbeFunctions[] = {"version",          "current_schema",
+                                                "current_schemas",  "current_setting",
+                                                "current_database", "pg_advisory_unlock_all"};
+// ... and as SQL keywords without parentheses.
+constexpr std::string_view kProbeKeywords[] = {"current_user",    "session_user",   "current_role",
+                                               "current_catalog", "current_schema", "user"};
+
+bool one_of(std::string_view word, std::span<const std::string_view> names) {
+  for (const auto name : names) {
+    if (equals_word(word, name)) return true;
+  }
+  return false;
+}
+
+// After SELECT: a list of probe calls and the ping's 1, each maybe cast and named, and nothing
+// else ("SELECT 1", "select pg_catalog.version()", "SELECT current_setting('x') AS s").
+bool is_probe_list(Lexer& lex) {
+  for (;;) {
+    Token t = lex.next();
+    if (t.kind == Token::number && t.text == "1") {  // pools' and ORMs' liveness check
+      t = lex.next();
+    } else if (t.kind == Token::word) {
+      const auto name = unqualified(t.text);
+      t = lex.next();
+      if (t.kind == Token::punct && t.text == "(") {
+        if (!one_of(name, kProbeFunctions)) return false;
+        // Arguments: constants only.
+        for (t = lex.next(); !(t.kind == Token::punct && t.text == ")"); t = lex.next()) {
+          const bool constant = t.kind == Token::number || t.kind == Token::string ||
+                                (t.kind == Token::word &&
+                                 (equals_word(t.text, "true") || equals_word(t.text, "false")));
+          if (!constant && !(t.kind == Token::punct && t.text == ",")) return false;
+        }
+        t = lex.next();
+      } else if (!one_of(name, kProbeKeywords)) {
+        return false;
+      }
+    } else {
+      return false;
+    }
+    if (t.kind == Token::punct && t.text == "::") {  // a cast to a (simple) type
+      if (lex.next().kind != Token::word) return false;
+      t = lex.next();
+    }
+    if (t.kind == Token::word && equals_word(t.text, "as")) t = lex.next();
+    if (t.kind == Token::word && !equals_word(t.text, "from")) t = lex.next();  // the alias
+    if (t.kind == Token::punct && t.text == ",") continue;
+    if (t.kind == Token::punct && t.text == ";") t = lex.next();
+    return t.kind == Token::end;
+  }
+}
+
+// Whether `sql` names pg_type (maybe as pg_catalog.pg_type) as a word. Only the start of a long
+// statement is searched: a driver's introspection names it early enough, and the data path
+// must not scan a huge statement for it.
+constexpr std::size_t kIntrospectionSearch = 4096;
+bool names_pg_type(std::string_view sql) {
+  sql = sql.substr(0, kIntrospectionSearch);
+  constexpr std::string_view name = "pg_type";
+  for (std::size_t at = 0; at + name.size() <= sql.size(); ++at) {
+    at = sql.find_first_of("pP", at);
+    if (at == std::string_view::npos || at + name.size() > sql.size()) return false;
+    if (!equals_word(sql.substr(at, name.size()), name)) continue;
+    const bool starts = at == 0 || !is_word_char(sql[at - 1]);
+    const bool ends = at + name.size() == sql.size() || !is_word_char(sql[at + name.size()]);
+    if (starts && ends) return true;
+  }
+  return false;
+}
+
+// The end of the statement that starts `sql`: its ';' outside quotes and comments, or the end.
+std::size_t statement_end(std::string_view sql) {
+  char quote = 0;
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    const char c = sql[i];
+    if (quote) {
+      if (c == quote) quote = 0;
+    } else if (c == '\'' || c == '"') {
+      quote = c;
+    } else if (c == ';') {
+      return i;
+    } else if ((c == '-' || c == '/') && i + 1 < sql.size() &&
+               (sql.compare(i, 2, "--") == 0 || sql.compare(i, 2, "/*") == 0)) {
+      const auto rest = skip_blanks_and_comments(sql.substr(i));
+      i = sql.size() - rest.size() - 1;
+    }
+  }
+  return sql.size();
+}
+
+}  // namespace
+
+std::string_view to_string(Housekeeping kind) {
+  switch (kind) {
+    case Housekeeping::none:
+      return "none";
+    case Housekeeping::transaction_control:
+      return "transaction_control";
+    case Housekeeping::session_setting:
+      return "session_setting";
+    case Housekeeping::probe:
+      return "probe";
+    case Housekeeping::type_introspection:
+      return "type_introspection";
+  }
+  return "?";
+}
+
+Housekeeping classify_statement(std::string_view sql) {
   sql = skip_blanks_and_comments(sql);
-  if (sql.empty()) return false;
+  if (sql.empty()) return Housekeeping::none;
+  using enum Housekeeping;
   switch (std::toupper(static_cast<unsigned char>(sql[0]))) {
     case 'A':
-      return starts_with_keyword(sql, "ABORT");
+      return starts_with_keyword(sql, "ABORT") ? transaction_control : none;
     case 'B':
-      return starts_with_keyword(sql, "BEGIN");
+      return starts_with_keyword(sql, "BEGIN") ? transaction_control : none;
     case 'C':
-      return starts_with_keyword(sql, "COMMIT");
+      if (starts_with_keyword(sql, "COMMIT")) return transaction_control;
+      return starts_with_keyword(sql, "CLOSE") ? session_setting : none;
+    case 'D':
+      return starts_with_keyword(sql, "DISCARD") || starts_with_keyword(sql, "DEALLOCATE")
+                 ? session_setting
+                 : none;
     case 'E':
-      return starts_with_keyword(sql, "END");
+      return starts_with_keyword(sql, "END") ? transaction_control : none;
     case 'P':
       return starts_with_keyword(sql, "PREPARE") &&
-             starts_with_keyword(skip_blanks_and_comments(sql.substr(7)), "TRANSACTION");
+                     starts_with_keyword(skip_blanks_and_comments(sql.substr(7)), "TRANSACTION")
+                 ? transaction_control
+                 : none;
     case 'R':
-      return starts_with_keyword(sql, "ROLLBACK") || starts_with_keyword(sql, "RELEASE") ||
-             starts_with_keyword(sql, "RESET");
+      if (starts_with_keyword(sql, "ROLLBACK") || starts_with_keyword(sql, "RELEASE")) {
+        return transaction_control;
+      }
+      return starts_with_keyword(sql, "RESET") ? session_setting : none;
     case 'S':
-      return starts_with_keyword(sql, "SET") || starts_with_keyword(sql, "START") ||
-             starts_with_keyword(sql, "SAVEPOINT");
+      if (starts_with_keyword(sql, "START") || starts_with_keyword(sql, "SAVEPOINT")) {
+        return transaction_control;
+      }
+      if (starts_with_keyword(sql, "SET") || starts_with_keyword(sql, "SHOW")) {
+        return session_setting;
+      }
+      if (starts_with_keyword(sql, "SELECT")) {
+        Lexer lex(sql.substr(6));
+        if (is_probe_list(lex)) return probe;
+        return names_pg_type(sql) ? type_introspection : none;
+      }
+      return none;
+    case 'U':
+      return starts_with_keyword(sql, "UNLISTEN") ? session_setting : none;
+    case 'W':
+      return starts_with_keyword(sql, "WITH") && names_pg_type(sql) ? type_introspection : none;
     default:
-      return false;
+      return none;
   }
 }
 
 std::string_view first_significant_statement(std::string_view sql) {
   for (;;) {
-    const auto start = skip_blanks_and_comments(sql);
-    if (!is_control_statement(start)) {
-      // Keep a leading comment with the statement: it may carry the sqlcommenter tags.
-      return trim(sql).empty() ? std::string_view{}
-                               : sql.substr(sql.find_first_not_of(" \t\r\n\f\v"));
+    const auto start = sql.find_first_not_of(" \t\r\n\f\v");
+    if (start == std::string_view::npos) return {};
+    sql.remove_prefix(start);
+    const auto end = statement_end(sql);
+    const auto statement = sql.substr(0, end);
+    // Keep a leading comment with the statement: it may carry the sqlcommenter tags.
+    if (!skip_blanks_and_comments(statement).empty() && !is_driver_housekeeping(statement)) {
+      return sql;
     }
-    // Skip to after the next ';' outside quotes.
-    std::size_t i = static_cast<std::size_t>(start.data() - sql.data());
-    char quote = 0;
-    for (; i < sql.size(); ++i) {
-      const char c = sql[i];
-      if (quote) {
-        if (c == quote) quote = 0;
-      } else if (c == '\'' || c == '"') {
-        quote = c;
-      } else if (c == ';') {
-        break;
-      }
-    }
-    if (i >= sql.size()) return {};
-    sql = sql.substr(i + 1);
+    if (end >= sql.size()) return {};
+    sql.remove_prefix(end + 1);
   }
 }
 
@@ -267,6 +455,93 @@ Tags parse_sqlcomment_tags(std::string_view sql) {
   return {};
 }
 
+void merge_tags(Tags& into, const Tags& more) {
+  for (const auto& tag : more) {
+    if (std::find(into.begin(), into.end(), tag) == into.end()) into.push_back(tag);
+  }
+}
+
+namespace {
+// The longest comment looked at for tags: a sqlcommenter comment with a traceparent is about
+// 150 bytes; a longer comment is prose, not tags, and is not searched for.
+constexpr std::size_t kLongestTagComment = 400;
+
+// A comment "of the key='value' shape" for the cheap test made on the data path: the real
+// parse happens when the tags are shown.
+bool may_hold_tags(std::string_view comment) {
+  return comment.size() <= kLongestTagComment && comment.find("='") != std::string_view::npos;
+}
+}  // namespace
+
+TagComments find_tag_comments(std::string_view sql, bool whole) {
+  TagComments out;
+  const auto start = sql.find_first_not_of(" \t\r\n\f\v");
+  if (start == std::string_view::npos) return out;
+  const auto text = sql.substr(start);
+  if (text.substr(0, 2) == "/*") {
+    const auto close = text.substr(0, kLongestTagComment).find("*/", 2);
+    if (close != std::string_view::npos && may_hold_tags(text.substr(0, close + 2))) {
+      out.leading = text.substr(0, close + 2);
+    }
+  }
+  if (!whole) return out;
+  const auto trimmed = trim_right(text, " \t\r\n\f\v;");
+  if (trimmed.size() >= 4 && trimmed.substr(trimmed.size() - 2) == "*/") {
+    const auto from = trimmed.size() > kLongestTagComment ? trimmed.size() - kLongestTagComment : 0;
+    const auto open = trimmed.substr(from, trimmed.size() - 2 - from).rfind("/*");
+    if (open != std::string_view::npos) {
+      const auto comment = trimmed.substr(from + open);
+      // The leading comment may be the whole text ("/* a='b' */"): count it once.
+      if (comment.data() != out.leading.data() && may_hold_tags(comment)) out.trailing = comment;
+    }
+  }
+  return out;
+}
+
+void CommentSet::add(std::string_view comment) {
+  if (comment.empty() || full_) return;
+  // Already kept? Walked in place: the data path allocates nothing here.
+  for (std::string_view rest(data_.get(), len_); !rest.empty();) {
+    const auto nul = rest.find('\0');
+    if (rest.substr(0, nul) == comment) return;
+    if (nul == std::string_view::npos) break;
+    rest.remove_prefix(nul + 1);
+  }
+  const std::size_t need = comment.size() + (len_ > 0 ? 1 : 0);
+  if (len_ + need > kTagCapture) {
+    full_ = true;
+    return;
+  }
+  if (!data_) data_ = Blocks::take();
+  if (len_ > 0) data_[len_++] = '\0';
+  comment.copy(data_.get() + len_, comment.size());
+  len_ = static_cast<std::uint16_t>(len_ + comment.size());
+}
+
+void CommentSet::clear() {
+  len_ = 0;
+  full_ = false;
+  if (data_) Blocks::give(std::move(data_));
+}
+
+std::vector<std::string_view> CommentSet::comments() const {
+  std::vector<std::string_view> out;
+  std::string_view rest(data_.get(), len_);
+  while (!rest.empty()) {
+    const auto nul = rest.find('\0');
+    out.push_back(rest.substr(0, nul));
+    if (nul == std::string_view::npos) break;
+    rest.remove_prefix(nul + 1);
+  }
+  return out;
+}
+
+Tags CommentSet::tags() const {
+  Tags out;
+  for (const auto comment : comments()) merge_tags(out, parse_sqlcomment_tags(comment));
+  return out;
+}
+
 std::string format_tags(const Tags& tags) {
   std::string out;
   for (const auto& [key, value] : tags) {
@@ -278,15 +553,30 @@ std::string format_tags(const Tags& tags) {
   return out;
 }
 
-LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name) {
+LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name,
+                           std::string_view database) {
   LeasePolicy policy{config.leak_warn_after, config.idle_transaction_timeout,
-                     config.idle_pinned_timeout, config.query_timeout};
+                     config.idle_pinned_timeout, config.query_timeout,
+                     config.reclaim_under_pressure_after};
+  if (!database.empty()) {
+    auto entry = config.databases.find(std::string(database));
+    if (entry == config.databases.end()) entry = config.databases.find("*");
+    if (entry != config.databases.end() && entry->second.reclaim_under_pressure_after) {
+      policy.reclaim_under_pressure_after = *entry->second.reclaim_under_pressure_after;
+    }
+  }
   if (const auto* app = config.find_app(application_name)) {
     policy.leak_warn_after = app->leak_warn_after.value_or(policy.leak_warn_after);
     policy.idle_transaction_timeout =
         app->idle_transaction_timeout.value_or(policy.idle_transaction_timeout);
     policy.idle_pinned_timeout = app->idle_pinned_timeout.value_or(policy.idle_pinned_timeout);
     policy.query_timeout = app->query_timeout.value_or(policy.query_timeout);
+    policy.reclaim_under_pressure_after =
+        app->reclaim_under_pressure_after.value_or(policy.reclaim_under_pressure_after);
+  }
+  if (policy.reclaim_under_pressure_after.count() > 0) {
+    policy.reclaim_under_pressure_after =
+        std::max(policy.reclaim_under_pressure_after, policy.leak_warn_after);
   }
   return policy;
 }
@@ -370,55 +660,25 @@ void Lease::on_message(char type, std::string_view body, bool whole) {
     if (xact_start == Clock::time_point{}) xact_start = net::turn_now();
     if (type == kExecute) return;
   }
-  if (have_first) {
-    // The common case: only the last statement's prefix is needed, so look at no more than
-    // that (a Parse starts with the statement name).
-    const auto text =
-        statement_text(type, body.substr(0, kStatementCapture + (type == kParse ? 256 : 0)));
-    if (!text.empty()) last.assign(text);
-    return;
-  }
+  // The whole text (to its NUL: memchr), for the tags of its trailing comment.
   const auto text = statement_text(type, body);
   if (text.empty()) return;
   last.assign(text);
+  // A partial body may end inside the text: then only its leading comment is known.
+  const bool text_whole = whole || text.size() < body.size();
+  const auto comments = find_tag_comments(text, text_whole);
+  tag_comments.add(comments.leading);
+  tag_comments.add(comments.trailing);
+  if (have_first) return;
+  if (first.empty()) first.assign(text);  // until an application statement comes
   const auto significant = first_significant_statement(text);
   if (significant.empty()) return;
   have_first = true;
   first.assign(significant);
-  first_tail.clear();
-  if (whole && significant.size() > kStatementCapture) {
-    // A trailing sqlcommenter comment beyond the kept prefix: keep it separately.
-    const auto trimmed = trim_right(significant, " \t\r\n\f\v;");
-    if (trimmed.size() >= 4 && trimmed.substr(trimmed.size() - 2) == "*/") {
-      const auto open = trimmed.rfind("/*", trimmed.size() - 3);
-      if (open != std::string_view::npos && trimmed.size() - open <= kStatementCapture) {
-        first_tail.assign(trimmed.substr(open));
-      }
-    }
+  if (significant.data() != text.data()) {
+    // "BEGIN; /* t */ SELECT ...": the statement's own leading comment.
+    tag_comments.add(find_tag_comments(significant, false).leading);
   }
-}
-
-namespace {
-// Free statement blocks of this thread. A block given back on another thread than the one
-// it came from (a session destroyed elsewhere) simply joins that thread's list.
-std::vector<std::unique_ptr<char[]>>& free_statement_blocks() {
-  thread_local std::vector<std::unique_ptr<char[]>> blocks;
-  return blocks;
-}
-constexpr std::size_t kMaxFreeStatementBlocks = 1024;
-}  // namespace
-
-std::unique_ptr<char[]> StatementText::take_block() {
-  auto& blocks = free_statement_blocks();
-  if (blocks.empty()) return std::make_unique_for_overwrite<char[]>(kStatementCapture);
-  auto block = std::move(blocks.back());
-  blocks.pop_back();
-  return block;
-}
-
-void StatementText::give_block(std::unique_ptr<char[]> block) {
-  auto& blocks = free_statement_blocks();
-  if (blocks.size() < kMaxFreeStatementBlocks) blocks.push_back(std::move(block));
 }
 
 void Lease::reset() {
@@ -429,8 +689,9 @@ void Lease::reset() {
   have_first = false;
   first.clear();
   last.clear();
-  first_tail.clear();
+  tag_comments.clear();
   warned = false;
+  reclaimed = false;
 }
 
 void EventRing::push(LeakEvent event) {

@@ -45,13 +45,31 @@ std::size_t utf8_prefix(std::string_view text, std::size_t max);
 // `sql` after leading whitespace and comments (-- to end of line, nested /* */).
 std::string_view skip_blanks_and_comments(std::string_view sql);
 
-// Whether `sql` starts (after blanks and comments) with transaction control or SET: BEGIN,
-// START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, PREPARE TRANSACTION, SET, RESET.
-// Such statements are not "the statement that matters" of a lease.
-bool is_control_statement(std::string_view sql);
+// Driver housekeeping: what drivers, pools and ORMs send on their own, around the
+// application's statements. None of it is "the statement that matters" of a lease
+// (docs/leak-guard.md#driver-housekeeping lists the patterns; lease_test.cpp tests them with
+// the statements the drivers really send).
+enum class Housekeeping : std::uint8_t {
+  none,                 // the application's own statement
+  transaction_control,  // BEGIN, START, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE,
+                        // PREPARE TRANSACTION
+  session_setting,      // SET (LOCAL), RESET, SHOW, DISCARD, DEALLOCATE, CLOSE, UNLISTEN
+  probe,                // SELECT of server facts only (or the ping's 1), no FROM: SELECT 1,
+                        // version(), current_schema(), current_setting('x'), current_user,
+                        // pg_advisory_unlock_all() (asyncpg's pool reset)...
+  type_introspection,   // a SELECT or WITH that reads pg_type (asyncpg, JDBC, psycopg's
+                        // type lookups, SQLAlchemy's hstore check)
+};
+std::string_view to_string(Housekeeping kind);
+// The kind of one statement (the text up to its ';'), after leading blanks and comments.
+Housekeeping classify_statement(std::string_view statement);
+inline bool is_driver_housekeeping(std::string_view statement) {
+  return classify_statement(statement) != Housekeeping::none;
+}
 
-// The statement after any leading control statements of a multi-statement text
-// ("BEGIN; SELECT ..." -> "SELECT ..."); "" if the text holds only control statements.
+// The first statement of a multi-statement text that is not driver housekeeping, with its
+// leading comment ("BEGIN; /* t */ SELECT ..." -> "/* t */ SELECT ..."); "" if the text holds
+// only housekeeping.
 std::string_view first_significant_statement(std::string_view sql);
 
 // The query text at the start of a (possibly partial) frontend message body: 'Q' (query) or
@@ -65,17 +83,32 @@ using Tags = std::vector<std::pair<std::string, std::string>>;
 Tags parse_sqlcomment_tags(std::string_view sql);
 // "key=value,key2=value2".
 std::string format_tags(const Tags& tags);
+// The union of the tags of several comments: each key=value pair once, in order of appearance.
+void merge_tags(Tags& into, const Tags& more);
+// The comments of a statement text that may carry sqlcommenter tags: its leading comment and
+// its trailing one (before an optional ';'), each "" when absent or not of the key='value'
+// shape. `whole` = the text is complete (otherwise only the leading one is looked for).
+struct TagComments {
+  std::string_view leading, trailing;
+};
+TagComments find_tag_comments(std::string_view sql, bool whole);
 
 // The policy ladder that applies to one application_name: each key is the first matching
 // [apps] line's value (fnmatch glob, first match wins) if that line sets it, else the
-// [pgbouncer] value. 0 = off.
+// [pgbouncer] value (for reclaim_under_pressure_after, else the client's [databases] entry's
+// value first). 0 = off.
 struct LeasePolicy {
   config::Millis leak_warn_after{0};           // warn about a lease idle this long
   config::Millis idle_transaction_timeout{0};  // FATAL 25P03 for a lease idle in a transaction
   config::Millis idle_pinned_timeout{0};       // FATAL 57P05 for a session-mode lease left idle
   config::Millis query_timeout{0};             // cancel a query running this long
+  // While clients wait for the pool, FATAL 25P03 for a lease idle in a transaction this long;
+  // already raised to leak_warn_after when that is later (a reclaimed lease is a suspected
+  // leak first).
+  config::Millis reclaim_under_pressure_after{0};
 };
-LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name);
+LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name,
+                           std::string_view database = {});
 
 // What the policy ladder needs to know about a lease: the janitor fills it from the session,
 // the console from a LeaseInfo (facts_of()), and both then ask the same functions below.
@@ -126,15 +159,16 @@ bool is_suspected_leak(const LeaseFacts& lease, const LeasePolicy& policy,
                        std::chrono::steady_clock::time_point now);
 
 // resolve_policy() for one session, redone only when the configuration snapshot
-// (Config::version) or the application_name changes: the janitor asks every 200 ms for every
-// session, and fnmatch over the [apps] patterns is not free.
+// (Config::version) or the application_name changes (a session's database does not): the
+// janitor asks every 200 ms for every session, and fnmatch over the [apps] patterns is not free.
 class PolicyCache {
  public:
-  const LeasePolicy& get(const config::Config& config, std::string_view application_name) {
+  const LeasePolicy& get(const config::Config& config, std::string_view application_name,
+                         std::string_view database = {}) {
     // The name is remembered by its hash, not a copy: every idle client has one of these.
     const auto name_hash = std::hash<std::string_view>{}(application_name);
     if (version_ != config.version || name_hash != name_hash_) {
-      policy_ = resolve_policy(config, application_name);
+      policy_ = resolve_policy(config, application_name, database);
       version_ = config.version;
       name_hash_ = name_hash;
     }
@@ -168,9 +202,34 @@ struct SessionTally {
 // Log-safe text: control characters become spaces.
 std::string printable(std::string_view text);
 
-// A statement prefix in a fixed-size block. Blocks come from a per-thread free list and are
-// held only while a statement is recorded: no allocation per statement, and an idle client
-// (its lease reset when its server went back to the pool) holds none.
+// Fixed-size blocks from a per-thread free list, for the lease's texts: no allocation per
+// statement, and an idle client (its lease reset when its server went back to the pool) holds
+// none. A block given back on another thread than the one it came from (a session destroyed
+// elsewhere) simply joins that thread's list.
+template <std::size_t Size>
+class BlockPool {
+ public:
+  static std::unique_ptr<char[]> take() {
+    auto& blocks = free_blocks();
+    if (blocks.empty()) return std::make_unique_for_overwrite<char[]>(Size);
+    auto block = std::move(blocks.back());
+    blocks.pop_back();
+    return block;
+  }
+  static void give(std::unique_ptr<char[]> block) {
+    auto& blocks = free_blocks();
+    if (blocks.size() < kMaxFree) blocks.push_back(std::move(block));
+  }
+
+ private:
+  static constexpr std::size_t kMaxFree = 1024;
+  static std::vector<std::unique_ptr<char[]>>& free_blocks() {
+    thread_local std::vector<std::unique_ptr<char[]>> blocks;
+    return blocks;
+  }
+};
+
+// A statement prefix in a fixed-size block (BlockPool).
 class StatementText {
  public:
   StatementText() = default;
@@ -198,10 +257,42 @@ class StatementText {
   }
 
  private:
-  static std::unique_ptr<char[]> take_block();
-  static void give_block(std::unique_ptr<char[]> block);
+  using Blocks = BlockPool<kStatementCapture>;
+  static std::unique_ptr<char[]> take_block() { return Blocks::take(); }
+  static void give_block(std::unique_ptr<char[]> block) { Blocks::give(std::move(block)); }
   std::unique_ptr<char[]> data_;
   std::uint16_t len_ = 0;
+};
+
+// How many bytes of distinct tag comments a lease keeps (the union of its statements' tags).
+inline constexpr std::size_t kTagCapture = 512;
+
+// The distinct sqlcommenter comments of a lease's statements, kept raw in one fixed-size block
+// (BlockPool) and parsed only when the console or a warning asks: a statement costs a compare
+// with what is kept, and a copy only when its comment is new. A comment that no longer fits is
+// dropped (the union is bounded; `full()` says so).
+class CommentSet {
+ public:
+  CommentSet() = default;
+  CommentSet(const CommentSet&) = delete;
+  CommentSet& operator=(const CommentSet&) = delete;
+  ~CommentSet() { clear(); }
+
+  void add(std::string_view comment);
+  void clear();
+  bool empty() const { return len_ == 0; }
+  bool full() const { return full_; }
+  // The comments, in the order first seen.
+  std::vector<std::string_view> comments() const;
+  // The union of their tags.
+  Tags tags() const;
+
+ private:
+  // Entries are separated by NUL, which a query text cannot contain.
+  using Blocks = BlockPool<kTagCapture>;
+  std::unique_ptr<char[]> data_;
+  std::uint16_t len_ = 0;
+  bool full_ = false;
 };
 
 // One session's current lease. Times are steady_clock; {} means "none".
@@ -209,7 +300,7 @@ struct Lease {
   using Clock = std::chrono::steady_clock;
 
   // Every client session holds one, idle or not: the members are ordered so that the flags
-  // share one word instead of each padding its own (112 bytes, not 136).
+  // share one word instead of each padding its own.
   Clock::time_point start{};       // server obtained
   Clock::time_point xact_start{};  // first statement since the server was last idle ('I')
   Clock::time_point idle_since{};  // last ReadyForQuery that left nothing in flight
@@ -218,12 +309,15 @@ struct Lease {
   // The whole session's counts, not this lease's: reset() keeps them. They live here because
   // on_ready() is the hook that sees every ReadyForQuery.
   SessionTally tally;
+  // `first`: the lease's first statement that is not driver housekeeping, or until there is
+  // one, its very first statement.
   StatementText first, last;
-  StatementText first_tail;  // trailing comment of a first statement longer than `first`
+  CommentSet tag_comments;  // of all its statements
   std::int32_t backend_pid = 0;
   bool held = false;        // between begin() and end()
   bool have_first = false;  // `first` holds the statement that matters
   bool warned = false;      // a leak warning was logged for this lease
+  bool reclaimed = false;   // ended for the clients waiting (reclaim_under_pressure_after)
 
   // The server was obtained (statements that triggered the lease are already recorded).
   void begin(Clock::time_point now, std::int32_t pid) {
@@ -262,6 +356,7 @@ struct LeaseInfo {
   std::uint64_t statements = 0;
   std::string first_query, last_query, tags;
   bool warned = false;
+  bool reclaimed = false;     // ended under pressure (SHOW LEASES' action_taken says so)
   bool session_mode = false;  // the pool is in session mode (idle_pinned_timeout applies)
   std::chrono::steady_clock::time_point query_cancel_sent{};  // by query_timeout ({}: none)
 };

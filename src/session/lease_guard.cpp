@@ -14,11 +14,9 @@ std::int64_t milliseconds(LeaseGuard::Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
 
+// The union of the tags of all the lease's statements.
 std::string lease_tags(const Lease& lease) {
-  auto tags = parse_sqlcomment_tags(lease.first.view());
-  if (tags.empty() && !lease.first_tail.empty())
-    tags = parse_sqlcomment_tags(lease.first_tail.view());
-  return format_tags(tags);
+  return format_tags(lease.tag_comments.tags());
 }
 
 }  // namespace
@@ -57,6 +55,7 @@ LeaseInfo LeaseGuard::info(const ClientIdentity& who, LeaseState state, bool ses
   info.last_query = std::string(lease_.last.view());
   info.tags = lease_tags(lease_);
   info.warned = lease_.warned;
+  info.reclaimed = lease_.reclaimed;
   info.session_mode = session_mode;
   info.query_cancel_sent = facts(state, session_mode, query_start).query_cancel_sent;
   return info;

@@ -48,13 +48,16 @@ class LeaseGuard {
   const Lease& lease() const { return lease_; }
 
   // --- The ladder.
-  // The policy of the client's application under `current`, cached per snapshot and name.
-  const LeasePolicy& policy(const config::Config& current, std::string_view application_name) {
-    return policy_cache_.get(current, application_name);
+  // The policy of the client's application and database under `current`, cached per
+  // snapshot and name.
+  const LeasePolicy& policy(const config::Config& current, const ClientIdentity& who) {
+    return policy_cache_.get(current, who.application_name, who.database);
   }
   // What the ladder knows of this lease, given what the relay knows: the lease's state, the
   // pool's mode and when the running query started ({}: none).
   LeaseFacts facts(LeaseState state, bool session_mode, Clock::time_point query_start) const;
+  // reclaim_under_pressure_after ended the lease (SHOW LEASES' action_taken).
+  void note_reclaimed() { lease_.reclaimed = true; }
   // query_timeout sent a CancelRequest for the query that started at `query_start`.
   void note_query_cancelled(Clock::time_point query_start, Clock::time_point now) {
     cancelled_query_start_ = query_start;

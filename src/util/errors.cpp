@@ -89,6 +89,15 @@ constexpr std::array kErrors{
               "pgwarden has {0} of its {1} file descriptors open (RLIMIT_NOFILE) and takes no "
               "new connections until it is under 80 %.",
               "Retry later; raise the open files limit (ulimit -n) if this happens often."},
+    // Argument: how many clients were waiting for a server of the pool.
+    ErrorSpec{Err::reclaimed_under_pressure, "25P03", "FATAL",
+              "terminating connection due to idle-in-transaction timeout (reclaimed under "
+              "pressure)",
+              "The transaction stayed idle past reclaim_under_pressure_after while {} clients "
+              "were waiting for a server connection of this pool; pgwarden rolled it back and "
+              "gave the server connection to the oldest of them.",
+              "Commit or roll back transactions promptly: an open transaction holds a server "
+              "connection that other clients wait for."},
 };
 
 }  // namespace

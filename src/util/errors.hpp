@@ -60,6 +60,8 @@ enum class Err : std::uint8_t {
   query_wait_unreachable,  // query_wait_timeout while the backend could not be reached
   query_wait_notice,       // NOTICE: still waiting for a server (query_wait_notify)
   overloaded,              // open files near RLIMIT_NOFILE: no new connections
+  // Leak guard: an idle transaction ended for the clients waiting (reclaim_under_pressure_after)
+  reclaimed_under_pressure,
 };
 
 struct ErrorSpec {

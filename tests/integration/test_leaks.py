@@ -26,7 +26,7 @@ APPS_COLUMNS = ["application_name", "clients", "waiting", "active", "idle_in_tra
                 "total_actions", "client_growth_per_min", "lease_growth_per_min", "growth_alarm",
                 "max_client_conn", "max_server_conn", "apps_pattern"]
 USERLIST = dict(harness.USERS, postgres="")
-LEAKY_QUERY = "SELECT 1 /* route='checkout',controller='cart' */"
+LEAKY_QUERY = "SELECT 42 /* route='checkout',controller='cart' */"
 
 
 class AppsPgwarden(harness.Pgwarden):
@@ -129,7 +129,7 @@ def test_idle_in_transaction_leak_is_attributed_and_resolved():
         leaky = psycopg2.connect(pw.dsn(user="app_user", application_name="checkout-svc"))
         cur = leaky.cursor()
         cur.execute(LEAKY_QUERY)  # psycopg2 sends BEGIN first
-        assert cur.fetchone() == (1,)
+        assert cur.fetchone() == (42,)
         idle_from = time.monotonic()
         port = local_port(leaky)
 
@@ -642,6 +642,143 @@ def test_growth_alarm_fires_for_idle_growth_only():
         assert "connections of busy" not in pw.log()
         for conn in leaked:
             conn.close()
+
+
+
+# --- first_query is the application's statement, whatever the driver sends around it --------
+
+def _asyncpg_leak(pw, db, app, codec_inside, holding, release):
+    """asyncpg registers a jsonb codec (its type introspection: a SELECT from pg_type), then
+    runs a tagged statement in a transaction it leaves open until `release` is set."""
+    import asyncio
+    import json
+    import asyncpg
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=pw.port, user="app_user",
+                                     database=db, statement_cache_size=0,
+                                     server_settings={"application_name": app})
+        if not codec_inside:  # as a pool's init= callback does, before any transaction
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
+                                      schema="pg_catalog")
+        tr = conn.transaction()
+        await tr.start()
+        if codec_inside:
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
+                                      schema="pg_catalog")
+        value = await conn.fetchval(
+            "SELECT $1::jsonb ->> 'status' /* route='/api/status',framework='asyncpg' */",
+            {"status": "ok"})
+        assert value == "ok", value
+        holding.set()
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+        await tr.rollback()
+        await conn.close()
+    asyncio.run(run())
+
+
+def _sqlalchemy_async_leak(pw, app, holding, release):
+    """SQLAlchemy's asyncio engine over asyncpg: at connect it reads version(),
+    current_schema(), two SHOWs and registers json codecs, then the application's statement."""
+    import asyncio
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    async def run():
+        engine = create_async_engine(
+            f"postgresql+asyncpg://app_user@127.0.0.1:{pw.port}/pgwarden_session",
+            connect_args={"server_settings": {"application_name": app}}, poolclass=NullPool)
+        async with engine.connect() as conn:
+            result = await conn.execute(text(
+                "SELECT count(*) FROM pg_class /* route='/reports',framework='sqlalchemy' */"))
+            assert result.scalar() > 0
+            holding.set()
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+            await conn.rollback()
+        await engine.dispose()
+    asyncio.run(run())
+
+
+def _psycopg3_leak(pw, app, holding, release):
+    """psycopg 3: BEGIN, a SAVEPOINT for the nested transaction(), two statements whose tags
+    differ (SHOW LEAKS shows their union)."""
+    import psycopg
+    with psycopg.connect(pw.dsn(user="app_user"), application_name=app) as conn:
+        with conn.transaction(), conn.transaction():
+            conn.execute("SELECT %s::text /* route='/cart',step='read' */", ("x",))
+            conn.execute("SELECT %s::int /* route='/cart',step='write' */", (1,))
+            holding.set()
+            release.wait(30)
+
+
+def test_first_query_and_tags_are_the_applications_for_each_driver():
+    import os
+    drivers = {  # application_name -> (first_query, tags)
+        "asyncpg-session": ("SELECT $1::jsonb ->> 'status' /* route='/api/status',"
+                            "framework='asyncpg' */", "route=/api/status,framework=asyncpg"),
+        "asyncpg-txn": ("SELECT $1::jsonb ->> 'status' /* route='/api/status',"
+                        "framework='asyncpg' */", "route=/api/status,framework=asyncpg"),
+        "sqlalchemy-async": ("SELECT count(*) FROM pg_class /* route='/reports',"
+                             "framework='sqlalchemy' */", "route=/reports,framework=sqlalchemy"),
+        "psycopg3-app": ("SELECT $1::text /* route='/cart',step='read' */",
+                         "route=/cart,step=read,step=write"),
+        "node-app": ("SELECT $1::int AS id /* route='/api/orders',framework='express' */",
+                     "route=/api/orders,framework=express,step=count"),
+    }
+    with bouncer(leak_warn_after=1) as pw:
+        release = threading.Event()
+        holding = {name: threading.Event() for name in drivers if name != "node-app"}
+        errors = []
+
+        def guarded(name, fn, *args):
+            try:
+                fn(pw, *args, holding[name], release)
+            except Exception as e:  # reported by the main thread
+                errors.append(f"{name}: {e!r}")
+                holding[name].set()
+
+        threads = [threading.Thread(target=guarded, args=args) for args in (
+            ("asyncpg-session", _asyncpg_leak, "pgwarden_session", "asyncpg-session", False),
+            ("asyncpg-txn", _asyncpg_leak, "pgwarden_test", "asyncpg-txn", True),
+            ("sqlalchemy-async", _sqlalchemy_async_leak, "sqlalchemy-async"),
+            ("psycopg3-app", _psycopg3_leak, "psycopg3-app"),
+        )]
+        for t in threads:
+            t.start()
+        here = os.path.dirname(os.path.abspath(__file__))
+        node = subprocess.Popen(
+            ["node", os.path.join(here, "node", "leak.js")], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, PGW_URL=pw.url(user="app_user") + "?application_name=node-app",
+                     NODE_PATH=os.path.join(here, "node_modules")))
+        try:
+            assert node.stdout.readline().strip() == "holding", node.stderr.read()
+            for name, event in holding.items():
+                assert event.wait(30), f"{name} never got to hold its transaction"
+            assert not errors, errors
+            time.sleep(1.5)  # past leak_warn_after
+            with admin(pw) as console:
+                leaks = {r["application_name"]: r for r in show(console, "LEAKS")}
+            for name, (first_query, tags) in drivers.items():
+                row = leaks.get(name)
+                assert row is not None, (name, sorted(leaks))
+                assert row["first_query"] == first_query, (name, row)
+                assert row["tags"] == tags, (name, row)
+                assert row["statements"] >= 2, (name, row)
+            # psycopg 3: BEGIN, SAVEPOINT and its two statements; the last one is shown too.
+            assert leaks["psycopg3-app"]["statements"] == 4, leaks["psycopg3-app"]
+            assert leaks["psycopg3-app"]["last_query"] == \
+                "SELECT $1::int /* route='/cart',step='write' */", leaks["psycopg3-app"]
+        finally:
+            release.set()
+            node.stdin.close()
+            node.wait(30)
+            for t in threads:
+                t.join(30)
+        assert not errors, errors
 
 
 if __name__ == "__main__":

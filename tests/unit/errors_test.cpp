@@ -66,6 +66,7 @@ constexpr std::array kExpected{
     Expected{Err::query_wait_unreachable, "query_wait_unreachable", "08001", "FATAL"},
     Expected{Err::query_wait_notice, "query_wait_notice", "00000", "NOTICE"},
     Expected{Err::overloaded, "overloaded", "53300", "FATAL"},
+    Expected{Err::reclaimed_under_pressure, "reclaimed_under_pressure", "25P03", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {

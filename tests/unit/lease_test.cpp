@@ -27,64 +27,184 @@ std::string p_body(std::string_view name, std::string_view sql) {
 // --- classification ---------------------------------------------------------------------------
 
 TEST(LeaseClassifyTest, TransactionControlVariants) {
-  for (const char* sql : {"BEGIN",
-                          "begin",
-                          "Begin;",
-                          "BEGIN ISOLATION LEVEL SERIALIZABLE",
-                          "BEGIN TRANSACTION",
-                          "START TRANSACTION",
-                          "start transaction read only",
-                          "COMMIT",
-                          "commit;",
-                          "END",
-                          "end work",
-                          "ROLLBACK",
-                          "rollback to savepoint s1",
-                          "ABORT",
-                          "SAVEPOINT s1",
-                          "RELEASE SAVEPOINT s1",
-                          "release s1",
-                          "PREPARE TRANSACTION 'x'",
-                          "SET application_name = 'x'",
-                          "set local x = 1",
-                          "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
-                          "RESET ALL",
-                          "reset search_path"}) {
-    EXPECT_TRUE(is_control_statement(sql)) << sql;
+  for (const char* sql :
+       {"BEGIN", "begin", "Begin;", "BEGIN ISOLATION LEVEL SERIALIZABLE", "BEGIN TRANSACTION",
+        "START TRANSACTION", "start transaction read only", "COMMIT", "commit;", "END", "end work",
+        "ROLLBACK", "rollback to savepoint s1", "ABORT", "SAVEPOINT s1",
+        "SAVEPOINT \"_pg3_1\"",  // psycopg 3's nested transaction()
+        "RELEASE SAVEPOINT s1", "release s1", "PREPARE TRANSACTION 'x'"}) {
+    EXPECT_EQ(classify_statement(sql), Housekeeping::transaction_control) << sql;
   }
 }
 
-TEST(LeaseClassifyTest, OtherStatementsAreSignificant) {
+TEST(LeaseClassifyTest, SessionSettings) {
   for (const char* sql :
-       {"SELECT 1", "select begin from t", "INSERT INTO t VALUES (1)", "UPDATE t SET x = 1",
-        "WITH x AS (SELECT 1) SELECT * FROM x", "SHOW search_path", "BEGINNING", "settings",
-        "ENDPOINT", "START_X", "PREPARE stmt AS SELECT 1", "DO $$BEGIN END$$", "COMMITTED",
-        "RESETx", "", "   ", "/* only a comment */", "RELEASED"}) {
-    EXPECT_FALSE(is_control_statement(sql)) << sql;
+       {"SET application_name = 'x'", "set local x = 1", "SET LOCAL statement_timeout = '5s'",
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET extra_float_digits = 3",                       // JDBC at connect
+        "SET application_name = 'PostgreSQL JDBC Driver'",  // JDBC
+        "RESET ALL", "reset search_path",
+        "show standard_conforming_strings",  // SQLAlchemy at connect
+        "show transaction isolation level",  // SQLAlchemy at connect
+        "SHOW search_path", "DISCARD ALL", "DEALLOCATE ALL", "CLOSE ALL", "UNLISTEN *"}) {
+    EXPECT_EQ(classify_statement(sql), Housekeeping::session_setting) << sql;
+  }
+}
+
+TEST(LeaseClassifyTest, ProbesOfServerFacts) {
+  for (const char* sql : {"SELECT 1", "select 1;", "SELECT 1 AS ping",
+                          "select pg_catalog.version()",  // SQLAlchemy at connect
+                          "SELECT version()",
+                          "select current_schema()",  // SQLAlchemy at connect
+                          "SELECT current_schema", "SELECT current_setting('search_path')",
+                          "SELECT pg_catalog.current_setting('server_version_num')::int",
+                          "select current_database(), current_user, session_user",
+                          "SELECT current_schemas(false)", "SELECT pg_advisory_unlock_all()"}) {
+    EXPECT_EQ(classify_statement(sql), Housekeeping::probe) << sql;
+  }
+}
+
+TEST(LeaseClassifyTest, TypeIntrospection) {
+  // asyncpg's TYPE_BY_NAME (set_type_codec, SQLAlchemy's asyncpg dialect at connect).
+  EXPECT_EQ(classify_statement("SELECT\n    t.oid,\n    t.typelem     AS elemtype,\n"
+                               "    t.typtype     AS kind\nFROM\n    pg_catalog.pg_type AS t\n"
+                               "    INNER JOIN pg_catalog.pg_namespace ns ON (ns.oid = "
+                               "t.typnamespace)\nWHERE\n    t.typname = $1 AND ns.nspname = $2\n"),
+            Housekeeping::type_introspection);
+  // asyncpg's type lookup: a recursive CTE that names pg_type in its subquery.
+  EXPECT_EQ(classify_statement("WITH RECURSIVE typeinfo_tree(\n    oid, ns, name)\nAS (\n"
+                               "    SELECT ti.oid FROM (SELECT t.oid FROM (WITH RECURSIVE "
+                               "typebases(oid, depth) AS (SELECT t2.typbasetype AS oid FROM "
+                               "pg_type t2 WHERE t2.oid = t.oid)) ...) AS ti)"),
+            Housekeeping::type_introspection);
+  // psycopg2's hstore lookup (SQLAlchemy's use_native_hstore), JDBC's type cache.
+  EXPECT_EQ(classify_statement("SELECT t.oid, typarray FROM pg_type t JOIN pg_namespace ns ON "
+                               "typnamespace = ns.oid WHERE typname = 'hstore'"),
+            Housekeeping::type_introspection);
+  EXPECT_EQ(classify_statement("SELECT n.nspname = ANY(current_schemas(true)), n.nspname, "
+                               "t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace "
+                               "n ON t.typnamespace = n.oid WHERE t.oid = $1"),
+            Housekeeping::type_introspection);
+}
+
+TEST(LeaseClassifyTest, ApplicationStatementsAreNotHousekeeping) {
+  for (const char* sql : {"SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+                          "select begin from t",
+                          "INSERT INTO t VALUES (1)",
+                          "UPDATE t SET x = 1",
+                          "WITH x AS (SELECT 1) SELECT * FROM x",
+                          "BEGINNING",
+                          "settings",
+                          "ENDPOINT",
+                          "START_X",
+                          "PREPARE stmt AS SELECT 1",
+                          "DO $$BEGIN END$$",
+                          "COMMITTED",
+                          "RESETx",
+                          "",
+                          "   ",
+                          "/* only a comment */",
+                          "RELEASED",
+                          "SELECT 1 FROM t",
+                          "SELECT version() FROM t",
+                          "SELECT now()",
+                          "SELECT pg_sleep(1)",
+                          "SELECT current_setting(name) FROM settings",
+                          "SELECT 1; DELETE FROM t",
+                          "SELECT pg_typeof(1)",
+                          "SELECT * FROM my_pg_types",
+                          "SELECT x AS pg_typex FROM t",
+                          "CLOSED",
+                          "showcase",
+                          "DELETE FROM t",
+                          "SELECT 42",
+                          "SELECT 'x'",
+                          "SELECT 1, 2"}) {
+    EXPECT_EQ(classify_statement(sql), Housekeeping::none) << sql;
   }
 }
 
 TEST(LeaseClassifyTest, WhitespaceAndCommentsAreSkipped) {
-  EXPECT_TRUE(is_control_statement("  \n\t BEGIN"));
-  EXPECT_TRUE(is_control_statement("-- driver\nBEGIN"));
-  EXPECT_TRUE(is_control_statement("/* a */ /* b */ begin"));
-  EXPECT_TRUE(is_control_statement("/* outer /* nested */ still comment */ COMMIT"));
-  EXPECT_FALSE(is_control_statement("/* BEGIN */ SELECT 1"));
-  EXPECT_FALSE(is_control_statement("-- BEGIN\nSELECT 1"));
+  EXPECT_TRUE(is_driver_housekeeping("  \n\t BEGIN"));
+  EXPECT_TRUE(is_driver_housekeeping("-- driver\nBEGIN"));
+  EXPECT_TRUE(is_driver_housekeeping("/* a */ /* b */ begin"));
+  EXPECT_TRUE(is_driver_housekeeping("/* outer /* nested */ still comment */ COMMIT"));
+  EXPECT_TRUE(is_driver_housekeeping("SELECT /* ping */ 1"));
+  EXPECT_FALSE(is_driver_housekeeping("/* BEGIN */ SELECT 2 FROM t"));
+  EXPECT_FALSE(is_driver_housekeeping("-- BEGIN\nSELECT x FROM t"));
   EXPECT_EQ(skip_blanks_and_comments(" -- x\n /* y */ SELECT"), "SELECT");
   EXPECT_EQ(skip_blanks_and_comments("/* unterminated"), "");
   EXPECT_EQ(skip_blanks_and_comments("-- no newline"), "");
 }
 
-TEST(LeaseClassifyTest, FirstSignificantStatementSkipsLeadingControl) {
-  EXPECT_EQ(first_significant_statement("SELECT 1"), "SELECT 1");
-  EXPECT_EQ(first_significant_statement("  SELECT 1"), "SELECT 1");
-  EXPECT_EQ(first_significant_statement("BEGIN; SELECT 2"), "SELECT 2");
+TEST(LeaseClassifyTest, HousekeepingHasNames) {
+  EXPECT_EQ(to_string(Housekeeping::type_introspection), "type_introspection");
+  EXPECT_EQ(to_string(Housekeeping::probe), "probe");
+  EXPECT_EQ(to_string(Housekeeping::none), "none");
+}
+
+TEST(LeaseClassifyTest, FirstSignificantStatementSkipsLeadingHousekeeping) {
+  EXPECT_EQ(first_significant_statement("SELECT x FROM t"), "SELECT x FROM t");
+  EXPECT_EQ(first_significant_statement("  SELECT x FROM t"), "SELECT x FROM t");
+  EXPECT_EQ(first_significant_statement("BEGIN; SELECT 2 FROM t"), "SELECT 2 FROM t");
   EXPECT_EQ(first_significant_statement("BEGIN;SET x = 'a;b'; /* t */ UPDATE t SET y = 1"),
             "/* t */ UPDATE t SET y = 1");
+  EXPECT_EQ(first_significant_statement("SELECT 1; show x; -- ; no\n DELETE FROM t; COMMIT"),
+            "-- ; no\n DELETE FROM t; COMMIT");
+  EXPECT_EQ(first_significant_statement("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\n"
+                                        "UNLISTEN *;\nRESET ALL;"),
+            "");
   EXPECT_EQ(first_significant_statement("BEGIN"), "");
   EXPECT_EQ(first_significant_statement("BEGIN; COMMIT;"), "");
   EXPECT_EQ(first_significant_statement(""), "");
+}
+
+// --- sqlcommenter comments of a statement, and their union ---------------------------------------
+
+TEST(LeaseTagsTest, LeadingAndTrailingCommentsAreFound) {
+  auto found = find_tag_comments("/* route='a' */ SELECT 1 /* file='b.py' */;", true);
+  EXPECT_EQ(found.leading, "/* route='a' */");
+  EXPECT_EQ(found.trailing, "/* file='b.py' */");
+  // Only the leading one of a partial text; prose comments are not tags.
+  found = find_tag_comments("/* route='a' */ SELECT 1 /* file='b.py' */", false);
+  EXPECT_EQ(found.leading, "/* route='a' */");
+  EXPECT_EQ(found.trailing, "");
+  found = find_tag_comments("/* just prose */ SELECT 1 -- x", true);
+  EXPECT_EQ(found.leading, "");
+  EXPECT_EQ(found.trailing, "");
+  // A text that is only one comment counts once.
+  found = find_tag_comments("/* a='b' */", true);
+  EXPECT_EQ(found.leading, "/* a='b' */");
+  EXPECT_EQ(found.trailing, "");
+  EXPECT_EQ(find_tag_comments("", true).leading, "");
+}
+
+TEST(LeaseTagsTest, CommentSetKeepsEachCommentOnceAndIsBounded) {
+  CommentSet set;
+  EXPECT_TRUE(set.empty());
+  set.add("/* route='a' */");
+  set.add("/* route='a' */");
+  set.add("/* route='b',file='x.py' */");
+  set.add("");
+  ASSERT_EQ(set.comments().size(), 2U);
+  EXPECT_EQ(format_tags(set.tags()), "route=a,route=b,file=x.py");
+  // Bounded: comments that no longer fit are dropped, and the set says so.
+  for (int i = 0; i < 100; ++i) set.add("/* n='" + std::to_string(i) + "' */");
+  EXPECT_TRUE(set.full());
+  std::size_t kept = 0;
+  for (const auto comment : set.comments()) kept += comment.size() + 1;
+  EXPECT_LE(kept, kTagCapture + 1);
+  set.clear();
+  EXPECT_TRUE(set.empty());
+  EXPECT_FALSE(set.full());
+  EXPECT_TRUE(set.comments().empty());
+}
+
+TEST(LeaseTagsTest, MergeIsAUnionInOrderOfAppearance) {
+  Tags tags = {{"route", "/a"}};
+  merge_tags(tags, {{"route", "/a"}, {"traceparent", "00-1"}});
+  merge_tags(tags, {{"route", "/b"}});
+  EXPECT_EQ(format_tags(tags), "route=/a,traceparent=00-1,route=/b");
 }
 
 // --- truncation ---------------------------------------------------------------------------------
@@ -189,12 +309,13 @@ TEST(LeaseRecordTest, FirstStatementSkipsDriverBegin) {
   EXPECT_FALSE(lease.have_first);
   EXPECT_EQ(lease.last.view(), "BEGIN");
   lease.begin(Lease::Clock::now(), 1234);
-  lease.on_message('Q', q_body("SELECT 1 /* route='checkout',controller='cart' */"), true);
+  lease.on_message('Q', q_body("SELECT id FROM carts /* route='checkout',controller='cart' */"),
+                   true);
   lease.on_message('Q', q_body("UPDATE t SET x = 2"), true);
   EXPECT_TRUE(lease.held);
   EXPECT_EQ(lease.backend_pid, 1234);
   EXPECT_EQ(lease.statements, 3U);
-  EXPECT_EQ(lease.first.view(), "SELECT 1 /* route='checkout',controller='cart' */");
+  EXPECT_EQ(lease.first.view(), "SELECT id FROM carts /* route='checkout',controller='cart' */");
   EXPECT_EQ(lease.last.view(), "UPDATE t SET x = 2");
   EXPECT_NE(lease.xact_start, Lease::Clock::time_point{});
   lease.reset();
@@ -218,7 +339,7 @@ TEST(LeaseRecordTest, ParseCarriesTextExecuteCounts) {
 
 TEST(LeaseRecordTest, LastStatementOfALongQueryIsItsPrefix) {
   Lease lease;
-  lease.on_message('Q', q_body("SELECT 1"), true);
+  lease.on_message('Q', q_body("SELECT a FROM t"), true);
   const std::string sql = "INSERT INTO t VALUES " + std::string(5000, 'v');
   lease.on_message('Q', q_body(sql), true);
   EXPECT_EQ(lease.last.view(), sql.substr(0, 200));
@@ -226,7 +347,7 @@ TEST(LeaseRecordTest, LastStatementOfALongQueryIsItsPrefix) {
   EXPECT_EQ(lease.last.view(), sql.substr(0, 200));
   lease.on_message('Q', q_body("SELECT 2"), true);
   EXPECT_EQ(lease.last.view(), "SELECT 2");
-  EXPECT_EQ(lease.first.view(), "SELECT 1");
+  EXPECT_EQ(lease.first.view(), "SELECT a FROM t");
 }
 
 TEST(LeaseRecordTest, PartialBodyCapturesThePrefix) {
@@ -242,8 +363,41 @@ TEST(LeaseRecordTest, LongFirstStatementKeepsItsTrailingTags) {
   const std::string sql = "SELECT " + std::string(400, 'x') + " /* route='long',file='a.py:7' */";
   lease.on_message('Q', q_body(sql), true);
   EXPECT_EQ(lease.first.view().size(), 200U);
-  EXPECT_EQ(lease.first_tail.view(), "/* route='long',file='a.py:7' */");
-  EXPECT_EQ(format_tags(parse_sqlcomment_tags(lease.first_tail.view())), "route=long,file=a.py:7");
+  EXPECT_EQ(format_tags(lease.tag_comments.tags()), "route=long,file=a.py:7");
+}
+
+TEST(LeaseRecordTest, FirstStatementIsTheApplicationsNotTheDriversHousekeeping) {
+  // asyncpg in a transaction: BEGIN, its type lookup, then the application's statement.
+  Lease lease;
+  lease.on_message('Q', q_body("BEGIN;"), true);
+  lease.on_message('P',
+                   p_body("",
+                          "SELECT t.oid, t.typelem AS elemtype FROM pg_catalog.pg_type "
+                          "AS t WHERE t.oid = $1"),
+                   true);
+  lease.on_message('E', std::string("\0\0\0\0\0", 5), true);
+  EXPECT_FALSE(lease.have_first);
+  EXPECT_EQ(lease.first.view(), "BEGIN;");  // all housekeeping so far: the first one
+  lease.on_message('P', p_body("", "SELECT * FROM orders WHERE id = $1 /* route='/api/status' */"),
+                   true);
+  lease.on_message('E', std::string("\0\0\0\0\0", 5), true);
+  lease.on_message('Q', q_body("SELECT 1 /* route='/api/status',controller='health' */"), true);
+  EXPECT_TRUE(lease.have_first);
+  EXPECT_EQ(lease.first.view(), "SELECT * FROM orders WHERE id = $1 /* route='/api/status' */");
+  EXPECT_EQ(lease.last.view(), "SELECT 1 /* route='/api/status',controller='health' */");
+  EXPECT_EQ(lease.statements, 4U);  // BEGIN, two Executes, the ping
+  // The union of all statements' tags, each pair once.
+  EXPECT_EQ(format_tags(lease.tag_comments.tags()), "route=/api/status,controller=health");
+  lease.reset();
+  EXPECT_TRUE(lease.tag_comments.empty());
+  EXPECT_FALSE(lease.have_first);
+}
+
+TEST(LeaseRecordTest, TagsOfAStatementAfterLeadingHousekeepingInOneText) {
+  Lease lease;
+  lease.on_message('Q', q_body("BEGIN; /* route='x' */ UPDATE t SET y = 1"), true);
+  EXPECT_EQ(lease.first.view(), "/* route='x' */ UPDATE t SET y = 1");
+  EXPECT_EQ(format_tags(lease.tag_comments.tags()), "route=x");
 }
 
 TEST(LeaseRecordTest, ReadyForQueryTracksIdleAndTransaction) {
@@ -325,6 +479,31 @@ TEST(LeaseConfigTest, PolicyTakesEachKeyFromTheLineOrTheGlobalValue) {
   EXPECT_EQ(other.idle_transaction_timeout, 30s);
   EXPECT_EQ(other.idle_pinned_timeout, 600s);
   EXPECT_EQ(other.query_timeout, 10s);
+}
+
+TEST(LeaseConfigTest, ReclaimUnderPressureAppOverDatabaseOverGlobalNeverBeforeTheWarning) {
+  const auto c = load(
+      "[databases]\n"
+      "shop = host=db reclaim_under_pressure_after=4\n"
+      "* = host=db\n"
+      "[pgbouncer]\nleak_warn_after = 3\nreclaim_under_pressure_after = 5\n"
+      "[apps]\n"
+      "batch = reclaim_under_pressure_after=0\n"
+      "web = reclaim_under_pressure_after=10\n"
+      "eager = reclaim_under_pressure_after=1\n");
+  EXPECT_EQ(load("").reclaim_under_pressure_after, 0s);  // off by default
+  EXPECT_EQ(resolve_policy(c, "api", "other").reclaim_under_pressure_after, 5s);
+  EXPECT_EQ(resolve_policy(c, "api", "shop").reclaim_under_pressure_after, 4s);
+  EXPECT_EQ(resolve_policy(c, "web", "shop").reclaim_under_pressure_after, 10s);
+  EXPECT_EQ(resolve_policy(c, "batch", "shop").reclaim_under_pressure_after, 0s);
+  // Below leak_warn_after it acts as leak_warn_after: a reclaimed lease is a suspected leak.
+  EXPECT_EQ(resolve_policy(c, "eager", "shop").reclaim_under_pressure_after, 3s);
+  EXPECT_THROW(load("[apps]\nx = reclaim_under_pressure_after=soon\n"), pgw::config::ConfigError);
+  auto changed = load("");
+  pgw::config::set_key(changed, "reclaim_under_pressure_after", "2");
+  EXPECT_EQ(resolve_policy(changed, "x").reclaim_under_pressure_after, 60s);  // leak_warn_after
+  pgw::config::set_key(changed, "leak_warn_after", "1");
+  EXPECT_EQ(resolve_policy(changed, "x").reclaim_under_pressure_after, 2s);
 }
 
 TEST(LeaseConfigTest, PolicyCacheFollowsSnapshotAndApplicationName) {

@@ -657,6 +657,39 @@ TEST_F(PoolCoreTest, FailWaitersTellsEveryQueuedWaiterOldestWorkerFirst) {
   EXPECT_EQ(core_->waiting(), 0);
 }
 
+// --- reclaim under pressure
+
+TEST_F(PoolCoreTest, ReclaimsAreGrantedOnePerWaitingClientUntilTheirServersComeBack) {
+  make_core(limits(2));
+  add_idle(0, 0);
+  add_idle(0, 0);
+  TestWaiter leased_a(0), leased_b(0);
+  PoolActions out;
+  auto a = core_->acquire(leased_a, nullptr, when(10), out);
+  auto b = core_->acquire(leased_b, nullptr, when(10), out);
+  ASSERT_TRUE(a.server && b.server);
+  // Nobody waits: nothing to reclaim for.
+  EXPECT_EQ(core_->grant_reclaims(2, at_ms(20)), 0);
+  TestWaiter w1(0), w2(0), w3(0);
+  for (auto* w : {&w1, &w2, &w3}) ASSERT_TRUE(core_->acquire(*w, nullptr, when(30), out).queued);
+  ASSERT_EQ(core_->waiting(), 3);
+  // Three wait, two leases are candidates: both; never more than asked for.
+  EXPECT_EQ(core_->grant_reclaims(0, at_ms(40)), 0);
+  EXPECT_EQ(core_->grant_reclaims(2, at_ms(40)), 2);
+  // The next round, before the servers are back: only the third waiter is left to serve.
+  EXPECT_EQ(core_->grant_reclaims(2, at_ms(240)), 1);
+  EXPECT_EQ(core_->grant_reclaims(2, at_ms(440)), 0);
+  // The reclaimed servers come back and go to the waiters; one still waits, none pending.
+  PoolActions back;
+  core_->release(std::move(a.server), true, nullptr, when(450), back);
+  core_->release(std::move(b.server), true, nullptr, when(450), back);
+  EXPECT_EQ(handoffs(back).size(), 2u);
+  EXPECT_EQ(core_->waiting(), 1);
+  EXPECT_EQ(core_->grant_reclaims(2, at_ms(460)), 0);  // the third grant is still pending
+  // A grant whose server never came back (closed instead) stops counting after the settle time.
+  EXPECT_EQ(core_->grant_reclaims(2, at_ms(240) + PoolCore::kReclaimSettle + 1ms), 1);
+}
+
 // --- invariants under random operations
 
 TEST_F(PoolCoreTest, RandomOperationsKeepTheCountsTrue) {
