@@ -42,6 +42,22 @@ void BM_LeaseCaptureTransaction(benchmark::State& state) {
 }
 BENCHMARK(BM_LeaseCaptureTransaction);
 
+// One lease of pgbench -S in transaction pooling: a single statement, no comment, no BEGIN.
+void BM_LeaseSelectOnly(benchmark::State& state) {
+  const std::string select =
+      std::string("SELECT abalance FROM pgbench_accounts WHERE aid = 42;") + '\0';
+  pgw::session::Lease lease;
+  for (auto _ : state) {
+    const auto now = pgw::session::Lease::Clock::now();
+    lease.on_message('Q', select, true);
+    lease.begin(now, 4242);
+    lease.on_ready(false, 0, now);
+    benchmark::DoNotOptimize(lease.statements);
+    lease.reset();
+  }
+}
+BENCHMARK(BM_LeaseSelectOnly);
+
 // What a lease costs now: one comparison of two fingerprints, taken when the client's
 // parameters change (login, SET), not per lease.
 void BM_ParamSetFingerprint(benchmark::State& state) {

@@ -12,13 +12,33 @@
 namespace pgw::session {
 namespace {
 
+// ASCII only, inline: this runs for the first statement of every lease, and the <cctype>
+// functions go through the locale.
 bool is_blank(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alnum(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+char to_upper(char c) {
+  return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
+}
+char to_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// skip_blanks_and_comments(), with its common case (the text starts with its first word)
+// inlined: the classification asks a few times per statement.
+std::string_view skip_fast(std::string_view sql) {
+  if (!sql.empty() && !is_blank(sql[0]) && sql[0] != '-' && sql[0] != '/') return sql;
+  return skip_blanks_and_comments(sql);
+}
 
 bool is_word_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
-         static_cast<unsigned char>(c) >= 0x80;
+  return is_alnum(c) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
 }
 
 // Case-insensitive: does `sql` start with the keyword `word` (upper case), followed by a
@@ -26,14 +46,23 @@ bool is_word_char(char c) {
 bool starts_with_keyword(std::string_view sql, std::string_view word) {
   if (sql.size() < word.size()) return false;
   for (std::size_t i = 0; i < word.size(); ++i) {
-    if (std::toupper(static_cast<unsigned char>(sql[i])) != word[i]) return false;
+    if (to_upper(sql[i]) != word[i]) return false;
   }
   return sql.size() == word.size() || !is_word_char(sql[word.size()]);
 }
 
-std::string_view trim_right(std::string_view s, std::string_view chars) {
-  const auto end = s.find_last_not_of(chars);
-  return end == std::string_view::npos ? std::string_view{} : s.substr(0, end + 1);
+// `s` without leading blanks.
+std::string_view trim_left_blanks(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size() && is_blank(s[i])) ++i;
+  return s.substr(i);
+}
+
+// `s` without trailing blanks and ';'.
+std::string_view trim_right_blanks_and_semicolons(std::string_view s) {
+  std::size_t n = s.size();
+  while (n > 0 && (is_blank(s[n - 1]) || s[n - 1] == ';')) --n;
+  return s.substr(0, n);
 }
 
 int hex_value(char c) {
@@ -190,19 +219,23 @@ struct Token {
 class Lexer {
  public:
   explicit Lexer(std::string_view sql) : sql_(sql) {}
+  // The first character of the next token ('\0' at the end).
+  char peek() {
+    sql_ = skip_fast(sql_);
+    return sql_.empty() ? '\0' : sql_[0];
+  }
   Token next() {
-    sql_ = skip_blanks_and_comments(sql_);
+    sql_ = skip_fast(sql_);
     if (sql_.empty()) return {};
     const char c = sql_[0];
     std::size_t n = 1;
     Token::Kind kind = Token::punct;
-    if (is_word_char(c) && !std::isdigit(static_cast<unsigned char>(c))) {
+    if (is_word_char(c) && !is_digit(c)) {
       kind = Token::word;
       while (n < sql_.size() && (is_word_char(sql_[n]) || sql_[n] == '.')) ++n;
-    } else if (std::isdigit(static_cast<unsigned char>(c))) {
+    } else if (is_digit(c)) {
       kind = Token::number;
-      while (n < sql_.size() &&
-             (std::isalnum(static_cast<unsigned char>(sql_[n])) || sql_[n] == '.')) {
+      while (n < sql_.size() && (is_alnum(sql_[n]) || sql_[n] == '.')) {
         ++n;
       }
     } else if (c == '\'') {
@@ -231,7 +264,7 @@ class Lexer {
 bool equals_word(std::string_view word, std::string_view lower) {
   if (word.size() != lower.size()) return false;
   for (std::size_t i = 0; i < word.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(word[i])) != lower[i]) return false;
+    if (to_lower(word[i]) != lower[i]) return false;
   }
   return true;
 }
@@ -265,6 +298,9 @@ bool one_of(std::string_view word, std::span<const std::string_view> names) {
 // else ("SELECT 1", "select pg_catalog.version()", "SELECT current_setting('x') AS s").
 bool is_probe_list(Lexer& lex) {
   for (;;) {
+    // Every item starts with 1 or a letter of one of the names above ("pg_catalog." too): an
+    // application's SELECT is mostly told apart here, before any word is read.
+    if (std::string_view("1cCpPsSuUvV").find(lex.peek()) == std::string_view::npos) return false;
     Token t = lex.next();
     if (t.kind == Token::number && t.text == "1") {  // pools' and ORMs' liveness check
       t = lex.next();
@@ -294,25 +330,31 @@ bool is_probe_list(Lexer& lex) {
     if (t.kind == Token::word && equals_word(t.text, "as")) t = lex.next();
     if (t.kind == Token::word && !equals_word(t.text, "from")) t = lex.next();  // the alias
     if (t.kind == Token::punct && t.text == ",") continue;
-    if (t.kind == Token::punct && t.text == ";") t = lex.next();
-    return t.kind == Token::end;
+    // The statement ends here: what follows a ';' is the next one.
+    return t.kind == Token::end || (t.kind == Token::punct && t.text == ";");
   }
 }
 
-// Whether `sql` names pg_type (maybe as pg_catalog.pg_type) as a word. Only the start of a long
-// statement is searched: a driver's introspection names it early enough, and the data path
-// must not scan a huge statement for it.
+std::size_t statement_end(std::string_view sql);
+
+// Whether the statement at the start of `sql` names pg_type (maybe as pg_catalog.pg_type, in
+// any case) as a word. Only the first 4 KB are searched: a driver's introspection names it early
+// enough, and the data path must not scan a huge statement for it. One memchr pass over the
+// underscores; where the statement ends is worked out only for a match.
 constexpr std::size_t kIntrospectionSearch = 4096;
 bool names_pg_type(std::string_view sql) {
   sql = sql.substr(0, kIntrospectionSearch);
-  constexpr std::string_view name = "pg_type";
-  for (std::size_t at = 0; at + name.size() <= sql.size(); ++at) {
-    at = sql.find_first_of("pP", at);
-    if (at == std::string_view::npos || at + name.size() > sql.size()) return false;
-    if (!equals_word(sql.substr(at, name.size()), name)) continue;
-    const bool starts = at == 0 || !is_word_char(sql[at - 1]);
-    const bool ends = at + name.size() == sql.size() || !is_word_char(sql[at + name.size()]);
-    if (starts && ends) return true;
+  const char* const begin = sql.data();
+  const char* const end = begin + sql.size();
+  for (const char* p = begin + 2; p + 5 <= end;) {
+    p = static_cast<const char*>(std::memchr(p, '_', static_cast<std::size_t>(end - p)));
+    if (p == nullptr || p + 5 > end) return false;
+    const std::size_t at = static_cast<std::size_t>(p - begin) - 2;  // where "pg" would start
+    if (equals_word(sql.substr(at, 7), "pg_type") && (at == 0 || !is_word_char(sql[at - 1])) &&
+        (at + 7 == sql.size() || !is_word_char(sql[at + 7]))) {
+      return at < statement_end(sql);
+    }
+    ++p;
   }
   return false;
 }
@@ -330,7 +372,7 @@ std::size_t statement_end(std::string_view sql) {
       return i;
     } else if ((c == '-' || c == '/') && i + 1 < sql.size() &&
                (sql.compare(i, 2, "--") == 0 || sql.compare(i, 2, "/*") == 0)) {
-      const auto rest = skip_blanks_and_comments(sql.substr(i));
+      const auto rest = skip_fast(sql.substr(i));
       i = sql.size() - rest.size() - 1;
     }
   }
@@ -356,10 +398,10 @@ std::string_view to_string(Housekeeping kind) {
 }
 
 Housekeeping classify_statement(std::string_view sql) {
-  sql = skip_blanks_and_comments(sql);
+  sql = skip_fast(sql);
   if (sql.empty()) return Housekeeping::none;
   using enum Housekeeping;
-  switch (std::toupper(static_cast<unsigned char>(sql[0]))) {
+  switch (to_upper(sql[0])) {
     case 'A':
       return starts_with_keyword(sql, "ABORT") ? transaction_control : none;
     case 'B':
@@ -375,7 +417,7 @@ Housekeeping classify_statement(std::string_view sql) {
       return starts_with_keyword(sql, "END") ? transaction_control : none;
     case 'P':
       return starts_with_keyword(sql, "PREPARE") &&
-                     starts_with_keyword(skip_blanks_and_comments(sql.substr(7)), "TRANSACTION")
+                     starts_with_keyword(skip_fast(sql.substr(7)), "TRANSACTION")
                  ? transaction_control
                  : none;
     case 'R':
@@ -407,15 +449,15 @@ Housekeeping classify_statement(std::string_view sql) {
 
 std::string_view first_significant_statement(std::string_view sql) {
   for (;;) {
-    const auto start = sql.find_first_not_of(" \t\r\n\f\v");
-    if (start == std::string_view::npos) return {};
-    sql.remove_prefix(start);
-    const auto end = statement_end(sql);
-    const auto statement = sql.substr(0, end);
-    // Keep a leading comment with the statement: it may carry the sqlcommenter tags.
-    if (!skip_blanks_and_comments(statement).empty() && !is_driver_housekeeping(statement)) {
-      return sql;
+    sql = trim_left_blanks(sql);
+    if (sql.empty()) return {};
+    // classify_statement() stops at the statement's end by itself, so the common case (the
+    // application's statement comes first) never scans for the end.
+    const auto rest = skip_fast(sql);
+    if (!rest.empty() && rest[0] != ';' && !is_driver_housekeeping(sql)) {
+      return sql;  // with its leading comment: it may carry the sqlcommenter tags
     }
+    const auto end = statement_end(sql);
     if (end >= sql.size()) return {};
     sql.remove_prefix(end + 1);
   }
@@ -436,7 +478,7 @@ std::string_view statement_text(char type, std::string_view body) {
 
 Tags parse_sqlcomment_tags(std::string_view sql) {
   // Leading: the first comment before the statement.
-  std::string_view text = sql.substr(std::min(sql.size(), sql.find_first_not_of(" \t\r\n\f\v")));
+  std::string_view text = trim_left_blanks(sql);
   std::string_view body;
   std::size_t end = 0;
   if (text.substr(0, 2) == "/*" && comment_body(text, body, end)) {
@@ -444,7 +486,7 @@ Tags parse_sqlcomment_tags(std::string_view sql) {
     if (!tags.empty()) return tags;
   }
   // Trailing: the statement ends with a comment (before an optional ';').
-  text = trim_right(sql, " \t\r\n\f\v;");
+  text = trim_right_blanks_and_semicolons(sql);
   if (text.size() >= 4 && text.substr(text.size() - 2) == "*/") {
     const auto open = text.rfind("/*", text.size() - 3);
     if (open != std::string_view::npos) {
@@ -475,9 +517,8 @@ bool may_hold_tags(std::string_view comment) {
 
 TagComments find_tag_comments(std::string_view sql, bool whole) {
   TagComments out;
-  const auto start = sql.find_first_not_of(" \t\r\n\f\v");
-  if (start == std::string_view::npos) return out;
-  const auto text = sql.substr(start);
+  const auto text = trim_left_blanks(sql);
+  if (text.empty()) return out;
   if (text.substr(0, 2) == "/*") {
     const auto close = text.substr(0, kLongestTagComment).find("*/", 2);
     if (close != std::string_view::npos && may_hold_tags(text.substr(0, close + 2))) {
@@ -485,12 +526,24 @@ TagComments find_tag_comments(std::string_view sql, bool whole) {
     }
   }
   if (!whole) return out;
-  const auto trimmed = trim_right(text, " \t\r\n\f\v;");
+  const auto trimmed = trim_right_blanks_and_semicolons(text);
   if (trimmed.size() >= 4 && trimmed.substr(trimmed.size() - 2) == "*/") {
     const auto from = trimmed.size() > kLongestTagComment ? trimmed.size() - kLongestTagComment : 0;
-    const auto open = trimmed.substr(from, trimmed.size() - 2 - from).rfind("/*");
-    if (open != std::string_view::npos) {
-      const auto comment = trimmed.substr(from + open);
+    // The last "/*" before the closing "*/": memrchr for the slashes (a vectorised scan).
+    const char* const lowest = trimmed.data() + from;
+    std::size_t span = trimmed.size() - 2 - from;
+    const char* open = nullptr;
+    while (span > 1) {
+      const auto* slash = static_cast<const char*>(::memrchr(lowest, '/', span - 1));
+      if (slash == nullptr) break;
+      if (slash[1] == '*') {
+        open = slash;
+        break;
+      }
+      span = static_cast<std::size_t>(slash - lowest) + 1;
+    }
+    if (open != nullptr) {
+      const auto comment = trimmed.substr(static_cast<std::size_t>(open - trimmed.data()));
       // The leading comment may be the whole text ("/* a='b' */"): count it once.
       if (comment.data() != out.leading.data() && may_hold_tags(comment)) out.trailing = comment;
     }
@@ -667,17 +720,20 @@ void Lease::on_message(char type, std::string_view body, bool whole) {
   // A partial body may end inside the text: then only its leading comment is known.
   const bool text_whole = whole || text.size() < body.size();
   const auto comments = find_tag_comments(text, text_whole);
-  tag_comments.add(comments.leading);
-  tag_comments.add(comments.trailing);
+  if (!comments.leading.empty()) tag_comments.add(comments.leading);
+  if (!comments.trailing.empty()) tag_comments.add(comments.trailing);
   if (have_first) return;
-  if (first.empty()) first.assign(text);  // until an application statement comes
   const auto significant = first_significant_statement(text);
-  if (significant.empty()) return;
+  if (significant.empty()) {
+    if (first.empty()) first.assign(text);  // until an application statement comes
+    return;
+  }
   have_first = true;
   first.assign(significant);
   if (significant.data() != text.data()) {
     // "BEGIN; /* t */ SELECT ...": the statement's own leading comment.
-    tag_comments.add(find_tag_comments(significant, false).leading);
+    const auto own = find_tag_comments(significant, false).leading;
+    if (!own.empty()) tag_comments.add(own);
   }
 }
 

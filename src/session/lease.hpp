@@ -61,8 +61,9 @@ enum class Housekeeping : std::uint8_t {
                         // type lookups, SQLAlchemy's hstore check)
 };
 std::string_view to_string(Housekeeping kind);
-// The kind of one statement (the text up to its ';'), after leading blanks and comments.
-Housekeeping classify_statement(std::string_view statement);
+// The kind of the statement at the start of `sql` (up to its ';'; what follows does not
+// count), after leading blanks and comments.
+Housekeeping classify_statement(std::string_view sql);
 inline bool is_driver_housekeeping(std::string_view statement) {
   return classify_statement(statement) != Housekeeping::none;
 }

@@ -110,7 +110,6 @@ TEST(LeaseClassifyTest, ApplicationStatementsAreNotHousekeeping) {
                           "SELECT now()",
                           "SELECT pg_sleep(1)",
                           "SELECT current_setting(name) FROM settings",
-                          "SELECT 1; DELETE FROM t",
                           "SELECT pg_typeof(1)",
                           "SELECT * FROM my_pg_types",
                           "SELECT x AS pg_typex FROM t",
@@ -154,6 +153,12 @@ TEST(LeaseClassifyTest, FirstSignificantStatementSkipsLeadingHousekeeping) {
   EXPECT_EQ(first_significant_statement("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\n"
                                         "UNLISTEN *;\nRESET ALL;"),
             "");
+  EXPECT_EQ(first_significant_statement("SELECT 1; DELETE FROM t"), "DELETE FROM t");
+  // pg_type in a later statement does not make the first one introspection.
+  EXPECT_EQ(first_significant_statement("SELECT a FROM t; SELECT oid FROM pg_type"),
+            "SELECT a FROM t; SELECT oid FROM pg_type");
+  EXPECT_EQ(first_significant_statement("SELECT oid FROM pg_type; SELECT a FROM t"),
+            "SELECT a FROM t");
   EXPECT_EQ(first_significant_statement("BEGIN"), "");
   EXPECT_EQ(first_significant_statement("BEGIN; COMMIT;"), "");
   EXPECT_EQ(first_significant_statement(""), "");
