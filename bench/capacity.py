@@ -1,8 +1,11 @@
-"""Capacity measurements for the poolers: RSS per idle client and sequential login rate.
+"""Capacity measurements for the poolers: RSS per idle client, sequential login rate, and RSS
+before, at the peak of and after a storm of logins that a cap mostly refuses.
 
-Both use pgwire's raw client (SCRAM-SHA-256 done in Python) against a freshly started pooler.
+All use pgwire's raw client (SCRAM-SHA-256 done in Python) against a freshly started pooler.
 """
 import asyncio
+import contextlib
+import struct
 import time
 
 import contestants as C
@@ -116,3 +119,141 @@ def login_rate(pooler, n, client_cache=False):
                 cpu_us_per_login=ticks * 1e6 / C.CLK_TCK / done if done else None,
                 errors=errors,
                 error=(f"{len(errors)} logins failed, first: {errors[0]}" if errors else ""))
+
+
+# ---- login storm -----------------------------------------------------------------------------
+
+STORM_APP = "storm"
+
+
+@contextlib.contextmanager
+def storm_config(pooler, keep):
+    """The pooler's configuration for the storm, while the block runs: pgwarden caps the
+    storm's application_name at `keep` clients with an `[apps]` line (what issue 19 describes);
+    PgBouncer 1.18 has no per-application cap, so its `max_client_conn` is `keep`. Either way the
+    logins over the cap are refused with an error before they authenticate."""
+    saved = dict(pooler.settings)
+    if pooler.name == "pgwarden":
+        write_config = pooler.write_config
+
+        def write_config_with_apps():
+            write_config()
+            with open(pooler.ini, "a") as f:
+                f.write(f"[apps]\n{STORM_APP} = max_client_conn={keep}\n")
+        pooler.write_config = write_config_with_apps
+    else:
+        pooler.settings["max_client_conn"] = str(keep)
+    try:
+        yield
+    finally:
+        pooler.settings = saved
+        pooler.__dict__.pop("write_config", None)
+
+
+async def _login_as_app(pooler, app, cache):
+    """pgwire.login_async with an application_name in the startup packet (SCRAM-SHA-256 only,
+    which is what the bench's poolers ask for)."""
+    reader, writer = await asyncio.open_connection(pooler.host, pooler.port, limit=65536)
+    conn = pgwire.AsyncConn(reader, writer)
+    try:
+        writer.write(pgwire.startup_message(C.USER, C.DATABASE, {"application_name": app}))
+        scram = None
+        while True:
+            mtype, body = await conn.read_message()
+            if mtype == b"E":
+                raise pgwire.PgError(pgwire.error_text(body))
+            if mtype == b"Z":
+                return conn
+            if mtype != b"R":
+                continue
+            code = struct.unpack_from("!I", body, 0)[0]
+            if code == 10:
+                scram = pgwire.Scram(C.PASSWORD)
+                writer.write(scram.initial_response())
+            elif code == 11:
+                server_first, nonce, salt, iterations = scram.parse_server_first(body[4:])
+                salted = cache.map.get((C.PASSWORD, salt, iterations))
+                if salted is None:  # hashlib releases the GIL
+                    salted = await asyncio.to_thread(pgwire.salted_password, C.PASSWORD, salt,
+                                                     iterations)
+                    cache.map[(C.PASSWORD, salt, iterations)] = salted
+                writer.write(scram.final_response(server_first, nonce, salted))
+            elif code == 12:
+                scram.check_server_final(body[4:])
+            elif code != 0:
+                raise pgwire.PgError(f"unexpected authentication request {code}")
+    except BaseException:
+        writer.close()
+        raise
+
+
+async def _storm(pooler, total, in_flight, settle):
+    cache = pgwire.ScramCache()
+    kept, refused, errors = [], {}, []
+    next_login = 0
+
+    async def lane():
+        nonlocal next_login
+        while next_login < total:
+            next_login += 1
+            try:
+                kept.append(await asyncio.wait_for(_login_as_app(pooler, STORM_APP, cache), 60))
+            except pgwire.PgError as e:  # refused over the cap: "FATAL 53300: ..."
+                reason = str(e).split(":", 1)[0]
+                refused[reason] = refused.get(reason, 0) + 1
+            except (ConnectionError, asyncio.IncompleteReadError) as e:
+                refused[type(e).__name__] = refused.get(type(e).__name__, 0) + 1
+            except Exception as e:  # noqa: BLE001  (a timeout: reported, not fatal)
+                errors.append(f"{type(e).__name__}: {e}")
+
+    started = time.monotonic()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    storm_s = time.monotonic() - started
+    rss_end = pooler.rss_kb()
+    peak = pooler.peak_rss_kb()
+    # RSS while the clients that got in stay idle: every second, the last one `settle` s after.
+    series = []
+    for _ in range(int(round(settle))):
+        await asyncio.sleep(1)
+        series.append(pooler.rss_kb())
+    still_open = sum(1 for c in kept if c.is_open())
+    probe_errors = []
+    for conn in kept[:: max(1, len(kept) // 10)][:10]:
+        try:
+            if await asyncio.wait_for(conn.query("SELECT 1"), 30) != b"1":
+                probe_errors.append("SELECT 1 returned something else")
+        except Exception as e:  # noqa: BLE001
+            probe_errors.append(f"{type(e).__name__}: {e}")
+    for conn in kept:
+        conn.close()
+    await asyncio.sleep(0.2)
+    return dict(logins=total, in_flight=in_flight, connected=len(kept), still_open=still_open,
+                refused=refused, storm_s=storm_s, rss_end_kb=rss_end, peak_rss_kb=peak,
+                rss_after_kb=series[-1] if series else rss_end, rss_series_kb=series,
+                errors=errors, probe_errors=probe_errors)
+
+
+def login_storm(pooler, total, in_flight, keep, settle=10.0):
+    """`total` SCRAM logins, `in_flight` at a time, with an application_name capped at `keep`
+    clients (`storm_config`): the first `keep` stay connected and idle, the rest are refused.
+    Pooler RSS before, at the peak (VmHWM) and `settle` s after the last login; KiB per client
+    left = (RSS after - RSS before) / clients left, to compare with the idle clients' figure."""
+    warm_up(pooler)
+    time.sleep(0.5)
+    rss_before = pooler.rss_kb()
+    pooler.reset_peak()
+    out = asyncio.run(_storm(pooler, total, in_flight, settle))
+    out["rss_before_kb"] = rss_before
+    out["kb_per_client"] = ((out["rss_after_kb"] - rss_before) / out["connected"]
+                            if out["connected"] else None)
+    problems = []
+    if out["connected"] < keep * 0.9:
+        problems.append(f"only {out['connected']} of the {keep} capped clients got in")
+    if out["errors"]:
+        problems.append(f"{len(out['errors'])} logins failed otherwise, first: {out['errors'][0]}")
+    if out["still_open"] != out["connected"]:
+        problems.append(f"only {out['still_open']} of {out['connected']} still open")
+    if out["probe_errors"]:
+        problems.append(f"probe queries failed: {out['probe_errors'][0]}")
+    out["error"] = "; ".join(problems)
+    return out

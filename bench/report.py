@@ -33,7 +33,26 @@ CAPACITY_METRICS = [
     ("rss_after_kb", "RSS with the idle clients", "MiB", False, 1 / 1024, 2),
     ("login_rate", "Sequential SCRAM logins per second", "logins/s", True, 1, 0),
     ("cpu_us_per_login", "Pooler CPU per login", "µs", False, 1, 1),
+    ("storm_rss_before_kb", "RSS before the login storm", "MiB", False, 1 / 1024, 2),
+    ("storm_peak_rss_kb", "Peak RSS during the login storm (VmHWM)", "MiB", False, 1 / 1024, 2),
+    ("storm_rss_after_kb", "RSS after the login storm, its clients still connected", "MiB",
+     False, 1 / 1024, 2),
+    ("storm_kb_per_client", "RSS growth per client left after the login storm", "KiB", False, 1,
+     2),
 ]
+
+# Where each capacity metric is kept: (part of a repetition, key in it).
+CAPACITY_SOURCES = {
+    "login_rate": ("login", "rate"),
+    "cpu_us_per_login": ("login", "cpu_us_per_login"),
+    "storm_rss_before_kb": ("storm", "rss_before_kb"),
+    "storm_peak_rss_kb": ("storm", "peak_rss_kb"),
+    "storm_rss_after_kb": ("storm", "rss_after_kb"),
+    "storm_kb_per_client": ("storm", "kb_per_client"),
+}
+CAPACITY_PARTS = ("idle", "login", "storm")
+# Absolute sizes: shown next to each other, never flagged as worse.
+CAPACITY_UNFLAGGED = ("rss_before_kb", "rss_after_kb", "storm_rss_before_kb", "storm_rss_after_kb")
 
 
 def sh(cmd):
@@ -170,16 +189,12 @@ class Report:
     def capacity_cell(self, pooler, metric):
         if not self.capacity or pooler not in self.capacity:
             return None
+        part, key = CAPACITY_SOURCES.get(metric, ("idle", metric))
         values = []
         for rep in self.capacity[pooler]:
-            if metric in ("login_rate", "cpu_us_per_login"):
-                login = rep.get("login") or {}
-                if not login.get("error"):
-                    values.append(login.get("rate" if metric == "login_rate" else metric))
-            else:
-                idle = rep.get("idle") or {}
-                if not idle.get("error"):
-                    values.append(idle.get(metric))
+            measured = rep.get(part) or {}
+            if not measured.get("error"):
+                values.append(measured.get(key))
         return Cell(values)
 
     def short_windows(self):
@@ -199,7 +214,7 @@ class Report:
                  for r in self.runs if not r.ok]
         for pooler, reps in (self.capacity or {}).items():
             for i, rep in enumerate(reps, 1):
-                for part in ("idle", "login"):
+                for part in CAPACITY_PARTS:
                     if (rep.get(part) or {}).get("error"):
                         lines.append(f"capacity {part} / {LABELS[pooler]} / rep {i}: "
                                      f"{rep[part]['error']}")
@@ -213,7 +228,7 @@ class Report:
                 if is_worse(r, higher):
                     out.append(f"{label}, {s.title}: pgwarden/PgBouncer = {r:.2f}")
         for key, label, unit, higher, scale, dec in CAPACITY_METRICS:
-            if key in ("rss_before_kb", "rss_after_kb"):
+            if key in CAPACITY_UNFLAGGED:
                 continue
             r = ratio(self.capacity_cell("pgwarden", key), self.capacity_cell("pgbouncer", key))
             if is_worse(r, higher):
@@ -253,14 +268,17 @@ class Report:
             w("\n")
         if self.capacity:
             st = self.settings
+            storm = (f"; a storm of {st['storm_logins']:,} logins, {st['storm_in_flight']} in "
+                     f"flight, RSS after it read {st['storm_settle']:g} s after the last login"
+                     if st.get("storm_logins") else "")
             w(f"### Capacity ({st['idle_clients']:,} idle clients; {st['logins']:,} sequential "
-              f"logins; {st['capacity_reps']} repetition(s))\n\n")
+              f"logins{storm}; {st['capacity_reps']} repetition(s))\n\n")
             w("| measurement | pgwarden | PgBouncer | direct | pgwarden/PgBouncer | "
               "pgwarden/direct |\n|---|---:|---:|---:|---:|---:|\n")
             for key, label, unit, higher, scale, dec in CAPACITY_METRICS:
                 a = self.capacity_cell("pgwarden", key)
                 b = self.capacity_cell("pgbouncer", key)
-                flag = key not in ("rss_before_kb", "rss_after_kb")
+                flag = key not in CAPACITY_UNFLAGGED
                 w(f"| {label} ({unit}) | {fmt_cell(a, scale, dec)} | {fmt_cell(b, scale, dec)} | "
                   f"n/a | {fmt_ratio(ratio(a, b), higher, flag)} | n/a |\n")
             w("\n")
@@ -268,10 +286,17 @@ class Report:
                 for i, rep in enumerate(reps, 1):
                     idle = rep.get("idle") or {}
                     login = rep.get("login") or {}
+                    storm = rep.get("storm") or {}
+                    storm_text = (f"; storm: {storm.get('connected', 0):,} clients let in, "
+                                  f"refused {storm.get('refused', {})}, in "
+                                  f"{storm.get('storm_s', 0):.1f}s, RSS each second after it "
+                                  f"{[round(kb / 1024, 1) for kb in storm.get('rss_series_kb', [])]}"
+                                  f" MiB" if storm and not storm.get("error") else "")
                     w(f"- {LABELS[pooler]} rep {i}: {idle.get('connected', 0):,} idle clients "
                       f"connected in {idle.get('connect_s', 0):.1f}s, "
                       f"open-files limit {idle.get('fd_limit')}; "
-                      f"{login.get('logins', 0):,} logins in {login.get('seconds', 0):.1f}s\n")
+                      f"{login.get('logins', 0):,} logins in {login.get('seconds', 0):.1f}s"
+                      f"{storm_text}\n")
             w("\n")
         worse = self.worse_cells()
         w("## pgwarden worse than PgBouncer (by more than 5%)\n\n")

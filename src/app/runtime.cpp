@@ -3,9 +3,13 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -26,6 +30,64 @@ namespace {
 // quiet machine costs no accept4() that fails with EAGAIN (which a batch would end with).
 constexpr int kAcceptTries = 16;
 constexpr std::chrono::milliseconds kAcceptPause{100};
+
+// Memory after a burst of logins (docs/benchmarks.md, "Login storm"). What a login allocates
+// for a moment (the session of a client that is refused, the login and error-writer coroutine
+// frames, the startup and SCRAM messages) is freed in the worker's malloc arena between the
+// sessions that stay, and glibc returns only the top of an arena by itself: 4,000 logins with
+// 300 in flight left 4.8 MB of free chunks resident around 1,000 clients. Once a worker has seen
+// this many sessions come or go and then none for kChurnQuiet, its janitor hands the free pages
+// back (malloc_trim). Never while the logins go on: the next ones would fault the pages in again.
+constexpr std::uint64_t kChurnWorthTrimming = 64;
+constexpr std::chrono::seconds kChurnQuiet{1};
+
+// A worker's sessions coming and going, as its janitor sees them each round: the sessions
+// started on it (counted at start) and the ones it lists; the difference is those that ended.
+class ChurnWatch {
+ public:
+  // True when the churn since the last trim is worth a trim and has been quiet for kChurnQuiet.
+  // `trims` is the process's count of trims: one that ran after this worker's last churn
+  // covered its arena too.
+  bool due(std::uint64_t started, std::size_t listed, std::uint64_t trims, Clock::time_point now) {
+    const std::uint64_t new_sessions = started - started_;
+    const std::uint64_t before = listed_ + new_sessions;
+    const std::uint64_t ended = before > listed ? before - listed : 0;
+    started_ = started;
+    listed_ = listed;
+    if (new_sessions + ended > 0) {
+      churned_ += new_sessions + ended;
+      last_change_ = now;
+      trims_seen_ = trims;
+    } else if (trims != trims_seen_) {
+      churned_ = 0;
+      trims_seen_ = trims;
+    }
+    return churned_ >= kChurnWorthTrimming && now - last_change_ >= kChurnQuiet;
+  }
+  std::uint64_t churned() const { return churned_; }
+  void trimmed(std::uint64_t trims) {
+    churned_ = 0;
+    trims_seen_ = trims;
+  }
+
+ private:
+  std::uint64_t started_ = 0;
+  std::uint64_t listed_ = 0;
+  std::uint64_t churned_ = 0;  // sessions started or ended since the last trim
+  std::uint64_t trims_seen_ = 0;
+  Clock::time_point last_change_{};
+};
+
+// The process's resident set in KiB (/proc/self/statm), for the debug log line of a trim.
+long resident_kib() {
+  long pages_total = 0;
+  long pages_resident = 0;
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  if (statm == nullptr) return -1;
+  const bool read = std::fscanf(statm, "%ld %ld", &pages_total, &pages_resident) == 2;
+  std::fclose(statm);
+  return read ? pages_resident * (::sysconf(_SC_PAGESIZE) / 1024) : -1;
+}
 
 }  // namespace
 
@@ -213,6 +275,7 @@ void Runtime::start_session(unsigned worker, int fd, const Endpoint& peer,
                             bool first_packet_waiting) {
   // run() starts at once and owns the session (net/task.hpp); the session registers the
   // socket with this worker's reactor and never leaves it.
+  ++workers_[worker]->sessions_started;
   auto session = std::make_shared<session::ClientSession>(*services_, workers_[worker]->reactor,
                                                           worker, fd, peer, first_packet_waiting);
   session->run(session);
@@ -221,6 +284,7 @@ void Runtime::start_session(unsigned worker, int fd, const Endpoint& peer,
 asio::awaitable<void> Runtime::janitor(unsigned worker) {
   // One janitor per worker: it only touches that worker's sessions, so it needs no locks.
   Timer timer(workers_[worker]->reactor);
+  ChurnWatch churn;
   for (;;) {
     auto [ec] = co_await timer.async_wait_for(std::chrono::milliseconds(200), use_nothrow);
     if (ec) co_return;
@@ -231,6 +295,12 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
     std::vector<std::shared_ptr<session::ClientSession>> sessions;
     for (auto* session : sessions_->sessions(worker))
       sessions.push_back(session->shared_from_this());
+    if (churn.due(workers_[worker]->sessions_started, sessions.size(),
+                  heap_trims_.load(std::memory_order_relaxed), now)) {
+      return_freed_memory(worker, churn.churned());
+      // The trim posted (or one already on its way) covers this worker's churn.
+      churn.trimmed(heap_trims_.load(std::memory_order_relaxed) + 1);
+    }
     const auto config = config_->config();
     // Each session's timeouts, and the leak guard's ladder for those holding a server.
     for (auto& session : sessions) session->check_timeouts(now, *config);
@@ -243,6 +313,35 @@ asio::awaitable<void> Runtime::janitor(unsigned worker) {
       pools_->roll_stats(now, config->stats_period);
     }
   }
+}
+
+void Runtime::return_freed_memory(unsigned worker, std::uint64_t churned) {
+#if defined(__GLIBC__)
+  // On the main thread: a trim walks every arena and takes a few milliseconds for a few
+  // megabytes, which a worker's clients would wait for. The workers' data path does not call
+  // malloc per message (its buffers come from per-worker free lists), so it does not wait for
+  // the arena locks the trim takes; a login or a disconnect might, while its arena is trimmed.
+  if (trim_posted_.exchange(true, std::memory_order_relaxed)) return;  // one is on its way
+  asio::post(main_io_, [this, worker, churned] {
+    activity::Scope scope("returning freed memory to the kernel (malloc_trim)");
+    const bool logged = spdlog::should_log(spdlog::level::debug);
+    const long before_kib = logged ? resident_kib() : 0;
+    const auto started = Clock::now();
+    // Whole free pages only (madvise): what the sessions still use stays where it is.
+    ::malloc_trim(0);
+    heap_trims_.fetch_add(1, std::memory_order_relaxed);
+    trim_posted_.store(false, std::memory_order_relaxed);
+    if (logged) {
+      const auto took =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+      spdlog::debug("worker {}: {} sessions came or went; malloc_trim took {} us, RSS {} -> {} KiB",
+                    worker, churned, took, before_kib, resident_kib());
+    }
+  });
+#else
+  (void)worker;
+  (void)churned;
+#endif
 }
 
 void Runtime::run_worker(unsigned worker) {

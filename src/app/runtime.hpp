@@ -65,6 +65,9 @@ class Runtime {
     net::Reactor reactor;  // that thread's event loop (runs io)
     std::vector<std::unique_ptr<Accepting>> accepting;
     std::thread thread;
+    // Sessions started on this worker so far (touched on its thread only): with the number it
+    // lists, how its janitor sees logins come and go (return_freed_memory()).
+    std::uint64_t sessions_started = 0;
     // Handlers still queued once the thread has ended (a hand-off another worker posted while
     // this one settled) are destroyed unrun.
     void discard_queued() {
@@ -88,6 +91,10 @@ class Runtime {
   void change_accepting(Direction direction);
   void sync_listeners(unsigned worker);
   asio::awaitable<void> janitor(unsigned worker);
+  // After a burst of sessions that came and went on `worker`, has the main thread give the
+  // malloc arenas' free pages back to the kernel (malloc_trim); the worker's janitor calls it
+  // once the burst has been quiet a while.
+  void return_freed_memory(unsigned worker, std::uint64_t churned);
   // A worker thread: the loop until stop(), then what is left on it is ended on it
   // (net::Reactor::settle), so that the Runtime can be destroyed with nothing suspended.
   void run_worker(unsigned worker);
@@ -132,6 +139,10 @@ class Runtime {
   std::unique_ptr<net::OverloadGuard> overload_;
   bool finishing_ = false;                      // main thread: finish_shutdown() has run
   std::atomic<unsigned> accepting_workers_{1};  // workers 0 .. n-1 watch the listeners
+  // How many times return_freed_memory() has run: one trim covers every worker's arena, so a
+  // janitor whose burst another worker's trim came after does not trim again.
+  std::atomic<std::uint64_t> heap_trims_{0};
+  std::atomic<bool> trim_posted_{false};  // a trim is queued on the main thread
 };
 
 }  // namespace pgw::app
