@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -25,6 +26,13 @@ Endpoint endpoint_of(const sockaddr_storage& storage, socklen_t size) {
 bool is_tcp(const Endpoint& endpoint) {
   const auto family = endpoint.data()->sa_family;
   return family == AF_INET || family == AF_INET6;
+}
+
+bool peer_is_same_user(int fd) {
+  ucred credentials{};
+  socklen_t size = sizeof credentials;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &size) != 0) return false;
+  return size == sizeof credentials && credentials.uid == ::geteuid();
 }
 
 Endpoint server_endpoint(const std::string& host, int port, std::error_code& ec) {

@@ -33,6 +33,9 @@ Endpoint endpoint_of(const sockaddr_storage& storage, socklen_t size);
 // An IPv4 or IPv6 endpoint (not a Unix socket). Callers ask the endpoint they already have
 // (accept4's peer address, a server's configured endpoint) rather than the kernel again.
 bool is_tcp(const Endpoint& endpoint);
+// Whether the process at the other end of a Unix socket runs as this process's effective user
+// (SO_PEERCRED); false for any other socket or when the kernel does not say.
+bool peer_is_same_user(int fd);
 // Disables Nagle on a TCP socket: every response must leave at once.
 void set_nodelay(int fd);
 struct Keepalive {

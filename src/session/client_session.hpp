@@ -152,6 +152,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool ending_ = false;
   bool registered_ = false;
   bool console_full_access_ = false;
+  // A Unix-socket client running as pgwarden's own user: the user "pgbouncer" may then open
+  // the console without a password, as in PgBouncer (LoginFlow::authenticate).
+  bool peer_is_same_user_ = false;
 };
 
 }  // namespace pgw::session

@@ -210,12 +210,25 @@ asio::awaitable<std::optional<proto::Message>> LoginFlow::read_auth_reply() {
   co_return std::nullopt;
 }
 
+bool LoginFlow::is_local_console_superuser() const {
+  const auto& s = session_;
+  return s.peer_is_same_user_ && s.who_.user == "pgbouncer" &&
+         (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden");
+}
+
 asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
   auto& s = session_;
   const auto& config = *s.config_;
   auto secrets = s.services_.config.secrets();
   const std::string* secret = nullptr;
   if (auto it = secrets->find(s.who_.user); it != secrets->end()) secret = &it->second;
+  if (is_local_console_superuser()) {
+    // PgBouncer's rule: "pgbouncer" over the Unix socket, from a process of pgwarden's own
+    // user, opens the console without a password (whoever runs as that user can read the
+    // configuration and the auth_file anyway).
+    proto::MessageWriter(greeting).authentication_ok();
+    co_return true;
+  }
   bool ok = false;
   switch (config.auth_type) {
     case config::AuthType::any:
@@ -362,8 +375,9 @@ asio::awaitable<bool> LoginFlow::route() {
   const auto& config = *s.config_;
   if (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden") {
     // The admin console: no pool, no server; serve_console() answers the commands itself.
-    s.console_full_access_ =
-        listed(config.admin_users, s.who_.user) || config.auth_type == config::AuthType::any;
+    s.console_full_access_ = listed(config.admin_users, s.who_.user) ||
+                             config.auth_type == config::AuthType::any ||
+                             is_local_console_superuser();
     if (!s.console_full_access_ && !listed(config.stats_users, s.who_.user)) {
       const auto refusal = report(Err::admin_not_allowed, s.who_.user);
       co_await refuse(refusal);

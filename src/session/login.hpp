@@ -31,6 +31,9 @@ class LoginFlow {
   // authenticate() and welcome() append their last messages to `greeting`, which welcome()
   // writes: AuthenticationOk, the parameters and ReadyForQuery leave in one send.
   asio::awaitable<bool> authenticate(std::string& greeting);
+  // The user "pgbouncer", asking for the console over the Unix socket from a process of
+  // pgwarden's own OS user: no password, full console access (PgBouncer's rule).
+  bool is_local_console_superuser() const;
   asio::awaitable<bool> route();
   asio::awaitable<bool> welcome(std::string& greeting);
   // The admin console (database "pgbouncer"/"pgwarden"): what PgBouncer's console reports.

@@ -87,6 +87,24 @@ def stats_row(conn, db="pgwarden_test"):
     return None
 
 
+def test_user_pgbouncer_of_the_same_os_user_opens_the_console_over_the_unix_socket():
+    # PgBouncer's rule, which its own test suite relies on: no password, full access, but only
+    # over the Unix socket and from a process of pgwarden's own OS user (this test's).
+    with bouncer(auth_type="scram-sha-256") as pw:
+        local = f"host={pw.dir} port={pw.port} dbname=pgbouncer user=pgbouncer"
+        assert harness.psql(local, "SHOW VERSION").stdout.startswith("pgwarden")
+        assert harness.psql(local, "RELOAD").returncode == 0  # an admin command
+        # Over TCP it is an ordinary user, unknown to the auth_file.
+        refused = harness.psql(f"host=127.0.0.1 port={pw.port} dbname=pgbouncer user=pgbouncer "
+                               "password=x", "SHOW VERSION", check=False)
+        assert refused.returncode != 0
+        assert 'password authentication failed for user "pgbouncer"' in refused.stderr, refused
+        # Over the socket, only for the console.
+        other = harness.psql(f"host={pw.dir} port={pw.port} dbname=pgwarden_test user=pgbouncer "
+                             "password=x", "SELECT 1", check=False)
+        assert other.returncode != 0, other
+
+
 def test_columns_match_pgbouncer_extended_protocol():
     with bouncer() as pw:
         harness.psql(pw.dsn(user="app_user"), "SELECT 1")
