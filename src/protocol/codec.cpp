@@ -9,10 +9,13 @@ namespace pgw::proto {
 namespace {
 
 std::uint32_t read_u32(const std::byte* p) {
-  return (std::to_integer<std::uint32_t>(p[0]) << 24) | (std::to_integer<std::uint32_t>(p[1]) << 16) |
+  return (std::to_integer<std::uint32_t>(p[0]) << 24) |
+         (std::to_integer<std::uint32_t>(p[1]) << 16) |
          (std::to_integer<std::uint32_t>(p[2]) << 8) | std::to_integer<std::uint32_t>(p[3]);
 }
-std::int32_t read_i32(const std::byte* p) { return static_cast<std::int32_t>(read_u32(p)); }
+std::int32_t read_i32(const std::byte* p) {
+  return static_cast<std::int32_t>(read_u32(p));
+}
 std::int16_t read_i16(const std::byte* p) {
   return static_cast<std::int16_t>((std::to_integer<std::uint16_t>(p[0]) << 8) |
                                    std::to_integer<std::uint16_t>(p[1]));
@@ -69,9 +72,20 @@ class Cursor {
 bool valid_frontend_type(char type) {
   using namespace from_client;
   switch (type) {
-    case kQuery: case kParse: case kBind: case kDescribe: case kExecute: case kSync:
-    case kFlush: case kClose: case kTerminate: case kCopyData: case kCopyDone: case kCopyFail:
-    case kFunctionCall: case kPassword:
+    case kQuery:
+    case kParse:
+    case kBind:
+    case kDescribe:
+    case kExecute:
+    case kSync:
+    case kFlush:
+    case kClose:
+    case kTerminate:
+    case kCopyData:
+    case kCopyDone:
+    case kCopyFail:
+    case kFunctionCall:
+    case kPassword:
       return true;
     default:
       return false;
@@ -81,13 +95,30 @@ bool valid_frontend_type(char type) {
 bool valid_backend_type(char type) {
   using namespace from_server;
   switch (type) {
-    case kAuthentication: case kBackendKeyData: case kParameterStatus: case kReadyForQuery:
-    case kRowDescription: case kDataRow: case kCommandComplete: case kErrorResponse:
-    case kNoticeResponse: case kNotificationResponse: case kCopyInResponse:
-    case kCopyOutResponse: case kCopyBothResponse: case kCopyData: case kCopyDone:
-    case kEmptyQueryResponse: case kNoData: case kParseComplete: case kBindComplete:
-    case kCloseComplete: case kPortalSuspended: case kParameterDescription:
-    case kNegotiateProtocolVersion: case kFunctionCallResponse:
+    case kAuthentication:
+    case kBackendKeyData:
+    case kParameterStatus:
+    case kReadyForQuery:
+    case kRowDescription:
+    case kDataRow:
+    case kCommandComplete:
+    case kErrorResponse:
+    case kNoticeResponse:
+    case kNotificationResponse:
+    case kCopyInResponse:
+    case kCopyOutResponse:
+    case kCopyBothResponse:
+    case kCopyData:
+    case kCopyDone:
+    case kEmptyQueryResponse:
+    case kNoData:
+    case kParseComplete:
+    case kBindComplete:
+    case kCloseComplete:
+    case kPortalSuspended:
+    case kParameterDescription:
+    case kNegotiateProtocolVersion:
+    case kFunctionCallResponse:
       return true;
     default:
       return false;
@@ -98,12 +129,18 @@ bool valid_backend_type(char type) {
 
 std::string_view describe(CodecError error) {
   switch (error) {
-    case CodecError::invalid_length: return "invalid message length";
-    case CodecError::invalid_startup_length: return "invalid length of startup packet";
-    case CodecError::message_too_large: return "message too large";
-    case CodecError::unknown_message_type: return "unknown message type";
-    case CodecError::malformed_body: return "malformed message";
-    case CodecError::unsupported_protocol: return "unsupported frontend protocol";
+    case CodecError::invalid_length:
+      return "invalid message length";
+    case CodecError::invalid_startup_length:
+      return "invalid length of startup packet";
+    case CodecError::message_too_large:
+      return "message too large";
+    case CodecError::unknown_message_type:
+      return "unknown message type";
+    case CodecError::malformed_body:
+      return "malformed message";
+    case CodecError::unsupported_protocol:
+      return "unsupported frontend protocol";
   }
   return "codec error";
 }
@@ -111,7 +148,11 @@ std::string_view describe(CodecError error) {
 std::uint32_t frontend_length_limit(char type) {
   using namespace from_client;
   switch (type) {
-    case kQuery: case kParse: case kBind: case kFunctionCall: case kCopyData:
+    case kQuery:
+    case kParse:
+    case kBind:
+    case kFunctionCall:
+    case kCopyData:
       return kLargeMessageLimit;
     case kPassword:  // password / SASL / GSS responses: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH
       return 65535;
@@ -224,13 +265,26 @@ std::optional<ErrorFields> parse_error_fields(Bytes body) {
     auto value = cursor.cstring();
     if (!value) return std::nullopt;
     switch (static_cast<char>(*code)) {
-      case 'S': fields.severity = *value; break;
-      case 'V': nonlocalized = *value; break;
-      case 'C': fields.sqlstate = *value; break;
-      case 'M': fields.message = *value; break;
-      case 'D': fields.detail = *value; break;
-      case 'H': fields.hint = *value; break;
-      default: break;
+      case 'S':
+        fields.severity = *value;
+        break;
+      case 'V':
+        nonlocalized = *value;
+        break;
+      case 'C':
+        fields.sqlstate = *value;
+        break;
+      case 'M':
+        fields.message = *value;
+        break;
+      case 'D':
+        fields.detail = *value;
+        break;
+      case 'H':
+        fields.hint = *value;
+        break;
+      default:
+        break;
     }
   }
   if (!cursor.empty()) return std::nullopt;
@@ -353,7 +407,9 @@ MessageWriter& MessageWriter::raw(std::string_view s) {
   out_.append(s);
   return *this;
 }
-MessageWriter& MessageWriter::raw(Bytes s) { return raw(as_chars(s)); }
+MessageWriter& MessageWriter::raw(Bytes s) {
+  return raw(as_chars(s));
+}
 void MessageWriter::finish() {
   const auto length = static_cast<std::uint32_t>(out_.size() - start_ - 1);
   out_[start_ + 1] = static_cast<char>(length >> 24);
@@ -362,8 +418,12 @@ void MessageWriter::finish() {
   out_[start_ + 4] = static_cast<char>(length & 0xff);
 }
 
-void MessageWriter::authentication_ok() { begin(from_server::kAuthentication).int32(0).finish(); }
-void MessageWriter::authentication_cleartext() { begin(from_server::kAuthentication).int32(3).finish(); }
+void MessageWriter::authentication_ok() {
+  begin(from_server::kAuthentication).int32(0).finish();
+}
+void MessageWriter::authentication_cleartext() {
+  begin(from_server::kAuthentication).int32(3).finish();
+}
 void MessageWriter::authentication_md5(std::span<const std::byte, 4> salt) {
   begin(from_server::kAuthentication).int32(5).raw(Bytes(salt.data(), 4)).finish();
 }
@@ -411,14 +471,16 @@ void MessageWriter::notice_response(std::string_view severity, std::string_view 
 }
 void MessageWriter::negotiate_protocol_version(std::int32_t newest_minor,
                                                std::span<const std::string> unrecognized_options) {
-  begin(from_server::kNegotiateProtocolVersion).int32(static_cast<std::int32_t>(kProtocol30 | static_cast<std::uint32_t>(newest_minor)));
+  begin(from_server::kNegotiateProtocolVersion)
+      .int32(static_cast<std::int32_t>(kProtocol30 | static_cast<std::uint32_t>(newest_minor)));
   int32(static_cast<std::int32_t>(unrecognized_options.size()));
   for (const auto& option : unrecognized_options) cstring(option);
   finish();
 }
 void MessageWriter::row_description(std::span<const std::string_view> column_names) {
   begin(from_server::kRowDescription).int16(static_cast<std::int16_t>(column_names.size()));
-  for (auto name : column_names) cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0);
+  for (auto name : column_names)
+    cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0);
   finish();
 }
 void MessageWriter::data_row(std::span<const std::optional<std::string_view>> values) {
@@ -432,10 +494,15 @@ void MessageWriter::data_row(std::span<const std::optional<std::string_view>> va
   }
   finish();
 }
-void MessageWriter::command_complete(std::string_view tag) { begin(from_server::kCommandComplete).cstring(tag).finish(); }
-void MessageWriter::empty_query_response() { begin(from_server::kEmptyQueryResponse).finish(); }
+void MessageWriter::command_complete(std::string_view tag) {
+  begin(from_server::kCommandComplete).cstring(tag).finish();
+}
+void MessageWriter::empty_query_response() {
+  begin(from_server::kEmptyQueryResponse).finish();
+}
 
-void MessageWriter::startup_message(std::span<const std::pair<std::string, std::string>> parameters) {
+void MessageWriter::startup_message(
+    std::span<const std::pair<std::string, std::string>> parameters) {
   start_ = out_.size();
   out_.append(4, '\0');
   int32(static_cast<std::int32_t>(kProtocol30));
@@ -447,14 +514,28 @@ void MessageWriter::startup_message(std::span<const std::pair<std::string, std::
   out_[start_ + 2] = static_cast<char>((length >> 8) & 0xff);
   out_[start_ + 3] = static_cast<char>(length & 0xff);
 }
-void MessageWriter::password_message(std::string_view password) { begin(from_client::kPassword).cstring(password).finish(); }
-void MessageWriter::sasl_initial_response(std::string_view mechanism, std::string_view data) {
-  begin(from_client::kPassword).cstring(mechanism).int32(static_cast<std::int32_t>(data.size())).raw(data).finish();
+void MessageWriter::password_message(std::string_view password) {
+  begin(from_client::kPassword).cstring(password).finish();
 }
-void MessageWriter::sasl_response(std::string_view data) { begin(from_client::kPassword).raw(data).finish(); }
-void MessageWriter::query(std::string_view sql) { begin(from_client::kQuery).cstring(sql).finish(); }
-void MessageWriter::sync() { begin(from_client::kSync).finish(); }
-void MessageWriter::terminate() { begin(from_client::kTerminate).finish(); }
+void MessageWriter::sasl_initial_response(std::string_view mechanism, std::string_view data) {
+  begin(from_client::kPassword)
+      .cstring(mechanism)
+      .int32(static_cast<std::int32_t>(data.size()))
+      .raw(data)
+      .finish();
+}
+void MessageWriter::sasl_response(std::string_view data) {
+  begin(from_client::kPassword).raw(data).finish();
+}
+void MessageWriter::query(std::string_view sql) {
+  begin(from_client::kQuery).cstring(sql).finish();
+}
+void MessageWriter::sync() {
+  begin(from_client::kSync).finish();
+}
+void MessageWriter::terminate() {
+  begin(from_client::kTerminate).finish();
+}
 void MessageWriter::cancel_request(std::int32_t pid, std::int32_t key) {
   int32(16).int32(static_cast<std::int32_t>(kCancelRequestCode)).int32(pid).int32(key);
 }

@@ -36,10 +36,10 @@ inline constexpr std::uint32_t kCancelRequestCode = 80877102;
 enum class CodecError : std::uint8_t {
   invalid_length,          // length field < 4
   invalid_startup_length,  // the first packet's length field < 8
-  message_too_large,     // over the per-type limit
-  unknown_message_type,  // type byte not valid in this direction / phase
-  malformed_body,        // missing NUL terminator, counts that do not fit, trailing bytes...
-  unsupported_protocol,  // major version other than 3
+  message_too_large,       // over the per-type limit
+  unknown_message_type,    // type byte not valid in this direction / phase
+  malformed_body,          // missing NUL terminator, counts that do not fit, trailing bytes...
+  unsupported_protocol,    // major version other than 3
 };
 std::string_view describe(CodecError error);
 
@@ -184,8 +184,9 @@ class MessageWriter {
   void backend_key_data(std::int32_t pid, std::int32_t key);
   void ready_for_query(TransactionStatus status);
   // ErrorResponse ('E') or NoticeResponse ('N'); empty detail/hint are omitted.
-  void error_response(std::string_view severity, std::string_view sqlstate, std::string_view message,
-                      std::string_view detail = {}, std::string_view hint = {});
+  void error_response(std::string_view severity, std::string_view sqlstate,
+                      std::string_view message, std::string_view detail = {},
+                      std::string_view hint = {});
   void notice_response(std::string_view severity, std::string_view sqlstate,
                        std::string_view message, std::string_view detail = {},
                        std::string_view hint = {});
