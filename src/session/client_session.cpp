@@ -17,7 +17,7 @@ ClientSession::ClientSession(SessionServices& services, net::Reactor& reactor, u
   client_.open(reactor, fd);
   if (first_packet_waiting) client_.assume_readable();
   std::tie(who_.addr, who_.port) = net::address_of(peer);
-  if (peer.data()->sa_family == AF_UNIX) peer_is_same_user_ = net::peer_is_same_user(fd);
+  unix_client_ = peer.data()->sa_family == AF_UNIX;
   if (net::is_tcp(peer)) {
     net::set_nodelay(fd);
     net::set_keepalive(fd, {config_->tcp_keepalive, config_->tcp_keepidle, config_->tcp_keepintvl,

@@ -152,9 +152,10 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool ending_ = false;
   bool registered_ = false;
   bool console_full_access_ = false;
-  // A Unix-socket client running as pgwarden's own user: the user "pgbouncer" may then open
-  // the console without a password, as in PgBouncer (LoginFlow::authenticate).
-  bool peer_is_same_user_ = false;
+  // A Unix-socket client: if it runs as pgwarden's own OS user, the user "pgbouncer" may open
+  // the console without a password, as in PgBouncer (LoginFlow::is_local_console_superuser).
+  bool unix_client_ = false;
+  bool local_console_superuser_ = false;  // authenticate() found it so; route() reads it
 };
 
 }  // namespace pgw::session

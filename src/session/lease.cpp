@@ -713,8 +713,12 @@ void Lease::on_message(char type, std::string_view body, bool whole) {
     if (xact_start == Clock::time_point{}) xact_start = net::turn_now();
     if (type == kExecute) return;
   }
-  // The whole text (to its NUL: memchr), for the tags of its trailing comment.
-  const auto text = statement_text(type, body);
+  // The whole text, for the tags of its trailing comment. A whole Query is its text and a
+  // NUL, so that one costs nothing to find, however long the statement; a Parse's text ends
+  // at its NUL (memchr).
+  const auto text = whole && type == kQuery && !body.empty() && body.back() == '\0'
+                        ? body.substr(0, body.size() - 1)
+                        : statement_text(type, body);
   if (text.empty()) return;
   last.assign(text);
   // A partial body may end inside the text: then only its leading comment is known.

@@ -212,8 +212,10 @@ asio::awaitable<std::optional<proto::Message>> LoginFlow::read_auth_reply() {
 
 bool LoginFlow::is_local_console_superuser() const {
   const auto& s = session_;
-  return s.peer_is_same_user_ && s.who_.user == "pgbouncer" &&
-         (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden");
+  // The peer's credentials last: one system call, only for this user and these databases.
+  return s.unix_client_ && s.who_.user == "pgbouncer" &&
+         (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden") &&
+         net::peer_is_same_user(s.client_.fd());
 }
 
 asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
@@ -222,7 +224,8 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
   auto secrets = s.services_.config.secrets();
   const std::string* secret = nullptr;
   if (auto it = secrets->find(s.who_.user); it != secrets->end()) secret = &it->second;
-  if (is_local_console_superuser()) {
+  s.local_console_superuser_ = is_local_console_superuser();
+  if (s.local_console_superuser_) {
     // PgBouncer's rule: "pgbouncer" over the Unix socket, from a process of pgwarden's own
     // user, opens the console without a password (whoever runs as that user can read the
     // configuration and the auth_file anyway).
@@ -377,7 +380,7 @@ asio::awaitable<bool> LoginFlow::route() {
     // The admin console: no pool, no server; serve_console() answers the commands itself.
     s.console_full_access_ = listed(config.admin_users, s.who_.user) ||
                              config.auth_type == config::AuthType::any ||
-                             is_local_console_superuser();
+                             s.local_console_superuser_;
     if (!s.console_full_access_ && !listed(config.stats_users, s.who_.user)) {
       const auto refusal = report(Err::admin_not_allowed, s.who_.user);
       co_await refuse(refusal);

@@ -376,9 +376,13 @@ class RawClient:
                 break
         return messages
 
-    def query(self, sql):
+    def send_query(self, sql):
+        """Sends a simple Query without waiting for its answer."""
         body = sql.encode() + b"\0"
         self.send(b"Q" + struct.pack("!I", len(body) + 4) + body)
+
+    def query(self, sql):
+        self.send_query(sql)
         return self.read_until()
 
     def close(self):

@@ -13,7 +13,7 @@ import threading
 import time
 
 import harness
-from common import pg
+from common import admin, pg, raw_login, show
 
 LEASE_COLUMNS = ["client_id", "application_name", "user", "database", "client_addr",
                  "client_port", "backend_pid", "state", "lease_age_s", "xact_age_s", "idle_s",
@@ -56,31 +56,10 @@ def bouncer(apps=None, session_pool_size=None, **settings):
     return AppsPgwarden(p, apps=apps, **base)
 
 
-def admin(pw):
-    import psycopg
-    return psycopg.connect(pw.dsn(user="postgres", db="pgbouncer"), autocommit=True)
-
-
-def show(conn, what):
-    cur = conn.execute(f"SHOW {what}")
-    names = [c.name for c in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 def app_row(conn, name):
     rows = [r for r in show(conn, "APPS") if r["application_name"] == name]
     assert len(rows) <= 1, rows
     return rows[0] if rows else None
-
-
-def raw_login(pw, application_name, db="pgwarden_test"):
-    """A protocol-level client past login (trust auth), for exact FATALs and counts."""
-    client = harness.RawClient(pw.port)
-    client.send_startup({"user": "app_user", "database": db,
-                         "application_name": application_name})
-    messages = client.read_until()
-    assert messages and messages[-1][0] == b"Z", messages
-    return client
 
 
 def raw_value(messages):

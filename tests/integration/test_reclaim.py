@@ -12,7 +12,7 @@ import threading
 import time
 
 import harness
-from common import pg
+from common import admin, pg, raw_login, show
 
 USERLIST = dict(harness.USERS, postgres="")
 
@@ -26,29 +26,12 @@ def bouncer(**settings):
     return harness.Pgwarden(p, **base)
 
 
-def admin(pw):
-    import psycopg
-    return psycopg.connect(pw.dsn(user="postgres", db="pgbouncer"), autocommit=True)
-
-
-def show(conn, what):
-    cur = conn.execute(f"SHOW {what}")
-    names = [c.name for c in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def raw_client(pw, application_name):
-    client = harness.RawClient(pw.port)
-    client.send_startup({"user": "app_user", "database": "pgwarden_test",
-                         "application_name": application_name})
-    messages = client.read_until()
-    assert messages and messages[-1][0] == b"Z", messages
-    return client
-
-
-def send_query(client, sql):
-    body = sql.encode() + b"\0"
-    client.send(b"Q" + len(body).__add__(4).to_bytes(4, "big") + body)
+def idle_in_transaction(pw, sql="SELECT 1"):
+    """A raw client "leaky" left idle inside a transaction, and since when."""
+    leaky = raw_login(pw, "leaky")
+    assert leaky.query("BEGIN")[-1] == (b"Z", b"T")
+    assert leaky.query(sql)[-1] == (b"Z", b"T")
+    return leaky, time.monotonic()
 
 
 def client_ids(console):
@@ -57,10 +40,7 @@ def client_ids(console):
 
 def test_an_idle_transaction_is_reclaimed_for_a_waiting_client():
     with bouncer(reclaim_under_pressure_after=2) as pw, admin(pw) as console:
-        leaky = raw_client(pw, "leaky")
-        assert leaky.query("BEGIN")[-1] == (b"Z", b"T")
-        assert leaky.query("SELECT 42 /* route='/slow' */")[-1] == (b"Z", b"T")
-        idle_from = time.monotonic()
+        leaky, idle_from = idle_in_transaction(pw, "SELECT 42 /* route='/slow' */")
         leaky_id = client_ids(console)["leaky"]
         # Nobody waits: the lease is a suspected leak, not reclaimed.
         time.sleep(2.6)
@@ -69,9 +49,9 @@ def test_an_idle_transaction_is_reclaimed_for_a_waiting_client():
         assert leaks[0]["action_taken"] == "warned", leaks
         # A client waits for the pool's only server: the idle transaction goes, at once since
         # it is already past the threshold.
-        waiter = raw_client(pw, "polite")
+        waiter = raw_login(pw, "polite")
         waited_from = time.monotonic()
-        send_query(waiter, "SELECT 7")
+        waiter.send_query("SELECT 7")
         leaky.sock.settimeout(5)
         error = harness.first_error(leaky.read_until(types=(), limit=100))
         assert error is not None and (error["S"], error["C"]) == ("FATAL", "25P03"), error
@@ -97,12 +77,9 @@ def test_an_idle_transaction_is_reclaimed_for_a_waiting_client():
 
 def test_a_young_idle_transaction_is_reclaimed_only_once_past_the_threshold():
     with bouncer(reclaim_under_pressure_after=2, idle_transaction_timeout=0) as pw:
-        leaky = raw_client(pw, "leaky")
-        leaky.query("BEGIN")
-        leaky.query("SELECT 1")
-        idle_from = time.monotonic()
-        waiter = raw_client(pw, "polite")
-        send_query(waiter, "SELECT 7")
+        leaky, idle_from = idle_in_transaction(pw)
+        waiter = raw_login(pw, "polite")
+        waiter.send_query("SELECT 7")
         messages = waiter.read_until()
         waited = time.monotonic() - idle_from
         assert messages[-1] == (b"Z", b"I"), messages
@@ -116,12 +93,9 @@ def test_a_young_idle_transaction_is_reclaimed_only_once_past_the_threshold():
 
 def test_with_the_key_off_an_idle_transaction_is_left_to_idle_transaction_timeout():
     with bouncer(idle_transaction_timeout=3) as pw, admin(pw) as console:
-        leaky = raw_client(pw, "leaky")
-        leaky.query("BEGIN")
-        leaky.query("SELECT 1")
-        idle_from = time.monotonic()
-        waiter = raw_client(pw, "polite")
-        send_query(waiter, "SELECT 7")
+        leaky, idle_from = idle_in_transaction(pw)
+        waiter = raw_login(pw, "polite")
+        waiter.send_query("SELECT 7")
         leaky.sock.settimeout(6)
         error = harness.first_error(leaky.read_until(types=(), limit=100))
         assert error is not None and error["C"] == "25P03", error
