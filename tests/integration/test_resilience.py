@@ -723,7 +723,11 @@ def test_open_files_limit_refuses_at_90_percent():
         assert refused is not None, "never refused"
         assert refused["C"] == "53300" and refused["M"] == "sorry, too many clients already", refused
         assert "file descriptors" in refused.get("D", ""), refused
-        assert len(clients) + baseline >= 0.85 * limit, (len(clients), baseline, limit)
+        # Counted as pgwarden counts: its own descriptors (clients, servers, internal ones),
+        # not the clients alone (pool connections and the sanitizer's files vary by build).
+        open_at_refusal = len(os.listdir(f"/proc/{pw.pid}/fd"))
+        assert open_at_refusal >= 0.85 * limit, (open_at_refusal, len(clients), baseline, limit)
+        assert len(clients) >= 20, (len(clients), baseline, limit)
         assert "refusing new connections" in pw.log()
         # Under 80 % again: served again.
         for client in clients[: len(clients) // 2]:
