@@ -20,6 +20,14 @@ class Scenario:
     clients: int
     args: tuple = ()    # extra pgbench arguments
     tpcb: bool = False  # default (TPC-B-like) script: tables are prepared before each run
+    # PgBouncer's arguments when they differ: Debian 12's PgBouncer 1.18 has no prepared
+    # statement support in transaction pooling, so its -M prepared row runs -M extended.
+    pgbouncer_args: tuple = None
+
+    def args_for(self, contestant_name):
+        if contestant_name == "pgbouncer" and self.pgbouncer_args is not None:
+            return self.pgbouncer_args
+        return self.args
 
     def threads(self):
         return max(1, min(2, self.clients))
@@ -31,6 +39,10 @@ SCENARIOS = [
     Scenario("S-c100", "-S simple, 100 clients", 100, ("-S",)),
     Scenario("S-c1000", "-S simple, 1000 clients", 1000, ("-S",)),
     Scenario("S-ext-c100", "-S -M extended, 100 clients", 100, ("-S", "-M", "extended")),
+    Scenario("S-prep-c10", "-S -M prepared, 10 clients (PgBouncer: -M extended)", 10,
+             ("-S", "-M", "prepared"), pgbouncer_args=("-S", "-M", "extended")),
+    Scenario("S-prep-c100", "-S -M prepared, 100 clients (PgBouncer: -M extended)", 100,
+             ("-S", "-M", "prepared"), pgbouncer_args=("-S", "-M", "extended")),
     Scenario("S-C-c10", "-S -C (connect per tx), 10 clients", 10, ("-S", "-C")),
     Scenario("tpcb-c50", "TPC-B, 50 clients", 50, (), tpcb=True),
 ]
@@ -185,7 +197,8 @@ def run_pgbench(scenario, contestant, duration, rep, workdir, connect_allowance_
     logdir = tempfile.mkdtemp(prefix=f"{scenario.key}-{contestant.name}-{rep}-", dir=workdir)
     prefix = os.path.join(logdir, "tx")
     cmd = ["pgbench", "-n", "-T", str(duration + allowance), "-c", str(scenario.clients),
-           "-j", str(scenario.threads()), *scenario.args, "-l", f"--log-prefix={prefix}",
+           "-j", str(scenario.threads()), *scenario.args_for(contestant.name), "-l",
+           f"--log-prefix={prefix}",
            "-h", contestant.host, "-p", str(contestant.port), "-U", C.USER, C.DATABASE]
     if scenario.tpcb:
         contestant.pg.prepare_tpcb()

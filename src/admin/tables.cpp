@@ -114,7 +114,7 @@ ResultSet show_clients(const Snapshot& s) {
                             "0",
                             "",
                             c.application_name,
-                            "0",
+                            unum(c.prepared_statements),
                             unum(c.id)});
   }
   b.rs.tag = "SHOW";
@@ -142,7 +142,7 @@ Row server_row(const Snapshot& s, const pool::ServerInfo& sv, const std::string&
              num(sv.backend_pid),
              "",
              sv.application_name,
-             "0",
+             unum(sv.prepared_statements),
              unum(sv.id)};
 }
 

@@ -84,6 +84,9 @@ struct Config {
   int max_user_connections = 0;
   std::string server_reset_query = "DISCARD ALL";
   bool server_reset_query_always = false;
+  // Transaction and statement pooling: named prepared statements per server connection (LRU);
+  // 0 passes statement names through unchanged (docs/transaction-pooling.md).
+  int max_prepared_statements = 200;
   std::string server_check_query = "";  // PgBouncer's "<empty>": an empty query
   Millis server_check_delay{30000};
   Millis server_lifetime{3600000};

@@ -82,6 +82,7 @@ ServerInfo describe_server(const ServerConn& server, std::string_view state,
   info.close_needed = server.close_needed || server.generation != generation;
   info.ptr = reinterpret_cast<std::uintptr_t>(&server);
   if (const auto* app = server.params.find("application_name")) info.application_name = *app;
+  info.prepared_statements = server.statements.size();
   return info;
 }
 

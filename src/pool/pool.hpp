@@ -39,6 +39,7 @@
 #include "pool/pool_core.hpp"
 #include "pool/stats.hpp"
 #include "protocol/codec.hpp"
+#include "protocol/prepared_statements.hpp"
 #include "protocol/stream_buffer.hpp"
 #include "util/errors.hpp"
 #include "util/intrusive_list.hpp"
@@ -67,6 +68,7 @@ struct PoolSettings {
   bool server_check_enabled = true;
   std::string server_reset_query;
   bool server_reset_query_always = false;
+  int max_prepared_statements = 200;
   int max_waiting = 0;      // clients queued at once; 0 = unlimited
   BreakerSettings breaker;  // of the backend (global keys: every pool agrees)
   // Login target.
@@ -108,6 +110,8 @@ class ServerConn final : public net::ReadyHandler, public PooledServer {
   // The relay's buffer of this server's replies (session/relay.hpp), kept with the connection:
   // a server goes back to the pool only with it empty.
   proto::StreamBuffer buffer;
+  // Named prepared statements prepared on it in transaction pooling, under pgwarden's names.
+  proto::ServerStatements statements;
 
   // Readiness while idle in the pool (the pool installs this object as the handler).
   void on_ready(net::Connection& connection) override;
@@ -170,6 +174,7 @@ struct ServerInfo {
   bool close_needed = false;
   std::uintptr_t ptr = 0, link = 0;
   std::string application_name;
+  std::size_t prepared_statements = 0;  // named statements prepared under pgwarden's names
 };
 // Fills the fields that come from the connection itself. `generation` is the pool's current
 // one (Pool::generation()): a server logged in for another needs closing.

@@ -34,6 +34,7 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
   s.server_check_enabled = config.server_check_query != "\"\"";
   s.server_reset_query = config.server_reset_query;
   s.server_reset_query_always = config.server_reset_query_always;
+  s.max_prepared_statements = config.max_prepared_statements;
   s.max_waiting = config.max_waiting;
   s.breaker = {config.breaker_failures, config.breaker_open_min, config.breaker_open_max};
 

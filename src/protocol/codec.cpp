@@ -156,6 +156,12 @@ std::uint32_t frontend_length_limit(char type) {
       return kLargeMessageLimit;
     case kPassword:  // password / SASL / GSS responses: PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH
       return 65535;
+    case kDescribe:
+    case kClose:
+      // PostgreSQL's limit is kSmallMessageLimit, but in transaction pooling a statement name
+      // the client chose is replaced by a short one of pgwarden's (as PgBouncer does), so a
+      // name of up to 1 MB (what the relay reads whole) is accepted here.
+      return kStatementMessageLimit;
     default:
       return kSmallMessageLimit;
   }

@@ -23,6 +23,7 @@ using Bytes = std::span<const std::byte>;
 // 10000 bytes (PQ_SMALL_MESSAGE_LIMIT); the startup packet may not exceed 10000 bytes either.
 inline constexpr std::uint32_t kLargeMessageLimit = 0x3fffffff;  // 1 GB - 1
 inline constexpr std::uint32_t kSmallMessageLimit = 10000;
+inline constexpr std::uint32_t kStatementMessageLimit = 1 << 20;  // Describe, Close
 inline constexpr std::uint32_t kStartupPacketLimit = 10000;
 inline constexpr std::size_t kHeaderSize = 5;  // type byte + int32 length
 

@@ -71,6 +71,29 @@ class StreamBuffer {
     if (sent_ == scanned_) compact();
   }
 
+  // --- Editing bytes not yet sent (prepared statements in transaction pooling)
+  // Where `at` (a pointer into the buffer, as a scan's body spans are) lies in it.
+  std::size_t offset_of(const std::byte* at) const {
+    return static_cast<std::size_t>(at - storage_.data());
+  }
+  std::size_t scanned_end() const { return scanned_; }
+  // Room for `bytes` more from the first unscanned byte on (a message needed whole).
+  void reserve_unscanned(std::size_t bytes) { reserve(scanned_ + bytes); }
+  // Replaces the `erase` bytes at `offset` (none of them sent) with `insert`; the bytes behind
+  // move. Inserted bytes in front of the scanned end count as scanned.
+  void splice(std::size_t offset, std::size_t erase, std::span<const std::byte> insert) {
+    const std::size_t tail = size_ - offset - erase;
+    const std::size_t new_size = size_ - erase + insert.size();
+    reserve(new_size);
+    std::byte* at = storage_.data() + offset;
+    if (tail > 0) std::memmove(at + insert.size(), at + erase, tail);
+    if (!insert.empty()) std::memcpy(at, insert.data(), insert.size());
+    if (scanned_ >= offset + erase) {
+      scanned_ = static_cast<std::uint32_t>(scanned_ - erase + insert.size());
+    }
+    size_ = static_cast<std::uint32_t>(new_size);
+  }
+
   // Nothing held at all (no partial header either).
   bool empty() const { return size_ == 0; }
   std::size_t size() const { return size_; }

@@ -18,6 +18,8 @@ enum class Framing : std::uint8_t {
   pass,    // not at all: it passes through (most of what a server sends: rows, completions)
   stream,  // the header and whatever of the body is already buffered; the rest passes unseen
   whole,   // the whole message: the caller buffers it (at most kWholeMessageLimit bytes)
+  lead,    // the whole message up to kWholeMessageLimit bytes of body, else that much of it;
+           // the rest passes unseen (a Bind's statement name with its large parameters)
 };
 
 // What the reader decides after seeing a message.
@@ -83,8 +85,16 @@ class StreamScanner {
         body_left_ = header.body_size();
         continue;
       }
-      const std::size_t body_available =
+      std::size_t body_available =
           std::min<std::size_t>(header.body_size(), rest.size() - kHeaderSize);
+      if (framing == Framing::lead) {
+        const std::size_t lead = std::min<std::size_t>(header.body_size(), kWholeMessageLimit);
+        if (body_available < lead) {
+          out.wanted = kHeaderSize + lead;
+          break;
+        }
+        body_available = lead;
+      }
       const auto body = rest.subspan(kHeaderSize, body_available);
       if (framing == Framing::whole) {
         if (header.total_size() > kWholeMessageLimit) {

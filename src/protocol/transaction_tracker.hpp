@@ -18,6 +18,13 @@
 //   on_parameter_status(name, value)               a ParameterStatus
 //   on_server_error(const ErrorFields&)            an ErrorResponse (FATAL or not)
 //   on_copy_started(CopyMode), on_copy_ended()     COPY in, out or both begins or ends
+// With statement tracking on (set_track_statements), two more, whose `true` asks to edit the
+// message just scanned (the scan stops behind it with Stop::edit):
+//   bool on_client_statement_message(Header, Bytes body)  every client message but COPY data
+//                                                  and Terminate; a Parse, Bind, Describe or
+//                                                  Close read whole up to kWholeMessageLimit
+//   bool on_server_reply(Header, Bytes body)       each reply StatementTracker::reply_type()
+//                                                  names, read whole
 #pragma once
 
 #include <algorithm>
@@ -26,6 +33,7 @@
 
 #include "protocol/codec.hpp"
 #include "protocol/message_types.hpp"
+#include "protocol/prepared_statements.hpp"
 #include "protocol/stream_scanner.hpp"
 
 namespace pgw::proto {
@@ -43,6 +51,8 @@ class TransactionTracker {
     transaction_block,  // statement mode: a ReadyForQuery 'T' or 'E' was scanned (the last
                         // scanned message); what the server sent in that batch must not reach
                         // the client, who gets an error instead
+    edit,               // statement tracking: the consumer asked to edit the last scanned
+                        // message before the scan goes on
   };
   struct Scan {
     std::size_t scanned = 0;  // bytes at the front of the input that are scanned
@@ -54,6 +64,9 @@ class TransactionTracker {
 
   // Statement pooling: a transaction block (ReadyForQuery 'T' or 'E') ends the scan.
   void set_forbid_transaction_blocks(bool forbid) { forbid_transaction_blocks_ = forbid; }
+  // Prepared statements in transaction pooling: the consumer sees the messages it needs.
+  void set_track_statements(bool track) { track_statements_ = track; }
+  bool tracks_statements() const { return track_statements_; }
 
   // Client bytes that follow the last scanned client byte.
   template <class Events>
@@ -112,17 +125,37 @@ class TransactionTracker {
   struct ClientReader {
     TransactionTracker& tracker;
     Events& events;
-    Framing framing(const Header& header) const { return client_framing(header.type); }
+    Framing framing(const Header& header) const { return tracker.client_framing(header.type); }
     Verdict on_message(const Header& header, Bytes body, bool whole_body) {
-      return tracker.client_message(header.type, body, whole_body, events);
+      const auto verdict = tracker.client_message(header.type, body, whole_body, events);
+      if constexpr (requires { events.on_client_statement_message(header, body); }) {
+        if (verdict == Verdict::next && tracker.track_statements_ &&
+            events.on_client_statement_message(header, body)) {
+          tracker.edit_requested_ = true;
+          return Verdict::stop_after;
+        }
+      }
+      return verdict;
     }
   };
   template <class Events>
   struct ServerReader {
     TransactionTracker& tracker;
     Events& events;
-    Framing framing(const Header& header) const { return server_framing(header.type); }
+    Framing framing(const Header& header) const { return tracker.server_framing(header.type); }
     Verdict on_message(const Header& header, Bytes body, bool) {
+      if constexpr (requires { events.on_server_reply(header, body); }) {
+        // Before the tracker's own handling: an error it replaces is the client's, and a
+        // statement-mode stop must not skip the edit.
+        if (tracker.track_statements_ && StatementTracker::reply_type(header.type) &&
+            events.on_server_reply(header, body)) {
+          // A statement-mode transaction block ends the relay: the edit no longer matters.
+          if (tracker.server_message(header.type, body, events) == Verdict::next) {
+            tracker.edit_requested_ = true;
+          }
+          return Verdict::stop_after;
+        }
+      }
       return tracker.server_message(header.type, body, events);
     }
   };
@@ -130,11 +163,18 @@ class TransactionTracker {
   // Which messages the tracker looks at: a client's every message but its COPY data (which
   // can be most of what it sends); of a server's, what carries state, read whole when its
   // content matters, and none of its rows or completions.
-  static Framing client_framing(char type) {
-    return type == from_client::kCopyData ? Framing::pass : Framing::stream;
+  Framing client_framing(char type) const {
+    using namespace from_client;
+    if (type == kCopyData) return Framing::pass;
+    if (track_statements_ &&
+        (type == kParse || type == kBind || type == kDescribe || type == kClose)) {
+      return Framing::lead;
+    }
+    return Framing::stream;
   }
-  static Framing server_framing(char type) {
+  Framing server_framing(char type) const {
     using namespace from_server;
+    if (track_statements_ && StatementTracker::reply_type(type)) return Framing::whole;
     switch (type) {
       case kReadyForQuery:
       case kParameterStatus:
@@ -150,7 +190,7 @@ class TransactionTracker {
     }
   }
 
-  static Scan finish(const ScanResult& result, Stop reader_stop) {
+  Scan finish(const ScanResult& result, Stop reader_stop) {
     Scan out;
     out.scanned = result.scanned;
     out.wanted = result.wanted;
@@ -163,7 +203,8 @@ class TransactionTracker {
         out.stop = Stop::invalid;
         break;
       case ScanResult::Stop::reader:
-        out.stop = reader_stop;
+        out.stop = edit_requested_ ? Stop::edit : reader_stop;
+        edit_requested_ = false;
         break;
     }
     return out;
@@ -321,6 +362,8 @@ class TransactionTracker {
   bool terminated_ : 1 = false;
   bool forbid_transaction_blocks_ : 1 = false;
   bool copy_window_open_ : 1 = false;
+  bool track_statements_ : 1 = false;
+  bool edit_requested_ : 1 = false;
 };
 
 }  // namespace pgw::proto

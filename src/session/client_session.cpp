@@ -416,6 +416,9 @@ SessionInfo ClientSession::info() const {
   info.state_since = state_since_;
   info.pool = relay_.pool();
   info.ptr = reinterpret_cast<std::uintptr_t>(this);
+  if (const auto* statements = relay_.statements()) {
+    info.prepared_statements = statements->statements().size();
+  }
   if (const auto* server = relay_.server(); server && relay_.pool()) {
     // Leased: "active" while it carries client traffic; "tested" while the session runs a
     // check, reset or ROLLBACK on it.

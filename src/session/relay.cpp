@@ -47,6 +47,14 @@ std::string quote_ident(std::string_view name) {
   return out;
 }
 
+// A server_reset_query such as DISCARD ALL drops the server's prepared statements.
+bool drops_prepared_statements(std::string_view sql) {
+  std::string upper(sql);
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return upper.find("DISCARD ALL") != std::string::npos ||
+         upper.find("DEALLOCATE ALL") != std::string::npos;
+}
+
 // set_config() parses the value exactly like a startup "-c name=value" does, so list settings
 // such as search_path keep their elements ("SET x = 'a,b'" would make that one element).
 std::string set_config_sql(std::string_view name, std::string_view value) {
@@ -67,12 +75,13 @@ struct Relay::TrackerEvents {
   void on_statement(char type, proto::Bytes body, bool whole_body) {
     relay.session_.lease_guard_.on_statement(type, body, whole_body);  // attribution
   }
-  void on_parse() {
-    // Every Parse reaches the server (no statement cache): both counters move.
-    relay.stats_->add(pool::Stat::client_parse, 1);
-    relay.stats_->add(pool::Stat::server_parse, 1);
+  // Named prepared statements (transaction pooling): statement_tracker's edits.
+  bool on_client_statement_message(const proto::Header& header, proto::Bytes body) {
+    return relay.edit_client_message(header, body);
   }
-  void on_bind() { relay.stats_->add(pool::Stat::bind, 1); }
+  bool on_server_reply(const proto::Header& header, proto::Bytes body) {
+    return relay.edit_server_reply(header, body);
+  }
 
   // Server -> client.
   void on_ready(TransactionStatus status) { relay.note_ready(status); }
@@ -136,6 +145,94 @@ void Relay::bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& st
   stats_ = &stats;
   transaction_pooling_ = pool.mode() != config::PoolMode::session;
   tracker_.set_forbid_transaction_blocks(pool.mode() == config::PoolMode::statement);
+  if (transaction_pooling_ && pool.settings()->max_prepared_statements > 0) {
+    statements_ = std::make_unique<proto::StatementTracker>();
+    tracker_.set_track_statements(true);
+  }
+}
+
+bool Relay::edit_client_message(const proto::Header& header, proto::Bytes body) {
+  const auto edit = statements_->on_client_message(header.type, header.body_size(), body,
+                                                   server_->statements, statement_capacity_);
+  auto& counts = statements_->counts();
+  if (counts.client_parses | counts.server_parses | counts.binds) {
+    stats_->add(pool::Stat::client_parse, counts.client_parses);
+    stats_->add(pool::Stat::server_parse, counts.server_parses);
+    stats_->add(pool::Stat::bind, counts.binds);
+    counts = {};
+  }
+  using Outcome = proto::StatementTracker::ClientEdit::Outcome;
+  if (edit.outcome == Outcome::pass) return false;
+  client_edit_ = {from_client_.offset_of(body.data()) - proto::kHeaderSize, edit.erase, edit.insert,
+                  edit.outcome == Outcome::too_large};
+  return true;
+}
+
+bool Relay::edit_server_reply(const proto::Header& header, proto::Bytes body) {
+  const auto edit = statements_->on_server_message(header.type, body, server_->statements);
+  if (edit.desync) {
+    server_edit_ = {};
+    server_edit_.fail = true;
+    return true;
+  }
+  if (!edit.edit) return false;
+  const auto start = server_buffer().offset_of(body.data()) - proto::kHeaderSize;
+  const auto size = proto::kHeaderSize + body.size();
+  reply_scratch_.clear();
+  if (edit.error != proto::StatementError::none) {
+    const auto code = edit.error == proto::StatementError::missing ? Err::prepared_statement_missing
+                                                                   : Err::prepared_statement_exists;
+    append_error_response(reply_scratch_, report(code, edit.error_name));
+  }
+  reply_scratch_.append(edit.after);
+  server_edit_ = {edit.drop ? start : start + size, edit.drop ? size : 0, reply_scratch_, false};
+  return true;
+}
+
+bool Relay::client_scan_deferred() const {
+  if (!statements_ || (server_ && session_.state_ == ClientState::active)) return false;
+  const auto rest = from_client_.unscanned();
+  return rest.empty() || static_cast<char>(rest[0]) != proto::from_client::kTerminate;
+}
+
+bool Relay::scan_client() {
+  auto& in = from_client_;
+  for (;;) {
+    if (client_scan_deferred()) return true;
+    TrackerEvents events{*this};
+    const auto scan = tracker_.scan_client(in.unscanned(), events);
+    in.mark_scanned(scan.scanned);
+    switch (scan.stop) {
+      case proto::TransactionTracker::Stop::invalid:
+        stop(RelayStop::client_protocol, Err::protocol_violation,
+             "invalid message from client: " + std::string(proto::describe(scan.error)));
+        return false;
+      case proto::TransactionTracker::Stop::edit:
+        if (client_edit_.fail) {
+          stop(RelayStop::client_protocol, Err::prepared_statement_too_large);
+          return false;
+        }
+        in.splice(client_edit_.offset, client_edit_.erase, proto::as_bytes(client_edit_.insert));
+        continue;
+      case proto::TransactionTracker::Stop::more:
+        if (scan.wanted > 0) in.reserve_unscanned(scan.wanted);
+        break;
+      default:
+        break;
+    }
+    flush_due_replies();
+    return true;
+  }
+}
+
+void Relay::flush_due_replies() {
+  if (!statements_ || !statements_->has_due_replies() || !server_ ||
+      tracker_.server_mid_message()) {
+    return;
+  }
+  auto& out = server_buffer();
+  const auto replies = statements_->take_due_replies();
+  out.splice(out.scanned_end(), 0, proto::as_bytes(replies));
 }
 
 void Relay::take_pipelined(std::span<const std::byte> bytes, std::size_t buffer_size) {
@@ -190,7 +287,14 @@ bool Relay::client_to_server() {
   auto& in = from_client_;
   bool progress = false;
   for (int reads = 0;;) {
-    if (in.has_unsent() && session_.state_ == ClientState::idle) request_server();
+    // Bytes whose scan waited for a server (statement tracking), now that one is attached.
+    if (statements_ && !in.unscanned().empty() && !client_scan_deferred() && !scan_client()) {
+      return false;
+    }
+    if (session_.state_ == ClientState::idle &&
+        (in.has_unsent() || (client_scan_deferred() && !in.unscanned().empty()))) {
+      request_server();
+    }
     if (stop_ != RelayStop::none) return false;
     if (in.has_unsent() && session_.state_ == ClientState::active && server_->conn.writable()) {
       const auto bytes = in.unsent();
@@ -218,8 +322,9 @@ bool Relay::client_to_server() {
       return progress;
     }
     if (in.has_storage() && in.full()) {
-      if (in.has_unsent()) return progress;  // full: back-pressure until the server reads
-      in.grow();                             // (a header split at the end)
+      // Full: back-pressure until the server reads (or, scanning deferred, until it comes).
+      if (in.has_unsent() || client_scan_deferred()) return progress;
+      in.grow();  // (a header split at the end)
     }
     if (!in.has_storage()) in.adopt(net::BufferPool::take(buffer_size_));
     const auto space = in.free_space();
@@ -237,14 +342,7 @@ bool Relay::client_to_server() {
     in.added(got.bytes);
     stats_->add(pool::Stat::received, got.bytes);
     // The tracker counts what the server will answer and finds the end of what can go now.
-    TrackerEvents events{*this};
-    const auto scan = tracker_.scan_client(in.unscanned(), events);
-    in.mark_scanned(scan.scanned);
-    if (scan.stop == proto::TransactionTracker::Stop::invalid) {
-      stop(RelayStop::client_protocol, Err::protocol_violation,
-           "invalid message from client: " + std::string(proto::describe(scan.error)));
-      return false;
-    }
+    if (!scan_client()) return false;
   }
 }
 
@@ -271,7 +369,7 @@ bool Relay::server_to_client() {
       progress = progress || written.bytes > 0;
       if (out.has_unsent()) return progress;  // the client's socket is full
       if (transaction_pooling_ && tracker_.at_transaction_boundary() && out.empty() &&
-          cancels_in_flight_ == 0) {
+          cancels_in_flight_ == 0 && (!statements_ || statements_->settled())) {
         // Transaction over: the server goes back to the pool for the next client (with a
         // cancel in flight, once PostgreSQL has acted on it: cancel_finished()).
         release_server();
@@ -292,8 +390,22 @@ bool Relay::server_to_client() {
     progress = true;
     out.added(got.bytes);
     TrackerEvents events{*this};
-    const auto scan = tracker_.scan_server(out.unscanned(), events);
+    auto scan = tracker_.scan_server(out.unscanned(), events);
     out.mark_scanned(scan.scanned);
+    while (scan.stop == proto::TransactionTracker::Stop::edit) {
+      // A reply to a statement message pgwarden rewrote: dropped, replaced or followed by
+      // replies it synthesises.
+      if (server_edit_.fail) {
+        server_broken_ = true;
+        stop(RelayStop::server_protocol, Err::protocol_violation,
+             "server reply out of step with the prepared statements sent");
+        return false;
+      }
+      out.splice(server_edit_.offset, server_edit_.erase, proto::as_bytes(server_edit_.insert));
+      scan = tracker_.scan_server(out.unscanned(), events);
+      out.mark_scanned(scan.scanned);
+    }
+    flush_due_replies();
     switch (scan.stop) {
       case proto::TransactionTracker::Stop::more:
         // A ReadyForQuery, ParameterStatus or ErrorResponse is read whole: room for it.
@@ -310,7 +422,8 @@ bool Relay::server_to_client() {
         stop(RelayStop::statement_mode_txn, Err::statement_mode_transaction);
         return false;
       case proto::TransactionTracker::Stop::terminate:
-        break;  // only the client sends Terminate
+      case proto::TransactionTracker::Stop::edit:
+        break;  // only the client sends Terminate; edits are applied above
     }
   }
 }
@@ -322,7 +435,13 @@ void Relay::release_server() {
   server_->status = tracker_.status();
   session_.lease_guard_.end("transaction ended", session_.who_, session_.services_.leaks);
   server_buffer().clear();
-  pool_->release(std::move(server_), true, app_share_);
+  // A server whose statements are no longer known (a DEALLOCATE by name) serves nobody else.
+  bool reusable = true;
+  if (statements_) {
+    reusable = !statements_->server_statements_unknown();
+    statements_->server_detached();
+  }
+  pool_->release(std::move(server_), reusable, app_share_);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,6 +590,9 @@ void Relay::finish_link(Clock::time_point now) {
   buffer.clear();
   buffer.reserve(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(buffer_size_)));
   server_->conn.set_handler(this);
+  if (statements_) {
+    statement_capacity_ = static_cast<std::uint32_t>(pool_->settings()->max_prepared_statements);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,6 +662,10 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
   // guessing at its state: such a server is closed, not reused.
   bool clean =
       !server_broken_ && !tracker_.server_fatal() && server_quiet() && !tracker_.batch_open();
+  if (statements_) {
+    clean = clean && statements_->settled() && !statements_->server_statements_unknown();
+    statements_->server_detached();
+  }
   if (clean && server_->status != TransactionStatus::idle) {
     clean = co_await pool::run_internal_query(*server_, "ROLLBACK", std::chrono::seconds(5));
   }
@@ -552,6 +678,7 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
     if (clean) {
       server_->params = pool_->defaults().value_or(ParamSet{});
       server_->applied_params = 0;
+      if (drops_prepared_statements(settings->server_reset_query)) server_->statements.clear();
     }
   }
   s.lease_guard_.end(why, s.who_, s.services_.leaks);
@@ -580,7 +707,11 @@ asio::awaitable<bool> Relay::drain_server(std::chrono::milliseconds timeout) {
       buffer.mark_scanned(scan.scanned);
       buffer.discard_scanned();
       if (server_quiet()) co_return true;
-      if (scan.stop == proto::TransactionTracker::Stop::transaction_block) continue;
+      // Edits do not matter for replies nobody reads; the statement state moved on.
+      if (scan.stop == proto::TransactionTracker::Stop::transaction_block ||
+          scan.stop == proto::TransactionTracker::Stop::edit) {
+        continue;
+      }
       if (buffer.capacity() < kMinBuffer) buffer.reserve(kMinBuffer);
       if (scan.wanted > 0) buffer.reserve(scan.wanted);
       if (buffer.full()) buffer.grow();
@@ -621,7 +752,8 @@ void Relay::cancel_finished() {
   cancel_done_.set();
   // The transaction ended while the cancel was on its way: the server can go back now.
   if (stop_ == RelayStop::none && server_ && session_.state_ == ClientState::active &&
-      transaction_pooling_ && tracker_.at_transaction_boundary() && server_buffer().empty()) {
+      transaction_pooling_ && tracker_.at_transaction_boundary() && server_buffer().empty() &&
+      (!statements_ || statements_->settled())) {
     release_server();
     pump();
   }

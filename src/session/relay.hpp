@@ -27,6 +27,7 @@
 #include "net/task.hpp"
 #include "pool/pool.hpp"
 #include "pool/stats.hpp"
+#include "protocol/prepared_statements.hpp"
 #include "protocol/stream_buffer.hpp"
 #include "protocol/transaction_tracker.hpp"
 #include "session/lease.hpp"
@@ -99,6 +100,8 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   pool::ServerConn* server() const { return server_.get(); }
   bool holds_server() const { return server_ != nullptr; }
   const proto::TransactionTracker& tracker() const { return tracker_; }
+  // The client's named prepared statements (transaction pooling; null when not tracked).
+  const proto::StatementTracker* statements() const { return statements_.get(); }
   bool session_mode() const { return !transaction_pooling_; }
   LeaseState lease_state() const;
   // Something is in flight or a transaction is open: the shutdown drain lets it finish.
@@ -121,6 +124,16 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
 
   void pump();
   bool client_to_server();
+  // Scans what the client sent (editing statement messages); false when the relay stopped.
+  bool scan_client();
+  // Statement tracking scans the client's bytes only with a server attached (the edits depend
+  // on what that server has prepared); a Terminate needs none.
+  bool client_scan_deferred() const;
+  // Synthesised replies due now go into the server's stream at its scanned end.
+  void flush_due_replies();
+  // The tracker's statement events (transaction pooling with max_prepared_statements > 0).
+  bool edit_client_message(const proto::Header& header, proto::Bytes body);
+  bool edit_server_reply(const proto::Header& header, proto::Bytes body);
   bool server_to_client();
   // The client has something to send and holds no server.
   void request_server();
@@ -165,8 +178,21 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   Clock::time_point xact_start_{};     // first query of the current transaction (statistics)
   Clock::time_point request_time_{};   // last query sent (SHOW CLIENTS)
   proto::TransactionTracker tracker_;
-  std::uint32_t buffer_size_ = 0;  // pkt_buf: the client read buffer's size
-  int cancels_in_flight_ = 0;      // CancelRequests sent for this lease, not yet acted on
+  // Named prepared statements in transaction pooling; allocated at bind() when enabled.
+  std::unique_ptr<proto::StatementTracker> statements_;
+  // The edit a statement event asked for: replace `erase` bytes at `offset` with `insert`.
+  struct StreamEdit {
+    std::size_t offset = 0;
+    std::size_t erase = 0;
+    std::string_view insert;
+    bool fail = false;  // the message cannot be handled (too large; a reply out of step)
+  };
+  StreamEdit client_edit_;
+  StreamEdit server_edit_;
+  std::string reply_scratch_;             // an error in place of a server's, and replies behind it
+  std::uint32_t statement_capacity_ = 0;  // max_prepared_statements when the server was linked
+  std::uint32_t buffer_size_ = 0;         // pkt_buf: the client read buffer's size
+  int cancels_in_flight_ = 0;             // CancelRequests sent for this lease, not yet acted on
   Err stop_error_ = Err::internal;
   RelayStop stop_ = RelayStop::none;
   std::uint8_t link_attempts_ = 0;

@@ -83,6 +83,7 @@ struct SessionInfo {
   Clock::time_point connect_time{}, request_time{}, state_since{};
   const pool::Pool* pool = nullptr;
   std::uintptr_t ptr = 0;
+  std::size_t prepared_statements = 0;     // named statements it prepared (transaction pooling)
   std::optional<pool::ServerInfo> server;  // the leased server, if any
   std::optional<LeaseInfo> lease;          // the lease, while a server is held for the client
   SessionTally unreported;                 // completed work not yet in its application's totals

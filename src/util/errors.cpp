@@ -98,6 +98,15 @@ constexpr std::array kErrors{
               "gave the server connection to the oldest of them.",
               "Commit or roll back transactions promptly: an open transaction holds a server "
               "connection that other clients wait for."},
+    // PostgreSQL's texts: the client's statement names are its own, whatever the server's.
+    ErrorSpec{Err::prepared_statement_missing, "26000", "ERROR",
+              "prepared statement \"{}\" does not exist"},
+    ErrorSpec{Err::prepared_statement_exists, "42P05", "ERROR",
+              "prepared statement \"{}\" already exists"},
+    ErrorSpec{Err::prepared_statement_too_large, "54000", "FATAL",
+              "a named prepared statement's Parse, Describe or Close message is larger than 1 MB",
+              "pgwarden reads these messages whole to map statement names in transaction pooling.",
+              "Use an unnamed statement for such a query, or session pooling."},
 };
 
 }  // namespace

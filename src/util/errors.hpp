@@ -62,6 +62,11 @@ enum class Err : std::uint8_t {
   overloaded,              // open files near RLIMIT_NOFILE: no new connections
   // Leak guard: an idle transaction ended for the clients waiting (reclaim_under_pressure_after)
   reclaimed_under_pressure,
+  // Prepared statements in transaction pooling (docs/transaction-pooling.md): PostgreSQL's
+  // own errors for a client's statement names, which pgwarden maps to its own names.
+  prepared_statement_missing,    // Bind/Describe of a name the client never prepared
+  prepared_statement_exists,     // a second Parse of a name
+  prepared_statement_too_large,  // a named Parse, Describe or Close over 1 MB
 };
 
 struct ErrorSpec {

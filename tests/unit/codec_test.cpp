@@ -580,13 +580,14 @@ TEST(CodecHeader, LengthBelowFourIsInvalid) {
 
 TEST(CodecHeader, FrontendLimitsFollowPostgresql) {
   // postgres.c SocketBackend / copyfromparse.c: large messages may reach 1 GB, control messages
-  // 10000 bytes; password packets are limited to PG_MAX_AUTH_TOKEN_LENGTH (auth.h).
+  // 10000 bytes; password packets are limited to PG_MAX_AUTH_TOKEN_LENGTH (auth.h). Describe and
+  // Close may carry statement names up to 1 MB: pgwarden maps them to short ones of its own.
   const std::vector<std::pair<char, std::uint32_t>> expected{
-      {'Q', kLargeMessageLimit}, {'P', kLargeMessageLimit}, {'B', kLargeMessageLimit},
-      {'F', kLargeMessageLimit}, {'d', kLargeMessageLimit}, {'p', 65535},
-      {'D', kSmallMessageLimit}, {'E', kSmallMessageLimit}, {'S', kSmallMessageLimit},
-      {'H', kSmallMessageLimit}, {'C', kSmallMessageLimit}, {'X', kSmallMessageLimit},
-      {'c', kSmallMessageLimit}, {'f', kSmallMessageLimit}};
+      {'Q', kLargeMessageLimit},     {'P', kLargeMessageLimit},     {'B', kLargeMessageLimit},
+      {'F', kLargeMessageLimit},     {'d', kLargeMessageLimit},     {'p', 65535},
+      {'D', kStatementMessageLimit}, {'E', kSmallMessageLimit},     {'S', kSmallMessageLimit},
+      {'H', kSmallMessageLimit},     {'C', kStatementMessageLimit}, {'X', kSmallMessageLimit},
+      {'c', kSmallMessageLimit},     {'f', kSmallMessageLimit}};
   for (const auto& [type, limit] : expected) {
     EXPECT_EQ(frontend_length_limit(type), limit) << type;
   }
@@ -618,11 +619,11 @@ TEST(CodecHeader, FrontendMessagesOverTheirLimitAreTooLarge) {
 }
 
 TEST(CodecHeader, ControlMessagesJustOverTheSmallLimit) {
-  // A CopyFail or Describe of 10001 bytes is refused; a Query of that size is fine.
+  // A CopyFail or Sync of 10001 bytes is refused; a Query of that size is fine.
   EXPECT_EQ(outcome(parse_header(as_bytes(header_only('f', kSmallMessageLimit + 5)),
                                  Direction::frontend)),
             error(CodecError::message_too_large));
-  EXPECT_EQ(outcome(parse_header(as_bytes(header_only('D', kSmallMessageLimit + 5)),
+  EXPECT_EQ(outcome(parse_header(as_bytes(header_only('S', kSmallMessageLimit + 5)),
                                  Direction::frontend)),
             error(CodecError::message_too_large));
   EXPECT_TRUE(std::holds_alternative<Header>(

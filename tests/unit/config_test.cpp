@@ -300,7 +300,8 @@ TEST(ConfigPgbouncerTest, RealisticFileSetsEveryKey) {
   EXPECT_EQ(c.pkt_buf, 8192);
   EXPECT_EQ(c.workers, 4);
   EXPECT_EQ(c.effective_workers(), 4);
-  EXPECT_EQ(c.other, (std::map<std::string, std::string>{{"max_prepared_statements", "100"}}));
+  EXPECT_EQ(c.max_prepared_statements, 100);
+  EXPECT_TRUE(c.other.empty());
 }
 
 TEST(ConfigPgbouncerTest, KeysSectionsAndEnumValuesAreCaseInsensitive) {
@@ -429,12 +430,12 @@ TEST(ConfigPgbouncerTest, AcceptedPgBouncerKeysAreKeptForShowConfig) {
   const Config c = load(
       "[pgbouncer]\nclient_tls_sslmode = require\nauth_query = SELECT usename, passwd FROM "
       "pg_shadow "
-      "WHERE usename=$1\nmax_prepared_statements = 0\n",
+      "WHERE usename=$1\nserver_round_robin = 1\n",
       &warnings);
   EXPECT_TRUE(warnings.empty());
   EXPECT_EQ(c.other.at("client_tls_sslmode"), "require");
   EXPECT_EQ(c.other.at("auth_query"), "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
-  EXPECT_EQ(c.other.at("max_prepared_statements"), "0");
+  EXPECT_EQ(c.other.at("server_round_robin"), "1");
 }
 
 TEST(ConfigPgbouncerTest, UnknownKeyWarnsWithFileAndLine) {

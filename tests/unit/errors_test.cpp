@@ -67,6 +67,9 @@ constexpr std::array kExpected{
     Expected{Err::query_wait_notice, "query_wait_notice", "00000", "NOTICE"},
     Expected{Err::overloaded, "overloaded", "53300", "FATAL"},
     Expected{Err::reclaimed_under_pressure, "reclaimed_under_pressure", "25P03", "FATAL"},
+    Expected{Err::prepared_statement_missing, "prepared_statement_missing", "26000", "ERROR"},
+    Expected{Err::prepared_statement_exists, "prepared_statement_exists", "42P05", "ERROR"},
+    Expected{Err::prepared_statement_too_large, "prepared_statement_too_large", "54000", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
