@@ -145,13 +145,14 @@ void Relay::bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& st
   stats_ = &stats;
   transaction_pooling_ = pool.mode() != config::PoolMode::session;
   tracker_.set_forbid_transaction_blocks(pool.mode() == config::PoolMode::statement);
-  if (transaction_pooling_ && pool.settings()->max_prepared_statements > 0) {
-    statements_ = std::make_unique<proto::StatementTracker>();
-    tracker_.set_track_statements(true);
-  }
+  // The StatementTracker itself comes with the client's first message (an idle client holds
+  // none).
+  tracker_.set_track_statements(transaction_pooling_ &&
+                                pool.settings()->max_prepared_statements > 0);
 }
 
 bool Relay::edit_client_message(const proto::Header& header, proto::Bytes body) {
+  if (!statements_) statements_ = std::make_unique<proto::StatementTracker>();
   const auto edit = statements_->on_client_message(header.type, header.body_size(), body,
                                                    server_->statements, statement_capacity_);
   auto& counts = statements_->counts();
@@ -169,6 +170,7 @@ bool Relay::edit_client_message(const proto::Header& header, proto::Bytes body) 
 }
 
 bool Relay::edit_server_reply(const proto::Header& header, proto::Bytes body) {
+  if (!statements_) return false;  // nothing sent yet: an asynchronous message
   const auto edit = statements_->on_server_message(header.type, body, server_->statements);
   if (edit.desync) {
     server_edit_ = {};
@@ -190,7 +192,9 @@ bool Relay::edit_server_reply(const proto::Header& header, proto::Bytes body) {
 }
 
 bool Relay::client_scan_deferred() const {
-  if (!statements_ || (server_ && session_.state_ == ClientState::active)) return false;
+  if (!tracker_.tracks_statements() || (server_ && session_.state_ == ClientState::active)) {
+    return false;
+  }
   const auto rest = from_client_.unscanned();
   return rest.empty() || static_cast<char>(rest[0]) != proto::from_client::kTerminate;
 }
@@ -288,7 +292,8 @@ bool Relay::client_to_server() {
   bool progress = false;
   for (int reads = 0;;) {
     // Bytes whose scan waited for a server (statement tracking), now that one is attached.
-    if (statements_ && !in.unscanned().empty() && !client_scan_deferred() && !scan_client()) {
+    if (tracker_.tracks_statements() && !in.unscanned().empty() && !client_scan_deferred() &&
+        !scan_client()) {
       return false;
     }
     if (session_.state_ == ClientState::idle &&
@@ -590,7 +595,7 @@ void Relay::finish_link(Clock::time_point now) {
   buffer.clear();
   buffer.reserve(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(buffer_size_)));
   server_->conn.set_handler(this);
-  if (statements_) {
+  if (tracker_.tracks_statements()) {
     statement_capacity_ = static_cast<std::uint32_t>(pool_->settings()->max_prepared_statements);
   }
 }

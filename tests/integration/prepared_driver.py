@@ -17,7 +17,7 @@ async def run_asyncpg(url, clients, deadline, tally):
         conn = await asyncpg.connect(url, timeout=60)
         try:
             i = 0
-            while time.monotonic() < deadline:
+            while i == 0 or time.monotonic() < deadline:  # at least one each
                 k = i % 10
                 i += 1
                 try:
@@ -48,7 +48,7 @@ async def run_psycopg(url, clients, deadline, tally):
         conn.prepare_threshold = 0  # every statement is prepared (named Parse) on first use
         try:
             i = 0
-            while time.monotonic() < deadline:
+            while i == 0 or time.monotonic() < deadline:  # at least one each
                 k = i % 10
                 i += 1
                 try:

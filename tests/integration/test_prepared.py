@@ -149,7 +149,8 @@ def test_drivers_with_statement_caches_in_transaction_mode():
                 print(f"  pgbench -M prepared: {processed} transactions")
                 continue
             tally = tally_of(name, proc, 10)
-            assert tally["ops"] > 0, (name, tally)
+            # Every client ran at least one statement (and all of them were right).
+            assert tally["ops"] >= (1 if name.startswith("php") else 200), (name, tally)
             print(f"  {name}: {tally['ops']} statements, 0 errors")
         assert 0 < peak <= 5, peak
         console = console_of(pw, "scram_user")

@@ -10,7 +10,7 @@ $tally = ["ops" => 0, "errors" => 0, "first_error" => ""];
 $pdo = new PDO($dsn, null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
                                    PDO::ATTR_EMULATE_PREPARES => false]);
 $statements = [];
-for ($i = 0; microtime(true) < $deadline; $i++) {
+for ($i = 0; $i == 0 || microtime(true) < $deadline; $i++) {  // at least one
     $k = $i % 10;
     try {
         if (!isset($statements[$k]) || $i % 7 == 0) {
