@@ -413,6 +413,222 @@ psql* = pool_mode=session
   };
   for (const auto& [name, sql] : commands) write("admin_command", name, sql);
 
+  // prepared: scripts of prepared_fuzz.cpp's steps. Byte 0: the mode (bits 0-3 == 15:
+  // prepared statements disabled; bit 4: three clients; bits 6-7: max_prepared_statements - 1),
+  // then steps: a step byte (low 3 bits: the step; the high 5: its argument) and, for a send,
+  // the message kind and a byte choosing the name (bits 0-2) and the text / query (bits 3-5).
+  // The encoding here mirrors prepared_fuzz.cpp's LLVMFuzzerTestOneInput.
+  {
+    enum Kind : std::uint8_t {
+      kParse = 0,
+      kBind,
+      kDescribeStatement,
+      kDescribePortal,
+      kCloseStatement,
+      kExecute,
+      kSync,
+      kQuery,
+      kFlush = kExecute | 0x80
+    };
+    // Names: s1 s2 s3 a pgwarden_x pgwarden_missing <server name of "SELECT 1"> S1.
+    // Texts: "SELECT 1", "SELECT 2", "SELECT $1"(int4), "SELECT $1"(text), "FAIL",
+    // "EXECFAIL", "SELECT 3", "SELECT $1, $2". Queries: SELECT 1, DISCARD ALL,
+    // DEALLOCATE ALL, FAIL.
+    struct Script {
+      std::string bytes;
+      explicit Script(std::uint8_t mode) : bytes(1, static_cast<char>(mode)) {}
+      Script& send(int client, Kind kind, int name = 0, int text = 0) {
+        bytes += static_cast<char>(client << 3);
+        bytes += static_cast<char>(kind);
+        bytes += static_cast<char>(name | (text << 3));
+        return *this;
+      }
+      Script& run(int server, int count = 8) {
+        bytes += static_cast<char>(((server | ((count - 1) << 1)) << 3) | 4);
+        return *this;
+      }
+      Script& deliver(int server, int count = 8) {
+        bytes += static_cast<char>(((server | ((count - 1) << 1)) << 3) | 5);
+        return *this;
+      }
+      Script& release(int client, int prefer) {
+        bytes += static_cast<char>(((client | (prefer << 2)) << 3) | 6);
+        return *this;
+      }
+      Script& capacity(int n) {
+        bytes += static_cast<char>(0x80 | ((n - 1) << 3) | 6);
+        return *this;
+      }
+      Script& drain(int client) {
+        bytes += static_cast<char>((client << 3) | 7);
+        return *this;
+      }
+      // Parse, Bind, Execute, Sync of `name` with `text`.
+      Script& prepare_and_run(int client, int name, int text) {
+        return send(client, kParse, name, text)
+            .send(client, kBind, name)
+            .send(client, kExecute)
+            .send(client, kSync);
+      }
+    };
+    const std::uint8_t capacity_2 = 0x40, capacity_1 = 0x00, three_clients = 0x10;
+    write("prepared", "one_client", Script(capacity_2).prepare_and_run(0, 0, 0).drain(0).bytes);
+    // The second client prepares the same text on the same server: the server is not asked.
+    write("prepared", "shared_statement",
+          Script(capacity_2)
+              .prepare_and_run(0, 0, 0)
+              .drain(0)
+              .release(0, 1)
+              .release(1, 0)
+              .prepare_and_run(1, 3, 0)
+              .drain(1)
+              .bytes);
+    // The next transaction on the other server: the Parse is put in front of the Bind.
+    write("prepared", "switch_server",
+          Script(capacity_2)
+              .send(0, kParse, 0, 2)
+              .send(0, kSync)
+              .drain(0)
+              .release(0, 1)
+              .send(0, kBind, 0)
+              .send(0, kExecute)
+              .send(0, kDescribeStatement, 0)
+              .send(0, kSync)
+              .drain(0)
+              .bytes);
+    write("prepared", "eviction",
+          Script(capacity_1)
+              .send(0, kParse, 0, 0)
+              .send(0, kParse, 1, 1)
+              .send(0, kParse, 2, 6)
+              .send(0, kSync)
+              .send(0, kBind, 0)
+              .send(0, kExecute)
+              .send(0, kBind, 1)
+              .send(0, kExecute)
+              .send(0, kSync)
+              .drain(0)
+              .capacity(3)
+              .release(0, 1)
+              .prepare_and_run(0, 3, 7)
+              .drain(0)
+              .bytes);
+    write("prepared", "pipeline_error",
+          Script(capacity_2)
+              .send(0, kParse, 0, 0)
+              .send(0, kParse, 1, 4)
+              .send(0, kBind, 1)
+              .send(0, kExecute)
+              .send(0, kSync)
+              .send(0, kBind, 0)
+              .send(0, kExecute)
+              .send(0, kSync)
+              .run(0, 3)
+              .deliver(0, 2)
+              .run(0)
+              .deliver(0)
+              .drain(0)
+              .bytes);
+    // The error is back before the rest of the batch is sent: it is skipped up to the Sync.
+    write("prepared", "error_before_sync",
+          Script(capacity_2)
+              .send(0, kParse, 0, 4)
+              .drain(0)
+              .send(0, kBind, 0)
+              .send(0, kQuery, 0, 0)
+              .send(0, kParse, 1, 0)
+              .send(0, kSync)
+              .drain(0)
+              .prepare_and_run(0, 0, 5)
+              .drain(0)
+              .bytes);
+    write("prepared", "duplicate_and_close",
+          Script(capacity_2)
+              .send(0, kParse, 0, 0)
+              .send(0, kSync)
+              .drain(0)
+              .send(0, kParse, 0, 1)
+              .send(0, kBind, 0)
+              .send(0, kSync)
+              .drain(0)
+              .send(0, kCloseStatement, 0)
+              .send(0, kBind, 0)
+              .send(0, kSync)
+              .send(0, kBind, 4)
+              .send(0, kDescribeStatement, 6)
+              .send(0, kSync)
+              .send(0, kCloseStatement, 5)
+              .send(0, kDescribePortal)
+              .send(0, kFlush)
+              .send(0, kSync)
+              .drain(0)
+              .bytes);
+    // Statements prepared behind a DISCARD ALL, then used by another client.
+    write("prepared", "discard_pipelined",
+          Script(capacity_2)
+              .prepare_and_run(0, 0, 1)
+              .drain(0)
+              .send(0, kQuery, 0, 1)
+              .prepare_and_run(0, 1, 0)
+              .drain(0)
+              .release(0, 1)
+              .release(1, 0)
+              .prepare_and_run(1, 0, 0)
+              .prepare_and_run(1, 1, 1)
+              .drain(1)
+              .bytes);
+    // A batch fails after the next one was sent, rewritten for the failed one's eviction.
+    write("prepared", "failing_batch_behind",
+          Script(capacity_1)
+              .send(0, kParse, 3, 0)
+              .send(0, kSync)
+              .drain(0)
+              .send(0, kBind, 1)
+              .send(0, kParse, 2, 1)
+              .send(0, kSync)
+              .send(0, kBind, 3)
+              .send(0, kExecute)
+              .send(0, kSync)
+              .drain(0)
+              .release(0, 1)
+              .release(1, 0)
+              .prepare_and_run(1, 0, 0)
+              .prepare_and_run(1, 1, 1)
+              .drain(1)
+              .bytes);
+    write("prepared", "three_clients",
+          Script(three_clients | capacity_2)
+              .prepare_and_run(0, 0, 0)
+              .prepare_and_run(1, 0, 1)
+              .send(2, kParse, 0, 0)
+              .run(0, 4)
+              .deliver(0, 3)
+              .run(1, 8)
+              .drain(0)
+              .release(0, 1)
+              .drain(1)
+              .release(1, 0)
+              .prepare_and_run(2, 1, 0)
+              .drain(2)
+              .send(0, kBind, 0)
+              .send(0, kExecute)
+              .send(0, kQuery, 0, 2)
+              .send(0, kSync)
+              .drain(0)
+              .bytes);
+    write("prepared", "disabled",
+          Script(0x0f)
+              .prepare_and_run(0, 0, 0)
+              .drain(0)
+              .release(0, 1)
+              .release(1, 0)
+              .send(1, kBind, 0)
+              .send(1, kExecute)
+              .send(1, kSync)
+              .drain(1)
+              .bytes);
+  }
+
   std::printf("wrote %d seed files under %s\n", g_written, g_root.string().c_str());
   return 0;
 }

@@ -497,16 +497,25 @@ void StatementTracker::skip_batch(ServerStatements& server) {
 void StatementTracker::forget_all(ServerStatements& server) {
   server.clear();
   client_.clear();
-  // The messages the client sent behind the one that dropped the statements run after it.
+  // The messages the client sent behind the one that dropped the statements run after it:
+  // all of pending_ when that was a simple query sent while nothing was pending (a plain
+  // group), else those behind the head.
   if (pending_.empty()) return;
-  for (auto it = std::next(pending_.begin()); it != pending_.end(); ++it) redo(*it, server);
+  auto behind = plain_groups_ > 0 ? pending_.begin() : std::next(pending_.begin());
+  for (; behind != pending_.end(); ++behind) redo(*behind, server);
 }
 
 void StatementTracker::undo(Pending& entry, ServerStatements& server) {
   const auto done = entry.effects & ~entry.unchanged;
   if (done & kServerAdded) server.remove(entry.statement->key);
   if (done & kServerRemoved) server.add(entry.statement);
-  if (done & kClientAdded) client_.erase(entry.name);
+  if (done & kClientAdded) {
+    if (entry.replaced) {
+      client_.set(entry.name, entry.replaced);
+    } else {
+      client_.erase(entry.name);
+    }
+  }
   if (done & kClientRemoved) client_.set(entry.name, entry.statement);
 }
 
@@ -537,7 +546,11 @@ void StatementTracker::redo(Pending& entry, ServerStatements& server) {
       entry.unchanged |= kClientRemoved;
     }
   }
-  if (entry.effects & kClientAdded) client_.set(entry.name, entry.statement);
+  if (entry.effects & kClientAdded) {
+    const auto* known = client_.find(entry.name);
+    entry.replaced = known ? *known : nullptr;
+    client_.set(entry.name, entry.statement);
+  }
 }
 
 void StatementTracker::collect_synthesised(std::string& out) {

@@ -141,7 +141,11 @@ class StatementTracker {
     // Fast path, inlined into the relay's scan: a simple query (or a Sync, or a function
     // call) while nothing is pending only needs counting; its replies need no look.
     if (pending_.empty() && (type == 'Q' || type == 'S' || type == 'F')) {
-      if (type == 'S') skipping_ = false;
+      if (type == 'S') {
+        skipping_ = false;
+      } else if (skipping_) {
+        return {};  // skipped up to the Sync after an error: no ReadyForQuery comes for it
+      }
       ++plain_groups_;
       return {};
     }
@@ -212,6 +216,9 @@ class StatementTracker {
     bool described = false;  // describe_statement: its ParameterDescription came
     std::string name;        // client name, for kClientAdded/kClientRemoved and errors
     StatementPtr statement;  // for the effects
+    // kClientAdded done again (redo()) over a statement the client had under `name` (when a
+    // message before it turned out to be skipped): undo() puts it back.
+    StatementPtr replaced;
   };
 
   void push(Reply reply, Action action = Action::forward) {
