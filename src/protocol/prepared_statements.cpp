@@ -448,7 +448,7 @@ StatementTracker::ServerEdit StatementTracker::on_any_server_message(char type, 
   if (type == kCopyInResponse && head.reply == Reply::execute) {
     // The server reads COPY data from here and ignores the Syncs the client sent with the
     // Execute (it ends the copy with a Sync of its own).
-    std::erase_if(pending_, [first = &pending_.front()](const Pending& p) {
+    pending_.remove_if([first = &pending_.front()](const Pending& p) {
       return &p != first && p.reply == Reply::sync;
     });
     return out;
@@ -480,7 +480,7 @@ void StatementTracker::skip_batch(ServerStatements& server) {
   const bool changed =
       std::any_of(pending_.begin(), sync, [](const Pending& p) { return p.effects != kNone; });
   if (!changed) {
-    pending_.erase(pending_.begin(), sync);
+    pending_.pop_until(sync);
     return;
   }
   // The batches the client sent after the Sync were rewritten for the maps with the skipped
@@ -490,7 +490,7 @@ void StatementTracker::skip_batch(ServerStatements& server) {
     --it;
     undo(*it, server);
   }
-  pending_.erase(pending_.begin(), sync);
+  pending_.pop_until(sync);
   for (auto& entry : pending_) redo(entry, server);
 }
 

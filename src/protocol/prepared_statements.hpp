@@ -20,14 +20,15 @@
 // statement is prepared or the reply queue grows.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <list>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "protocol/codec.hpp"
 
@@ -92,6 +93,43 @@ class ClientStatements {
     std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   std::unordered_map<std::string, StatementPtr, Hash, std::equal_to<>> names_;
+};
+
+// A first-in first-out queue on a vector whose slots are reused once it has emptied, so a
+// steady stream of messages allocates nothing (std::deque allocates and frees a block every
+// few entries).
+template <class T>
+class ReuseFifo {
+ public:
+  using iterator = typename std::vector<T>::iterator;
+  bool empty() const { return head_ == items_.size(); }
+  T& front() { return items_[head_]; }
+  T& back() { return items_.back(); }
+  T& emplace_back() {
+    if (empty()) {
+      items_.clear();  // the slots' storage stays
+      head_ = 0;
+    } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+      items_.erase(items_.begin(), begin());  // a queue that never empties: compact now and then
+      head_ = 0;
+    }
+    return items_.emplace_back();
+  }
+  void pop_front() { items_[head_++] = T{}; }  // drops what the slot referred to
+  iterator begin() { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+  iterator end() { return items_.end(); }
+  // Pops every entry in front of `last`.
+  void pop_until(iterator last) {
+    while (begin() != last) pop_front();
+  }
+  template <class Predicate>
+  void remove_if(Predicate predicate) {
+    items_.erase(std::remove_if(begin(), end(), predicate), end());
+  }
+
+ private:
+  std::vector<T> items_;
+  std::size_t head_ = 0;
 };
 
 // The error a rewritten message's server error is replaced with.
@@ -265,7 +303,7 @@ class StatementTracker {
                                std::size_t capacity);
 
   ClientStatements client_;
-  std::deque<Pending> pending_;
+  ReuseFifo<Pending> pending_;
   std::string scratch_;     // the bytes of the current client edit
   std::string due_;         // synthesised replies due now
   std::string taken_;       // what take_due_replies() returned last
