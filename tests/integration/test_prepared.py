@@ -306,6 +306,26 @@ def test_error_before_the_sync_is_sent():
         c.close()
 
 
+def test_large_bind_streams_and_a_named_parse_over_1_mb_is_refused():
+    with trust(default_pool_size=1) as pw:
+        c = raw_client(pw)
+        assert replies(c, parse("big", "SELECT length($1::text)", (25,)), SYNC)[0] == "1Z"
+        # A 3 MB parameter: the Bind's names are mapped from its first bytes, the rest streams.
+        types, errors, got = replies(c, bind("big", ["x" * (3 << 20)]), execute(), SYNC)
+        assert types == "2DCZ" and data_values(got) == [str(3 << 20)], (types, errors)
+        # A named Parse must be read whole to be mapped; over 1 MB the client is told why.
+        types, errors, _ = replies(c, parse("huge", "SELECT '" + "y" * (2 << 20) + "'"), SYNC)
+        assert types == "E" and errors[0]["C"] == "54000", (types, errors)
+        assert "larger than 1 MB" in errors[0]["M"] and "H" in errors[0], errors
+        assert c.read_message() is None  # FATAL: the connection closes
+        # An unnamed Parse of that size is not mapped, and works.
+        d = raw_client(pw)
+        types, errors, got = replies(d, parse("", "SELECT length('" + "y" * (2 << 20) + "')"),
+                                     bind(""), execute(), SYNC)
+        assert types == "12DCZ" and data_values(got) == [str(2 << 20)], (types, errors)
+        d.close()
+
+
 def test_max_prepared_statements_zero_passes_names_through():
     with trust(max_prepared_statements=0, default_pool_size=1) as pw:
         c = raw_client(pw)
