@@ -436,7 +436,9 @@ StatementTracker::ServerEdit StatementTracker::on_any_server_message(char type, 
       head.reply == Reply::query || head.reply == Reply::function_call || head.reply == Reply::sync;
   if (type == kErrorResponse) {
     if (ends_simple) return out;  // its ReadyForQuery follows; nothing is skipped
-    if (head.action == Action::replace_error) {
+    // A FATAL (the server going away) is the server's to tell, whatever was expected.
+    const auto fields = parse_error_fields(body);
+    if (head.action == Action::replace_error && !(fields && fields->is_fatal())) {
       out.edit = out.drop = true;
       out.error = head.error;
       error_name_ = head.name;
