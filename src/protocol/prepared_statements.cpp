@@ -418,17 +418,46 @@ StatementTracker::ServerEdit StatementTracker::on_any_server_message(char type, 
       server_unknown_ = true;
     }
   }
+  if (type == kCopyInResponse && (plain_groups_ > 0 || open_plain_ > 0)) {
+    // A COPY FROM STDIN among the counted messages: the server ignores the Syncs the client
+    // sent with its statement (it ends the copy with a Sync of its own).
+    plain_groups_ -= std::min(plain_groups_, window_syncs_);
+    window_syncs_ = 0;
+    if (plain_groups_ == 0 && open_plain_ == 0) due_after_counted(out);
+    return out;
+  }
   if (plain_groups_ > 0) {
     // A reply to a simple query (or a Sync) sent when nothing was pending: it comes before
     // everything pending_ holds. Its ReadyForQuery may make synthesised replies due.
-    if (type == kReadyForQuery && --plain_groups_ == 0) {
-      collect_synthesised(after_);
-      if (!after_.empty()) {
-        out.edit = true;
-        out.after = after_;
-      }
+    if (type == kReadyForQuery && --plain_groups_ == 0 && open_plain_ == 0) {
+      due_after_counted(out);
     }
     return out;
+  }
+  if (open_plain_ > 0) {
+    // A reply to an unnamed message of the open batch (counted, not queued).
+    switch (type) {
+      case kErrorResponse:
+        // PostgreSQL skips the rest of the batch up to Sync, pending_'s part of it too.
+        open_plain_ = 0;
+        skip_batch(server);
+        return out;
+      case kParseComplete:
+      case kBindComplete:
+      case kCloseComplete:
+      case kRowDescription:
+      case kNoData:
+      case kCommandComplete:
+      case kEmptyQueryResponse:
+      case kPortalSuspended:
+        if (--open_plain_ == 0) due_after_counted(out);
+        return out;
+      case kReadyForQuery:
+        out.desync = true;  // the batch has no Sync yet
+        return out;
+      default:
+        return out;  // a ParameterDescription of the unnamed statement
+    }
   }
   if (pending_.empty()) return out;  // asynchronous (a NOTICE, a FATAL) or a reply to COPY
   Pending& head = pending_.front();
@@ -503,7 +532,8 @@ void StatementTracker::forget_all(ServerStatements& server) {
   // all of pending_ when that was a simple query sent while nothing was pending (a plain
   // group), else those behind the head.
   if (pending_.empty()) return;
-  auto behind = plain_groups_ > 0 ? pending_.begin() : std::next(pending_.begin());
+  auto behind =
+      plain_groups_ > 0 || open_plain_ > 0 ? pending_.begin() : std::next(pending_.begin());
   for (; behind != pending_.end(); ++behind) redo(*behind, server);
 }
 
@@ -555,8 +585,17 @@ void StatementTracker::redo(Pending& entry, ServerStatements& server) {
   }
 }
 
+void StatementTracker::due_after_counted(ServerEdit& out) {
+  collect_synthesised(after_);
+  if (!after_.empty()) {
+    out.edit = true;
+    out.after = after_;
+  }
+}
+
 void StatementTracker::collect_synthesised(std::string& out) {
-  while (plain_groups_ == 0 && !pending_.empty() && pending_.front().action == Action::synthesise) {
+  while (plain_groups_ == 0 && open_plain_ == 0 && !pending_.empty() &&
+         pending_.front().action == Action::synthesise) {
     const char type = pending_.front().reply == Reply::parse ? from_server::kParseComplete
                                                              : from_server::kCloseComplete;
     append_header(out, type, 0);

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <list>
 #include <memory>
 #include <string>
@@ -176,15 +177,11 @@ class StatementTracker {
   // max_prepared_statements (0: names pass unchanged, as PgBouncer does when disabled).
   ClientEdit on_client_message(char type, std::uint32_t body_size, Bytes body,
                                ServerStatements& server, std::size_t capacity) {
-    // Fast path, inlined into the relay's scan: a simple query (or a Sync, or a function
-    // call) while nothing is pending only needs counting; its replies need no look.
-    if (pending_.empty() && (type == 'Q' || type == 'S' || type == 'F')) {
-      if (type == 'S') {
-        skipping_ = false;
-      } else if (skipping_) {
-        return {};  // skipped up to the Sync after an error: no ReadyForQuery comes for it
-      }
-      ++plain_groups_;
+    // Fast path, inlined into the relay's scan: while nothing is pending, messages that name
+    // no statement only need counting (a simple query, a Sync, a function call: one group up
+    // to a ReadyForQuery; an unnamed Parse, Bind, Describe, Close or an Execute: one reply).
+    if (pending_.empty() && counted_only(type, body)) {
+      count(type);
       return {};
     }
     return on_any_client_message(type, body_size, body, server, capacity);
@@ -193,7 +190,7 @@ class StatementTracker {
   ServerEdit on_server_message(char type, Bytes body, ServerStatements& server) {
     // Fast path: with nothing pending, only a CommandComplete (DISCARD ALL, ...) matters, and a
     // ReadyForQuery ends a simple query's group.
-    if (pending_.empty() && type != 'C') {
+    if (pending_.empty() && open_plain_ == 0 && type != 'C' && type != 'G') {
       if (type == 'Z' && plain_groups_ > 0) --plain_groups_;
       return {};
     }
@@ -205,7 +202,9 @@ class StatementTracker {
   bool has_due_replies() const { return !due_.empty(); }
 
   // Every message sent is answered and nothing is due: the server may go to another client.
-  bool settled() const { return pending_.empty() && due_.empty() && plain_groups_ == 0; }
+  bool settled() const {
+    return pending_.empty() && due_.empty() && plain_groups_ == 0 && open_plain_ == 0;
+  }
   // The server's statements are no longer known (a DEALLOCATE of one name ran on it): it must
   // not serve another client.
   bool server_statements_unknown() const { return server_unknown_; }
@@ -283,7 +282,51 @@ class StatementTracker {
   void skip_batch(ServerStatements& server);
   // Pops the synthesised replies at the head (nothing is owed before them) into `out`.
   void collect_synthesised(std::string& out);
+  // The counted replies are all in: synthesised replies at the head go behind this message.
+  void due_after_counted(ServerEdit& out);
   static bool completes(const Pending& head, char type);
+  // Whether a message sent while nothing is pending names no statement (so it is counted).
+  bool counted_only(char type, Bytes body) const {
+    switch (type) {
+      case 'Q':
+      case 'F':
+        // Inside an open batch a query is skipped if the batch fails: it is queued instead.
+        return open_plain_ == 0;
+      case 'S':
+      case 'E':
+        return true;
+      case 'P':  // unnamed statement
+        return !body.empty() && body[0] == std::byte{0};
+      case 'D':
+      case 'C':  // a portal, or the unnamed statement
+        return body.size() >= 2 && (body[0] == std::byte{'P'} || body[1] == std::byte{0});
+      case 'B': {  // unnamed statement: the byte after the portal name's NUL
+        const auto* start = reinterpret_cast<const char*>(body.data());
+        const auto* nul = static_cast<const char*>(std::memchr(start, 0, body.size()));
+        const auto at = nul ? static_cast<std::size_t>(nul - start) + 1 : body.size();
+        return at < body.size() && body[at] == std::byte{0};
+      }
+      default:
+        return false;
+    }
+  }
+  void count(char type) {
+    if (type == 'S') {
+      skipping_ = false;  // PostgreSQL reads messages again from here
+      ++plain_groups_;
+      open_plain_ = 0;  // the batch is one group now; its ReadyForQuery ends it
+      ++window_syncs_;
+      return;
+    }
+    if (skipping_) return;  // skipped up to the Sync after an error: nothing comes for it
+    if (type == 'Q' || type == 'F') {
+      ++plain_groups_;
+      if (type == 'Q') window_syncs_ = 0;
+      return;
+    }
+    ++open_plain_;
+    if (type == 'E') window_syncs_ = 0;
+  }
   ClientEdit on_any_client_message(char type, std::uint32_t body_size, Bytes body,
                                    ServerStatements& server, std::size_t capacity);
   ServerEdit on_any_server_message(char type, Bytes body, ServerStatements& server);
@@ -315,6 +358,12 @@ class StatementTracker {
   // Simple queries, function calls and Syncs sent while nothing was pending whose
   // ReadyForQuery has not come: they precede everything in pending_.
   std::uint32_t plain_groups_ = 0;
+  // Replies owed to unnamed extended-protocol messages sent after those groups, before their
+  // Sync, while nothing was pending: they come after the groups and before pending_.
+  std::uint32_t open_plain_ = 0;
+  // Syncs counted into plain_groups_ since the last Execute or Query: the ones a server in
+  // COPY FROM STDIN mode ignores, should that statement turn out to be a COPY.
+  std::uint32_t window_syncs_ = 0;
   bool server_unknown_ = false;
 };
 
