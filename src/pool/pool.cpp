@@ -96,6 +96,7 @@ Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSet
       settings_(std::make_shared<const PoolSettings>(std::move(settings))),
       stat_slots_(new StatSlot[manager.worker_count()]) {
   check_delay_ms_.store(core_.limits().server_check_delay.count());
+  max_prepared_statements_.store(settings_->max_prepared_statements);
   backend_ = &manager_.backend_for(settings_->host, settings_->port);
   backend_->configure(settings_->breaker);
 }
@@ -169,6 +170,7 @@ void Pool::update_settings(PoolSettings settings) {
   const auto limits = limits_of(*next);
   mode_.store(next->mode, std::memory_order_relaxed);
   check_delay_ms_.store(limits.server_check_delay.count());
+  max_prepared_statements_.store(next->max_prepared_statements, std::memory_order_relaxed);
   const auto now = net::turn_now();
   PoolActions actions;
   LoginPlan plan;

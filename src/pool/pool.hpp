@@ -191,6 +191,11 @@ class Pool {
   // The current settings (replaced whole on RELOAD: holders keep theirs).
   std::shared_ptr<const PoolSettings> settings() const;
   config::PoolMode mode() const { return mode_.load(std::memory_order_relaxed); }
+  // max_prepared_statements, read by a relay each time it gets a server: one relaxed load
+  // (settings() takes the pool mutex).
+  int max_prepared_statements() const {
+    return max_prepared_statements_.load(std::memory_order_relaxed);
+  }
   // Whether `server` must run server_check_query before a client gets it (no lock, no copy:
   // asked once per lease).
   bool check_due(const ServerConn& server, Clock::time_point now) const {
@@ -316,6 +321,7 @@ class Pool {
   const std::string user_;
   std::atomic<config::PoolMode> mode_;
   std::atomic<Millis::rep> check_delay_ms_{-1};  // server_check_delay, -1 when checks are off
+  std::atomic<int> max_prepared_statements_{0};
 
   mutable util::PoolMutex mutex_;  // guards the four below, and the AppShares' counts
   PoolCore core_;

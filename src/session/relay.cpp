@@ -147,8 +147,7 @@ void Relay::bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& st
   tracker_.set_forbid_transaction_blocks(pool.mode() == config::PoolMode::statement);
   // The StatementTracker itself comes with the client's first message (an idle client holds
   // none).
-  tracker_.set_track_statements(transaction_pooling_ &&
-                                pool.settings()->max_prepared_statements > 0);
+  tracker_.set_track_statements(transaction_pooling_ && pool.max_prepared_statements() > 0);
 }
 
 bool Relay::edit_client_message(const proto::Header& header, proto::Bytes body) {
@@ -596,7 +595,7 @@ void Relay::finish_link(Clock::time_point now) {
   buffer.reserve(std::max<std::size_t>(kMinBuffer, static_cast<std::size_t>(buffer_size_)));
   server_->conn.set_handler(this);
   if (tracker_.tracks_statements()) {
-    statement_capacity_ = static_cast<std::uint32_t>(pool_->settings()->max_prepared_statements);
+    statement_capacity_ = static_cast<std::uint32_t>(pool_->max_prepared_statements());
   }
 }
 
