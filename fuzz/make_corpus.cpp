@@ -6,8 +6,8 @@
 //   cmake --build build --target fuzz_make_corpus && build/fuzz/fuzz_make_corpus fuzz/corpus
 #include <cstdio>
 #include <filesystem>
-#include <optional>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -47,19 +47,21 @@ std::string build(Build&& fn) {
 }
 
 // Frontend messages the writer has no helper for.
-std::string parse_message(std::string_view name, std::string_view sql, std::vector<std::int32_t> types) {
+std::string parse_message(std::string_view name, std::string_view sql,
+                          std::vector<std::int32_t> types) {
   return build([&](proto::MessageWriter& w) {
     w.begin('P').cstring(name).cstring(sql).int16(static_cast<std::int16_t>(types.size()));
     for (auto t : types) w.int32(t);
     w.finish();
   });
 }
-std::string bind_message(std::string_view portal, std::string_view statement, std::string_view value) {
+std::string bind_message(std::string_view portal, std::string_view statement,
+                         std::string_view value) {
   return build([&](proto::MessageWriter& w) {
     w.begin('B').cstring(portal).cstring(statement);
-    w.int16(1).int16(0);                                                    // parameter formats
+    w.int16(1).int16(0);                                                   // parameter formats
     w.int16(1).int32(static_cast<std::int32_t>(value.size())).raw(value);  // parameter values
-    w.int16(1).int16(0);                                                    // result formats
+    w.int16(1).int16(0);                                                   // result formats
     w.finish();
   });
 }
@@ -86,7 +88,9 @@ std::string code_packet(std::uint32_t code) {
   return build([&](proto::MessageWriter& w) { w.int32(8).int32(static_cast<std::int32_t>(code)); });
 }
 
-std::string body_of(const std::string& message) { return message.substr(proto::kHeaderSize); }
+std::string body_of(const std::string& message) {
+  return message.substr(proto::kHeaderSize);
+}
 
 struct Scram {
   std::string client_first, server_first, client_final, server_final;
@@ -140,20 +144,27 @@ int main(int argc, char** argv) {
       {"fe_copy_data", copy_data("1\tone\n")},
       {"fe_copy_done", simple('c')},
       {"fe_password", build([](auto& w) { w.password_message("md5" + std::string(32, 'a')); })},
-      {"fe_sasl_initial", build([&](auto& w) { w.sasl_initial_response("SCRAM-SHA-256", scram.client_first); })},
+      {"fe_sasl_initial",
+       build([&](auto& w) { w.sasl_initial_response("SCRAM-SHA-256", scram.client_first); })},
       {"fe_sasl_response", build([&](auto& w) { w.sasl_response(scram.client_final); })},
       {"be_auth_ok", build([](auto& w) { w.authentication_ok(); })},
       {"be_auth_cleartext", build([](auto& w) { w.authentication_cleartext(); })},
-      {"be_auth_md5", build([&](auto& w) { w.authentication_md5(std::span<const std::byte, 4>(salt)); })},
+      {"be_auth_md5",
+       build([&](auto& w) { w.authentication_md5(std::span<const std::byte, 4>(salt)); })},
       {"be_auth_sasl", build([&](auto& w) { w.authentication_sasl(mechanisms); })},
-      {"be_auth_sasl_continue", build([&](auto& w) { w.authentication_sasl_continue(scram.server_first); })},
-      {"be_auth_sasl_final", build([&](auto& w) { w.authentication_sasl_final(scram.server_final); })},
-      {"be_parameter_status", build([](auto& w) { w.parameter_status("client_encoding", "UTF8"); })},
+      {"be_auth_sasl_continue",
+       build([&](auto& w) { w.authentication_sasl_continue(scram.server_first); })},
+      {"be_auth_sasl_final",
+       build([&](auto& w) { w.authentication_sasl_final(scram.server_final); })},
+      {"be_parameter_status",
+       build([](auto& w) { w.parameter_status("client_encoding", "UTF8"); })},
       {"be_backend_key_data", build([](auto& w) { w.backend_key_data(4242, -123456789); })},
       {"be_ready_idle", build([](auto& w) { w.ready_for_query(proto::TransactionStatus::idle); })},
-      {"be_ready_failed", build([](auto& w) { w.ready_for_query(proto::TransactionStatus::failed); })},
+      {"be_ready_failed",
+       build([](auto& w) { w.ready_for_query(proto::TransactionStatus::failed); })},
       {"be_error", build([](auto& w) {
-         w.error_response("ERROR", "42P01", "relation \"t\" does not exist", "some detail", "a hint");
+         w.error_response("ERROR", "42P01", "relation \"t\" does not exist", "some detail",
+                          "a hint");
        })},
       {"be_error_fatal", build([](auto& w) {
          w.error_response("FATAL", "28P01", "password authentication failed for user \"u\"");
@@ -163,7 +174,8 @@ int main(int argc, char** argv) {
       {"be_data_row", build([&](auto& w) { w.data_row(row); })},
       {"be_command_complete", build([](auto& w) { w.command_complete("SELECT 1"); })},
       {"be_empty_query", build([](auto& w) { w.empty_query_response(); })},
-      {"be_negotiate_protocol", build([&](auto& w) { w.negotiate_protocol_version(0, unrecognized); })},
+      {"be_negotiate_protocol",
+       build([&](auto& w) { w.negotiate_protocol_version(0, unrecognized); })},
   };
   std::string extended;
   for (const auto& name : {"fe_parse", "fe_bind", "fe_describe", "fe_execute", "fe_sync"}) {
@@ -181,13 +193,13 @@ int main(int argc, char** argv) {
   const std::string login = find("be_auth_ok") + find("be_parameter_status") +
                             build([](auto& w) { w.parameter_status("server_version", "15.6"); }) +
                             find("be_backend_key_data") + find("be_ready_idle");
-  const std::string sasl_login = find("be_auth_sasl") + find("be_auth_sasl_continue") +
-                                 find("be_auth_sasl_final") + login;
-  const std::string result = find("be_row_description") + find("be_data_row") +
-                             find("be_command_complete") +
-                             build([](auto& w) { w.ready_for_query(proto::TransactionStatus::in_transaction); });
-  const std::string errors = find("be_notice") + find("be_error") + find("be_ready_failed") +
-                             find("be_error_fatal");
+  const std::string sasl_login =
+      find("be_auth_sasl") + find("be_auth_sasl_continue") + find("be_auth_sasl_final") + login;
+  const std::string result =
+      find("be_row_description") + find("be_data_row") + find("be_command_complete") +
+      build([](auto& w) { w.ready_for_query(proto::TransactionStatus::in_transaction); });
+  const std::string errors =
+      find("be_notice") + find("be_error") + find("be_ready_failed") + find("be_error_fatal");
   const std::string client_session = find("fe_query") + extended + find("fe_copy_data") +
                                      find("fe_copy_done") + find("fe_flush") + find("fe_terminate");
 
@@ -207,16 +219,21 @@ int main(int argc, char** argv) {
   const std::string startup_basic = startup({{"user", "alice"}, {"database", "app"}});
   write("first_packet", "startup", startup_basic);
   write("first_packet", "startup_full",
-        startup({{"user", "alice"}, {"database", "app"}, {"application_name", "psql"},
-                 {"client_encoding", "UTF8"}, {"options", "-c search_path=public --work-mem=4MB"}}));
+        startup({{"user", "alice"},
+                 {"database", "app"},
+                 {"application_name", "psql"},
+                 {"client_encoding", "UTF8"},
+                 {"options", "-c search_path=public --work-mem=4MB"}}));
   std::string startup_32 = startup_basic;
   startup_32[7] = 2;  // protocol 3.2
   write("first_packet", "startup_3_2", startup_32);
   write("first_packet", "ssl_request", code_packet(proto::kSslRequestCode));
   write("first_packet", "gssenc_request", code_packet(proto::kGssEncRequestCode));
-  write("first_packet", "cancel_request", build([](auto& w) { w.cancel_request(4242, -123456789); }));
+  write("first_packet", "cancel_request",
+        build([](auto& w) { w.cancel_request(4242, -123456789); }));
   write("first_packet", "startup_then_password", startup_basic + find("fe_password"));
-  write("first_packet", "startup_then_query", startup_basic + find("fe_query") + find("fe_terminate"));
+  write("first_packet", "startup_then_query",
+        startup_basic + find("fe_query") + find("fe_terminate"));
 
   // stream: byte 0 seeds the read sizes, byte 1 holds options (bit 0: statement pooling),
   // then turns of a conversation: a 2-byte header (bit 15: the client speaks; bits 0-14: the
@@ -354,15 +371,20 @@ psql* = pool_mode=session
         "server_check_delay = 2.5e1\n[databases]\nd = host=h server_lifetime=1e4ms\n");
   write("config", "errors.ini", "[pgbouncer]\nlisten_port = 70000\n");
   write("config", "quotes.ini",
-        "[databases]\nq = host='a\\'b' dbname=x\\ y user = 'u'\n[users]\n\"we\"\"ird\" = pool_size=1\n");
+        "[databases]\nq = host='a\\'b' dbname=x\\ y user = 'u'\n[users]\n\"we\"\"ird\" = "
+        "pool_size=1\n");
 
   // auth_file: userlist.txt texts.
   write("auth_file", "userlist.txt",
         "\"alice\" \"secret\"\n"
-        "\"bob\" \"md5" + auth::md5_password_hash("bob", "pw").substr(3) + "\"\n"
-        "\"carol\" \"" + auth::format_scram_secret(auth::make_scram_secret("pw", "0123456789abcdef", 4096)) + "\"\n"
-        "; comment\n# another\n\n"
-        "\"we\"\"ird\" \"pass \"\"word\"\"\"\n");
+        "\"bob\" \"md5" +
+            auth::md5_password_hash("bob", "pw").substr(3) +
+            "\"\n"
+            "\"carol\" \"" +
+            auth::format_scram_secret(auth::make_scram_secret("pw", "0123456789abcdef", 4096)) +
+            "\"\n"
+            "; comment\n# another\n\n"
+            "\"we\"\"ird\" \"pass \"\"word\"\"\"\n");
   write("auth_file", "unterminated.txt", "\"alice\" \"secret\n");
 
   // base64
@@ -377,7 +399,8 @@ psql* = pool_mode=session
   write("scram_secret", "generated",
         auth::format_scram_secret(auth::make_scram_secret("pencil", "0123456789abcdef", 4096)));
   write("scram_secret", "fixture",
-        auth::format_scram_secret(auth::make_scram_secret(fx::kPassword, fx::kSalt, fx::kIterations)));
+        auth::format_scram_secret(
+            auth::make_scram_secret(fx::kPassword, fx::kSalt, fx::kIterations)));
   write("scram_secret", "md5", auth::md5_password_hash("alice", "secret"));
   write("scram_secret", "short_key", "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy");
 
