@@ -10,30 +10,38 @@ import sys
 import time
 
 
+async def loop(conn, cid, deadline, tally, fetchval, transaction):
+    """The shared workload: `fetchval(conn, sql_template, k, cid)` runs one statement."""
+    i = 0
+    while i == 0 or time.monotonic() < deadline:  # at least one each
+        k = i % 10
+        i += 1
+        try:
+            if i % 5 == 0:
+                async with transaction(conn):
+                    a = await fetchval(conn, "SELECT {p}::int + {k}", k, cid)
+                    b = await fetchval(conn, "SELECT {p}::int * 2 + {k}", k, cid)
+                ok = a == cid + k and b == cid * 2 + k
+            else:
+                ok = await fetchval(conn, "SELECT {p}::int + {k}", k, cid) == cid + k
+            if not ok:
+                raise AssertionError(f"client {cid}: wrong result")
+            tally["ops"] += 1
+        except Exception as e:  # counted: the test wants zero
+            tally["errors"] += 1
+            tally["first_error"] = tally["first_error"] or repr(e)
+
+
 async def run_asyncpg(url, clients, deadline, tally):
     import asyncpg
+
+    async def fetchval(conn, template, k, cid):
+        return await conn.fetchval(template.format(p="$1", k=k), cid)
 
     async def client(cid):
         conn = await asyncpg.connect(url, timeout=60)
         try:
-            i = 0
-            while i == 0 or time.monotonic() < deadline:  # at least one each
-                k = i % 10
-                i += 1
-                try:
-                    if i % 5 == 0:
-                        async with conn.transaction():
-                            a = await conn.fetchval(f"SELECT $1::int + {k}", cid)
-                            b = await conn.fetchval(f"SELECT $1::int * 2 + {k}", cid)
-                        ok = a == cid + k and b == cid * 2 + k
-                    else:
-                        ok = await conn.fetchval(f"SELECT $1::int + {k}", cid) == cid + k
-                    if not ok:
-                        raise AssertionError(f"client {cid}: wrong result")
-                    tally["ops"] += 1
-                except Exception as e:  # counted: the test wants zero
-                    tally["errors"] += 1
-                    tally["first_error"] = tally["first_error"] or repr(e)
+            await loop(conn, cid, deadline, tally, fetchval, lambda c: c.transaction())
         finally:
             await conn.close()
 
@@ -43,29 +51,14 @@ async def run_asyncpg(url, clients, deadline, tally):
 async def run_psycopg(url, clients, deadline, tally):
     import psycopg
 
+    async def fetchval(conn, template, k, cid):
+        return (await (await conn.execute(template.format(p="%s", k=k), (cid,))).fetchone())[0]
+
     async def client(cid):
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=60)
         conn.prepare_threshold = 0  # every statement is prepared (named Parse) on first use
         try:
-            i = 0
-            while i == 0 or time.monotonic() < deadline:  # at least one each
-                k = i % 10
-                i += 1
-                try:
-                    if i % 5 == 0:
-                        async with conn.transaction():
-                            a = await (await conn.execute(f"SELECT %s::int + {k}", (cid,))).fetchone()
-                            b = await (await conn.execute(f"SELECT %s::int * 2 + {k}", (cid,))).fetchone()
-                        ok = a[0] == cid + k and b[0] == cid * 2 + k
-                    else:
-                        row = await (await conn.execute(f"SELECT %s::int + {k}", (cid,))).fetchone()
-                        ok = row[0] == cid + k
-                    if not ok:
-                        raise AssertionError(f"client {cid}: wrong result")
-                    tally["ops"] += 1
-                except Exception as e:
-                    tally["errors"] += 1
-                    tally["first_error"] = tally["first_error"] or repr(e)
+            await loop(conn, cid, deadline, tally, fetchval, lambda c: c.transaction())
         finally:
             await conn.close()
 
