@@ -25,6 +25,8 @@
 //                                                  Close read whole up to kWholeMessageLimit
 //   bool on_server_reply(Header, Bytes body)       each reply StatementTracker::reply_type()
 //                                                  names, read whole
+// With the session-state guard on (set_guard_statements), on_client_statement_message() is
+// called for Query and Parse too, read whole up to kWholeMessageLimit (the statement text).
 #pragma once
 
 #include <algorithm>
@@ -67,6 +69,9 @@ class TransactionTracker {
   // Prepared statements in transaction pooling: the consumer sees the messages it needs.
   void set_track_statements(bool track) { track_statements_ = track; }
   bool tracks_statements() const { return track_statements_; }
+  // The session-state guard: Query and Parse texts go to on_client_statement_message().
+  void set_guard_statements(bool guard) { guard_statements_ = guard; }
+  bool guards_statements() const { return guard_statements_; }
 
   // Client bytes that follow the last scanned client byte.
   template <class Events>
@@ -129,7 +134,10 @@ class TransactionTracker {
     Verdict on_message(const Header& header, Bytes body, bool whole_body) {
       const auto verdict = tracker.client_message(header.type, body, whole_body, events);
       if constexpr (requires { events.on_client_statement_message(header, body); }) {
-        if (verdict == Verdict::next && tracker.track_statements_ &&
+        if (verdict == Verdict::next &&
+            (tracker.track_statements_ ||
+             (tracker.guard_statements_ &&
+              (header.type == from_client::kQuery || header.type == from_client::kParse))) &&
             events.on_client_statement_message(header, body)) {
           tracker.edit_requested_ = true;
           return Verdict::stop_after;
@@ -166,6 +174,7 @@ class TransactionTracker {
   Framing client_framing(char type) const {
     using namespace from_client;
     if (type == kCopyData) return Framing::pass;
+    if (guard_statements_ && (type == kQuery || type == kParse)) return Framing::lead;
     if (track_statements_ &&
         (type == kParse || type == kBind || type == kDescribe || type == kClose)) {
       return Framing::lead;
@@ -364,6 +373,7 @@ class TransactionTracker {
   bool copy_window_open_ : 1 = false;
   bool track_statements_ : 1 = false;
   bool edit_requested_ : 1 = false;
+  bool guard_statements_ : 1 = false;
 };
 
 }  // namespace pgw::proto

@@ -626,6 +626,54 @@ TEST(TransactionTrackerServerChange, AttachingAServerStartsItsSideAfresh) {
 // ---------------------------------------------------------------------------------------------
 // Whole conversations at every fragmentation
 
+// The session-state guard (set_guard_statements): each Query and Parse reaches
+// on_client_statement_message() whole, however the bytes arrive; no other client message does.
+struct GuardRecorder {
+  std::vector<std::string> seen;  // type, then the body
+  bool on_client_statement_message(const Header& header, Bytes body) {
+    EXPECT_EQ(body.size(), header.body_size());  // whole
+    seen.push_back(std::string(1, header.type) + std::string(as_chars(body)));
+    return false;
+  }
+};
+
+TEST(TransactionTrackerGuard, QueryAndParseTextsAreSeenWholeAtEveryFragmentation) {
+  const std::string long_set = "SET search_path TO " + std::string(20000, 'x');
+  const std::string stream = query(long_set) + parse("s1", "SELECT pg_advisory_lock($1)") +
+                             msg(fc::kBind, std::string(8, '\0')) + msg(fc::kSync) +
+                             query("SELECT 1");
+  for (std::size_t piece : kPieces) {
+    TransactionTracker tracker;
+    tracker.set_guard_statements(true);
+    GuardRecorder events;
+    StreamBuffer buffer;
+    for (std::size_t pos = 0; pos < stream.size();) {
+      buffer.reserve(buffer.size() + std::min(piece, stream.size() - pos));
+      const auto space = buffer.free_space();
+      const std::size_t n = std::min({piece, space.size(), stream.size() - pos});
+      std::memcpy(space.data(), stream.data() + pos, n);
+      buffer.added(n);
+      pos += n;
+      const auto scan = tracker.scan_client(buffer.unscanned(), events);
+      ASSERT_EQ(scan.stop, Stop::more);
+      buffer.mark_scanned(scan.scanned);
+      if (scan.wanted > 0) buffer.reserve(scan.wanted);
+      buffer.mark_sent(buffer.unsent().size());
+    }
+    ASSERT_EQ(events.seen.size(), 3u) << piece;
+    EXPECT_EQ(events.seen[0], "Q" + long_set + '\0') << piece;
+    EXPECT_EQ(events.seen[1].substr(0, 4), std::string("Ps1") + '\0') << piece;
+    EXPECT_EQ(events.seen[2], std::string("QSELECT 1") + '\0') << piece;
+    EXPECT_EQ(tracker.ready_owed(), 3) << piece;
+  }
+  // Without the guard (and without statement tracking) the consumer is never asked.
+  TransactionTracker tracker;
+  GuardRecorder events;
+  const auto scan = tracker.scan_client(bytes_of(stream), events);
+  EXPECT_EQ(scan.scanned, stream.size());
+  EXPECT_TRUE(events.seen.empty());
+}
+
 TEST(TransactionTrackerConversation, RealisticScriptsAgreeAtEveryFragmentation) {
   const std::string bind = msg(fc::kBind, cstr("") + cstr("") + std::string(6, '\0'));
   const std::string execute = msg(fc::kExecute, cstr("") + be32(0));
