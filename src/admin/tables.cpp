@@ -80,9 +80,23 @@ void socket_header(Builder& b) {
       .ints({"prepared_statements", "id"});
 }
 
+// Session state in transaction pooling: what the client holds, since when, the statement that
+// began it, and whether it keeps the client on its server (SHOW CLIENTS, SHOW LEASES).
+void session_state_header(Builder& b) {
+  b.texts({"session_state", "session_state_since", "session_state_query"}).ints({"pinned"});
+}
+void append_session_state(Row& row, const Snapshot& s, const session::SessionInfo& c) {
+  const bool held = !c.session_state.empty();
+  row.push_back(c.session_state);
+  row.push_back(held ? Cell{wall_time(s, c.session_state_since)} : Cell{});
+  row.push_back(held ? Cell{c.session_state_statement} : Cell{});
+  row.push_back(num(c.pinned ? 1 : 0));
+}
+
 ResultSet show_clients(const Snapshot& s) {
   Builder b;
   socket_header(b);
+  session_state_header(b);
   auto sessions = s.sessions;
   std::sort(sessions.begin(), sessions.end(),
             [](const auto& a, const auto& c) { return a.id < c.id; });
@@ -116,6 +130,7 @@ ResultSet show_clients(const Snapshot& s) {
                             c.application_name,
                             unum(c.prepared_statements),
                             unum(c.id)});
+    append_session_state(b.rs.rows.back(), s, c);
   }
   b.rs.tag = "SHOW";
   return b.rs;
@@ -527,17 +542,20 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
       .ints({"lease_age_s", "xact_age_s", "idle_s", "statements"})
       .texts({"first_query", "last_query", "tags", "action_taken", "next_action"})
       .ints({"next_action_in_s"});
-  std::vector<const session::LeaseInfo*> leases;
+  session_state_header(b);
+  std::vector<const session::SessionInfo*> leases;
   for (const auto& c : s.sessions) {
     if (!c.lease) continue;
     if (leaks_only && !is_leak(*c.lease, s)) continue;
-    leases.push_back(&*c.lease);
+    leases.push_back(&c);
   }
   // Oldest lease first.
   std::sort(leases.begin(), leases.end(), [](const auto* a, const auto* c) {
-    return a->start != c->start ? a->start < c->start : a->client_id < c->client_id;
+    return a->lease->start != c->lease->start ? a->lease->start < c->lease->start
+                                              : a->lease->client_id < c->lease->client_id;
   });
-  for (const auto* l : leases) {
+  for (const auto* session : leases) {
+    const auto* l = &*session->lease;
     const bool active = l->state == session::LeaseState::active;
     // The ladder's first step (the janitor takes it once it is due).
     const auto steps =
@@ -563,6 +581,7 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
             : l->warned  ? "warned"
                          : "",
             next_what, next_in});
+    append_session_state(b.rs.rows.back(), s, *session);
   }
   b.rs.tag = "SHOW";
   return b.rs;

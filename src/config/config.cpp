@@ -53,6 +53,10 @@ void set_from_table(Config& c, const Location& at, const KeySpec& key, const std
     case KeyType::pool_mode:
       c.*std::get<PoolMode Config::*>(key.target) = parse::pool_mode(at, name, value);
       return;
+    case KeyType::session_state:
+      c.*std::get<proto::SessionStateMode Config::*>(key.target) =
+          parse::session_state(at, name, value);
+      return;
     case KeyType::auth_type:
       c.*std::get<AuthType Config::*>(key.target) = parse::auth_type(at, name, value);
       return;
@@ -157,6 +161,8 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
       db.server_lifetime = parse::duration(at, key, value);
     else if (key == "reclaim_under_pressure_after")
       db.reclaim_under_pressure_after = parse::duration(at, key, value);
+    else if (key == "session_state")
+      db.session_state = parse::session_state(at, key, value);
     else if (key == "client_encoding")
       db.client_encoding = value;
     else if (key == "datestyle")
@@ -177,7 +183,8 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
           "unknown key '" + key + "' in [databases] entry " + name +
               ": expected host, port, dbname, user, password, pool_size, min_pool_size, "
               "reserve_pool, pool_mode, max_db_connections, server_lifetime, "
-              "reclaim_under_pressure_after, client_encoding, datestyle, timezone, "
+              "reclaim_under_pressure_after, session_state, client_encoding, datestyle, "
+              "timezone, "
               "application_name or connect_query");
     }
   }
@@ -235,12 +242,14 @@ void parse_app_settings(const Location& at, const std::string& text, Config::App
       app.max_client_conn = parse::integer(at, key, value, 0, 1'000'000);
     } else if (key == "max_server_conn") {
       app.max_server_conn = parse::integer(at, key, value, 0, 1'000'000);
+    } else if (key == "session_state") {
+      app.session_state = parse::session_state(at, key, value);
     } else {
       throw ConfigError(Kind::unknown_key, at.str(),
                         "unknown key '" + key + "' in [apps] line " + app.pattern +
                             ": expected leak_warn_after, idle_transaction_timeout, "
                             "idle_pinned_timeout, query_timeout, reclaim_under_pressure_after, "
-                            "max_client_conn or max_server_conn");
+                            "max_client_conn, max_server_conn or session_state");
     }
   }
 }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "protocol/session_state.hpp"
+
 namespace pgw::config {
 
 enum class PoolMode { session, transaction, statement };
@@ -38,7 +40,8 @@ struct DatabaseEntry {
   int max_db_connections = 0;  // 0 = unlimited, falls back to the global key when unset
   bool max_db_connections_set = false;
   std::optional<Millis> server_lifetime;
-  std::optional<Millis> reclaim_under_pressure_after;  // leak guard; unset: the global key
+  std::optional<Millis> reclaim_under_pressure_after;    // leak guard; unset: the global key
+  std::optional<proto::SessionStateMode> session_state;  // unset: the [pgbouncer] key
   // Startup parameters sent to the server for this database.
   std::string client_encoding, datestyle, timezone, application_name;
   std::string connect_query;
@@ -87,6 +90,9 @@ struct Config {
   // Transaction and statement pooling: named prepared statements per server connection (LRU);
   // 0 passes statement names through unchanged (docs/transaction-pooling.md).
   int max_prepared_statements = 200;
+  // Transaction and statement pooling: what to do with session state a client's statements
+  // create (SET, advisory locks, LISTEN, temp tables...); docs/transaction-pooling.md.
+  proto::SessionStateMode session_state = proto::SessionStateMode::track;
   std::string server_check_query = "";  // PgBouncer's "<empty>": an empty query
   Millis server_check_delay{30000};
   Millis server_lifetime{3600000};
@@ -142,6 +148,7 @@ struct Config {
     std::optional<Millis> reclaim_under_pressure_after;
     std::optional<int> max_client_conn;  // clients of one application_name at a time
     std::optional<int> max_server_conn;  // server connections one application_name may hold
+    std::optional<proto::SessionStateMode> session_state;  // over the database's and the key's
   };
   std::vector<AppLine> apps;
   // PgBouncer keys accepted but not acted on yet, shown by SHOW CONFIG.

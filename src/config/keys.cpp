@@ -60,6 +60,8 @@ constexpr KeySpec kKeys[] = {
      "also reset in transaction and statement mode"},
     {"max_prepared_statements", T::integer, &Config::max_prepared_statements, 0, kMax, A::live,
      "named prepared statements kept per server connection in transaction pooling; 0: off"},
+    {"session_state", T::session_state, &Config::session_state, 0, 0, A::next_login,
+     "transaction pooling: track, pin, reject or allow session state (SET, locks, LISTEN...)"},
     {"server_check_query", T::text, &Config::server_check_query, 0, 0, A::live,
      "test of an idle server before reuse"},
     {"server_check_delay", T::duration, &Config::server_check_delay, 0, 0, A::live,
@@ -250,6 +252,9 @@ std::string show_value(const Config& config, const KeySpec& key) {
       return join(config.*std::get<std::vector<std::string> Config::*>(key.target));
     case KeyType::pool_mode:
       return std::string(to_string(config.*std::get<PoolMode Config::*>(key.target)));
+    case KeyType::session_state:
+      return std::string(
+          proto::to_string(config.*std::get<proto::SessionStateMode Config::*>(key.target)));
     case KeyType::auth_type:
       return std::string(to_string(config.*std::get<AuthType Config::*>(key.target)));
     case KeyType::accepted: {

@@ -27,21 +27,23 @@ std::string_view to_string(Applies applies);
 
 // How a value is written and read.
 enum class KeyType : std::uint8_t {
-  text,       // as given
-  integer,    // within [min, max]
-  boolean,    // 0/1, yes/no, on/off, true/false
-  duration,   // seconds, fractions or a unit (250ms, 5min)
-  list,       // comma-separated
-  pool_mode,  // session, transaction, statement
-  auth_type,  // trust, plain, md5, scram-sha-256, any
-  verbosity,  // 0-10, any value above 0 meaning debug logging
-  accepted,   // PgBouncer's, accepted and kept as text (SHOW CONFIG) but not acted on
+  text,           // as given
+  integer,        // within [min, max]
+  boolean,        // 0/1, yes/no, on/off, true/false
+  duration,       // seconds, fractions or a unit (250ms, 5min)
+  list,           // comma-separated
+  pool_mode,      // session, transaction, statement
+  session_state,  // track, pin, reject, allow
+  auth_type,      // trust, plain, md5, scram-sha-256, any
+  verbosity,      // 0-10, any value above 0 meaning debug logging
+  accepted,       // PgBouncer's, accepted and kept as text (SHOW CONFIG) but not acted on
 };
 
 struct KeySpec {
-  using Target = std::variant<std::monostate, std::string Config::*, int Config::*, bool Config::*,
-                              Millis Config::*, std::vector<std::string> Config::*,
-                              PoolMode Config::*, AuthType Config::*>;
+  using Target =
+      std::variant<std::monostate, std::string Config::*, int Config::*, bool Config::*,
+                   Millis Config::*, std::vector<std::string> Config::*, PoolMode Config::*,
+                   AuthType Config::*, proto::SessionStateMode Config::*>;
   std::string_view name;
   KeyType type;
   Target target;  // std::monostate for `accepted` keys (they go to Config::other)

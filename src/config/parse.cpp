@@ -92,6 +92,15 @@ PoolMode pool_mode(const Location& at, const std::string& key, const std::string
   invalid(at, key, value, "session, transaction or statement");
 }
 
+proto::SessionStateMode session_state(const Location& at, const std::string& key,
+                                      const std::string& value) {
+  proto::SessionStateMode mode{};
+  if (!proto::parse_session_state_mode(trim(value), mode)) {
+    invalid(at, key, value, "track, pin, reject or allow");
+  }
+  return mode;
+}
+
 AuthType auth_type(const Location& at, const std::string& key, const std::string& value) {
   const auto v = lower(value);
   if (v == "trust") return AuthType::trust;

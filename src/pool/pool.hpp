@@ -112,6 +112,15 @@ class ServerConn final : public net::ReadyHandler, public PooledServer {
   proto::StreamBuffer buffer;
   // Named prepared statements prepared on it in transaction pooling, under pgwarden's names.
   proto::ServerStatements statements;
+  // Session state (docs/transaction-pooling.md#session-state): the parameters a client's SETs
+  // left on it (proto::SessionState::parameters_fingerprint(), 0: none) and their names, which
+  // a link to another client resets first.
+  std::uint64_t session_sets = 0;
+  std::vector<std::string> session_set_names;
+  // A client took session advisory locks on it since its last pg_advisory_unlock_all(). The
+  // count pgwarden keeps can be short (one call may lock a lock per row), so a server a client
+  // gave back unpinned is unlocked before another client gets it.
+  bool advisory_locks_possible = false;
 
   // Readiness while idle in the pool (the pool installs this object as the handler).
   void on_ready(net::Connection& connection) override;

@@ -236,7 +236,8 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
 }
 
 LeaseFacts ClientSession::lease_facts() const {
-  return lease_guard_.facts(relay_.lease_state(), relay_.session_mode(), relay_.query_start());
+  return lease_guard_.facts(relay_.lease_state(), holds_server_between_transactions(),
+                            relay_.query_start());
 }
 
 void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
@@ -321,6 +322,38 @@ void ClientSession::note_forced_action(std::string_view action, std::string reas
   PGW_ASSERT_OWNED(&reactor_);
   lease_guard_.note_forced_action(action, std::move(reason), relay_.holds_server(), who_,
                                   services_.leaks);
+}
+
+void ClientSession::note_session_state(proto::SessionStateMask fresh,
+                                       const proto::SessionState& state) {
+  const auto mode = to_string(state.mode());
+  const auto first = services_.leaks.note_session_state(who_.application_name, fresh);
+  for (int k = 0; k < proto::kSessionStateKinds; ++k) {
+    const auto kind = static_cast<proto::SessionStateKind>(k);
+    if (!(first & proto::mask_of(kind))) continue;
+    const auto what = fmt::format(
+        "{} in transaction pooling (session_state = {}{})", proto::describe(kind), mode,
+        state.pinned() && kind != proto::SessionStateKind::parameter ? ": the client is pinned"
+                                                                     : "");
+    spdlog::warn("C-{}: app '{}' ({}@{}, {}:{}) takes {}; statement: {}", who_.id,
+                 who_.application_name, who_.user, who_.database, who_.addr, who_.port, what,
+                 printable(state.first_statement()));
+    services_.leaks.events.push(LeakEvent{std::chrono::system_clock::now(), who_.id,
+                                          who_.application_name, "session_state", what, 0,
+                                          state.first_statement()});
+  }
+}
+
+void ClientSession::note_session_state_refused(proto::SessionStateKind kind,
+                                               std::string_view statement) {
+  if (!services_.leaks.note_session_state(who_.application_name, proto::mask_of(kind))) return;
+  const auto what = fmt::format("{} refused (session_state = reject)", proto::describe(kind));
+  const auto text = std::string(statement.substr(0, 200));
+  spdlog::warn("C-{}: app '{}' ({}@{}, {}:{}): {}; statement: {}", who_.id, who_.application_name,
+               who_.user, who_.database, who_.addr, who_.port, what, printable(text));
+  services_.leaks.events.push(LeakEvent{std::chrono::system_clock::now(), who_.id,
+                                        who_.application_name, "session_state_refused", what, 0,
+                                        text});
 }
 
 void ClientSession::drain(bool force) {
@@ -427,9 +460,15 @@ SessionInfo ClientSession::info() const {
     info.server->link = info.ptr;
   }
   if (lease_guard_.held() && relay_.holds_server()) {
-    info.lease =
-        lease_guard_.info(who_, relay_.lease_state(), relay_.session_mode(), relay_.query_start());
+    info.lease = lease_guard_.info(who_, relay_.lease_state(), holds_server_between_transactions(),
+                                   relay_.query_start());
   }
+  if (const auto* state = relay_.session_state(); state && state->holds_anything()) {
+    info.session_state = proto::to_string(state->held());
+    info.session_state_since = state->since();
+    info.session_state_statement = state->first_statement();
+  }
+  info.pinned = relay_.pinned();
   info.unreported = lease_guard_.unreported();
   return info;
 }

@@ -73,6 +73,11 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // Records a cancel or disconnect forced on this client by policy or by an admin (SHOW
   // EVENTS, SHOW APPS).
   void note_forced_action(std::string_view action, std::string reason);
+  // Session state in transaction pooling: kinds this client came to hold (a log line and a
+  // SHOW EVENTS entry for each kind its application had not shown before), and a statement
+  // refused under session_state = reject (logged once per kind per application too).
+  void note_session_state(proto::SessionStateMask fresh, const proto::SessionState& state);
+  void note_session_state_refused(proto::SessionStateKind kind, std::string_view statement);
   // Adds this client to its worker's sample for SHOW APPS, the growth alarm and pool health.
   void add_to_sample(Clock::time_point now, const config::Config& current, WorkerSample& sample);
   // Shutdown drain: ends the session with 57P01 unless it is inside a transaction, which may
@@ -80,6 +85,11 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void drain(bool force);
   // A server connection is held for this client (SIGINT waits until none is).
   bool holds_server() const { return relay_.holds_server(); }
+  // Session mode, or transaction pooling with session state that pins the client: the server
+  // stays between transactions (idle_pinned_timeout applies).
+  bool holds_server_between_transactions() const {
+    return relay_.session_mode() || relay_.pinned();
+  }
 
   unsigned worker() const { return relay_.waiter_worker(); }
   ClientState state() const { return state_; }

@@ -776,6 +776,15 @@ void LeakBook::note_resolved(const std::string& application_name) {
   ++apps_[application_name].resolved;
 }
 
+proto::SessionStateMask LeakBook::note_session_state(const std::string& application_name,
+                                                     proto::SessionStateMask kinds) {
+  std::lock_guard lock(mutex_);
+  auto& seen = apps_[application_name].session_state;
+  const auto fresh = static_cast<proto::SessionStateMask>(kinds & ~seen);
+  seen |= kinds;
+  return fresh;
+}
+
 void LeakBook::note_action(const std::string& application_name) {
   std::lock_guard lock(mutex_);
   ++apps_[application_name].actions;

@@ -394,11 +394,16 @@ class LeakBook {
     std::uint64_t suspected = 0;
     std::uint64_t resolved = 0;
     std::uint64_t actions = 0;  // forced: cancels and disconnects by policy or by an admin
+    proto::SessionStateMask session_state = 0;  // kinds of session state seen (transaction mode)
   };
   // Returns the application's suspected-leak count including this one.
   std::uint64_t note_suspected(const std::string& application_name);
   void note_resolved(const std::string& application_name);
   void note_action(const std::string& application_name);
+  // Kinds of session state a client of the application came to hold: returns those not seen
+  // from that application before (each is logged and becomes a SHOW EVENTS entry once).
+  proto::SessionStateMask note_session_state(const std::string& application_name,
+                                             proto::SessionStateMask kinds);
   std::map<std::string, AppCounters> counters() const;
   EventRing events;
 

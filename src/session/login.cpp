@@ -402,11 +402,15 @@ asio::awaitable<bool> LoginFlow::route() {
   // [apps] max_server_conn: this application's share of the pool (by the startup
   // application_name, like max_client_conn; a later SET does not move it).
   pool::AppShare* share = nullptr;
-  if (const auto* app = config.find_app(s.who_.application_name);
-      app && app->max_server_conn && *app->max_server_conn > 0) {
+  const auto* app = config.find_app(s.who_.application_name);
+  if (app && app->max_server_conn && *app->max_server_conn > 0) {
     share = pool.app_share(s.who_.application_name, *app->max_server_conn);
   }
-  s.relay_.bind(pool, share, pool.stat_slot(s.worker()));
+  // session_state: the [apps] line's, else the database's, else the [pgbouncer] key.
+  auto session_state = config.session_state;
+  if (entry->session_state) session_state = *entry->session_state;
+  if (app && app->session_state) session_state = *app->session_state;
+  s.relay_.bind(pool, share, pool.stat_slot(s.worker()), session_state);
   co_return true;
 }
 

@@ -55,6 +55,15 @@ bool drops_prepared_statements(std::string_view sql) {
          upper.find("DEALLOCATE ALL") != std::string::npos;
 }
 
+// Back to the default: a parameter an earlier client SET (session_state = track).
+std::string reset_parameter_sql(std::string_view name) {
+  if (name == "transaction_characteristics") {
+    return "RESET default_transaction_isolation; RESET default_transaction_read_only; "
+           "RESET default_transaction_deferrable;";
+  }
+  return "RESET " + quote_ident(name) + ";";
+}
+
 // set_config() parses the value exactly like a startup "-c name=value" does, so list settings
 // such as search_path keep their elements ("SET x = 'a,b'" would make that one element).
 std::string set_config_sql(std::string_view name, std::string_view value) {
@@ -88,6 +97,10 @@ struct Relay::TrackerEvents {
   void on_parameter_status(std::string_view name, std::string_view value) {
     relay.note_parameter(name, value);
   }
+  void on_server_error(const proto::ErrorFields&) {
+    // The request failed, and with it what its statements did to the session.
+    if (relay.session_state_) relay.session_state_->on_error();
+  }
 };
 
 void Relay::note_request() {
@@ -117,6 +130,23 @@ void Relay::note_ready(TransactionStatus status) {
   // A pipelined query behind this one starts now.
   query_start_ = owed > 0 ? now : Clock::time_point{};
   session_.lease_guard_.on_ready(status != TransactionStatus::idle, owed, now);
+  if (session_state_) settle_session_state(status, now);
+}
+
+void Relay::settle_session_state(TransactionStatus status, Clock::time_point now) {
+  auto& state = *session_state_;
+  const auto fresh = state.on_ready(static_cast<char>(status), now);
+  pinned_ = state.pinned();
+  if (state.advisory_locks() > 0) server_->advisory_locks_possible = true;
+  if (server_->session_sets != state.parameters_fingerprint()) {
+    // The SETs ran on this server: it now carries this client's parameters.
+    server_->session_sets = state.parameters_fingerprint();
+    server_->session_set_names.clear();
+    for (const auto& parameter : state.parameters()) {
+      server_->session_set_names.push_back(parameter.name);
+    }
+  }
+  if (fresh != 0) session_.note_session_state(fresh, state);
 }
 
 void Relay::note_parameter(std::string_view name, std::string_view value) {
@@ -139,7 +169,8 @@ Relay::~Relay() {
   }
 }
 
-void Relay::bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& stats) {
+void Relay::bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& stats,
+                 proto::SessionStateMode session_state) {
   pool_ = &pool;
   app_share_ = app_share;
   stats_ = &stats;
@@ -148,12 +179,33 @@ void Relay::bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& st
   // The StatementTracker itself comes with the client's first message (an idle client holds
   // none).
   tracker_.set_track_statements(transaction_pooling_ && pool.max_prepared_statements() > 0);
+  session_state_mode_ = session_state;
+  guard_session_state_ = transaction_pooling_ && session_state != proto::SessionStateMode::allow;
+  tracker_.set_guard_statements(guard_session_state_);
 }
 
 bool Relay::edit_client_message(const proto::Header& header, proto::Bytes body) {
+  const auto message_start = from_client_.offset_of(body.data()) - proto::kHeaderSize;
+  const auto message_size = proto::kHeaderSize + header.body_size();
+  std::string_view replacement;  // the guard's, of the whole message
+  if (guard_session_state_ &&
+      (header.type == proto::from_client::kQuery || header.type == proto::from_client::kParse)) {
+    replacement = guard_statement(header, body);
+  }
+  if (!tracker_.tracks_statements()) {
+    if (replacement.empty()) return false;
+    client_edit_ = {message_start, message_size, replacement, false};
+    return true;
+  }
+  auto message_header = header;
+  if (!replacement.empty()) {
+    // The statement tracker sees what the server will get.
+    message_header.length = static_cast<std::uint32_t>(replacement.size() - 1);
+    body = proto::as_bytes(replacement.substr(proto::kHeaderSize));
+  }
   if (!statements_) statements_ = std::make_unique<proto::StatementTracker>();
-  const auto edit = statements_->on_client_message(header.type, header.body_size(), body,
-                                                   server_->statements, statement_capacity_);
+  const auto edit = statements_->on_client_message(message_header.type, message_header.body_size(),
+                                                   body, server_->statements, statement_capacity_);
   auto& counts = statements_->counts();
   if (counts.client_parses | counts.server_parses | counts.binds) {
     stats_->add(pool::Stat::client_parse, counts.client_parses);
@@ -162,10 +214,171 @@ bool Relay::edit_client_message(const proto::Header& header, proto::Bytes body) 
     counts = {};
   }
   using Outcome = proto::StatementTracker::ClientEdit::Outcome;
+  if (!replacement.empty()) {
+    // The replacement goes whole, with the statement tracker's edit of its front applied.
+    edited_message_.clear();
+    if (edit.outcome == Outcome::edit) {
+      edited_message_.append(edit.insert);
+      edited_message_.append(replacement.substr(edit.erase));
+      replacement = edited_message_;
+    }
+    client_edit_ = {message_start, message_size, replacement, false};
+    return true;
+  }
   if (edit.outcome == Outcome::pass) return false;
-  client_edit_ = {from_client_.offset_of(body.data()) - proto::kHeaderSize, edit.erase, edit.insert,
-                  edit.outcome == Outcome::too_large};
+  client_edit_ = {message_start, edit.erase, edit.insert, edit.outcome == Outcome::too_large};
   return true;
+}
+
+namespace {
+
+// The text of a Query or Parse body (NUL-terminated; `whole`: none of it is cut off), and
+// where it starts in the body.
+struct StatementText {
+  std::string_view text;
+  std::size_t offset = 0;
+  bool whole = false;
+};
+StatementText statement_text(char type, proto::Bytes body, bool whole_body) {
+  const auto* chars = reinterpret_cast<const char*>(body.data());
+  std::string_view rest(chars, body.size());
+  std::size_t offset = 0;
+  if (type == proto::from_client::kParse) {
+    const auto name_end = rest.find('\0');
+    if (name_end == std::string_view::npos) return {};
+    offset = name_end + 1;
+  }
+  const auto text = rest.substr(offset);
+  const auto end = text.find('\0');
+  if (end == std::string_view::npos) return {text, offset, false};
+  return {text.substr(0, end), offset, whole_body};
+}
+
+// The highest $n a statement text refers to (0: none); strings and comments are not told apart,
+// which at worst declares a parameter too many for a statement that is refused anyway.
+int highest_parameter(std::string_view text) {
+  int highest = 0;
+  for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+    if (text[i] != '$' || text[i + 1] < '1' || text[i + 1] > '9') continue;
+    int n = 0;
+    std::size_t j = i + 1;
+    while (j < text.size() && text[j] >= '0' && text[j] <= '9' && n < 65536) {
+      n = n * 10 + (text[j++] - '0');
+    }
+    highest = std::max(highest, std::min(n, 65535));
+  }
+  return highest;
+}
+
+void append_int32(std::string& out, std::uint32_t value) {
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(value >> shift));
+}
+
+// A plpgsql string literal (the replacement is dollar-quoted; the texts have no backslashes).
+std::string sql_literal(std::string_view text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  out += '\'';
+  return out;
+}
+
+std::string_view session_state_hint(proto::SessionStateKind kind) {
+  using K = proto::SessionStateKind;
+  switch (kind) {
+    case K::parameter:
+      return "Use SET LOCAL (or set_config(..., true)) inside a transaction, or a session-mode "
+             "pool.";
+    case K::role:
+      return "Use SET LOCAL ROLE inside a transaction, or a session-mode pool.";
+    case K::advisory_lock:
+      return "Use pg_advisory_xact_lock(), which the transaction's end releases, or a "
+             "session-mode pool.";
+    case K::listen:
+      return "Use a session-mode pool (or session_state = track) for LISTEN.";
+    case K::temp_table:
+      return "Create it with ON COMMIT DROP inside a transaction, or use a session-mode pool.";
+    case K::sql_prepare:
+      return "Use your driver's protocol-level prepared statements, which pgwarden keeps per "
+             "client, or a session-mode pool.";
+    case K::hold_cursor:
+      return "Use a cursor WITHOUT HOLD inside a transaction, or a session-mode pool.";
+    case K::load:
+      return "Load the library with session_preload_libraries on the server, or use a "
+             "session-mode pool.";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string_view Relay::guard_statement(const proto::Header& header, proto::Bytes body) {
+  const bool whole_body = body.size() == header.body_size();
+  const auto statement = statement_text(header.type, body, whole_body);
+  const auto scan = proto::scan_session_state(statement.text, statement.whole);
+  if (scan.count == 0) return {};  // the common case: one pass over the text, nothing kept
+  if (session_state_mode_ == proto::SessionStateMode::reject && scan.creates_state() &&
+      whole_body) {
+    // PostgreSQL itself raises the error in place of the statement, so the transaction fails
+    // exactly as it would for an error of the statement's own (a failed transaction block,
+    // the rest of an extended-protocol batch skipped until Sync).
+    proto::SessionStateKind kind = scan.effects[0].kind;
+    for (const auto& effect : scan.list()) {
+      if (effect.op == proto::SessionStateOp::create) {
+        kind = effect.kind;
+        break;
+      }
+    }
+    const auto refusal =
+        report(Err::session_state_rejected, proto::describe(kind), session_state_hint(kind));
+    std::string sql = "DO $pgwarden$BEGIN RAISE EXCEPTION USING ERRCODE = '" +
+                      std::string(error_spec(Err::session_state_rejected).sqlstate) +
+                      "', MESSAGE = " + sql_literal(refusal.message) +
+                      ", DETAIL = " + sql_literal(refusal.detail) +
+                      ", HINT = " + sql_literal(refusal.hint) + "; END$pgwarden$";
+    auto& out = rejected_message_;
+    out.clear();
+    out.push_back(header.type);
+    append_int32(out, 0);  // the length, below
+    if (header.type == proto::from_client::kParse) {
+      // Name, the replacement, and the parameter types: the client's, with a text parameter
+      // for each it left unspecified or did not declare, so its Bind still fits.
+      out.append(reinterpret_cast<const char*>(body.data()), statement.offset);
+      out.append(sql).push_back('\0');
+      const auto* types = body.data() + statement.offset + statement.text.size() + 1;
+      const auto types_size = static_cast<std::size_t>(body.data() + body.size() - types);
+      std::uint16_t declared = 0;
+      if (types_size >= 2) {
+        declared = static_cast<std::uint16_t>((std::to_integer<unsigned>(types[0]) << 8) |
+                                              std::to_integer<unsigned>(types[1]));
+      }
+      const auto count = std::max<int>(declared, highest_parameter(statement.text));
+      out.push_back(static_cast<char>(count >> 8));
+      out.push_back(static_cast<char>(count & 0xff));
+      for (int i = 0; i < count; ++i) {
+        std::uint32_t oid = 0;
+        if (i < declared && types_size >= 2 + 4 * static_cast<std::size_t>(i + 1)) {
+          for (int b = 0; b < 4; ++b) {
+            oid = (oid << 8) | std::to_integer<unsigned>(types[2 + 4 * i + b]);
+          }
+        }
+        append_int32(out, oid == 0 ? 25 : oid);  // 25: text
+      }
+    } else {
+      out.append(sql).push_back('\0');
+    }
+    const auto length = static_cast<std::uint32_t>(out.size() - 1);
+    for (int b = 0; b < 4; ++b) out[1 + b] = static_cast<char>(length >> (24 - 8 * b));
+    session_.note_session_state_refused(kind, statement.text);
+    return out;
+  }
+  if (!session_state_) session_state_ = std::make_unique<proto::SessionState>(session_state_mode_);
+  // The statement's own Query is counted already; a Parse's Sync comes later.
+  const int ahead = tracker_.ready_owed() - (header.type == proto::from_client::kQuery ? 1 : 0);
+  session_state_->on_statement(scan, std::max(ahead, 0), net::turn_now());
+  return {};
 }
 
 bool Relay::edit_server_reply(const proto::Header& header, proto::Bytes body) {
@@ -373,7 +586,7 @@ bool Relay::server_to_client() {
       progress = progress || written.bytes > 0;
       if (out.has_unsent()) return progress;  // the client's socket is full
       if (transaction_pooling_ && tracker_.at_transaction_boundary() && out.empty() &&
-          cancels_in_flight_ == 0 && (!statements_ || statements_->settled())) {
+          cancels_in_flight_ == 0 && (!statements_ || statements_->settled()) && !pinned_) {
         // Transaction over: the server goes back to the pool for the next client (with a
         // cancel in flight, once PostgreSQL has acted on it: cancel_finished()).
         release_server();
@@ -491,7 +704,8 @@ void Relay::link(pool::ServerPtr server, Clock::time_point now) {
     }
     return;
   }
-  const bool in_sync = server_->applied_params == session_.params_fingerprint_;
+  const bool in_sync = server_->applied_params == session_.params_fingerprint_ &&
+                       server_->session_sets == session_sets() && !foreign_locks_possible();
   if (in_sync && !pool_->check_due(*server_, now)) {
     finish_link(now);
     return;
@@ -549,17 +763,38 @@ asio::awaitable<void> Relay::prepare_server() {
 
 asio::awaitable<bool> Relay::sync_parameters() {
   auto& s = session_;
-  if (server_->applied_params == s.params_fingerprint_) co_return true;
+  const auto sets = session_sets();
+  const bool unlock = foreign_locks_possible();
+  if (server_->applied_params == s.params_fingerprint_ && server_->session_sets == sets &&
+      !unlock) {
+    co_return true;
+  }
   std::string sql;
+  if (unlock) sql += "SELECT pg_catalog.pg_advisory_unlock_all();";
   std::vector<std::string> resets;
+  // Parameters another client SET on this server (session_state = track) go back to their
+  // defaults first; this client's own SETs are re-applied last.
+  const bool replace_sets = server_->session_sets != sets;
+  std::vector<std::string> sets_reset;
+  if (replace_sets) {
+    for (const auto& name : server_->session_set_names) {
+      sql += reset_parameter_sql(name);
+      sets_reset.push_back(name);
+    }
+  }
+  auto was_reset = [&](std::string_view name) {
+    return std::any_of(sets_reset.begin(), sets_reset.end(), [&](const std::string& reset) {
+      return ParamSet::equal_names(reset, name);
+    });
+  };
   for (const auto& [name, value] : s.params_) {
     const std::string* current = server_->params.find(name);
-    if (!current || *current != value) sql += set_config_sql(name, value);
+    if (!current || *current != value || was_reset(name)) sql += set_config_sql(name, value);
   }
   // Parameters an earlier client changed and this one did not ask for: back to the default.
   if (auto defaults = pool_->defaults()) {
     for (const auto& [name, value] : server_->params) {
-      if (s.params_.find(name)) continue;
+      if (s.params_.find(name) || was_reset(name)) continue;
       const std::string* original = defaults->find(name);
       if (!original) {
         sql += "RESET " + quote_ident(name) + ";";
@@ -569,6 +804,9 @@ asio::awaitable<bool> Relay::sync_parameters() {
       }
     }
   }
+  if (replace_sets && session_state_) {
+    for (const auto& parameter : session_state_->parameters()) sql += parameter.replay + ";";
+  }
   if (!sql.empty()) {
     if (!co_await pool::run_internal_query(*server_, sql, std::chrono::seconds(10))) {
       spdlog::warn("C-{}: could not apply session parameters on the server: {}", s.id(), sql);
@@ -577,8 +815,28 @@ asio::awaitable<bool> Relay::sync_parameters() {
     // Values not reported by ParameterStatus (search_path, ...) are now what we set.
     for (const auto& [name, value] : s.params_) server_->params.set(name, value);
     for (const auto& name : resets) server_->params.erase(name);
+    if (auto defaults = pool_->defaults()) {
+      for (const auto& name : sets_reset) {
+        if (s.params_.find(name)) continue;
+        if (const auto* original = defaults->find(name)) {
+          server_->params.set(name, *original);
+        } else {
+          server_->params.erase(name);
+        }
+      }
+    }
   }
   server_->applied_params = s.params_fingerprint_;
+  if (unlock) server_->advisory_locks_possible = false;
+  if (replace_sets) {
+    server_->session_sets = sets;
+    server_->session_set_names.clear();
+    if (session_state_) {
+      for (const auto& parameter : session_state_->parameters()) {
+        server_->session_set_names.push_back(parameter.name);
+      }
+    }
+  }
   co_return true;
 }
 
@@ -673,6 +931,7 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
   if (clean && server_->status != TransactionStatus::idle) {
     clean = co_await pool::run_internal_query(*server_, "ROLLBACK", std::chrono::seconds(5));
   }
+  if (clean && session_state_) clean = co_await reset_session_state();
   const auto settings = pool_->settings();
   const bool reset =
       settings->mode == config::PoolMode::session || settings->server_reset_query_always;
@@ -688,6 +947,47 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
   s.lease_guard_.end(why, s.who_, s.services_.leaks);
   server_buffer().clear();
   pool_->release(std::move(server_), clean, app_share_);
+}
+
+bool Relay::foreign_locks_possible() const {
+  return server_->advisory_locks_possible && server_->last_client != session_.id();
+}
+
+asio::awaitable<bool> Relay::reset_session_state() {
+  using proto::SessionStateKind;
+  auto kinds = session_state_->held();
+  if (server_->advisory_locks_possible) kinds |= proto::mask_of(SessionStateKind::advisory_lock);
+  if (kinds == 0) co_return true;
+  if (kinds & proto::mask_of(SessionStateKind::load)) {
+    spdlog::info(
+        "C-{}: closing server connection {} (backend pid {}): the client LOADed a "
+        "library into it",
+        session_.id(), server_->id, server_->backend_pid);
+    co_return false;
+  }
+  const auto sql = proto::SessionState::reset_sql(kinds);
+  if (!co_await pool::run_internal_query(*server_, sql, std::chrono::seconds(5))) {
+    spdlog::warn(
+        "C-{}: could not reset the session state the client left ({}); closing server "
+        "connection {}",
+        session_.id(), proto::to_string(kinds), server_->id);
+    co_return false;
+  }
+  constexpr auto parameters =
+      proto::mask_of(SessionStateKind::parameter) | proto::mask_of(SessionStateKind::role);
+  if (kinds & parameters) {
+    // RESET ALL: the server is back at the pool's defaults.
+    server_->params = pool_->defaults().value_or(ParamSet{});
+    server_->applied_params = 0;
+    server_->session_sets = 0;
+    server_->session_set_names.clear();
+  }
+  if (kinds & proto::mask_of(SessionStateKind::advisory_lock)) {
+    server_->advisory_locks_possible = false;
+  }
+  // DEALLOCATE ALL drops protocol-level statements too.
+  if (kinds & proto::mask_of(SessionStateKind::sql_prepare)) server_->statements.clear();
+  co_return true;
 }
 
 void Relay::release_buffer() {
@@ -757,7 +1057,7 @@ void Relay::cancel_finished() {
   // The transaction ended while the cancel was on its way: the server can go back now.
   if (stop_ == RelayStop::none && server_ && session_.state_ == ClientState::active &&
       transaction_pooling_ && tracker_.at_transaction_boundary() && server_buffer().empty() &&
-      (!statements_ || statements_->settled())) {
+      (!statements_ || statements_->settled()) && !pinned_) {
     release_server();
     pump();
   }

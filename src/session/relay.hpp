@@ -28,6 +28,7 @@
 #include "pool/pool.hpp"
 #include "pool/stats.hpp"
 #include "protocol/prepared_statements.hpp"
+#include "protocol/session_state.hpp"
 #include "protocol/stream_buffer.hpp"
 #include "protocol/transaction_tracker.hpp"
 #include "session/lease.hpp"
@@ -60,8 +61,10 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   Relay& operator=(const Relay&) = delete;
 
   // --- Set up by the login.
-  // The pool the client's servers come from (route()).
-  void bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& stats);
+  // The pool the client's servers come from (route()), and what to do with session state in
+  // transaction pooling (the key session_state of the client's [apps] line or database).
+  void bind(pool::Pool& pool, pool::AppShare* app_share, pool::StatSlot& stats,
+            proto::SessionStateMode session_state);
   pool::Pool* pool() const { return pool_; }
   pool::AppShare* app_share() const { return app_share_; }
   pool::StatSlot& stats() const { return *stats_; }
@@ -103,6 +106,11 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   // The client's named prepared statements (transaction pooling; null when not tracked).
   const proto::StatementTracker* statements() const { return statements_.get(); }
   bool session_mode() const { return !transaction_pooling_; }
+  // The session state the client holds (transaction pooling; null until its first statement
+  // that creates any, or when session_state = allow).
+  const proto::SessionState* session_state() const { return session_state_.get(); }
+  // Transaction pooling, and the client's session state keeps its server between transactions.
+  bool pinned() const { return pinned_; }
   LeaseState lease_state() const;
   // Something is in flight or a transaction is open: the shutdown drain lets it finish.
   bool inside_transaction() const;
@@ -133,6 +141,11 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   void flush_due_replies();
   // The tracker's statement events (transaction pooling with max_prepared_statements > 0).
   bool edit_client_message(const proto::Header& header, proto::Bytes body);
+  // The session-state guard's look at a Query or Parse text: records what it creates, or (under
+  // reject) returns the whole message to send instead ("" = unchanged).
+  std::string_view guard_statement(const proto::Header& header, proto::Bytes body);
+  // A ReadyForQuery settled the client's session state: pins, the server's parameters, events.
+  void settle_session_state(proto::TransactionStatus status, Clock::time_point now);
   bool edit_server_reply(const proto::Header& header, proto::Bytes body);
   bool server_to_client();
   // The client has something to send and holds no server.
@@ -153,6 +166,15 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   // The server owes nothing and nothing of it is buffered.
   bool server_quiet() const { return tracker_.server_owes_nothing() && server_buffer().empty(); }
   proto::StreamBuffer& server_buffer() const { return server_->buffer; }
+  // The fingerprint of the parameters this client SET (session_state = track; 0: none).
+  std::uint64_t session_sets() const {
+    return session_state_ ? session_state_->parameters_fingerprint() : 0;
+  }
+  // The server may hold advisory locks another client took (unlocked before this one uses it).
+  bool foreign_locks_possible() const;
+  // The client leaves: what its session state left on the server is removed (false: it could
+  // not be, and the server must be closed).
+  asio::awaitable<bool> reset_session_state();
 
   // Tracker events (statistics, lease, parameters).
   void note_request();
@@ -189,7 +211,13 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   };
   StreamEdit client_edit_;
   StreamEdit server_edit_;
-  std::string reply_scratch_;             // an error in place of a server's, and replies behind it
+  std::string reply_scratch_;  // an error in place of a server's, and replies behind it
+  // Session state in transaction pooling (proto::SessionState), allocated with the client's
+  // first statement that creates any.
+  std::unique_ptr<proto::SessionState> session_state_;
+  std::string rejected_message_;  // a refused statement's replacement (session_state = reject)
+  std::string edited_message_;    // that replacement after the statement tracker's edit
+  proto::SessionStateMode session_state_mode_ = proto::SessionStateMode::allow;
   std::uint32_t statement_capacity_ = 0;  // max_prepared_statements when the server was linked
   std::uint32_t buffer_size_ = 0;         // pkt_buf: the client read buffer's size
   int cancels_in_flight_ = 0;             // CancelRequests sent for this lease, not yet acted on
@@ -198,6 +226,10 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   std::uint8_t link_attempts_ = 0;
   // Transaction or statement pooling: the server goes back at the end of each transaction.
   bool transaction_pooling_ = false;
+  // The session-state guard reads the client's statements (transaction pooling, not allow).
+  bool guard_session_state_ = false;
+  // The client's session state holds its server between transactions (SessionState::pinned()).
+  bool pinned_ = false;
   // Facts that are not the session's state: pump() is on the stack (a re-entry only asks for
   // another round); a coroutine owns server_ (prepare_server()); the server connection broke
   // (I/O error, malformed message) and must be closed, never reused.

@@ -83,7 +83,13 @@ struct SessionInfo {
   Clock::time_point connect_time{}, request_time{}, state_since{};
   const pool::Pool* pool = nullptr;
   std::uintptr_t ptr = 0;
-  std::size_t prepared_statements = 0;     // named statements it prepared (transaction pooling)
+  std::size_t prepared_statements = 0;  // named statements it prepared (transaction pooling)
+  // Session state it holds in transaction pooling (proto::to_string of the kinds, "" = none),
+  // since when, the statement that began it, and whether it pins the client to its server.
+  std::string session_state;
+  Clock::time_point session_state_since{};
+  std::string session_state_statement;
+  bool pinned = false;
   std::optional<pool::ServerInfo> server;  // the leased server, if any
   std::optional<LeaseInfo> lease;          // the lease, while a server is held for the client
   SessionTally unreported;                 // completed work not yet in its application's totals

@@ -107,6 +107,13 @@ constexpr std::array kErrors{
               "a named prepared statement's Parse, Describe or Close message is larger than 1 MB",
               "pgwarden reads these messages whole to map statement names in transaction pooling.",
               "Use an unnamed statement for such a query, or session pooling."},
+    // Raised by PostgreSQL itself, in place of the refused statement: {0} says what the
+    // statement does (proto::describe()), {1} is the hint for that kind.
+    ErrorSpec{Err::session_state_rejected, "0A000", "ERROR",
+              "{} is not allowed in transaction pooling",
+              "session_state = reject: the statement would leave {0} on a server connection "
+              "that other clients use after this transaction.",
+              "{1}"},
 };
 
 }  // namespace

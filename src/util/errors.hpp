@@ -67,6 +67,8 @@ enum class Err : std::uint8_t {
   prepared_statement_missing,    // Bind/Describe of a name the client never prepared
   prepared_statement_exists,     // a second Parse of a name
   prepared_statement_too_large,  // a named Parse, Describe or Close over 1 MB
+  // session_state = reject: a statement that would leave session state on a shared server.
+  session_state_rejected,
 };
 
 struct ErrorSpec {

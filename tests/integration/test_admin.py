@@ -31,7 +31,9 @@ EXPECTED_COLUMNS = {
               "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled",
               "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us",
               "pool_mode", "load_balance_hosts"],
-    "CLIENTS": SOCKET_COLUMNS,
+    # pgwarden's session-state columns follow PgBouncer's (docs/admin.md).
+    "CLIENTS": SOCKET_COLUMNS + ["session_state", "session_state_since", "session_state_query",
+                                 "pinned"],
     "SERVERS": SOCKET_COLUMNS,
     # PgBouncer's columns, then pgwarden's circuit breaker (docs/operations.md).
     "DATABASES": ["name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",

@@ -18,7 +18,8 @@ from common import admin, pg, raw_login, show
 LEASE_COLUMNS = ["client_id", "application_name", "user", "database", "client_addr",
                  "client_port", "backend_pid", "state", "lease_age_s", "xact_age_s", "idle_s",
                  "statements", "first_query", "last_query", "tags", "action_taken",
-                 "next_action", "next_action_in_s"]
+                 "next_action", "next_action_in_s", "session_state", "session_state_since",
+                 "session_state_query", "pinned"]
 EVENT_COLUMNS = ["time", "client_id", "application_name", "action", "reason", "lease_age_s",
                  "first_query"]
 APPS_COLUMNS = ["application_name", "clients", "waiting", "active", "idle_in_transaction",

@@ -151,8 +151,14 @@ TEST(AdminTables, ColumnsFollowPgBouncer) {
                                         "application_name",
                                         "prepared_statements",
                                         "id"};
-  EXPECT_EQ(column_names("clients"), socket);
   EXPECT_EQ(column_names("servers"), socket);
+  // SHOW CLIENTS: PgBouncer's, then pgwarden's session state (docs/admin.md).
+  auto clients = socket;
+  for (const char* extra :
+       {"session_state", "session_state_since", "session_state_query", "pinned"}) {
+    clients.push_back(extra);
+  }
+  EXPECT_EQ(column_names("clients"), clients);
   EXPECT_EQ(column_names("pools"),
             (std::vector<std::string>{"database", "user", "cl_active", "cl_waiting",
                                       "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",

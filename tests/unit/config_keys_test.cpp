@@ -143,6 +143,8 @@ TEST(ConfigKeyTable, IsWellFormed) {
           return std::holds_alternative<std::vector<std::string> Config::*>(key.target);
         case KeyType::pool_mode:
           return std::holds_alternative<pgw::config::PoolMode Config::*>(key.target);
+        case KeyType::session_state:
+          return std::holds_alternative<pgw::proto::SessionStateMode Config::*>(key.target);
         case KeyType::auth_type:
           return std::holds_alternative<pgw::config::AuthType Config::*>(key.target);
         case KeyType::accepted:
@@ -185,6 +187,8 @@ TEST(ConfigKeyTable, TheIniAndSetWriteTheSameFieldForEveryKey) {
         return "a, b";
       case KeyType::pool_mode:
         return "statement";
+      case KeyType::session_state:
+        return "reject";
       case KeyType::auth_type:
         return "scram-sha-256";
       case KeyType::text:

@@ -70,6 +70,7 @@ constexpr std::array kExpected{
     Expected{Err::prepared_statement_missing, "prepared_statement_missing", "26000", "ERROR"},
     Expected{Err::prepared_statement_exists, "prepared_statement_exists", "42P05", "ERROR"},
     Expected{Err::prepared_statement_too_large, "prepared_statement_too_large", "54000", "FATAL"},
+    Expected{Err::session_state_rejected, "session_state_rejected", "0A000", "ERROR"},
 };
 
 std::size_t count_placeholders(std::string_view text) {

@@ -691,12 +691,28 @@ TEST(LeaseConsoleTest, ShowSubjectsAndColumns) {
   EXPECT_TRUE(pgw::admin::is_show_subject("leases"));
   EXPECT_TRUE(pgw::admin::is_show_subject("leaks"));
   EXPECT_TRUE(pgw::admin::is_show_subject("events"));
-  const std::vector<std::string> lease_columns{
-      "client_id",   "application_name", "user",        "database",
-      "client_addr", "client_port",      "backend_pid", "state",
-      "lease_age_s", "xact_age_s",       "idle_s",      "statements",
-      "first_query", "last_query",       "tags",        "action_taken",
-      "next_action", "next_action_in_s"};
+  const std::vector<std::string> lease_columns{"client_id",
+                                               "application_name",
+                                               "user",
+                                               "database",
+                                               "client_addr",
+                                               "client_port",
+                                               "backend_pid",
+                                               "state",
+                                               "lease_age_s",
+                                               "xact_age_s",
+                                               "idle_s",
+                                               "statements",
+                                               "first_query",
+                                               "last_query",
+                                               "tags",
+                                               "action_taken",
+                                               "next_action",
+                                               "next_action_in_s",
+                                               "session_state",
+                                               "session_state_since",
+                                               "session_state_query",
+                                               "pinned"};
   EXPECT_EQ(column_names("leaks"), lease_columns);
   EXPECT_EQ(column_names("leases"), lease_columns);
   EXPECT_EQ(column_names("events"),
