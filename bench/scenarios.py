@@ -43,6 +43,10 @@ SCENARIOS = [
              ("-S", "-M", "prepared"), pgbouncer_args=("-S", "-M", "extended")),
     Scenario("S-prep-c100", "-S -M prepared, 100 clients (PgBouncer: -M extended)", 100,
              ("-S", "-M", "prepared"), pgbouncer_args=("-S", "-M", "extended")),
+    # A SET in every transaction (bench/session_set.sql): the session-state guard keeps it per
+    # client (session_state = track, the default); PgBouncer passes it through.
+    Scenario("S-set-c100", "-S with a SET per transaction, 100 clients", 100,
+             ("-f", os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_set.sql"))),
     Scenario("S-C-c10", "-S -C (connect per tx), 10 clients", 10, ("-S", "-C")),
     Scenario("tpcb-c50", "TPC-B, 50 clients", 50, (), tpcb=True),
 ]

@@ -7,6 +7,7 @@
 #include "net/buffer_pool.hpp"
 #include "pool/params.hpp"
 #include "protocol/codec.hpp"
+#include "protocol/session_state.hpp"
 #include "session/lease.hpp"
 
 namespace {
@@ -57,6 +58,41 @@ void BM_LeaseSelectOnly(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_LeaseSelectOnly);
+
+// The session-state guard's look at a statement (session_state = track, transaction pooling):
+// pgbench -S's SELECT, TPC-B's UPDATE (whose SET is not a SET statement), and the SET of the
+// bench row S-set-c100, scanned and settled by the client's SessionState as the relay does.
+void BM_SessionStateScan(benchmark::State& state) {
+  const char* texts[] = {"SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+                         "UPDATE pgbench_accounts SET abalance = abalance + -1234 WHERE aid = 42;"};
+  const std::string_view sql = texts[state.range(0)];
+  for (auto _ : state) {
+    // As the relay does: the shortcut, and the scan only where it cannot rule effects out.
+    bool effects = pgw::proto::may_change_session_state(sql);
+    if (effects) effects = pgw::proto::scan_session_state(sql, true).count > 0;
+    benchmark::DoNotOptimize(effects);
+  }
+}
+BENCHMARK(BM_SessionStateScan)->Arg(0)->Arg(1);
+
+// The scan alone, for the statements the shortcut lets through.
+void BM_SessionStateScanOnly(benchmark::State& state) {
+  const std::string_view sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 42;";
+  for (auto _ : state) benchmark::DoNotOptimize(pgw::proto::scan_session_state(sql, true).count);
+}
+BENCHMARK(BM_SessionStateScanOnly);
+
+void BM_SessionStateSetPerTransaction(benchmark::State& state) {
+  const std::string_view sql =
+      "SET search_path TO public, pg_catalog ; SELECT abalance FROM pgbench_accounts WHERE aid = 7";
+  pgw::proto::SessionState session(pgw::proto::SessionStateMode::track);
+  const auto now = pgw::proto::SessionState::Clock::now();
+  for (auto _ : state) {
+    session.on_statement(pgw::proto::scan_session_state(sql, true), 0, now);
+    benchmark::DoNotOptimize(session.on_ready('I', now));
+  }
+}
+BENCHMARK(BM_SessionStateSetPerTransaction);
 
 // What a lease costs now: one comparison of two fingerprints, taken when the client's
 // parameters change (login, SET), not per lease.

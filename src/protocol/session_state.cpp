@@ -1013,6 +1013,64 @@ bool SessionStateScan::creates_state() const {
                      [](const SessionStateEffect& e) { return e.op == SessionStateOp::create; });
 }
 
+namespace {
+
+char lower_ascii(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// `word` (lower case) at `at` in `text`, compared without case.
+bool word_at(std::string_view text, std::size_t at, std::string_view word) {
+  if (at + word.size() > text.size()) return false;
+  for (std::size_t i = 0; i < word.size(); ++i) {
+    if (lower_ascii(text[at + i]) != word[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The bytes may_change_session_state() stops at.
+constexpr auto kShortcutByte = [] {
+  std::array<bool, 256> table{};
+  for (unsigned char c : std::string_view(";\0vV_oO", 7)) table[c] = true;
+  return table;
+}();
+
+bool may_change_session_state(std::string_view sql) {
+  std::size_t i = 0;
+  while (i < sql.size() && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r')) {
+    ++i;
+  }
+  const std::size_t word_start = i;
+  while (i < sql.size() && ((sql[i] >= 'a' && sql[i] <= 'z') || (sql[i] >= 'A' && sql[i] <= 'Z'))) {
+    ++i;
+  }
+  const std::string_view first = sql.substr(word_start, i - word_start);
+  auto is = [&](std::string_view word) {
+    return first.size() == word.size() && word_at(sql, word_start, word);
+  };
+  const bool selects = is("select") || is("with");
+  if (!selects && !is("insert") && !is("update") && !is("delete") && !is("values")) return true;
+  for (; i < sql.size(); ++i) {
+    const char c = sql[i];
+    if (!kShortcutByte[static_cast<unsigned char>(c)]) continue;  // most bytes
+    if (c == ';') {
+      // Another statement behind this one: the scan decides.
+      for (std::size_t j = i + 1; j < sql.size(); ++j) {
+        if (sql[j] != ' ' && sql[j] != '\t' && sql[j] != '\n' && sql[j] != '\r') return true;
+      }
+      return false;
+    }
+    if (c == '\0') return true;  // the scan treats NUL bytes as it sees fit
+    // pg_advisory_*, pg_try_advisory_*; set_config; SELECT ... INTO (a table, maybe TEMP).
+    if ((c == 'v' || c == 'V') && i >= 2 && word_at(sql, i - 2, "advisory")) return true;
+    if (c == '_' && i >= 3 && word_at(sql, i - 3, "set_config")) return true;
+    if ((c == 'o' || c == 'O') && selects && i >= 3 && word_at(sql, i - 3, "into")) return true;
+  }
+  return false;
+}
+
 SessionStateScan scan_session_state(std::string_view sql, bool complete) {
   SessionStateScan scan;
   Lexer lexer(sql);

@@ -105,6 +105,11 @@ struct SessionStateScan {
   bool creates_state() const;
 };
 
+// False when the text certainly has no effect (scan_session_state() would list none): a single
+// SELECT, INSERT, UPDATE, DELETE, WITH or VALUES statement that mentions no advisory lock
+// function, no set_config and (a SELECT or WITH) no INTO. Most statements are this; the relay
+// asks it first and runs the scan only when it says true (a byte loop, no lexing).
+bool may_change_session_state(std::string_view sql);
 // The effects of one Query or Parse text. `complete`: the text is the whole statement string
 // (false: a prefix; a statement running into its end is cut: its SETs are not replayable).
 SessionStateScan scan_session_state(std::string_view sql, bool complete);

@@ -317,8 +317,10 @@ std::string_view session_state_hint(proto::SessionStateKind kind) {
 std::string_view Relay::guard_statement(const proto::Header& header, proto::Bytes body) {
   const bool whole_body = body.size() == header.body_size();
   const auto statement = statement_text(header.type, body, whole_body);
+  // The common case: a byte loop over the text, nothing kept.
+  if (!proto::may_change_session_state(statement.text)) return {};
   const auto scan = proto::scan_session_state(statement.text, statement.whole);
-  if (scan.count == 0) return {};  // the common case: one pass over the text, nothing kept
+  if (scan.count == 0) return {};
   if (session_state_mode_ == proto::SessionStateMode::reject && scan.creates_state() &&
       whole_body) {
     // PostgreSQL itself raises the error in place of the statement, so the transaction fails

@@ -410,6 +410,38 @@ TEST(SessionStateScan, OverflowAndSummaries) {
   EXPECT_TRUE(scan_session_state("SELECT pg_advisory_lock(1)", true).creates_state());
 }
 
+TEST(SessionStateScan, ShortcutSkipsOnlyTextsWithoutEffects) {
+  // The relay's shortcut: false only where the scan finds nothing.
+  const char* stateless[] = {
+      "SELECT abalance FROM pgbench_accounts WHERE aid = 42;",
+      "  select 1",
+      "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 5;",
+      "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, now());",
+      "DELETE FROM t WHERE id = $1",
+      "WITH x AS (SELECT 1) SELECT * FROM x",
+      "VALUES (1), (2)",
+      "SELECT 1;   \n",
+  };
+  for (const char* text : stateless) {
+    EXPECT_FALSE(pgw::proto::may_change_session_state(text)) << text;
+    EXPECT_EQ(pgw::proto::scan_session_state(text, true).count, 0) << text;
+  }
+  const char* maybe[] = {
+      "SET search_path TO a",
+      "SELECT pg_advisory_lock(1)",
+      "select PG_TRY_ADVISORY_LOCK(1)",
+      "SELECT set_config('a.b', '1', false)",
+      "SELECT 1 INTO TEMP t",
+      "WITH x AS (SELECT 1) SELECT * INTO TEMP t FROM x",
+      "SELECT 1; SET a = 1",
+      "/* comment */ SET a = 1",
+      "LISTEN c",
+      "CREATE TEMP TABLE t (x int)",
+      "",
+  };
+  for (const char* text : maybe) EXPECT_TRUE(pgw::proto::may_change_session_state(text)) << text;
+}
+
 TEST(SessionStateNames, Normalize) {
   EXPECT_EQ(normalize_parameter_name("Search_Path"), "search_path");
   EXPECT_EQ(normalize_parameter_name("\"Search_Path\""), "search_path");
