@@ -25,8 +25,8 @@ def connect(pw, app="app", db="pgwarden_test"):
     return psycopg.connect(pw.dsn(user="app_user", db=db, application_name=app), autocommit=True)
 
 
-def one(conn, sql, params=None):
-    return conn.execute(sql, params).fetchone()
+def one(conn, sql, params=None, prepare=None):
+    return conn.execute(sql, params, prepare=prepare).fetchone()
 
 
 def client_row(console, app):
@@ -253,6 +253,15 @@ def test_reject_mode_refuses_with_0A000():
             raise AssertionError("the parameterised lock was not refused")
         except psycopg.errors.FeatureNotSupported as e:
             assert e.sqlstate == "0A000", e
+        # A named prepared statement (mapped to pgwarden's names in transaction pooling): the
+        # refused Parse is replaced, and the statement still answers with the refusal.
+        for _ in range(2):
+            try:
+                a.execute("SELECT pg_advisory_lock(%s)", (6,), prepare=True)
+                raise AssertionError("the prepared lock was not refused")
+            except psycopg.errors.FeatureNotSupported as e:
+                assert e.sqlstate == "0A000", e
+        assert one(a, "SELECT %s::int + 1", (1,), prepare=True)[0] == 2
         # Inside a transaction the refusal fails the transaction, as any error would.
         a.execute("BEGIN")
         try:
