@@ -1174,6 +1174,9 @@ void SessionState::on_statement(const SessionStateScan& scan, int ready_owed,
     if (effect.kind == Kind::advisory_lock && effect.op == Op::create) {
       // A session lock is held from now on, whatever happens to its transaction.
       const bool was_empty = held() == 0;
+      if (advisory_locks_ == 0) {
+        origin(Kind::advisory_lock) = truncated(effect.statement, kFirstStatementLimit);
+      }
       ++advisory_locks_;
       for (auto& p : pending_) ++p.later_locks;
       if (was_empty) {
@@ -1373,6 +1376,11 @@ void SessionState::apply(const Pending& p) {
   }
   if (parameters_changed) update_fingerprint();
   const SessionStateMask after = held();
+  for (int k = 0; k < kSessionStateKinds; ++k) {
+    if ((after & ~before) & mask_of(static_cast<Kind>(k))) {
+      origin(static_cast<Kind>(k)) = p.statement;
+    }
+  }
   if (after == 0) {
     since_ = {};
     first_statement_.clear();

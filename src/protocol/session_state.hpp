@@ -172,6 +172,11 @@ class SessionState {
   Clock::time_point since() const { return since_; }
   const std::string& first_statement() const { return first_statement_; }
   int advisory_locks() const { return advisory_locks_; }
+  // The statement (at most 200 bytes) that last made the client hold `kind` after it held
+  // none of it: what a log line about that kind quotes.
+  const std::string& origin_statement(SessionStateKind kind) const {
+    return origins_[static_cast<std::size_t>(kind)];
+  }
 
   // The statements that remove `kinds` from a server, as one simple-query string:
   // "RESET ROLE; RESET SESSION AUTHORIZATION; SELECT pg_catalog.pg_advisory_unlock_all();
@@ -195,6 +200,7 @@ class SessionState {
     Clock::time_point at{};
   };
   static constexpr std::size_t kFirstStatementLimit = 200;
+  std::string& origin(SessionStateKind kind) { return origins_[static_cast<std::size_t>(kind)]; }
   void apply(const Pending& effect);
   void update_fingerprint();
 
@@ -207,6 +213,7 @@ class SessionState {
   bool loaded_ = false;
   SessionStateMask reported_ = 0;  // held() when on_ready() last returned
   std::uint64_t fingerprint_ = 0;
+  std::array<std::string, kSessionStateKinds> origins_;  // origin_statement()
   Clock::time_point since_{};
   std::string first_statement_;
 };

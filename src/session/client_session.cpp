@@ -335,12 +335,13 @@ void ClientSession::note_session_state(proto::SessionStateMask fresh,
         "{} in transaction pooling (session_state = {}{})", proto::describe(kind), mode,
         state.pinned() && kind != proto::SessionStateKind::parameter ? ": the client is pinned"
                                                                      : "");
+    const auto& statement = state.origin_statement(kind);
     spdlog::warn("C-{}: app '{}' ({}@{}, {}:{}) takes {}; statement: {}", who_.id,
                  who_.application_name, who_.user, who_.database, who_.addr, who_.port, what,
-                 printable(state.first_statement()));
+                 printable(statement));
     services_.leaks.events.push(LeakEvent{std::chrono::system_clock::now(), who_.id,
                                           who_.application_name, "session_state", what, 0,
-                                          state.first_statement()});
+                                          statement});
   }
 }
 

@@ -147,6 +147,7 @@ def test_advisory_lock_pins_and_is_released_before_reuse():
         events = [e for e in show(console, "EVENTS") if e["application_name"] == "locker"]
         kinds = [e for e in events if e["action"] == "session_state"]
         assert len(kinds) == 1 and "advisory lock" in kinds[0]["reason"], events
+        assert kinds[0]["first_query"] == "SELECT pg_advisory_lock(42)", kinds
         assert "app 'locker'" in pw.log() and "advisory lock" in pw.log()
         c.close()
         console.close()

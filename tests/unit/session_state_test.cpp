@@ -821,6 +821,21 @@ TEST(SessionState, PinnedPerMode) {
   EXPECT_EQ(unreplayable.names(), Names{"a.x"});
 }
 
+TEST(SessionState, OriginStatementPerKind) {
+  SessionState state(SessionStateMode::track);
+  const auto now = SessionState::Clock::now();
+  state.on_statement(pgw::proto::scan_session_state("SET search_path TO a", true), 0, now);
+  state.on_ready('I', now);
+  state.on_statement(pgw::proto::scan_session_state("SELECT pg_advisory_lock(9)", true), 0, now);
+  state.on_ready('I', now);
+  EXPECT_EQ(state.first_statement(), "SET search_path TO a");
+  EXPECT_EQ(state.origin_statement(SessionStateKind::parameter), "SET search_path TO a");
+  EXPECT_EQ(state.origin_statement(SessionStateKind::advisory_lock), "SELECT pg_advisory_lock(9)");
+  state.on_statement(pgw::proto::scan_session_state("LISTEN jobs", true), 0, now);
+  state.on_ready('I', now);
+  EXPECT_EQ(state.origin_statement(SessionStateKind::listen), "LISTEN jobs");
+}
+
 TEST(SessionState, SinceAndFirstStatement) {
   Client c;
   const auto t1 = c.now;
