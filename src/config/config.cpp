@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 
+#include "config/hba.hpp"
 #include "config/keys.hpp"
 #include "config/parse.hpp"
 
@@ -354,6 +355,8 @@ std::string_view to_string(AuthType type) {
       return "scram-sha-256";
     case AuthType::any:
       return "any";
+    case AuthType::hba:
+      return "hba";
   }
   return "?";
 }
@@ -387,6 +390,36 @@ int Config::auto_workers(unsigned cores) {
   return std::max(1, static_cast<int>(cores / 2));
 }
 
+void load_hba_rules(Config& c) {
+  if (c.auth_type != AuthType::hba) {
+    c.hba.reset();
+    return;
+  }
+  if (c.auth_hba_file.empty()) {
+    throw ConfigError(Kind::invalid_value, c.path, "auth_type = hba needs auth_hba_file");
+  }
+  auto read = [](const std::string& path, const char* what) {
+    std::ifstream file(path);
+    if (!file) throw ConfigError(Kind::file, path, std::string("cannot open ") + what);
+    std::stringstream buffer;
+    buffer << file.rdbuf();
+    return buffer.str();
+  };
+  const auto dir = std::filesystem::path(c.auth_hba_file).parent_path();
+  auto hba = parse_hba(
+      read(c.auth_hba_file, "auth_hba_file"), c.auth_hba_file, [&](const std::string& name) {
+        const auto path = std::filesystem::path(name).is_relative() ? (dir / name).string() : name;
+        return read(path, "an @file of auth_hba_file");
+      });
+  for (const auto& rule : hba.rules()) {
+    if (rule.method == HbaMethod::ldap) {
+      throw ConfigError(Kind::invalid_value, c.auth_hba_file + ":" + std::to_string(rule.line),
+                        "the ldap method is not supported yet");
+    }
+  }
+  c.hba = std::make_shared<const HbaFile>(std::move(hba));
+}
+
 Config load_string(const std::string& text, const std::string& name, std::vector<Warning>& warnings,
                    const std::string& base_dir) {
   Config c;
@@ -396,6 +429,10 @@ Config load_string(const std::string& text, const std::string& name, std::vector
   if (!c.auth_file.empty() && std::filesystem::path(c.auth_file).is_relative()) {
     c.auth_file = (std::filesystem::path(base_dir) / c.auth_file).string();
   }
+  if (!c.auth_hba_file.empty() && std::filesystem::path(c.auth_hba_file).is_relative()) {
+    c.auth_hba_file = (std::filesystem::path(base_dir) / c.auth_hba_file).string();
+  }
+  load_hba_rules(c);
   c.version = next_version();
   return c;
 }
@@ -476,6 +513,7 @@ void set_key(Config& config, const std::string& key, const std::string& value) {
     throw ConfigError(Kind::unknown_key, "SET", "unknown configuration key '" + key + "'");
   }
   set_from_table(config, Location{"SET", 0}, *spec, value);
+  if (spec->name == "auth_type" || spec->name == "auth_hba_file") load_hba_rules(config);
   config.version = next_version();
 }
 

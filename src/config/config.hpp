@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -16,7 +17,9 @@
 namespace pgw::config {
 
 enum class PoolMode { session, transaction, statement };
-enum class AuthType { trust, plain, md5, scram_sha_256, any };
+enum class AuthType { trust, plain, md5, scram_sha_256, any, hba };
+
+class HbaFile;  // config/hba.hpp
 
 std::string_view to_string(PoolMode mode);
 std::string_view to_string(AuthType type);
@@ -75,6 +78,10 @@ struct Config {
   int pkt_buf = 4096;
   AuthType auth_type = AuthType::md5;
   std::string auth_file;
+  // auth_type = hba: the pg_hba.conf-style rules (PgBouncer's subset), read with the
+  // configuration (load_string(), set_key(), a reload) and kept parsed in `hba`.
+  std::string auth_hba_file;
+  std::shared_ptr<const HbaFile> hba;
   std::vector<std::string> admin_users;
   std::vector<std::string> stats_users;
   PoolMode pool_mode = PoolMode::session;
@@ -219,6 +226,9 @@ struct UserSecret {
 // user -> secret (plaintext, md5 hash or SCRAM verifier), as auth_file lists them.
 using Secrets = std::map<std::string, std::string>;
 Secrets load_auth_file(const std::string& path);
+// auth_type = hba: reads and parses auth_hba_file (and its @files) into `hba`; otherwise clears
+// it. Throws ConfigError for an unreadable or malformed file, or a method not supported yet.
+void load_hba_rules(Config& config);
 // key/value rows of every [pgbouncer] setting (durations in seconds), for SHOW CONFIG: the
 // key table's rows in its order (config/keys.hpp).
 std::vector<std::pair<std::string, std::string>> show_config_rows(const Config& config);

@@ -108,9 +108,10 @@ AuthType auth_type(const Location& at, const std::string& key, const std::string
   if (v == "md5") return AuthType::md5;
   if (v == "scram-sha-256") return AuthType::scram_sha_256;
   if (v == "any") return AuthType::any;
+  if (v == "hba") return AuthType::hba;
   invalid(at, key, value,
-          "trust, plain, md5, scram-sha-256 or any (hba, cert, peer, pam and ldap are not "
-          "supported)");
+          "trust, plain, md5, scram-sha-256, hba or any (cert, peer, pam and ldap are not "
+          "supported yet as auth_type; peer works as an auth_hba_file method)");
 }
 
 std::vector<std::string> list(const std::string& value) {

@@ -36,6 +36,9 @@ bool is_tcp(const Endpoint& endpoint);
 // Whether the process at the other end of a Unix socket runs as this process's effective user
 // (SO_PEERCRED); false for any other socket or when the kernel does not say.
 bool peer_is_same_user(int fd);
+// The OS user name of the process at the other end of a Unix socket (SO_PEERCRED), or "" when
+// it cannot be told (HBA's peer method).
+std::string peer_user_name(int fd);
 // Disables Nagle on a TCP socket: every response must leave at once.
 void set_nodelay(int fd);
 struct Keepalive {

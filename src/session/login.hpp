@@ -45,6 +45,10 @@ class LoginFlow {
   asio::awaitable<bool> auth_cleartext(const std::string* secret);
   asio::awaitable<bool> auth_md5(const std::string* secret);
   asio::awaitable<bool> auth_scram(const std::string* secret, std::string& greeting);
+  // auth_type = hba: the first auth_hba_file line that matches the client picks the method.
+  asio::awaitable<bool> auth_hba(const std::string* secret, std::string& greeting);
+  // auth_type = md5 (and hba's md5): SCRAM for a user whose secret is a SCRAM verifier.
+  asio::awaitable<bool> auth_md5_or_scram(const std::string* secret, std::string& greeting);
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
 
   // Refuses the client: the error, a half-close, a brief drain, the close.

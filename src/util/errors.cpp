@@ -114,6 +114,10 @@ constexpr std::array kErrors{
               "session_state = reject: the statement would leave {0} on a server connection "
               "that other clients use after this transaction.",
               "{1}"},
+    // {} is 'host "ADDR", user "U", database "D", no encryption', as PostgreSQL writes it.
+    ErrorSpec{Err::hba_no_entry, "28000", "FATAL", "no pg_hba.conf entry for {}"},
+    ErrorSpec{Err::hba_rejected, "28000", "FATAL", "pg_hba.conf rejects connection for {}"},
+    ErrorSpec{Err::peer_failed, "28000", "FATAL", "Peer authentication failed for user \"{}\""},
 };
 
 }  // namespace

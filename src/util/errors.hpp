@@ -69,6 +69,10 @@ enum class Err : std::uint8_t {
   prepared_statement_too_large,  // a named Parse, Describe or Close over 1 MB
   // session_state = reject: a statement that would leave session state on a shared server.
   session_state_rejected,
+  // auth_type = hba (docs/configuration.md#auth_hba_file): PostgreSQL's wording.
+  hba_no_entry,  // no line matches the client
+  hba_rejected,  // the matching line's method is reject
+  peer_failed,   // peer: the socket's OS user is not the user asked for
 };
 
 struct ErrorSpec {

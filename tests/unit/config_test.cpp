@@ -1,6 +1,7 @@
 // Unit tests for src/config: pgbouncer.ini parsing ([pgbouncer], [databases], [users],
 // %include), PgBouncer's defaults, error and warning messages, userlist.txt and SHOW CONFIG.
 #include "config/config.hpp"
+#include "config/hba.hpp"
 
 #include <gtest/gtest.h>
 
@@ -531,10 +532,42 @@ TEST(ConfigPgbouncerTest, InvalidPoolModeNamesAllowedModes) {
 }
 
 TEST(ConfigPgbouncerTest, InvalidAuthTypeNamesAllowedTypes) {
-  for (const char* type : {"hba", "cert", "scram", "password", ""}) {
+  for (const char* type : {"cert", "scram", "password", ""}) {
     expect_error(std::string("[pgbouncer]\nauth_type = ") + type,
-                 {"pgbouncer.ini:2", "auth_type", "trust, plain, md5, scram-sha-256 or any"});
+                 {"pgbouncer.ini:2", "auth_type", "trust, plain, md5, scram-sha-256, hba or any"});
   }
+  // hba needs its file.
+  expect_error("[pgbouncer]\nauth_type = hba", {"auth_type = hba needs auth_hba_file"});
+}
+
+TEST(ConfigPgbouncerTest, HbaRulesAreReadWithTheConfiguration) {
+  const auto dir = std::filesystem::temp_directory_path() / "pgw-hba-config-test";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "hba.conf") << "host all @people.txt 10.0.0.0/8 md5\n";
+  std::ofstream(dir / "people.txt") << "alice bob\n";
+  std::vector<pgw::config::Warning> warnings;
+  auto c = pgw::config::load_string("[pgbouncer]\nauth_type = hba\nauth_hba_file = hba.conf\n",
+                                    "t.ini", warnings, dir.string());
+  ASSERT_TRUE(c.hba);
+  ASSERT_EQ(c.hba->rules().size(), 1u);
+  EXPECT_EQ(c.hba->rules()[0].users, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_EQ(c.auth_hba_file, (dir / "hba.conf").string());
+  // SET auth_type back: the rules go; SET it again: they are read again.
+  pgw::config::set_key(c, "auth_type", "md5");
+  EXPECT_FALSE(c.hba);
+  pgw::config::set_key(c, "auth_type", "hba");
+  EXPECT_TRUE(c.hba);
+  // A method not supported yet fails the load, naming the line.
+  std::ofstream(dir / "hba.conf") << "host all all 10.0.0.0/8 md5\n"
+                                  << "host all all 0.0.0.0/0 ldap ldapserver=x ldapprefix=a\n";
+  try {
+    pgw::config::set_key(c, "auth_hba_file", (dir / "hba.conf").string());
+    ADD_FAILURE() << "ldap was accepted";
+  } catch (const pgw::config::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("hba.conf:2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ldap"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ConfigPgbouncerTest, NegativeSizesAreRejected) {

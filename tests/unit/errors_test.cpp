@@ -71,6 +71,9 @@ constexpr std::array kExpected{
     Expected{Err::prepared_statement_exists, "prepared_statement_exists", "42P05", "ERROR"},
     Expected{Err::prepared_statement_too_large, "prepared_statement_too_large", "54000", "FATAL"},
     Expected{Err::session_state_rejected, "session_state_rejected", "0A000", "ERROR"},
+    Expected{Err::hba_no_entry, "hba_no_entry", "28000", "FATAL"},
+    Expected{Err::hba_rejected, "hba_rejected", "28000", "FATAL"},
+    Expected{Err::peer_failed, "peer_failed", "28000", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
