@@ -22,9 +22,21 @@ host     all            all             ::1/128                  reject
 """
 
 
+def ipv6_loopback():
+    """Whether this machine has ::1 (some containers run without IPv6)."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def start(hba_text=HBA):
+    listen = "127.0.0.1,::1" if ipv6_loopback() else "127.0.0.1"
     pw = harness.Pgwarden(pg(), auth_type="hba", auth_hba_file="hba.conf",
-                          admin_users="root", listen_addr="127.0.0.1,::1")
+                          admin_users="root", listen_addr=listen)
     with open(os.path.join(pw.dir, "hba.conf"), "w") as f:
         f.write(hba_text)
     with open(os.path.join(pw.dir, "trusted.txt"), "w") as f:
@@ -66,9 +78,12 @@ def test_the_first_matching_line_picks_the_method():
         assert error["M"] == ('no pg_hba.conf entry for host "127.0.0.1", user "scram_user", '
                               'database "otherdb", no encryption'), error
         # IPv6: the ::1 line rejects everyone.
-        kind, error = auth_request(pw, "scram_user", host="::1")
-        assert kind == "E" and error["M"].startswith(
-            'pg_hba.conf rejects connection for host "::1"'), error
+        if ipv6_loopback():
+            kind, error = auth_request(pw, "scram_user", host="::1")
+            assert kind == "E" and error["M"].startswith(
+                'pg_hba.conf rejects connection for host "::1"'), error
+        else:
+            print("no IPv6 loopback on this machine: the ::1 case is not run")
         # psql shows the FATAL, not a hang or a reset.
         out = harness.run(["psql", "-X", "-d", pw.dsn(user="md5_user", password="md5_pw"),
                            "-c", "SELECT 1"], check=False)
