@@ -9,9 +9,11 @@ import time
 import harness
 from common import pg
 
+ME = __import__("pwd").getpwuid(os.getuid()).pw_name  # this process's OS user (peer)
+
 HBA = """\
 # type   database       user            address                  method
-local    pgbouncer      root                                     peer
+local    pgbouncer      {me}                                     peer
 local    all            app_user                                 peer
 host     all            md5_user        127.0.0.1/32             reject
 host     pgwarden_test  scram_user      127.0.0.1/32             scram-sha-256
@@ -36,9 +38,9 @@ def ipv6_loopback():
 def start(hba_text=HBA):
     listen = "127.0.0.1,::1" if ipv6_loopback() else "127.0.0.1"
     pw = harness.Pgwarden(pg(), auth_type="hba", auth_hba_file="hba.conf",
-                          admin_users="root", listen_addr=listen)
+                          admin_users=ME, listen_addr=listen)
     with open(os.path.join(pw.dir, "hba.conf"), "w") as f:
-        f.write(hba_text)
+        f.write(hba_text.replace("{me}", ME))
     with open(os.path.join(pw.dir, "trusted.txt"), "w") as f:
         f.write("# users trusted from this host\ntrust_user\n")
     return pw
@@ -92,9 +94,9 @@ def test_the_first_matching_line_picks_the_method():
 
 def test_peer_on_the_unix_socket():
     with start() as pw:
-        # This process runs as root: the console user root passes peer, app_user does not.
+        # The console user named like this process's OS user passes peer; app_user does not.
         out = harness.run(["psql", "-X", "-A", "-t", "-h", pw.dir, "-p", str(pw.port),
-                           "-U", "root", "-d", "pgbouncer", "-c", "SHOW VERSION"])
+                           "-U", ME, "-d", "pgbouncer", "-c", "SHOW VERSION"])
         assert "pgwarden" in out.stdout, out
         client = harness.RawClient(0, sock=unix_socket(pw))
         client.send_startup({"user": "app_user", "database": "pgwarden_test"})
@@ -117,8 +119,9 @@ def test_reload_applies_to_new_logins():
         import psycopg
         kept = psycopg.connect(pw.dsn(user="scram_user", password="scram_pw"), autocommit=True)
         with open(os.path.join(pw.dir, "hba.conf"), "w") as f:
-            f.write(HBA.replace("scram_user      127.0.0.1/32             scram-sha-256",
-                                "scram_user      127.0.0.1/32             reject"))
+            f.write(HBA.replace("{me}", ME).replace(
+                "scram_user      127.0.0.1/32             scram-sha-256",
+                "scram_user      127.0.0.1/32             reject"))
         pw.reload()
         harness.wait_until(lambda: auth_request(pw, "scram_user")[0] == "E",
                            what="the reloaded hba file")
