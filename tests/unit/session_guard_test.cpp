@@ -42,11 +42,13 @@ TEST(SessionGuard, StatementTextOfQueryAndParse) {
   EXPECT_EQ(text.offset, 3u);
   EXPECT_TRUE(text.whole);
   // A body cut off before its NUL: the text so far, not whole.
-  text = statement_text('Q', bytes(std::string("SET a")), false);
+  const std::string cut = "SET a";
+  text = statement_text('Q', bytes(cut), false);
   EXPECT_EQ(text.text, "SET a");
   EXPECT_FALSE(text.whole);
   // A Parse without the name's NUL has no text.
-  EXPECT_TRUE(statement_text('P', bytes(std::string("s1")), false).text.empty());
+  const std::string nameless = "s1";
+  EXPECT_TRUE(statement_text('P', bytes(nameless), false).text.empty());
 }
 
 TEST(SessionGuard, RefusedQueryRaisesTheErrorInItsPlace) {
