@@ -1,15 +1,19 @@
 #include "app/runtime.hpp"
 
+#include <grp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -136,6 +140,40 @@ Runtime::~Runtime() {
   if (!unix_socket_path_.empty()) std::filesystem::remove(unix_socket_path_);
 }
 
+namespace {
+
+void apply_unix_socket_access(const config::Config& config, const std::string& path) {
+  // unix_socket_mode (octal, PgBouncer's default 0777) and unix_socket_group (a group name):
+  // who may connect over the socket.
+  char* end = nullptr;
+  const long mode = std::strtol(config.unix_socket_mode.c_str(), &end, 8);
+  if (config.unix_socket_mode.empty() || *end != '\0' || mode < 0 || mode > 07777) {
+    throw std::runtime_error("unix_socket_mode: '" + config.unix_socket_mode +
+                             "' is not an octal file mode (e.g. 0777, 0770)");
+  }
+  if (!config.unix_socket_group.empty()) {
+    group entry{};
+    group* found = nullptr;
+    std::array<char, 16384> buffer{};
+    if (::getgrnam_r(config.unix_socket_group.c_str(), &entry, buffer.data(), buffer.size(),
+                     &found) != 0 ||
+        found == nullptr) {
+      throw std::runtime_error("unix_socket_group: no group named '" + config.unix_socket_group +
+                               "'");
+    }
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), found->gr_gid) != 0) {
+      throw std::runtime_error("unix_socket_group: cannot give " + path + " to group '" +
+                               config.unix_socket_group + "': " + std::strerror(errno));
+    }
+  }
+  if (::chmod(path.c_str(), static_cast<mode_t>(mode)) != 0) {
+    throw std::runtime_error("unix_socket_mode: cannot chmod " + path + ": " +
+                             std::strerror(errno));
+  }
+}
+
+}  // namespace
+
 void Runtime::bind_listeners() {
   const auto config = config_->config();
   const int backlog = config->listen_backlog;
@@ -151,23 +189,28 @@ void Runtime::bind_listeners() {
       start = end + 1;
       if (addr.empty()) continue;
       const auto port = static_cast<unsigned short>(config->listen_port);
-      std::vector<asio::ip::tcp::endpoint> endpoints;
       if (addr == "*") {
-        endpoints.emplace_back(asio::ip::tcp::v4(), port);
-      } else {
-        std::error_code ec;
-        auto endpoint = server_endpoint(addr, port, ec);
-        if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
+        // Every IPv4 and every IPv6 address. A machine without IPv6 keeps the IPv4 one.
         listeners_.push_back(
-            Listener::open(endpoint, backlog, config->so_reuseport, config->tcp_defer_accept));
+            Listener::open(Endpoint(asio::ip::tcp::endpoint(asio::ip::tcp::v4(), port)), backlog,
+                           config->so_reuseport, config->tcp_defer_accept));
         spdlog::info("listening on {}", listeners_.back()->name());
+        try {
+          listeners_.push_back(
+              Listener::open(Endpoint(asio::ip::tcp::endpoint(asio::ip::tcp::v6(), port)), backlog,
+                             config->so_reuseport, config->tcp_defer_accept));
+          spdlog::info("listening on {}", listeners_.back()->name());
+        } catch (const std::exception& e) {
+          spdlog::warn("listen_addr = *: no IPv6 listener ({}); IPv4 only", e.what());
+        }
         continue;
       }
-      for (const auto& tcp : endpoints) {
-        listeners_.push_back(
-            Listener::open(Endpoint(tcp), backlog, config->so_reuseport, config->tcp_defer_accept));
-        spdlog::info("listening on {}", listeners_.back()->name());
-      }
+      std::error_code ec;
+      auto endpoint = server_endpoint(addr, port, ec);
+      if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
+      listeners_.push_back(
+          Listener::open(endpoint, backlog, config->so_reuseport, config->tcp_defer_accept));
+      spdlog::info("listening on {}", listeners_.back()->name());
     }
   }
   if (!config->unix_socket_dir.empty()) {
@@ -176,7 +219,7 @@ void Runtime::bind_listeners() {
     std::filesystem::remove(unix_socket_path_);
     listeners_.push_back(Listener::open(
         Endpoint(asio::local::stream_protocol::endpoint(unix_socket_path_)), backlog, false));
-    ::chmod(unix_socket_path_.c_str(), 0777);
+    apply_unix_socket_access(*config, unix_socket_path_);
     spdlog::info("listening on unix:{}", listeners_.back()->name());
   }
   if (listeners_.empty())

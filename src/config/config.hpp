@@ -68,7 +68,9 @@ struct Config {
   // [pgbouncer]
   std::string listen_addr;  // empty = no TCP listener; "*" = all
   int listen_port = 6432;
-  std::string unix_socket_dir = "/tmp";  // empty disables the unix socket
+  std::string unix_socket_dir = "/tmp";   // empty disables the unix socket
+  std::string unix_socket_mode = "0777";  // octal: who may connect over the socket
+  std::string unix_socket_group;          // the socket's group; empty: pgwarden's
   int listen_backlog = 128;
   bool so_reuseport = false;
   // TCP_DEFER_ACCEPT on the TCP listeners, in seconds (0: off). The kernel hands pgwarden a

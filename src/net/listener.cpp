@@ -32,6 +32,9 @@ std::unique_ptr<Listener> Listener::open(const Endpoint& endpoint, int backlog, 
       fail(fd, "SO_REUSEADDR on " + name);
     if (reuse_port && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
       fail(fd, "SO_REUSEPORT on " + name);
+    // An IPv6 listener takes IPv6 only, so "*" (0.0.0.0 and ::) can bind both on one port.
+    if (family == AF_INET6 && ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)
+      fail(fd, "IPV6_V6ONLY on " + name);
     if (defer_accept_seconds > 0 &&
         ::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_seconds,
                      sizeof defer_accept_seconds) != 0) {

@@ -226,6 +226,37 @@ def test_invalid_config_stops_startup_with_file_and_line():
     assert f"{pw.ini}:{line}" in out.stderr and "default_pool_size" in out.stderr, out.stderr
 
 
+def test_listen_everywhere_and_the_unix_sockets_mode_and_group():
+    import grp
+    import stat
+    # A group other than ours where the machine has one (root may give the socket to it).
+    groups = [g for g in grp.getgrall() if g.gr_gid != os.getgid()]
+    group = groups[0] if groups and os.geteuid() == 0 else grp.getgrgid(os.getgid())
+    pw = harness.Pgwarden(pg(), listen_addr="*", unix_socket_mode="0660",
+                          unix_socket_group=group.gr_name)
+    with pw:
+        info = os.stat(os.path.join(pw.dir, f".s.PGSQL.{pw.port}"))
+        assert stat.S_IMODE(info.st_mode) == 0o660, oct(info.st_mode)
+        assert info.st_gid == group.gr_gid, (info.st_gid, group)
+        # "*": IPv4 and (where the machine has it) IPv6.
+        assert harness.psql(pw.dsn(), "SELECT 1").stdout.strip() == "1"
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+            ipv6 = True
+        except OSError:
+            ipv6 = False
+        if ipv6:
+            dsn = pw.dsn().replace("host=127.0.0.1", "host=::1")
+            assert harness.psql(dsn, "SELECT 2").stdout.strip() == "2"
+    # A mode that is not octal stops start-up, naming the key.
+    bad = harness.Pgwarden(pg(), unix_socket_mode="rw-rw----")
+    bad.write_config()
+    out = subprocess.run([harness.PGWARDEN_BIN, bad.ini], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode != 0 and "unix_socket_mode" in out.stderr + out.stdout, out
+
+
 def test_daemon_mode_pidfile_and_sigint():
     pw = harness.Pgwarden(pg())
     pw.write_config()

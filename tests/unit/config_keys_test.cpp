@@ -230,8 +230,9 @@ TEST(ConfigKeyTable, SetAndReloadAgreeOnWhatNeedsARestart) {
 TEST(ConfigKeyTable, AReloadKeepsRestartKeysAndNamesThem) {
   std::vector<Warning> ignored;
   const Config running = pgw::config::load_string(
-      "[pgbouncer]\nlisten_port = 6432\nunix_socket_mode = 0700\ndefault_pool_size = 5\n", "t.ini",
-      ignored);
+      "[pgbouncer]\nlisten_port = 6432\nunix_socket_mode = 0700\nresolv_conf = /etc/a\n"
+      "default_pool_size = 5\n",
+      "t.ini", ignored);
   Config loaded = pgw::config::load_string(
       "[pgbouncer]\nlisten_port = 6433\nworkers = 3\ndefault_pool_size = 7\npkt_buf = 8192\n",
       "t.ini", ignored);
@@ -240,10 +241,12 @@ TEST(ConfigKeyTable, AReloadKeepsRestartKeysAndNamesThem) {
   for (const auto& w : warnings) {
     named.insert(w.text.substr(0, w.text.find(' ')));
   }
-  EXPECT_EQ(named, (std::set<std::string>{"listen_port", "workers", "unix_socket_mode"}));
+  EXPECT_EQ(named,
+            (std::set<std::string>{"listen_port", "workers", "unix_socket_mode", "resolv_conf"}));
   EXPECT_EQ(loaded.listen_port, 6432);
   EXPECT_EQ(loaded.workers, 0);
-  EXPECT_EQ(loaded.other.at("unix_socket_mode"), "0700");  // an accepted restart key too
+  EXPECT_EQ(loaded.unix_socket_mode, "0700");
+  EXPECT_EQ(loaded.other.at("resolv_conf"), "/etc/a");  // an accepted restart key too
   EXPECT_EQ(loaded.default_pool_size, 7);  // live and next-login keys take the file's value
   EXPECT_EQ(loaded.pkt_buf, 8192);
   ASSERT_FALSE(warnings.empty());
