@@ -529,8 +529,8 @@ std::int64_t whole_seconds(Clock::duration d) {
 
 bool is_leak(const session::LeaseInfo& l, const Snapshot& s) {
   return session::is_suspected_leak(
-      session::facts_of(l), session::resolve_policy(*s.config, l.application_name, l.database),
-      s.now);
+      session::facts_of(l),
+      session::resolve_policy(*s.config, l.application_name, l.database, l.user), s.now);
 }
 
 ResultSet show_leases(const Snapshot& s, bool leaks_only) {
@@ -558,9 +558,9 @@ ResultSet show_leases(const Snapshot& s, bool leaks_only) {
     const auto* l = &*session->lease;
     const bool active = l->state == session::LeaseState::active;
     // The ladder's first step (the janitor takes it once it is due).
-    const auto steps =
-        session::ladder_steps(session::facts_of(*l),
-                              session::resolve_policy(*s.config, l->application_name, l->database));
+    const auto steps = session::ladder_steps(
+        session::facts_of(*l),
+        session::resolve_policy(*s.config, l->application_name, l->database, l->user));
     std::string next_what;
     Cell next_in;
     if (!steps.empty()) {

@@ -216,11 +216,15 @@ void ClientSession::check_timeouts(Clock::time_point now, const config::Config& 
                   fmt::format("{:g}", static_cast<double>(c.client_login_timeout.count()) / 1000));
       }
       break;
-    case ClientState::idle:
-      if (c.client_idle_timeout.count() > 0 && now - state_since_ > c.client_idle_timeout) {
-        terminate(Err::client_idle_timeout);
+    case ClientState::idle: {
+      // The [users] entry's client_idle_timeout over the [pgbouncer] key, as in PgBouncer.
+      auto limit = c.client_idle_timeout;
+      if (auto entry = c.users.find(who_.user); entry != c.users.end()) {
+        limit = entry->second.client_idle_timeout.value_or(limit);
       }
+      if (limit.count() > 0 && now - state_since_ > limit) terminate(Err::client_idle_timeout);
       break;
+    }
     case ClientState::waiting:
       relay_.check_wait(now, c);  // query_wait_timeout, query_wait_notify
       break;

@@ -607,7 +607,7 @@ std::string format_tags(const Tags& tags) {
 }
 
 LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name,
-                           std::string_view database) {
+                           std::string_view database, std::string_view user) {
   LeasePolicy policy{config.leak_warn_after, config.idle_transaction_timeout,
                      config.idle_pinned_timeout, config.query_timeout,
                      config.reclaim_under_pressure_after};
@@ -616,6 +616,13 @@ LeasePolicy resolve_policy(const config::Config& config, std::string_view applic
     if (entry == config.databases.end()) entry = config.databases.find("*");
     if (entry != config.databases.end() && entry->second.reclaim_under_pressure_after) {
       policy.reclaim_under_pressure_after = *entry->second.reclaim_under_pressure_after;
+    }
+  }
+  if (!user.empty()) {
+    if (auto entry = config.users.find(std::string(user)); entry != config.users.end()) {
+      policy.query_timeout = entry->second.query_timeout.value_or(policy.query_timeout);
+      policy.idle_transaction_timeout =
+          entry->second.idle_transaction_timeout.value_or(policy.idle_transaction_timeout);
     }
   }
   if (const auto* app = config.find_app(application_name)) {

@@ -108,8 +108,11 @@ struct LeasePolicy {
   // leak first).
   config::Millis reclaim_under_pressure_after{0};
 };
+// The [pgbouncer] keys, then the database's (reclaim_under_pressure_after), then the [users]
+// entry's (query_timeout, idle_transaction_timeout, as in PgBouncer), then the first matching
+// [apps] line's.
 LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name,
-                           std::string_view database = {});
+                           std::string_view database = {}, std::string_view user = {});
 
 // What the policy ladder needs to know about a lease: the janitor fills it from the session,
 // the console from a LeaseInfo (facts_of()), and both then ask the same functions below.
@@ -160,16 +163,16 @@ bool is_suspected_leak(const LeaseFacts& lease, const LeasePolicy& policy,
                        std::chrono::steady_clock::time_point now);
 
 // resolve_policy() for one session, redone only when the configuration snapshot
-// (Config::version) or the application_name changes (a session's database does not): the
+// (Config::version) or the application_name changes (a session's database and user do not): the
 // janitor asks every 200 ms for every session, and fnmatch over the [apps] patterns is not free.
 class PolicyCache {
  public:
   const LeasePolicy& get(const config::Config& config, std::string_view application_name,
-                         std::string_view database = {}) {
+                         std::string_view database = {}, std::string_view user = {}) {
     // The name is remembered by its hash, not a copy: every idle client has one of these.
     const auto name_hash = std::hash<std::string_view>{}(application_name);
     if (version_ != config.version || name_hash != name_hash_) {
-      policy_ = resolve_policy(config, application_name, database);
+      policy_ = resolve_policy(config, application_name, database, user);
       version_ = config.version;
       name_hash_ = name_hash;
     }

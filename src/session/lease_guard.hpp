@@ -48,10 +48,10 @@ class LeaseGuard {
   const Lease& lease() const { return lease_; }
 
   // --- The ladder.
-  // The policy of the client's application and database under `current`, cached per
+  // The policy of the client's application, database and user under `current`, cached per
   // snapshot and name.
   const LeasePolicy& policy(const config::Config& current, const ClientIdentity& who) {
-    return policy_cache_.get(current, who.application_name, who.database);
+    return policy_cache_.get(current, who.application_name, who.database, who.user);
   }
   // What the ladder knows of this lease, given what the relay knows: the lease's state, the
   // pool's mode and when the running query started ({}: none).

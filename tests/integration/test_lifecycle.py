@@ -48,6 +48,18 @@ def test_client_idle_timeout():
         assert "client_idle_timeout" in pw.log()
 
 
+def test_users_client_idle_timeout_applies_to_that_user_only():
+    users = {"scram_user": "client_idle_timeout=1"}
+    with harness.Pgwarden(pg(), auth_type="trust", users=users) as pw:
+        other = login(pw, user="app_user")
+        client = login(pw)
+        elapsed, error = expect_fatal(client, "57P05", within=5)
+        assert 0.8 < elapsed < 3, elapsed
+        # app_user has no timeout ([pgbouncer] client_idle_timeout is 0): still served.
+        assert other.query("SELECT 1")[-1][0] == b"Z"
+        other.close()
+
+
 def test_reloaded_timeout_applies_to_connected_clients():
     with harness.Pgwarden(pg(), auth_type="trust") as pw:
         client = login(pw)

@@ -486,6 +486,20 @@ TEST(LeaseConfigTest, PolicyTakesEachKeyFromTheLineOrTheGlobalValue) {
   EXPECT_EQ(other.query_timeout, 10s);
 }
 
+TEST(LeaseConfigTest, UsersTimeoutsOverTheGlobalKeysAppsOverBoth) {
+  const auto c = load(
+      "[users]\n"
+      "report_user = query_timeout=120 idle_transaction_timeout=30\n"
+      "[pgbouncer]\nquery_timeout = 10\nidle_transaction_timeout = 5\n"
+      "[apps]\n"
+      "etl = query_timeout=600\n");
+  EXPECT_EQ(resolve_policy(c, "web", "db", "alice").query_timeout, 10s);
+  EXPECT_EQ(resolve_policy(c, "web", "db", "report_user").query_timeout, 120s);
+  EXPECT_EQ(resolve_policy(c, "web", "db", "report_user").idle_transaction_timeout, 30s);
+  EXPECT_EQ(resolve_policy(c, "etl", "db", "report_user").query_timeout, 600s);
+  EXPECT_EQ(resolve_policy(c, "etl", "db", "report_user").idle_transaction_timeout, 30s);
+}
+
 TEST(LeaseConfigTest, ReclaimUnderPressureAppOverDatabaseOverGlobalNeverBeforeTheWarning) {
   const auto c = load(
       "[databases]\n"
