@@ -113,6 +113,15 @@ std::vector<Field> tokenize(std::string_view line) {
         }
       }
       if (in_quote) throw TokenError{"unterminated quoted string"};
+      if (!comma) {
+        // PgBouncer also reads "a , b" as one list: blanks before a comma do not end it.
+        std::size_t look = pos;
+        while (look < line.size() && is_blank(line[look])) ++look;
+        if (look < line.size() && line[look] == ',') {
+          pos = look + 1;
+          comma = true;
+        }
+      }
       if (token.text.empty() && !saw_quote)
         throw TokenError{"empty item in a comma-separated list"};
       field.push_back(std::move(token));
@@ -449,9 +458,11 @@ HbaMethod Parser::method(const Token& token, const HbaRule& rule) const {
     fail(ConfigError::Kind::invalid_value,
          "peer authentication is only supported on local sockets");
   }
-  if (method == HbaMethod::cert && rule.connection != HbaConnection::hostssl) {
+  // PostgreSQL allows cert on hostssl lines only; PgBouncer on any TCP line, where a client
+  // without a certificate then fails to log in. pgwarden reads PgBouncer's files.
+  if (method == HbaMethod::cert && rule.connection == HbaConnection::local) {
     fail(ConfigError::Kind::invalid_value,
-         "cert authentication is only supported on hostssl connections");
+         "cert authentication is only supported on TCP (host, hostssl) connections");
   }
   return method;
 }

@@ -10,7 +10,8 @@
 // * Fields are separated by spaces or tabs; "#" starts a comment (not inside double quotes);
 //   a line ending in a backslash continues on the next one (checked before comments are
 //   removed, as PostgreSQL 16 does, so a comment ending in "\" swallows the next line).
-// * DATABASE and USER are comma-separated lists. A double-quoted item is a name even when it
+// * DATABASE and USER are comma-separated lists (blanks around a comma allowed, as PgBouncer
+//   reads them). A double-quoted item is a name even when it
 //   is spelled like a keyword ("all" is the database called all); "" inside quotes is a quote.
 //   An unquoted @file item is replaced by the words of that file (whitespace or comma
 //   separated, "#" comments, quotes as above, nested @file allowed up to 10 deep). Names
@@ -23,7 +24,8 @@
 //   mask field ("127.0.0.1 255.255.255.255"). Host names, samehost and samenet are refused.
 //   An IPv4 client matches only IPv4 rules and an IPv6 client only IPv6 rules; an IPv4-mapped
 //   IPv6 client (::ffff:a.b.c.d) counts as the IPv4 client a.b.c.d.
-// * METHOD: trust, reject, password, md5, scram-sha-256, cert (hostssl only), peer (local
+// * METHOD: trust, reject, password, md5, scram-sha-256, cert (TCP lines, as PgBouncer), peer
+// (local
 //   only), ldap. ident, gss, sspi, pam, radius, bsd are refused as unsupported.
 // * OPTIONS: name=value words (the value may be quoted): map=, clientcert=, clientname= and the
 //   ldap* options, checked the way PostgreSQL checks them.

@@ -196,6 +196,20 @@ TEST(Hba, ListsContinueAfterCommaAndBlanks) {
   EXPECT_EQ(file.rules()[0].databases, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(file.rules()[0].users, (std::vector<std::string>{"u1", "u2"}));
   EXPECT_EQ(file.rules()[0].method, HbaMethod::md5);
+  // Blanks before a comma too, as PgBouncer reads its own test rules ("user1,user2 , user3").
+  const auto spaced = parse("host all user1,user2 , user3 16.0.0.0/8 md5\n");
+  ASSERT_EQ(spaced.rules().size(), 1u);
+  EXPECT_EQ(spaced.rules()[0].users, (std::vector<std::string>{"user1", "user2", "user3"}));
+  EXPECT_EQ(spaced.rules()[0].family, 4);
+  // A quoted item keeps its blanks and commas.
+  EXPECT_EQ(parse("host all \"a , b\" 19.0.0.0/8 md5\n").rules()[0].users,
+            (std::vector<std::string>{"a , b"}));
+}
+
+TEST(Hba, CertOnAnyTcpLineAsPgBouncer) {
+  EXPECT_EQ(parse("host all all 19.0.0.0/8 cert\n").rules()[0].method, HbaMethod::cert);
+  EXPECT_EQ(parse("hostnossl all all all cert\n").rules()[0].method, HbaMethod::cert);
+  EXPECT_EQ(parse("hostssl all all all cert\n").rules()[0].method, HbaMethod::cert);
 }
 
 TEST(Hba, Includes) {
@@ -369,8 +383,7 @@ TEST(Hba, Errors) {
       {"host all all all bsd", "\"bsd\" is not supported"},
       {"host all all all md6", "invalid authentication method \"md6\""},
       {"host all all all peer", "peer authentication is only supported on local sockets"},
-      {"local all all cert", "cert authentication is only supported on hostssl"},
-      {"host all all all cert", "cert authentication is only supported on hostssl"},
+      {"local all all cert", "cert authentication is only supported on TCP"},
       {"local samerole all trust", "\"samerole\" is not supported"},
       {"local samegroup all trust", "\"samegroup\" is not supported"},
       {"local all +staff trust", "+role is not supported (group membership)"},
@@ -390,7 +403,7 @@ TEST(Hba, Errors) {
       {"host all all all ldap ldapserver=x ldapprefix=a ldapbasedn=b", "together with ldapprefix"},
       {"local \"all all trust", "unterminated quoted string"},
       {"local a,,b all trust", "empty item in a comma-separated list"},
-      {"local ,a all trust", "empty item"},
+      {"local ,a all trust", "multiple values specified for connection type"},
       {"local a, all trust", "end-of-line before authentication method"},  // a list "a,all"
       {"local all a,", "list ends with a comma"},
       {"local a,\nlocal all all trust", "list ends with a comma"},
