@@ -177,6 +177,11 @@ void apply_unix_socket_access(const config::Config& config, const std::string& p
 void Runtime::bind_listeners() {
   const auto config = config_->config();
   const int backlog = config->listen_backlog;
+  auto listen_tcp = [&](const Endpoint& endpoint) {
+    listeners_.push_back(
+        Listener::open(endpoint, backlog, config->so_reuseport, config->tcp_defer_accept));
+    spdlog::info("listening on {}", listeners_.back()->name());
+  };
   if (!config->listen_addr.empty()) {
     std::string list = config->listen_addr;
     std::size_t start = 0;
@@ -191,15 +196,9 @@ void Runtime::bind_listeners() {
       const auto port = static_cast<unsigned short>(config->listen_port);
       if (addr == "*") {
         // Every IPv4 and every IPv6 address. A machine without IPv6 keeps the IPv4 one.
-        listeners_.push_back(
-            Listener::open(Endpoint(asio::ip::tcp::endpoint(asio::ip::tcp::v4(), port)), backlog,
-                           config->so_reuseport, config->tcp_defer_accept));
-        spdlog::info("listening on {}", listeners_.back()->name());
+        listen_tcp(Endpoint(asio::ip::tcp::endpoint(asio::ip::tcp::v4(), port)));
         try {
-          listeners_.push_back(
-              Listener::open(Endpoint(asio::ip::tcp::endpoint(asio::ip::tcp::v6(), port)), backlog,
-                             config->so_reuseport, config->tcp_defer_accept));
-          spdlog::info("listening on {}", listeners_.back()->name());
+          listen_tcp(Endpoint(asio::ip::tcp::endpoint(asio::ip::tcp::v6(), port)));
         } catch (const std::exception& e) {
           spdlog::warn("listen_addr = *: no IPv6 listener ({}); IPv4 only", e.what());
         }
@@ -208,9 +207,7 @@ void Runtime::bind_listeners() {
       std::error_code ec;
       auto endpoint = server_endpoint(addr, port, ec);
       if (ec) throw std::runtime_error("cannot resolve listen_addr " + addr);
-      listeners_.push_back(
-          Listener::open(endpoint, backlog, config->so_reuseport, config->tcp_defer_accept));
-      spdlog::info("listening on {}", listeners_.back()->name());
+      listen_tcp(endpoint);
     }
   }
   if (!config->unix_socket_dir.empty()) {

@@ -18,6 +18,16 @@
 namespace pgw::config {
 namespace {
 
+// A whole file as text; `where` and `what` name it in the error ("cannot open auth_file").
+std::string read_text_file(const std::string& path, const std::string& where,
+                           const std::string& what) {
+  std::ifstream file(path);
+  if (!file) throw ConfigError(ConfigError::Kind::file, where, "cannot open " + what);
+  std::stringstream buffer;
+  buffer << file.rdbuf();
+  return buffer.str();
+}
+
 using parse::Location;
 using parse::lower;
 using parse::trim;
@@ -284,12 +294,8 @@ void parse_text(Config& c, const std::string& text, const std::string& name,
       if (path.empty()) throw ConfigError(Kind::syntax, at.str(), "%include needs a file name");
       std::filesystem::path p(path);
       if (p.is_relative()) p = std::filesystem::path(base_dir) / p;
-      std::ifstream file(p);
-      if (!file) throw ConfigError(Kind::file, at.str(), "cannot open included file " + p.string());
-      std::stringstream buffer;
-      buffer << file.rdbuf();
-      parse_text(c, buffer.str(), p.string(), p.parent_path().string(), warnings, section,
-                 depth + 1);
+      const auto included = read_text_file(p.string(), at.str(), "included file " + p.string());
+      parse_text(c, included, p.string(), p.parent_path().string(), warnings, section, depth + 1);
       continue;
     }
     if (line.front() == '[') {
@@ -398,18 +404,12 @@ void load_hba_rules(Config& c) {
   if (c.auth_hba_file.empty()) {
     throw ConfigError(Kind::invalid_value, c.path, "auth_type = hba needs auth_hba_file");
   }
-  auto read = [](const std::string& path, const char* what) {
-    std::ifstream file(path);
-    if (!file) throw ConfigError(Kind::file, path, std::string("cannot open ") + what);
-    std::stringstream buffer;
-    buffer << file.rdbuf();
-    return buffer.str();
-  };
   const auto dir = std::filesystem::path(c.auth_hba_file).parent_path();
   auto hba = parse_hba(
-      read(c.auth_hba_file, "auth_hba_file"), c.auth_hba_file, [&](const std::string& name) {
+      read_text_file(c.auth_hba_file, c.auth_hba_file, "auth_hba_file"), c.auth_hba_file,
+      [&](const std::string& name) {
         const auto path = std::filesystem::path(name).is_relative() ? (dir / name).string() : name;
-        return read(path, "an @file of auth_hba_file");
+        return read_text_file(path, path, "an @file of auth_hba_file");
       });
   for (const auto& rule : hba.rules()) {
     if (rule.method == HbaMethod::ldap) {
@@ -438,13 +438,10 @@ Config load_string(const std::string& text, const std::string& name, std::vector
 }
 
 Config load_file(const std::string& path, std::vector<Warning>& warnings) {
-  std::ifstream file(path);
-  if (!file) throw ConfigError(Kind::file, path, "cannot open the configuration file");
-  std::stringstream buffer;
-  buffer << file.rdbuf();
+  const auto text = read_text_file(path, path, "the configuration file");
   auto dir = std::filesystem::path(path).parent_path().string();
   if (dir.empty()) dir = ".";
-  Config c = load_string(buffer.str(), path, warnings, dir);
+  Config c = load_string(text, path, warnings, dir);
   c.path = path;
   return c;
 }
@@ -495,11 +492,7 @@ std::map<std::string, std::string> parse_auth_file(const std::string& text,
 }
 
 std::map<std::string, std::string> load_auth_file(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) throw ConfigError(Kind::file, path, "cannot open auth_file");
-  std::stringstream buffer;
-  buffer << file.rdbuf();
-  return parse_auth_file(buffer.str(), path);
+  return parse_auth_file(read_text_file(path, path, "auth_file"), path);
 }
 
 bool is_runtime_changeable(const std::string& key) {

@@ -339,26 +339,25 @@ void ClientSession::note_session_state(proto::SessionStateMask fresh,
         "{} in transaction pooling (session_state = {}{})", proto::describe(kind), mode,
         state.pinned() && kind != proto::SessionStateKind::parameter ? ": the client is pinned"
                                                                      : "");
-    const auto& statement = state.origin_statement(kind);
-    spdlog::warn("C-{}: app '{}' ({}@{}, {}:{}) takes {}; statement: {}", who_.id,
-                 who_.application_name, who_.user, who_.database, who_.addr, who_.port, what,
-                 printable(statement));
-    services_.leaks.events.push(LeakEvent{std::chrono::system_clock::now(), who_.id,
-                                          who_.application_name, "session_state", what, 0,
-                                          statement});
+    report_session_state("session_state", "takes", what, state.origin_statement(kind));
   }
+}
+
+void ClientSession::report_session_state(std::string_view action, std::string_view verb,
+                                         const std::string& what, std::string_view statement) {
+  const auto text = std::string(statement.substr(0, 200));
+  spdlog::warn("C-{}: app '{}' ({}@{}, {}:{}) {} {}; statement: {}", who_.id, who_.application_name,
+               who_.user, who_.database, who_.addr, who_.port, verb, what, printable(text));
+  services_.leaks.events.push(LeakEvent{std::chrono::system_clock::now(), who_.id,
+                                        who_.application_name, std::string(action), what, 0, text});
 }
 
 void ClientSession::note_session_state_refused(proto::SessionStateKind kind,
                                                std::string_view statement) {
   if (!services_.leaks.note_session_state(who_.application_name, proto::mask_of(kind))) return;
-  const auto what = fmt::format("{} refused (session_state = reject)", proto::describe(kind));
-  const auto text = std::string(statement.substr(0, 200));
-  spdlog::warn("C-{}: app '{}' ({}@{}, {}:{}): {}; statement: {}", who_.id, who_.application_name,
-               who_.user, who_.database, who_.addr, who_.port, what, printable(text));
-  services_.leaks.events.push(LeakEvent{std::chrono::system_clock::now(), who_.id,
-                                        who_.application_name, "session_state_refused", what, 0,
-                                        text});
+  report_session_state("session_state_refused", "is refused",
+                       fmt::format("{} (session_state = reject)", proto::describe(kind)),
+                       statement);
 }
 
 void ClientSession::drain(bool force) {

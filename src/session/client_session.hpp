@@ -78,6 +78,10 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // refused under session_state = reject (logged once per kind per application too).
   void note_session_state(proto::SessionStateMask fresh, const proto::SessionState& state);
   void note_session_state_refused(proto::SessionStateKind kind, std::string_view statement);
+  // Their log line ("app 'X' (...) <verb> <what>") and SHOW EVENTS entry (`action`, reason
+  // `what`); the statement cut to 200 bytes.
+  void report_session_state(std::string_view action, std::string_view verb, const std::string& what,
+                            std::string_view statement);
   // Adds this client to its worker's sample for SHOW APPS, the growth alarm and pool health.
   void add_to_sample(Clock::time_point now, const config::Config& current, WorkerSample& sample);
   // Shutdown drain: ends the session with 57P01 unless it is inside a transaction, which may

@@ -291,9 +291,8 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
   }
   const config::HbaRule* rule = config.hba ? config.hba->match(client) : nullptr;
   // PostgreSQL's words for who asked.
-  const auto who =
-      fmt::format("host \"{}\", user \"{}\", database \"{}\", no encryption",
-                  client.unix_socket ? "[local]" : s.who_.addr, s.who_.user, s.who_.database);
+  const auto who = fmt::format("host \"{}\", user \"{}\", database \"{}\", no encryption",
+                               config::address_text(client), s.who_.user, s.who_.database);
   if (rule == nullptr) {
     const auto refusal = report(Err::hba_no_entry, who);
     co_await refuse(refusal);

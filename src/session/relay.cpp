@@ -25,29 +25,6 @@ constexpr int kReadsPerRound = 8;
 constexpr int kRoundsPerPump = 16;
 constexpr int kLinkAttempts = 3;
 
-// A string literal that means the same whatever standard_conforming_strings is: with a
-// backslash in the value, the E'' form with doubled backslashes.
-std::string quote_literal(std::string_view value) {
-  const bool escape = value.find('\\') != std::string_view::npos;
-  std::string out = escape ? "E'" : "'";
-  for (char c : value) {
-    if (c == '\'' || (escape && c == '\\')) out += c;
-    out += c;
-  }
-  out += '\'';
-  return out;
-}
-
-std::string quote_ident(std::string_view name) {
-  std::string out = "\"";
-  for (char c : name) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
-
 // A server_reset_query such as DISCARD ALL drops the server's prepared statements.
 bool drops_prepared_statements(std::string_view sql) {
   std::string upper(sql);
@@ -139,14 +116,8 @@ void Relay::settle_session_state(TransactionStatus status, Clock::time_point now
   const auto fresh = state.on_ready(static_cast<char>(status), now);
   pinned_ = state.pinned();
   if (state.advisory_locks() > 0) server_->advisory_locks_possible = true;
-  if (server_->session_sets != state.parameters_fingerprint()) {
-    // The SETs ran on this server: it now carries this client's parameters.
-    server_->session_sets = state.parameters_fingerprint();
-    server_->session_set_names.clear();
-    for (const auto& parameter : state.parameters()) {
-      server_->session_set_names.push_back(parameter.name);
-    }
-  }
+  // The SETs ran on this server: it now carries this client's parameters.
+  if (server_->session_sets != state.parameters_fingerprint()) note_server_carries_sets();
   if (fresh != 0) session_.note_session_state(fresh, state);
 }
 
@@ -655,13 +626,9 @@ asio::awaitable<bool> Relay::sync_parameters() {
   // Parameters another client SET on this server (session_state = track) go back to their
   // defaults first; this client's own SETs are re-applied last.
   const bool replace_sets = server_->session_sets != sets;
-  std::vector<std::string> sets_reset;
-  if (replace_sets) {
-    for (const auto& name : server_->session_set_names) {
-      sql += reset_parameter_sql(name);
-      sets_reset.push_back(name);
-    }
-  }
+  static const std::vector<std::string> kNone;
+  const auto& sets_reset = replace_sets ? server_->session_set_names : kNone;
+  for (const auto& name : sets_reset) sql += reset_parameter_sql(name);
   auto was_reset = [&](std::string_view name) {
     return std::any_of(sets_reset.begin(), sets_reset.end(), [&](const std::string& reset) {
       return ParamSet::equal_names(reset, name);
@@ -708,16 +675,17 @@ asio::awaitable<bool> Relay::sync_parameters() {
   }
   server_->applied_params = s.params_fingerprint_;
   if (unlock) server_->advisory_locks_possible = false;
-  if (replace_sets) {
-    server_->session_sets = sets;
-    server_->session_set_names.clear();
-    if (session_state_) {
-      for (const auto& parameter : session_state_->parameters()) {
-        server_->session_set_names.push_back(parameter.name);
-      }
-    }
-  }
+  if (replace_sets) note_server_carries_sets();
   co_return true;
+}
+
+void Relay::note_server_carries_sets() {
+  server_->session_sets = session_sets();
+  server_->session_set_names.clear();
+  if (!session_state_) return;
+  for (const auto& parameter : session_state_->parameters()) {
+    server_->session_set_names.push_back(parameter.name);
+  }
 }
 
 void Relay::finish_link(Clock::time_point now) {

@@ -170,6 +170,8 @@ class Relay final : public net::ReadyHandler, public pool::Waiter {
   std::uint64_t session_sets() const {
     return session_state_ ? session_state_->parameters_fingerprint() : 0;
   }
+  // The server now holds exactly this client's SETs (ServerConn::session_sets and names).
+  void note_server_carries_sets();
   // The server may hold advisory locks another client took (unlocked before this one uses it).
   bool foreign_locks_possible() const;
   // The client leaves: what its session state left on the server is removed (false: it could

@@ -30,18 +30,28 @@ void append_int32(std::string& out, std::uint32_t value) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(value >> shift));
 }
 
-// A plpgsql string literal (the replacement is dollar-quoted; the texts have no backslashes).
-std::string sql_literal(std::string_view text) {
-  std::string out = "'";
-  for (char c : text) {
-    if (c == '\'') out += '\'';
+}  // namespace
+
+std::string quote_literal(std::string_view value) {
+  const bool escape = value.find('\\') != std::string_view::npos;
+  std::string out = escape ? "E'" : "'";
+  for (char c : value) {
+    if (c == '\'' || (escape && c == '\\')) out += c;
     out += c;
   }
   out += '\'';
   return out;
 }
 
-}  // namespace
+std::string quote_ident(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
 
 GuardedText statement_text(char type, proto::Bytes body, bool whole_body) {
   const auto* chars = reinterpret_cast<const char*>(body.data());
@@ -91,9 +101,9 @@ void build_refusal(std::string& out, char type, proto::Bytes body, const Guarded
       report(Err::session_state_rejected, proto::describe(kind), session_state_hint(kind));
   const std::string sql = "DO $pgwarden$BEGIN RAISE EXCEPTION USING ERRCODE = '" +
                           std::string(error_spec(Err::session_state_rejected).sqlstate) +
-                          "', MESSAGE = " + sql_literal(refusal.message) +
-                          ", DETAIL = " + sql_literal(refusal.detail) +
-                          ", HINT = " + sql_literal(refusal.hint) + "; END$pgwarden$";
+                          "', MESSAGE = " + quote_literal(refusal.message) +
+                          ", DETAIL = " + quote_literal(refusal.detail) +
+                          ", HINT = " + quote_literal(refusal.hint) + "; END$pgwarden$";
   out.clear();
   out.push_back(type);
   append_int32(out, 0);  // the length, below

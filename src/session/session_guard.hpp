@@ -23,6 +23,12 @@ struct GuardedText {
 };
 GuardedText statement_text(char type, proto::Bytes body, bool whole_body);
 
+// SQL text pgwarden sends on a client's behalf. A string literal that means the same whatever
+// standard_conforming_strings is (with a backslash in the value, the E'' form with doubled
+// backslashes), and a double-quoted identifier.
+std::string quote_literal(std::string_view value);
+std::string quote_ident(std::string_view name);
+
 // What a client should do instead of creating session state of `kind` (the refusal's HINT).
 std::string_view session_state_hint(proto::SessionStateKind kind);
 
