@@ -126,7 +126,7 @@ ResultSet show_clients(const Snapshot& s) {
                             hex(c.ptr),
                             c.server ? Cell{hex(c.server->ptr)} : Cell{},
                             "0",
-                            "",
+                            c.tls,
                             c.application_name,
                             unum(c.prepared_statements),
                             unum(c.id)});
@@ -155,7 +155,7 @@ Row server_row(const Snapshot& s, const pool::ServerInfo& sv, const std::string&
              hex(sv.ptr),
              sv.link ? Cell{hex(sv.link)} : Cell{},
              num(sv.backend_pid),
-             "",
+             sv.tls,
              sv.application_name,
              unum(sv.prepared_statements),
              unum(sv.id)};

@@ -251,6 +251,11 @@ std::optional<admin::Control::Refusal> ProcessControl::set(const std::string& ke
       return Refusal{Err::admin_invalid_value, e.what()};
     }
   }
+  // A TLS key whose value does not build a context is refused, with OpenSSL's reason.
+  if (key.find("tls") != std::string::npos) {
+    if (auto error = tls_.update(changed); !error.empty())
+      return Refusal{Err::admin_invalid_value, error};
+  }
   auto installed = std::make_shared<const config::Config>(std::move(changed));
   config_.install(installed, secrets);
   pools_.apply(*installed, *secrets);

@@ -21,11 +21,12 @@ class ProcessControl final : public admin::Control {
  public:
   // `reload` does what SIGHUP does ("" or the error); `shutdown` what SIGTERM does. Both may
   // be called on any worker.
-  ProcessControl(config::ConfigStore& config, session::SessionRegistry& sessions,
-                 pool::PoolManager& pools, session::LeakBook& leaks, session::AppMonitor& apps,
-                 ProcessHealth& health, std::function<std::string()> reload,
-                 std::function<void()> shutdown)
+  ProcessControl(config::ConfigStore& config, net::TlsStore& tls,
+                 session::SessionRegistry& sessions, pool::PoolManager& pools,
+                 session::LeakBook& leaks, session::AppMonitor& apps, ProcessHealth& health,
+                 std::function<std::string()> reload, std::function<void()> shutdown)
       : config_(config),
+        tls_(tls),
         sessions_(sessions),
         pools_(pools),
         leaks_(leaks),
@@ -58,6 +59,7 @@ class ProcessControl final : public admin::Control {
   void for_pools(const std::string& database, const std::function<void(pool::Pool&)>& fn);
 
   config::ConfigStore& config_;
+  net::TlsStore& tls_;
   session::SessionRegistry& sessions_;
   pool::PoolManager& pools_;
   session::LeakBook& leaks_;

@@ -105,21 +105,25 @@ Runtime::Runtime(config::Config config, config::Secrets secrets) : config_path_(
   config_ = std::make_unique<config::ConfigStore>(
       std::make_shared<const config::Config>(std::move(config)),
       std::make_shared<const config::Secrets>(std::move(secrets)));
+  // A TLS setting that cannot be acted on stops the start, as a bad key does.
+  if (auto error = tls_.update(*config_->config()); !error.empty())
+    throw std::runtime_error("TLS: " + error);
   sessions_ = std::make_unique<session::SessionRegistry>(reactors);
   admission_ = std::make_unique<session::ClientAdmission>(count);
-  pools_ = std::make_unique<pool::PoolManager>(reactors);
+  pools_ = std::make_unique<pool::PoolManager>(reactors, &tls_);
   apps_ = std::make_unique<session::AppMonitor>(count);
   // The console's RELOAD and SHUTDOWN do exactly what SIGHUP and SIGTERM do. stop() touches
   // the acceptors, which belong to the main thread: post it there.
   control_ = std::make_unique<ProcessControl>(
-      *config_, *sessions_, *pools_, leaks_, *apps_, health_, [this] { return reload("RELOAD"); },
+      *config_, tls_, *sessions_, *pools_, leaks_, *apps_, health_,
+      [this] { return reload("RELOAD"); },
       [this] {
         spdlog::info("SHUTDOWN from the admin console");
         asio::post(main_io_, [this] { stop(); });
       });
   console_ = std::make_unique<admin::ConsoleServer>(*control_);
   services_.reset(new session::SessionServices{*config_, *sessions_, *admission_, cancels_, *pools_,
-                                               scram_secrets_, leaks_, *apps_, *console_});
+                                               scram_secrets_, leaks_, *apps_, *console_, tls_});
   drain_ = std::make_unique<Drain>(count);
   watchdog_ =
       std::make_unique<Watchdog>(std::vector<const Reactor*>(reactors.begin(), reactors.end()));
@@ -413,6 +417,10 @@ std::string Runtime::reload(std::string_view trigger) {
     auto installed = std::make_shared<const config::Config>(std::move(config));
     auto installed_secrets = std::make_shared<const config::Secrets>(std::move(secrets));
     config_->install(installed, installed_secrets);
+    // New certificates for new connections; a context that does not build keeps the old one
+    // (the rest of the configuration applies: refusing all of it for a certificate file being
+    // rotated would be worse).
+    if (auto error = tls_.update(*installed); !error.empty()) spdlog::error("TLS: {}", error);
     pools_->apply(*installed, *installed_secrets);
     spdlog::info("configuration reloaded");
     return {};

@@ -121,6 +121,7 @@ class Runtime {
   // this order (services_ is the sessions' view of them).
   ProcessHealth health_;  // watchdog, open files, shutdown: for SHOW STATE
   std::unique_ptr<config::ConfigStore> config_;
+  net::TlsStore tls_;  // the TLS contexts, rebuilt with the configuration
   std::unique_ptr<session::SessionRegistry> sessions_;
   std::unique_ptr<session::ClientAdmission> admission_;
   session::CancelRegistry cancels_;

@@ -71,6 +71,9 @@ void set_from_table(Config& c, const Location& at, const KeySpec& key, const std
     case KeyType::auth_type:
       c.*std::get<AuthType Config::*>(key.target) = parse::auth_type(at, name, value);
       return;
+    case KeyType::ssl_mode:
+      c.*std::get<SslMode Config::*>(key.target) = parse::ssl_mode(at, name, value);
+      return;
     case KeyType::accepted:
       c.other[name] = value;
       return;
@@ -349,6 +352,24 @@ std::string_view to_string(PoolMode mode) {
   return "?";
 }
 
+std::string_view to_string(SslMode mode) {
+  switch (mode) {
+    case SslMode::disable:
+      return "disable";
+    case SslMode::allow:
+      return "allow";
+    case SslMode::prefer:
+      return "prefer";
+    case SslMode::require:
+      return "require";
+    case SslMode::verify_ca:
+      return "verify-ca";
+    case SslMode::verify_full:
+      return "verify-full";
+  }
+  return "?";
+}
+
 std::string_view to_string(AuthType type) {
   switch (type) {
     case AuthType::trust:
@@ -361,6 +382,10 @@ std::string_view to_string(AuthType type) {
       return "scram-sha-256";
     case AuthType::any:
       return "any";
+    case AuthType::cert:
+      return "cert";
+    case AuthType::peer:
+      return "peer";
     case AuthType::hba:
       return "hba";
   }

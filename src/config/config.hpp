@@ -17,12 +17,29 @@
 namespace pgw::config {
 
 enum class PoolMode { session, transaction, statement };
-enum class AuthType { trust, plain, md5, scram_sha_256, any, hba };
+// cert: the client's verified TLS certificate names the user (its CN); peer: the Unix socket's
+// OS user is the user.
+enum class AuthType { trust, plain, md5, scram_sha_256, any, hba, cert, peer };
+// client_tls_sslmode and server_tls_sslmode, libpq's sslmode values in its order (a mode
+// demands at least what the ones before it do).
+enum class SslMode { disable, allow, prefer, require, verify_ca, verify_full };
 
 class HbaFile;  // config/hba.hpp
 
 std::string_view to_string(PoolMode mode);
 std::string_view to_string(AuthType type);
+std::string_view to_string(SslMode mode);
+
+// The TLS settings of one side (client_tls_* or server_tls_*), as the key table stores them.
+struct TlsSettings {
+  SslMode sslmode = SslMode::disable;
+  std::string key_file, cert_file, ca_file;
+  std::string protocols = "secure";
+  std::string ciphers = "default";
+  std::string tls13_ciphers;  // empty: OpenSSL's TLS 1.3 suites
+  std::string ecdhcurve = "auto";
+  std::string dheparams = "auto";  // client side only
+};
 
 // Durations are kept in milliseconds; the ini takes seconds (fractions allowed, like 0.5),
 // or a value with a unit suffix (ms, s, min, h, d) as PgBouncer does.
@@ -83,6 +100,37 @@ struct Config {
   // auth_type = hba: the pg_hba.conf-style rules (PgBouncer's subset), read with the
   // configuration (load_string(), set_key(), a reload) and kept parsed in `hba`.
   std::string auth_hba_file;
+  // TLS toward clients (pgwarden is the TLS server) and toward PostgreSQL (the TLS client),
+  // flat as the key table writes them; client_tls() and server_tls() gather each side, and
+  // net/tls.hpp builds OpenSSL contexts from that.
+  SslMode client_tls_sslmode = SslMode::disable;
+  std::string client_tls_key_file, client_tls_cert_file, client_tls_ca_file;
+  std::string client_tls_protocols = "secure";
+  std::string client_tls_ciphers = "default";
+  std::string client_tls13_ciphers;
+  std::string client_tls_ecdhcurve = "auto";
+  std::string client_tls_dheparams = "auto";
+  SslMode server_tls_sslmode = SslMode::prefer;
+  std::string server_tls_key_file, server_tls_cert_file, server_tls_ca_file;
+  std::string server_tls_protocols = "secure";
+  std::string server_tls_ciphers = "default";
+  std::string server_tls13_ciphers;
+  TlsSettings client_tls() const {
+    return {client_tls_sslmode,   client_tls_key_file,  client_tls_cert_file,
+            client_tls_ca_file,   client_tls_protocols, client_tls_ciphers,
+            client_tls13_ciphers, client_tls_ecdhcurve, client_tls_dheparams};
+  }
+  TlsSettings server_tls() const {
+    return {server_tls_sslmode,
+            server_tls_key_file,
+            server_tls_cert_file,
+            server_tls_ca_file,
+            server_tls_protocols,
+            server_tls_ciphers,
+            server_tls13_ciphers,
+            "auto",
+            "none"};
+  }
   std::shared_ptr<const HbaFile> hba;
   std::vector<std::string> admin_users;
   std::vector<std::string> stats_users;

@@ -139,22 +139,41 @@ constexpr KeySpec kKeys[] = {
     {"io_uring", T::boolean, &Config::io_uring, 0, 0, A::restart,
      "batch a turn's sends and reads through io_uring"},
     // Accepted for compatibility, not acted on (docs/configuration.md lists them).
-    {"client_tls_sslmode", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_key_file", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_cert_file", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_ca_file", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_protocols", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_ciphers", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls13_ciphers", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_ecdhcurve", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"client_tls_dheparams", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls_sslmode", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls_ca_file", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls_key_file", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls_cert_file", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls_protocols", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls_ciphers", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
-    {"server_tls13_ciphers", T::accepted, {}, 0, 0, A::live, "TLS (not yet)"},
+    // TLS (docs/security.md). Read when a connection starts TLS: a change (SET, RELOAD,
+    // SIGHUP) builds new contexts for new connections; a context that fails to build keeps
+    // the old one and logs why.
+    {"client_tls_sslmode", T::ssl_mode, &Config::client_tls_sslmode, 0, 0, A::next_login,
+     "TLS toward clients: disable, allow, prefer, require, verify-ca, verify-full"},
+    {"client_tls_key_file", T::text, &Config::client_tls_key_file, 0, 0, A::next_login,
+     "private key of pgwarden's certificate for clients (PEM)"},
+    {"client_tls_cert_file", T::text, &Config::client_tls_cert_file, 0, 0, A::next_login,
+     "pgwarden's certificate (chain) for clients (PEM)"},
+    {"client_tls_ca_file", T::text, &Config::client_tls_ca_file, 0, 0, A::next_login,
+     "CA certificates that client certificates are checked against"},
+    {"client_tls_protocols", T::text, &Config::client_tls_protocols, 0, 0, A::next_login,
+     "TLS versions offered to clients"},
+    {"client_tls_ciphers", T::text, &Config::client_tls_ciphers, 0, 0, A::next_login,
+     "TLS 1.2 cipher list for clients"},
+    {"client_tls13_ciphers", T::text, &Config::client_tls13_ciphers, 0, 0, A::next_login,
+     "TLS 1.3 cipher suites for clients"},
+    {"client_tls_ecdhcurve", T::text, &Config::client_tls_ecdhcurve, 0, 0, A::next_login,
+     "ECDH groups for clients"},
+    {"client_tls_dheparams", T::text, &Config::client_tls_dheparams, 0, 0, A::next_login,
+     "DH parameters for clients: auto, none, legacy"},
+    {"server_tls_sslmode", T::ssl_mode, &Config::server_tls_sslmode, 0, 0, A::next_server,
+     "TLS toward PostgreSQL: disable, allow, prefer, require, verify-ca, verify-full"},
+    {"server_tls_ca_file", T::text, &Config::server_tls_ca_file, 0, 0, A::next_server,
+     "CA certificates the server's certificate is checked against"},
+    {"server_tls_key_file", T::text, &Config::server_tls_key_file, 0, 0, A::next_server,
+     "private key of pgwarden's client certificate toward PostgreSQL"},
+    {"server_tls_cert_file", T::text, &Config::server_tls_cert_file, 0, 0, A::next_server,
+     "pgwarden's client certificate toward PostgreSQL"},
+    {"server_tls_protocols", T::text, &Config::server_tls_protocols, 0, 0, A::next_server,
+     "TLS versions pgwarden accepts from PostgreSQL"},
+    {"server_tls_ciphers", T::text, &Config::server_tls_ciphers, 0, 0, A::next_server,
+     "TLS 1.2 cipher list toward PostgreSQL"},
+    {"server_tls13_ciphers", T::text, &Config::server_tls13_ciphers, 0, 0, A::next_server,
+     "TLS 1.3 cipher suites toward PostgreSQL"},
     {"auth_hba_file", T::text, &Config::auth_hba_file, 0, 0, A::next_login,
      "pg_hba.conf-style rules for auth_type = hba"},
     {"auth_ident_file", T::accepted, {}, 0, 0, A::live, "HBA (not yet)"},
@@ -260,6 +279,8 @@ std::string show_value(const Config& config, const KeySpec& key) {
           proto::to_string(config.*std::get<proto::SessionStateMode Config::*>(key.target)));
     case KeyType::auth_type:
       return std::string(to_string(config.*std::get<AuthType Config::*>(key.target)));
+    case KeyType::ssl_mode:
+      return std::string(to_string(config.*std::get<SslMode Config::*>(key.target)));
     case KeyType::accepted: {
       auto it = config.other.find(std::string(key.name));
       return it == config.other.end() ? std::string() : it->second;

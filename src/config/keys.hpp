@@ -35,6 +35,7 @@ enum class KeyType : std::uint8_t {
   pool_mode,      // session, transaction, statement
   session_state,  // track, pin, reject, allow
   auth_type,      // trust, plain, md5, scram-sha-256, any
+  ssl_mode,       // disable, allow, prefer, require, verify-ca, verify-full
   verbosity,      // 0-10, any value above 0 meaning debug logging
   accepted,       // PgBouncer's, accepted and kept as text (SHOW CONFIG) but not acted on
 };
@@ -43,7 +44,7 @@ struct KeySpec {
   using Target =
       std::variant<std::monostate, std::string Config::*, int Config::*, bool Config::*,
                    Millis Config::*, std::vector<std::string> Config::*, PoolMode Config::*,
-                   AuthType Config::*, proto::SessionStateMode Config::*>;
+                   AuthType Config::*, proto::SessionStateMode Config::*, SslMode Config::*>;
   std::string_view name;
   KeyType type;
   Target target;  // std::monostate for `accepted` keys (they go to Config::other)

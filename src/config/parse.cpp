@@ -109,9 +109,20 @@ AuthType auth_type(const Location& at, const std::string& key, const std::string
   if (v == "scram-sha-256") return AuthType::scram_sha_256;
   if (v == "any") return AuthType::any;
   if (v == "hba") return AuthType::hba;
+  if (v == "cert") return AuthType::cert;
+  if (v == "peer") return AuthType::peer;
   invalid(at, key, value,
-          "trust, plain, md5, scram-sha-256, hba or any (cert, peer, pam and ldap are not "
-          "supported yet as auth_type; peer works as an auth_hba_file method)");
+          "trust, plain, md5, scram-sha-256, cert, peer, hba or any (pam and ldap are not "
+          "supported as auth_type; ldap is not supported yet as an auth_hba_file method)");
+}
+
+SslMode ssl_mode(const Location& at, const std::string& key, const std::string& value) {
+  const auto v = lower(trim(value));
+  for (auto mode : {SslMode::disable, SslMode::allow, SslMode::prefer, SslMode::require,
+                    SslMode::verify_ca, SslMode::verify_full}) {
+    if (v == to_string(mode)) return mode;
+  }
+  invalid(at, key, value, "disable, allow, prefer, require, verify-ca or verify-full");
 }
 
 std::vector<std::string> list(const std::string& value) {

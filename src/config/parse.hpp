@@ -30,6 +30,7 @@ bool boolean(const Location& at, const std::string& key, const std::string& valu
 Millis duration(const Location& at, const std::string& key, const std::string& value);
 PoolMode pool_mode(const Location& at, const std::string& key, const std::string& value);
 AuthType auth_type(const Location& at, const std::string& key, const std::string& value);
+SslMode ssl_mode(const Location& at, const std::string& key, const std::string& value);
 proto::SessionStateMode session_state(const Location& at, const std::string& key,
                                       const std::string& value);
 // Comma-separated, blanks trimmed, empty items dropped.

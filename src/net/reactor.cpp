@@ -1,5 +1,7 @@
 #include "net/reactor.hpp"
 
+#include "net/tls.hpp"
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -485,6 +487,12 @@ void Timer::fire() {
 // ---------------------------------------------------------------------------------------------
 // Connection
 
+Connection::Connection() = default;
+
+Connection::~Connection() {
+  close();
+}
+
 void Connection::open(Reactor& reactor, int fd, bool connecting) {
   close();
   fd_ = fd;
@@ -546,6 +554,22 @@ void Connection::keep_read_ahead() {
 }
 
 IoResult Connection::read_some(void* data, std::size_t size) {
+  if (tls_) [[unlikely]]
+    return tls_read_some(data, size);
+  return raw_read_some(data, size);
+}
+
+IoResult Connection::tls_read_some(void* data, std::size_t size) {
+  PGW_ASSERT_OWNED(reactor_);
+  const auto result = tls_->read(data, size);
+  // Records decrypted or received beyond what the caller took: no epoll edge will come for
+  // them, so the connection stays readable (if what is left is a partial record, the next
+  // read finds the socket empty and clears it).
+  if (result.bytes > 0 && tls_->has_pending()) readable_ = true;
+  return result;
+}
+
+IoResult Connection::raw_read_some(void* data, std::size_t size) {
   PGW_ASSERT_OWNED(reactor_);
   if (read_slot_ >= 0) return reactor_->take_read_ahead(*this, data, size);
   IoResult result;
@@ -630,6 +654,8 @@ bool Connection::push_waiting() {
 
 IoResult Connection::write_some(const void* data, std::size_t size) {
   PGW_ASSERT_OWNED(reactor_);
+  if (tls_) [[unlikely]]
+    return tls_write(data, size, /*now=*/false);
   if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
   if (has_unsent() || shutdown_after_unsent_) {
     writable_ = false;  // earlier bytes first
@@ -641,6 +667,8 @@ IoResult Connection::write_some(const void* data, std::size_t size) {
 
 IoResult Connection::write_now(const void* data, std::size_t size) {
   PGW_ASSERT_OWNED(reactor_);
+  if (tls_) [[unlikely]]
+    return tls_write(data, size, /*now=*/true);
   if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
   // What is queued of this connection goes first.
   if (!push_waiting()) {
@@ -650,6 +678,65 @@ IoResult Connection::write_now(const void* data, std::size_t size) {
   }
   if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
   return send_now(data, size);
+}
+
+IoResult Connection::tls_write(const void* data, std::size_t size, bool now) {
+  if (send_error_ != 0) return {0, {send_error_, std::system_category()}};
+  if (has_unsent() || shutdown_after_unsent_) {
+    writable_ = false;  // earlier records first
+    return {0, std::make_error_code(std::errc::operation_would_block)};
+  }
+  auto result = tls_->write(data, size);
+  if (now) push_waiting();
+  if (send_error_ != 0 && !result.error) result.error = {send_error_, std::system_category()};
+  return result;
+}
+
+void Connection::write_all_or_keep(const void* data, std::size_t size) {
+  if (fd_ < 0 || send_error_ != 0) return;
+  const auto* bytes = static_cast<const std::byte*>(data);
+  if (!has_unsent() && !shutdown_after_unsent_) {
+    if (reactor_ && reactor_->queue_write(*this, data, size)) return;
+    if (push_waiting() && send_error_ == 0) {
+      const auto sent = send_now(data, size);
+      if (sent.error && !sent.would_block()) {
+        send_error_ = sent.error.value();
+        readable_ = writable_ = true;  // as for a failed batched send: the next I/O reports it
+        return;
+      }
+      bytes += sent.bytes;
+      size -= sent.bytes;
+      if (size == 0) return;
+    }
+    if (send_error_ != 0) return;
+  }
+  if (!spill_) spill_ = std::make_unique<Spill>();
+  spill_->unsent.insert(spill_->unsent.end(), bytes, bytes + size);
+  writable_ = false;
+}
+
+void Connection::start_tls(std::unique_ptr<TlsStream> tls) {
+  PGW_ASSERT_OWNED(reactor_);
+  tls_ = std::move(tls);
+}
+
+asio::awaitable<std::string> Connection::async_tls_handshake() {
+  for (;;) {
+    if (fd_ < 0 || !tls_) co_return "connection closed";
+    switch (tls_->handshake()) {
+      case TlsStream::Step::done:
+        // The peer may have sent its first message right behind the handshake.
+        if (tls_->has_pending()) readable_ = true;
+        co_return std::string();
+      case TlsStream::Step::failed:
+        co_return tls_->error().empty() ? std::string("TLS handshake failed") : tls_->error();
+      case TlsStream::Step::want_read:
+        break;
+    }
+    // The records written so far go out with the turn's batch; wait for the peer's answer.
+    auto [ec] = co_await async_wait_readable(asio::experimental::as_tuple(asio::use_awaitable));
+    if (ec) co_return ec == asio::error::operation_aborted ? "aborted" : ec.message();
+  }
 }
 
 IoResult Connection::send_now(const void* data, std::size_t size) {
@@ -681,13 +768,21 @@ bool Connection::send_queue_empty() const {
 void Connection::shutdown_send() {
   PGW_ASSERT_OWNED(reactor_);
   if (fd_ < 0) return;
+  if (tls_ && send_error_ == 0) tls_->close_notify();  // its records go before the FIN
   shutdown_after_unsent_ = true;
   push_waiting();  // shuts down now if nothing is left, else once the last bytes have gone
 }
 
 void Connection::close() {
   PGW_ASSERT_OWNED(reactor_);
-  if (fd_ < 0) return;
+  if (fd_ < 0) {
+    tls_.reset();
+    return;
+  }
+  if (tls_) {
+    if (send_error_ == 0) tls_->close_notify();
+    tls_.reset();
+  }
   // What was written before the close goes out if the socket takes it, as it would have had
   // it been sent at once.
   push_waiting();

@@ -69,6 +69,7 @@ namespace pgw::net {
 // Clock: net/turn_clock.hpp
 class Reactor;
 class Connection;
+class TlsStream;  // net/tls.hpp
 
 // One pending completion handler of a coroutine waiting on a Connection, Timer or Event.
 // Type-erased (the handler types come from Asio's completion tokens) and cancellable through
@@ -248,10 +249,10 @@ class TaskEvent {
 // its address, and lists it (the hook) so that settle() can end its waits at shutdown.
 class Connection : public util::ListHook<Connection> {
  public:
-  Connection() = default;
+  Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
-  ~Connection() { close(); }
+  ~Connection();
 
   // Takes ownership of the non-blocking descriptor `fd` and registers it with `reactor`.
   // `connecting`: a connect() is about to start, so the socket is not writable until epoll
@@ -273,6 +274,15 @@ class Connection : public util::ListHook<Connection> {
   // read tries at once instead of waiting for the registration's first event. If the guess is
   // wrong the read reports EAGAIN and the flag clears, so it costs one system call at most.
   void assume_readable() { readable_ = true; }
+
+  // TLS from now on (after an SSLRequest answered 'S'): reads and writes carry plaintext and
+  // `tls` turns it into records on the same socket, batches and spill (net/tls.hpp). Run
+  // async_tls_handshake() before anything else is read or written.
+  void start_tls(std::unique_ptr<TlsStream> tls);
+  TlsStream* tls() const { return tls_.get(); }
+  // "" once the handshake is done, else why it failed (the socket stays open: the caller
+  // decides whether to close it or to tell the peer).
+  asio::awaitable<std::string> async_tls_handshake();
 
   IoResult read_some(void* data, std::size_t size);
   // On the reactor's thread while it runs, small writes are queued for the end of the turn and
@@ -311,6 +321,13 @@ class Connection : public util::ListHook<Connection> {
 
  private:
   friend class Reactor;
+  friend struct TlsBio;
+  IoResult raw_read_some(void* data, std::size_t size);
+  // TLS records: every byte is taken; what the socket cannot take now waits in the spill and
+  // makes the connection unwritable, as a batched write that did not all go does.
+  void write_all_or_keep(const void* data, std::size_t size);
+  IoResult tls_read_some(void* data, std::size_t size);
+  IoResult tls_write(const void* data, std::size_t size, bool now);
   template <typename Token>
   auto wait_for(PendingWait& wait, const bool& flag, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code)>(
@@ -359,6 +376,7 @@ class Connection : public util::ListHook<Connection> {
     std::size_t unread_at = 0;
   };
   std::unique_ptr<Spill> spill_;
+  std::unique_ptr<TlsStream> tls_;  // null: plain TCP or Unix socket
   PendingWait read_wait_;
   PendingWait write_wait_;
 };

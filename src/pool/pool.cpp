@@ -77,6 +77,7 @@ ServerInfo describe_server(const ServerConn& server, std::string_view state,
   info.state = state;
   std::tie(info.addr, info.port) = net::address_of(server.endpoint);
   std::tie(info.local_addr, info.local_port) = net::local_of(server.conn.fd());
+  if (const auto* tls = server.conn.tls()) info.tls = tls->describe();
   info.created = server.created;
   info.last_used = server.last_used;
   info.close_needed = server.close_needed || server.generation != generation;

@@ -33,6 +33,7 @@
 #include "config/config.hpp"
 #include "net/reactor.hpp"
 #include "net/socket.hpp"
+#include "net/tls.hpp"
 #include "pool/backend.hpp"
 #include "pool/breaker.hpp"
 #include "pool/params.hpp"
@@ -79,6 +80,10 @@ struct PoolSettings {
   std::string password;  // plaintext, md5 hash or SCRAM secret ("" = none)
   std::vector<std::pair<std::string, std::string>> startup_params;
   std::string connect_query;
+  // server_tls_sslmode and its context (null: disable, or a Unix socket, where PostgreSQL
+  // does not offer TLS).
+  config::SslMode tls_mode = config::SslMode::disable;
+  std::shared_ptr<const net::TlsContext> tls;
   std::string fingerprint;  // changes when the login target changes: old servers get closed
 };
 
@@ -86,8 +91,10 @@ struct PoolSettings {
 PoolLimits limits_of(const PoolSettings& settings);
 
 // The settings of the pool of `user` for the [databases] entry `database` under `config`.
+// `server_tls`: the context of server_tls_* now (TlsStore::server_side()).
 PoolSettings settings_for(const config::Config& config, const config::DatabaseEntry& database,
-                          const std::string& user, const config::Secrets& secrets);
+                          const std::string& user, const config::Secrets& secrets,
+                          std::shared_ptr<const net::TlsContext> server_tls);
 
 // One connection to PostgreSQL. While it sits idle in its pool it watches its own socket: a
 // backend that speaks unasked (a FATAL from pg_terminate_backend, a shutdown, EOF) is evicted
@@ -178,6 +185,7 @@ struct ServerInfo {
   std::int32_t backend_pid = 0;
   std::string_view state;  // active, idle, used, tested
   std::string addr, local_addr;
+  std::string tls;  // "TLSv1.3/TLS_AES_256_GCM_SHA384"; "" in clear
   int port = 0, local_port = 0;
   Clock::time_point created{}, last_used{};
   bool close_needed = false;
@@ -352,7 +360,9 @@ class Pool {
 // Owns all pools and the shared resources they need (worker io_contexts, counters, keys).
 class PoolManager {
  public:
-  explicit PoolManager(std::vector<net::Reactor*> workers) : workers_(std::move(workers)) {}
+  // `tls`: the process's TLS contexts (servers are reached with its server side); null: none.
+  explicit PoolManager(std::vector<net::Reactor*> workers, const net::TlsStore* tls = nullptr)
+      : workers_(std::move(workers)), tls_(tls) {}
 
   // The pool for (database, user), created with `settings` when new.
   Pool& get(const std::string& database, const std::string& user,
@@ -365,6 +375,9 @@ class PoolManager {
   net::Reactor& reactor(unsigned worker) { return *workers_.at(worker); }
   unsigned worker_count() const { return static_cast<unsigned>(workers_.size()); }
   KeyStore& keys() { return keys_; }
+  std::shared_ptr<const net::TlsContext> server_tls() const {
+    return tls_ ? tls_->server_side() : nullptr;
+  }
   std::uint64_t next_server_id() { return ++server_ids_; }
 
   // The current connection count of a database / user (SHOW DATABASES / USERS).
@@ -398,6 +411,7 @@ class PoolManager {
 
  private:
   std::vector<net::Reactor*> workers_;
+  const net::TlsStore* tls_;
   util::PoolManagerMutex mutex_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
   std::map<std::string, std::shared_ptr<std::atomic<int>>> db_counts_;

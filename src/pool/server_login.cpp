@@ -32,6 +32,35 @@ asio::awaitable<bool> write_all(net::Connection& connection, const std::string& 
   co_return !ec;
 }
 
+// server_tls_sslmode: SSLRequest, and the handshake if the server says 'S'. "" when the login
+// may go on (over TLS, or in clear where the mode lets it), else why not. `allow` asks for no
+// TLS (PgBouncer's reading of it): libpq's retry with TLS after a refused clear login is not
+// done.
+asio::awaitable<std::string> start_server_tls(ServerConn& server, const PoolSettings& settings) {
+  if (!settings.tls || settings.tls_mode <= config::SslMode::allow) co_return std::string();
+  static constexpr std::array<std::byte, 8> kSslRequest{
+      std::byte{0},    std::byte{0},    std::byte{0},    std::byte{8},
+      std::byte{0x04}, std::byte{0xd2}, std::byte{0x16}, std::byte{0x2f}};  // 80877103
+  if (auto ec = co_await server.conn.async_write_all(kSslRequest))
+    co_return "connection closed before TLS: " + ec.message();
+  // One byte, read alone: what follows 'S' is the handshake, which OpenSSL reads itself.
+  std::byte answer{};
+  auto got = co_await server.conn.async_read_some(&answer, 1);
+  if (got.error || got.bytes == 0)
+    co_return std::string("server closed the connection at SSLRequest");
+  if (answer == std::byte{'N'}) {
+    if (settings.tls_mode >= config::SslMode::require)
+      co_return "server does not support TLS, but server_tls_sslmode is " +
+          std::string(config::to_string(settings.tls_mode));
+    co_return std::string();  // prefer: in clear
+  }
+  if (answer != std::byte{'S'}) co_return std::string("server answered SSLRequest with an error");
+  server.conn.start_tls(std::make_unique<net::TlsStream>(settings.tls, server.conn, settings.host));
+  auto why = co_await server.conn.async_tls_handshake();
+  if (!why.empty()) co_return "TLS to the server failed: " + why;
+  co_return std::string();
+}
+
 // The login conversation proper, without the deadline.
 asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker,
                                           const PoolSettings& settings,
@@ -61,6 +90,12 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
     co_return out;
   }
   if (net::is_tcp(endpoint)) net::set_nodelay(server->conn.fd());
+  if (auto why = co_await start_server_tls(*server, settings); !why.empty()) {
+    out.error = Err::server_login_failed;
+    out.detail = std::move(why);
+    out.connection_failure = true;
+    co_return out;
+  }
 
   std::string packet;
   proto::MessageWriter writer(packet);

@@ -5,7 +5,8 @@
 namespace pgw::pool {
 
 PoolSettings settings_for(const config::Config& config, const config::DatabaseEntry& database,
-                          const std::string& user, const config::Secrets& secrets) {
+                          const std::string& user, const config::Secrets& secrets,
+                          std::shared_ptr<const net::TlsContext> server_tls) {
   PoolSettings s;
   const config::UserEntry* user_entry = nullptr;
   if (auto it = config.users.find(user); it != config.users.end()) user_entry = &it->second;
@@ -54,9 +55,17 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
     s.startup_params.emplace_back("application_name", database.application_name);
   }
   s.connect_query = database.connect_query;
+  // TLS over TCP only: a host that is a directory (or none) is a Unix socket.
+  const bool unix_socket = s.host.empty() || s.host.front() == '/';
+  if (server_tls && !unix_socket) {
+    s.tls_mode = server_tls->mode();
+    s.tls = std::move(server_tls);
+  }
   s.fingerprint = s.host + '\x1f' + std::to_string(s.port) + '\x1f' + s.dbname + '\x1f' +
                   s.server_user + '\x1f' + s.password + '\x1f' + s.connect_query;
   for (const auto& [key, value] : s.startup_params) s.fingerprint += '\x1f' + key + '=' + value;
+  // Another TLS context (changed settings or files): servers reconnect, as in PgBouncer.
+  if (s.tls) s.fingerprint += "\x1ftls=" + std::to_string(s.tls->generation());
   return s;
 }
 
@@ -70,7 +79,7 @@ void PoolManager::apply(const config::Config& config, const config::Secrets& sec
       pool.close_all(true);
       return;
     }
-    pool.update_settings(settings_for(config, *entry, pool.user(), secrets));
+    pool.update_settings(settings_for(config, *entry, pool.user(), secrets, server_tls()));
   });
 }
 

@@ -1,5 +1,7 @@
 #include "session/client_session.hpp"
 
+#include "net/tls.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include "session/login.hpp"
@@ -447,6 +449,7 @@ SessionInfo ClientSession::info() const {
   info.addr = who_.addr;
   info.port = who_.port;
   std::tie(info.local_addr, info.local_port) = net::local_of(client_.fd());
+  if (const auto* tls = client_.tls()) info.tls = tls->describe();
   info.connect_time = connect_time_;
   info.request_time =
       relay_.request_time() != Clock::time_point{} ? relay_.request_time() : connect_time_;

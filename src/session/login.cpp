@@ -7,6 +7,7 @@
 
 #include "auth/auth.hpp"
 #include "config/hba.hpp"
+#include "net/tls.hpp"
 #include "protocol/message_types.hpp"
 #include "session/client_session.hpp"
 
@@ -106,9 +107,12 @@ asio::awaitable<bool> LoginFlow::startup() {
       co_return false;
     }
     auto& packet = std::get<proto::FirstPacket>(result);
-    if (std::holds_alternative<proto::SslRequest>(packet) ||
-        std::holds_alternative<proto::GssEncRequest>(packet)) {
-      // TLS and GSS encryption are not offered (yet): 'N' makes the client continue in clear.
+    if (std::holds_alternative<proto::SslRequest>(packet)) {
+      if (!co_await start_tls()) co_return false;
+      continue;
+    }
+    if (std::holds_alternative<proto::GssEncRequest>(packet)) {
+      // GSS encryption is not offered: 'N' makes the client go on (and maybe ask for TLS).
       const std::string no = "N";
       if (!co_await s.write_client(no)) co_return false;
       continue;
@@ -150,6 +154,13 @@ asio::awaitable<bool> LoginFlow::startup() {
         s.params_.set(name, value);
       }
     }
+    if (config.client_tls_sslmode >= config::SslMode::require && !s.client_.tls() &&
+        !s.unix_client_) {
+      // Over the Unix socket TLS is neither offered nor required (PostgreSQL and PgBouncer).
+      const auto refusal = report(Err::tls_required, config::to_string(config.client_tls_sslmode));
+      co_await refuse(refusal);
+      co_return false;
+    }
     if (s.who_.user.empty()) {
       const auto refusal = report(Err::no_user);
       co_await refuse(refusal);
@@ -187,6 +198,34 @@ asio::awaitable<bool> LoginFlow::startup() {
     }
     // Counted under the startup name: a later SET application_name does not move it.
     s.app_counted_as_ = std::make_unique<std::string>(app_name);
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> LoginFlow::start_tls() {
+  auto& s = session_;
+  // Offered over TCP when client_tls_sslmode is not disable, once per connection.
+  auto context = s.services_.tls.client_side();
+  if (!context || s.unix_client_ || s.client_.tls()) {
+    const std::string no = "N";
+    co_return co_await s.write_client(no);
+  }
+  if (!s.login_reader_->remaining().empty()) {
+    // Anything sent behind the SSLRequest was sent in clear and would be taken as if it had
+    // come through TLS (CVE-2021-23214): PostgreSQL's answer.
+    const auto refusal = report(Err::tls_after_data);
+    co_await refuse(refusal);
+    co_return false;
+  }
+  const std::string yes = "S";
+  if (!co_await s.write_client(yes)) co_return false;
+  s.client_.start_tls(std::make_unique<net::TlsStream>(std::move(context), s.client_));
+  const auto why = co_await s.client_.async_tls_handshake();
+  if (!why.empty()) {
+    // Nothing can be said to a client whose handshake failed: its TLS library reports it.
+    spdlog::info("C-{} {}: TLS handshake failed: {}", s.who_.id, s.who_.addr, why);
+    s.client_.close();
+    co_return false;
   }
   co_return true;
 }
@@ -260,6 +299,12 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
     case config::AuthType::hba:
       ok = co_await auth_hba(secret, greeting);
       break;
+    case config::AuthType::cert:
+      ok = co_await auth_cert();
+      break;
+    case config::AuthType::peer:
+      ok = co_await auth_peer();
+      break;
   }
   if (!ok) co_return false;
   // Not written yet: a route or welcome failure sends only its FATAL, which every driver
@@ -280,6 +325,7 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
   const auto& config = *s.config_;
   config::HbaClient client;
   client.unix_socket = s.unix_client_;
+  client.tls = s.client_.tls() != nullptr;
   client.database = s.who_.database;
   client.user = s.who_.user;
   if (!client.unix_socket) {
@@ -291,8 +337,9 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
   }
   const config::HbaRule* rule = config.hba ? config.hba->match(client) : nullptr;
   // PostgreSQL's words for who asked.
-  const auto who = fmt::format("host \"{}\", user \"{}\", database \"{}\", no encryption",
-                               config::address_text(client), s.who_.user, s.who_.database);
+  const auto who =
+      fmt::format("host \"{}\", user \"{}\", database \"{}\", {}", config::address_text(client),
+                  s.who_.user, s.who_.database, client.tls ? "SSL encryption" : "no encryption");
   if (rule == nullptr) {
     const auto refusal = report(Err::hba_no_entry, who);
     co_await refuse(refusal);
@@ -315,20 +362,36 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
     case config::HbaMethod::scram_sha_256:
       co_return co_await auth_scram(secret, greeting);
     case config::HbaMethod::peer:
-      // The socket's OS user must be the user asked for (no ident map yet: auth_ident_file).
-      if (client.unix_socket && net::peer_user_name(s.client_.fd()) == s.who_.user) co_return true;
-      {
-        const auto refusal = report(Err::peer_failed, s.who_.user);
-        co_await refuse(refusal);
-        co_return false;
-      }
+      co_return co_await auth_peer();
     case config::HbaMethod::cert:
+      co_return co_await auth_cert();
     case config::HbaMethod::ldap:
-      // cert only matches hostssl lines (no TLS yet: never); ldap is refused when the file
-      // is read. Neither gets here; refuse rather than let anyone in.
+      // Refused when the file is read: never gets here; refuse rather than let anyone in.
       break;
   }
   const auto refusal = report(Err::password_failed, s.who_.user);
+  co_await refuse(refusal);
+  co_return false;
+}
+
+asio::awaitable<bool> LoginFlow::auth_peer() {
+  auto& s = session_;
+  // The socket's OS user must be the user asked for (no ident map: auth_ident_file). Over TCP
+  // there is no peer to ask: refused, as PostgreSQL refuses peer on host lines.
+  if (s.unix_client_ && net::peer_user_name(s.client_.fd()) == s.who_.user) co_return true;
+  const auto refusal = report(Err::peer_failed, s.who_.user);
+  co_await refuse(refusal);
+  co_return false;
+}
+
+asio::awaitable<bool> LoginFlow::auth_cert() {
+  auto& s = session_;
+  // A certificate the handshake verified against client_tls_ca_file, whose subject's CN is
+  // the user asked for (no ident map: auth_ident_file).
+  const auto* tls = s.client_.tls();
+  if (tls && tls->peer_certificate_verified() && tls->peer_common_name() == s.who_.user)
+    co_return true;
+  const auto refusal = report(Err::cert_failed, s.who_.user);
   co_await refuse(refusal);
   co_return false;
 }
@@ -462,7 +525,7 @@ asio::awaitable<bool> LoginFlow::route() {
   const std::string pool_user = entry->user.empty() ? s.who_.user : entry->user;
   auto secrets = s.services_.config.secrets();
   auto& pool = s.services_.pools.get(s.who_.database, pool_user, [&] {
-    return pool::settings_for(config, *entry, pool_user, *secrets);
+    return pool::settings_for(config, *entry, pool_user, *secrets, s.services_.pools.server_tls());
   });
   // [apps] max_server_conn: this application's share of the pool (by the startup
   // application_name, like max_client_conn; a later SET does not move it).

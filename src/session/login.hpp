@@ -28,6 +28,9 @@ class LoginFlow {
 
  private:
   asio::awaitable<bool> startup();
+  // The answer to an SSLRequest: 'S' and the handshake where client_tls_sslmode offers TLS,
+  // else 'N'. False when the session must end.
+  asio::awaitable<bool> start_tls();
   // authenticate() and welcome() append their last messages to `greeting`, which welcome()
   // writes: AuthenticationOk, the parameters and ReadyForQuery leave in one send.
   asio::awaitable<bool> authenticate(std::string& greeting);
@@ -49,6 +52,9 @@ class LoginFlow {
   asio::awaitable<bool> auth_hba(const std::string* secret, std::string& greeting);
   // auth_type = md5 (and hba's md5): SCRAM for a user whose secret is a SCRAM verifier.
   asio::awaitable<bool> auth_md5_or_scram(const std::string* secret, std::string& greeting);
+  // peer: the Unix socket's OS user is the user; cert: the verified client certificate's CN.
+  asio::awaitable<bool> auth_peer();
+  asio::awaitable<bool> auth_cert();
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
 
   // Refuses the client: the error, a half-close, a brief drain, the close.

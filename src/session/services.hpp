@@ -27,6 +27,7 @@ struct SessionServices {
   LeakBook& leaks;          // leak guard: per-application counters and the recent leak events
   AppMonitor& apps;         // per-application totals, growth alarm, pool health rounds
   ConsoleService& console;  // what a console session runs
+  net::TlsStore& tls;       // client_tls_* (the login's handshake) and server_tls_*
 };
 
 }  // namespace pgw::session

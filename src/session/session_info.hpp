@@ -79,6 +79,7 @@ struct SessionInfo {
   bool admin = false;
   std::string user, database, application_name;
   std::string addr, local_addr;
+  std::string tls;  // "TLSv1.3/TLS_AES_256_GCM_SHA384"; "" in clear
   int port = 0, local_port = 0;
   Clock::time_point connect_time{}, request_time{}, state_since{};
   const pool::Pool* pool = nullptr;

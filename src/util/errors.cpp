@@ -118,6 +118,13 @@ constexpr std::array kErrors{
     ErrorSpec{Err::hba_no_entry, "28000", "FATAL", "no pg_hba.conf entry for {}"},
     ErrorSpec{Err::hba_rejected, "28000", "FATAL", "pg_hba.conf rejects connection for {}"},
     ErrorSpec{Err::peer_failed, "28000", "FATAL", "Peer authentication failed for user \"{}\""},
+    ErrorSpec{Err::tls_required, "08P01", "FATAL", "SSL required", "",
+              "client_tls_sslmode is {}: connect with sslmode=require (or prefer)."},
+    ErrorSpec{Err::tls_after_data, "08P01", "FATAL", "received unencrypted data after SSL request",
+              "This could be either a client-software bug or evidence of an attempted "
+              "man-in-the-middle attack."},
+    ErrorSpec{Err::cert_failed, "28000", "FATAL",
+              "certificate authentication failed for user \"{}\""},
 };
 
 }  // namespace

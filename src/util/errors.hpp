@@ -73,6 +73,10 @@ enum class Err : std::uint8_t {
   hba_no_entry,  // no line matches the client
   hba_rejected,  // the matching line's method is reject
   peer_failed,   // peer: the socket's OS user is not the user asked for
+  // TLS toward clients (docs/security.md).
+  tls_required,    // client_tls_sslmode require or above, and the client came in clear
+  tls_after_data,  // bytes behind the SSLRequest, before the handshake (buffer stuffing)
+  cert_failed,     // cert: no verified client certificate, or its CN is not the user
 };
 
 struct ErrorSpec {

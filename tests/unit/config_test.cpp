@@ -429,14 +429,33 @@ TEST(ConfigPgbouncerTest, IoUring) {
 TEST(ConfigPgbouncerTest, AcceptedPgBouncerKeysAreKeptForShowConfig) {
   std::vector<Warning> warnings;
   const Config c = load(
-      "[pgbouncer]\nclient_tls_sslmode = require\nauth_query = SELECT usename, passwd FROM "
+      "[pgbouncer]\nsyslog = 1\nauth_query = SELECT usename, passwd FROM "
       "pg_shadow "
       "WHERE usename=$1\nserver_round_robin = 1\n",
       &warnings);
   EXPECT_TRUE(warnings.empty());
-  EXPECT_EQ(c.other.at("client_tls_sslmode"), "require");
+  EXPECT_EQ(c.other.at("syslog"), "1");
   EXPECT_EQ(c.other.at("auth_query"), "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
   EXPECT_EQ(c.other.at("server_round_robin"), "1");
+}
+
+TEST(ConfigPgbouncerTest, TlsKeysAreTyped) {
+  std::vector<Warning> warnings;
+  const Config c = load(
+      "[pgbouncer]\nclient_tls_sslmode = Verify-Full\nclient_tls_key_file = /k.pem\n"
+      "server_tls_sslmode = disable\nserver_tls13_ciphers = TLS_AES_128_GCM_SHA256\n",
+      &warnings);
+  EXPECT_TRUE(warnings.empty());
+  EXPECT_EQ(c.client_tls().sslmode, pgw::config::SslMode::verify_full);
+  EXPECT_EQ(c.client_tls().key_file, "/k.pem");
+  EXPECT_EQ(c.server_tls().sslmode, pgw::config::SslMode::disable);
+  EXPECT_EQ(c.server_tls().tls13_ciphers, "TLS_AES_128_GCM_SHA256");
+  // PgBouncer's defaults: no TLS toward clients, TLS when the server offers it.
+  const Config defaults;
+  EXPECT_EQ(defaults.client_tls().sslmode, pgw::config::SslMode::disable);
+  EXPECT_EQ(defaults.server_tls().sslmode, pgw::config::SslMode::prefer);
+  EXPECT_THROW(load("[pgbouncer]\nclient_tls_sslmode = sometimes\n", &warnings),
+               pgw::config::ConfigError);
 }
 
 TEST(ConfigPgbouncerTest, UnknownKeyWarnsWithFileAndLine) {
@@ -532,9 +551,9 @@ TEST(ConfigPgbouncerTest, InvalidPoolModeNamesAllowedModes) {
 }
 
 TEST(ConfigPgbouncerTest, InvalidAuthTypeNamesAllowedTypes) {
-  for (const char* type : {"cert", "scram", "password", ""}) {
+  for (const char* type : {"ldap", "scram", "password", ""}) {
     expect_error(std::string("[pgbouncer]\nauth_type = ") + type,
-                 {"pgbouncer.ini:2", "auth_type", "trust, plain, md5, scram-sha-256, hba or any"});
+                 {"pgbouncer.ini:2", "auth_type", "trust, plain, md5, scram-sha-256, cert, peer"});
   }
   // hba needs its file.
   expect_error("[pgbouncer]\nauth_type = hba", {"auth_type = hba needs auth_hba_file"});

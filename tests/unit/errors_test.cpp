@@ -74,6 +74,9 @@ constexpr std::array kExpected{
     Expected{Err::hba_no_entry, "hba_no_entry", "28000", "FATAL"},
     Expected{Err::hba_rejected, "hba_rejected", "28000", "FATAL"},
     Expected{Err::peer_failed, "peer_failed", "28000", "FATAL"},
+    Expected{Err::tls_required, "tls_required", "08P01", "FATAL"},
+    Expected{Err::tls_after_data, "tls_after_data", "08P01", "FATAL"},
+    Expected{Err::cert_failed, "cert_failed", "28000", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
