@@ -232,11 +232,11 @@ ResultSet show_databases(const Snapshot& s) {
              "current_client_connections", "paused", "disabled"});
   for (auto& column : breaker_columns()) b.rs.columns.push_back(std::move(column));  // pgwarden's
   const auto& c = *s.config;
+  // The count max_db_client_connections is checked against (clients logging in included, as
+  // PgBouncer counts them).
   auto clients_of = [&](const std::string& db) {
-    int n = 0;
-    for (const auto& info : s.sessions)
-      n += (counts_as_client(info) && info.database == db) ? 1 : 0;
-    return n;
+    const auto it = s.database_clients.find(db);
+    return it == s.database_clients.end() ? 0 : it->second;
   };
   // Configured databases, then those created through the "*" fallback (as PgBouncer's autodb).
   std::set<std::string> names;
@@ -259,14 +259,15 @@ ResultSet show_databases(const Snapshot& s) {
             secs(entry->server_lifetime.value_or(c.server_lifetime)),
             entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
             "round-robin", num(max_conn), num(conn == s.db_connections.end() ? 0 : conn->second),
-            "0", num(clients_of(name)), s.paused_databases.contains(name) ? "1" : "0", "0"});
+            num(c.max_db_client_connections_for(name)), num(clients_of(name)),
+            s.paused_databases.contains(name) ? "1" : "0", "0"});
     for (auto& cell : breaker_cells(s, entry->host, entry->port)) b.rs.rows.back().push_back(cell);
   }
   int admins = 0;
   for (const auto& info : s.sessions) admins += info.admin ? 1 : 0;
   b.rs.rows.push_back(Row{"pgbouncer", Cell{}, num(c.listen_port), "pgbouncer", "pgbouncer", "2",
-                          "0", "0", "0", "statement", Cell{}, "0", "0", "0", num(admins), "0",
-                          "0"});
+                          "0", "0", "0", "statement", Cell{}, "0", "0",
+                          num(c.max_db_client_connections), num(admins), "0", "0"});
   for (auto& cell : no_breaker_cells()) b.rs.rows.back().push_back(cell);
   b.rs.tag = "SHOW";
   return b.rs;
@@ -299,17 +300,17 @@ ResultSet show_users(const Snapshot& s) {
     if (auto it = c.users.find(name); it != c.users.end()) entry = &it->second;
     const int max_conn = entry && entry->max_user_connections_set ? entry->max_user_connections
                                                                   : c.max_user_connections;
-    int clients = 0;
-    for (const auto& info : s.sessions)
-      clients += (counts_as_client(info) && info.user == name) ? 1 : 0;
+    // The count max_user_client_connections is checked against.
+    const auto clients = s.user_clients.find(name);
     const auto conn = s.user_connections.find(name);
     b.rs.rows.push_back(
         Row{name, entry && entry->pool_size ? Cell{num(*entry->pool_size)} : Cell{},
             entry && entry->reserve_pool_size ? Cell{num(*entry->reserve_pool_size)} : Cell{},
             entry && entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))}
                                       : Cell{},
-            num(max_conn), num(conn == s.user_connections.end() ? 0 : conn->second), "0",
-            num(clients)});
+            num(max_conn), num(conn == s.user_connections.end() ? 0 : conn->second),
+            num(c.max_user_client_connections_for(name)),
+            num(clients == s.user_clients.end() ? 0 : clients->second)});
   }
   b.rs.tag = "SHOW";
   return b.rs;

@@ -56,6 +56,9 @@ struct Snapshot {
   std::vector<session::SessionInfo> sessions;  // every worker's, gathered on each worker
   std::vector<PoolSnapshot> pools;
   std::map<std::string, int> db_connections, user_connections;
+  // Clients counted per database and per login user (max_db_client_connections,
+  // max_user_client_connections): current_client_connections.
+  std::map<std::string, int> database_clients, user_clients;
   std::set<std::string> paused_databases;  // paused individually or globally
   bool all_paused = false;
   std::vector<session::LeakEvent> events;        // SHOW EVENTS: newest first

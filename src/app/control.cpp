@@ -90,6 +90,8 @@ asio::awaitable<admin::Snapshot> ProcessControl::snapshot(bool with_sessions,
     if (p.stats.paused) s.paused_databases.insert(p.database);
   }
   s.all_paused = pools_.all_paused();
+  s.database_clients = admission_.clients_by_database();
+  s.user_clients = admission_.clients_by_user();
   s.backends = pools_.backend_statuses(Clock::now());
   s.health = health_.read();
   if (with_leak_detail) {

@@ -10,6 +10,7 @@
 #include "admin/control.hpp"
 #include "config/config_store.hpp"
 #include "pool/pool.hpp"
+#include "session/admission.hpp"
 #include "session/apps.hpp"
 #include "session/lease.hpp"
 #include "session/session_registry.hpp"
@@ -22,12 +23,14 @@ class ProcessControl final : public admin::Control {
   // `reload` does what SIGHUP does ("" or the error); `shutdown` what SIGTERM does. Both may
   // be called on any worker.
   ProcessControl(config::ConfigStore& config, net::TlsStore& tls,
-                 session::SessionRegistry& sessions, pool::PoolManager& pools,
-                 session::LeakBook& leaks, session::AppMonitor& apps, ProcessHealth& health,
-                 std::function<std::string()> reload, std::function<void()> shutdown)
+                 session::SessionRegistry& sessions, const session::ClientAdmission& admission,
+                 pool::PoolManager& pools, session::LeakBook& leaks, session::AppMonitor& apps,
+                 ProcessHealth& health, std::function<std::string()> reload,
+                 std::function<void()> shutdown)
       : config_(config),
         tls_(tls),
         sessions_(sessions),
+        admission_(admission),
         pools_(pools),
         leaks_(leaks),
         apps_(apps),
@@ -61,6 +64,7 @@ class ProcessControl final : public admin::Control {
   config::ConfigStore& config_;
   net::TlsStore& tls_;
   session::SessionRegistry& sessions_;
+  const session::ClientAdmission& admission_;
   pool::PoolManager& pools_;
   session::LeakBook& leaks_;
   session::AppMonitor& apps_;

@@ -115,7 +115,7 @@ Runtime::Runtime(config::Config config, config::Secrets secrets) : config_path_(
   // The console's RELOAD and SHUTDOWN do exactly what SIGHUP and SIGTERM do. stop() touches
   // the acceptors, which belong to the main thread: post it there.
   control_ = std::make_unique<ProcessControl>(
-      *config_, tls_, *sessions_, *pools_, leaks_, *apps_, health_,
+      *config_, tls_, *sessions_, *admission_, *pools_, leaks_, *apps_, health_,
       [this] { return reload("RELOAD"); },
       [this] {
         spdlog::info("SHUTDOWN from the admin console");

@@ -171,7 +171,9 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
     else if (key == "max_db_connections") {
       db.max_db_connections = parse::integer(at, key, value, 0, 2147483647);
       db.max_db_connections_set = true;
-    } else if (key == "server_lifetime")
+    } else if (key == "max_db_client_connections")
+      db.max_db_client_connections = parse::integer(at, key, value, 0, 2147483647);
+    else if (key == "server_lifetime")
       db.server_lifetime = parse::duration(at, key, value);
     else if (key == "reclaim_under_pressure_after")
       db.reclaim_under_pressure_after = parse::duration(at, key, value);
@@ -188,18 +190,16 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
     else if (key == "connect_query")
       db.connect_query = value;
     else if (key == "auth_user" || key == "auth_query" || key == "auth_dbname" ||
-             key == "load_balance_hosts" || key == "max_db_client_connections" ||
-             key == "query_wait_timeout") {
+             key == "load_balance_hosts" || key == "query_wait_timeout") {
       // Accepted for compatibility; not acted on yet.
     } else {
       throw ConfigError(
           Kind::unknown_key, at.str(),
           "unknown key '" + key + "' in [databases] entry " + name +
               ": expected host, port, dbname, user, password, pool_size, min_pool_size, "
-              "reserve_pool, pool_mode, max_db_connections, server_lifetime, "
-              "reclaim_under_pressure_after, session_state, client_encoding, datestyle, "
-              "timezone, "
-              "application_name or connect_query");
+              "reserve_pool, pool_mode, max_db_connections, max_db_client_connections, "
+              "server_lifetime, reclaim_under_pressure_after, session_state, client_encoding, "
+              "datestyle, timezone, application_name or connect_query");
     }
   }
   return db;
@@ -218,21 +218,23 @@ UserEntry parse_user(const Location& at, const std::string& name, const std::str
     else if (key == "max_user_connections") {
       user.max_user_connections = parse::integer(at, key, value, 0, 2147483647);
       user.max_user_connections_set = true;
-    } else if (key == "query_timeout")
+    } else if (key == "max_user_client_connections")
+      user.max_user_client_connections = parse::integer(at, key, value, 0, 2147483647);
+    else if (key == "query_timeout")
       user.query_timeout = parse::duration(at, key, value);
     else if (key == "idle_transaction_timeout")
       user.idle_transaction_timeout = parse::duration(at, key, value);
     else if (key == "client_idle_timeout")
       user.client_idle_timeout = parse::duration(at, key, value);
-    else if (key == "query_wait_timeout" || key == "transaction_timeout" ||
-             key == "max_user_client_connections") {
+    else if (key == "query_wait_timeout" || key == "transaction_timeout") {
       // Accepted for compatibility; not acted on yet.
     } else {
       throw ConfigError(
           Kind::unknown_key, at.str(),
           "unknown key '" + key + "' in [users] entry " + name +
               ": expected pool_mode, pool_size, reserve_pool_size, max_user_connections, "
-              "query_timeout, idle_transaction_timeout or client_idle_timeout");
+              "max_user_client_connections, query_timeout, idle_transaction_timeout or "
+              "client_idle_timeout");
     }
   }
   return user;
@@ -401,6 +403,22 @@ std::optional<DatabaseEntry> Config::find_database(const std::string& name) cons
     return entry;
   }
   return std::nullopt;
+}
+
+int Config::max_db_client_connections_for(const std::string& database) const {
+  auto it = databases.find(database);
+  if (it == databases.end()) it = databases.find("*");
+  if (it != databases.end() && it->second.max_db_client_connections) {
+    return *it->second.max_db_client_connections;
+  }
+  return max_db_client_connections;
+}
+
+int Config::max_user_client_connections_for(const std::string& user) const {
+  if (auto it = users.find(user); it != users.end() && it->second.max_user_client_connections) {
+    return *it->second.max_user_client_connections;
+  }
+  return max_user_client_connections;
 }
 
 const Config::AppLine* Config::find_app(std::string_view application_name) const {

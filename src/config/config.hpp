@@ -59,6 +59,7 @@ struct DatabaseEntry {
   std::optional<PoolMode> pool_mode;
   int max_db_connections = 0;  // 0 = unlimited, falls back to the global key when unset
   bool max_db_connections_set = false;
+  std::optional<int> max_db_client_connections;  // unset: the [pgbouncer] key
   std::optional<Millis> server_lifetime;
   std::optional<Millis> reclaim_under_pressure_after;    // leak guard; unset: the global key
   std::optional<proto::SessionStateMode> session_state;  // unset: the [pgbouncer] key
@@ -76,6 +77,7 @@ struct UserEntry {
   std::optional<int> reserve_pool_size;
   int max_user_connections = 0;
   bool max_user_connections_set = false;
+  std::optional<int> max_user_client_connections;  // unset: the [pgbouncer] key
   std::optional<Millis> query_timeout;
   std::optional<Millis> idle_transaction_timeout;
   std::optional<Millis> client_idle_timeout;
@@ -142,6 +144,10 @@ struct Config {
   int max_client_conn = 100;
   int max_db_connections = 0;
   int max_user_connections = 0;
+  // Client connections per database (the name clients ask for) and per login user, as
+  // PgBouncer counts them; 0 = unlimited.
+  int max_db_client_connections = 0;
+  int max_user_client_connections = 0;
   std::string server_reset_query = "DISCARD ALL";
   bool server_reset_query_always = false;
   // Transaction and statement pooling: named prepared statements per server connection (LRU);
@@ -219,6 +225,10 @@ struct Config {
 
   // The entry for a client-visible database name: exact match, else "*" (with dbname = name).
   std::optional<DatabaseEntry> find_database(const std::string& name) const;
+  // max_db_client_connections of a client-visible database name: its entry's (or "*"'s), else
+  // the key. max_user_client_connections of a login user: its [users] entry's, else the key.
+  int max_db_client_connections_for(const std::string& database) const;
+  int max_user_client_connections_for(const std::string& user) const;
   // The first [apps] line whose pattern matches `application_name` (fnmatch), or null.
   const AppLine* find_app(std::string_view application_name) const;
   // `workers`, or auto_workers() of this machine's cores when it is 0.

@@ -45,4 +45,47 @@ void ClientAdmission::release_app(const std::string& application) {
   if (it != app_clients_.end() && --it->second <= 0) app_clients_.erase(it);
 }
 
+ClientAdmission::Over ClientAdmission::admit_client(const std::string& database, int database_cap,
+                                                    const std::string& user, int user_cap,
+                                                    bool exempt) {
+  std::lock_guard lock(client_mutex_);
+  int& on_database = database_clients_[database];
+  int& of_user = user_clients_[user];
+  Over over = Over::none;
+  if (!exempt && database_cap > 0 && on_database >= database_cap) {
+    over = Over::database;
+  } else if (!exempt && user_cap > 0 && of_user >= user_cap) {
+    over = Over::user;
+  }
+  if (over == Over::none) {
+    ++on_database;
+    ++of_user;
+    return over;
+  }
+  // Refused: no entry is left behind for a name nobody holds.
+  if (on_database == 0) database_clients_.erase(database);
+  if (of_user == 0) user_clients_.erase(user);
+  return over;
+}
+
+void ClientAdmission::release_client(const std::string& database, const std::string& user) {
+  std::lock_guard lock(client_mutex_);
+  if (auto it = database_clients_.find(database); it != database_clients_.end()) {
+    if (--it->second <= 0) database_clients_.erase(it);
+  }
+  if (auto it = user_clients_.find(user); it != user_clients_.end()) {
+    if (--it->second <= 0) user_clients_.erase(it);
+  }
+}
+
+std::map<std::string, int> ClientAdmission::clients_by_database() const {
+  std::lock_guard lock(client_mutex_);
+  return {database_clients_.begin(), database_clients_.end()};
+}
+
+std::map<std::string, int> ClientAdmission::clients_by_user() const {
+  std::lock_guard lock(client_mutex_);
+  return {user_clients_.begin(), user_clients_.end()};
+}
+
 }  // namespace pgw::session

@@ -2,11 +2,15 @@
 // connection is counted on the worker chosen to serve it, from accept until its session ends;
 // max_client_conn is checked against the total once the client says who it is (PgBouncer
 // counts every client socket the same way). Per application ([apps] max_client_conn) a second
-// count is kept by startup application_name. Any thread: the counts are atomics, the per-app
-// map has a mutex taken once per login and once per disconnect.
+// count is kept by startup application_name, and per database and per login user a third
+// (max_db_client_connections, max_user_client_connections), counted for every client as
+// PgBouncer does, so SHOW DATABASES and SHOW USERS show them. Any thread: the counts are
+// atomics, the maps have a mutex each, taken once per login and once per disconnect.
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,6 +44,18 @@ class ClientAdmission {
   bool admit_app(const std::string& application, int cap);
   void release_app(const std::string& application);
 
+  // max_db_client_connections and max_user_client_connections: counts the client under its
+  // database (the name it asked for) and its login user, unless that makes one of them go over
+  // its cap (0: none), and then counts nothing and says which (the database first, as
+  // PgBouncer checks it). `exempt` counts without checking (an admin on the console).
+  enum class Over : std::uint8_t { none, database, user };
+  Over admit_client(const std::string& database, int database_cap, const std::string& user,
+                    int user_cap, bool exempt);
+  void release_client(const std::string& database, const std::string& user);
+  // The counts (SHOW DATABASES, SHOW USERS: current_client_connections).
+  std::map<std::string, int> clients_by_database() const;
+  std::map<std::string, int> clients_by_user() const;
+
   // Shutdown: new logins are refused (57P03) from here on.
   void begin_drain() { draining_.store(true, std::memory_order_relaxed); }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
@@ -50,6 +66,8 @@ class ClientAdmission {
   std::atomic<bool> draining_{false};
   util::LeafMutex app_mutex_;
   std::unordered_map<std::string, int> app_clients_;
+  mutable util::LeafMutex client_mutex_;
+  std::unordered_map<std::string, int> database_clients_, user_clients_;
 };
 
 }  // namespace pgw::session

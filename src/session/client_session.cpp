@@ -30,6 +30,7 @@ ClientSession::ClientSession(SessionServices& services, net::Reactor& reactor, u
 ClientSession::~ClientSession() {
   if (registered_) services_.cancels.remove(cancel_key_);
   if (app_counted_as_) services_.admission.release_app(*app_counted_as_);
+  if (client_counted_) services_.admission.release_client(who_.database, who_.user);
 }
 
 net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSession> self) {

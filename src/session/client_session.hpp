@@ -166,6 +166,9 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   bool ending_ = false;
   bool registered_ = false;
   bool console_full_access_ = false;
+  // Counted under its database and login user (max_db_client_connections,
+  // max_user_client_connections) until it ends.
+  bool client_counted_ = false;
   // A Unix-socket client: if it runs as pgwarden's own OS user, the user "pgbouncer" may open
   // the console without a password, as in PgBouncer (LoginFlow::is_local_console_superuser).
   bool unix_client_ = false;

@@ -187,6 +187,25 @@ asio::awaitable<bool> LoginFlow::startup() {
     co_await refuse(refusal);
     co_return false;
   }
+  // max_db_client_connections and max_user_client_connections, where PgBouncer checks them:
+  // once the client has said who it is, before it authenticates. An admin on the console is
+  // counted but never refused, as in PgBouncer, so a full database cannot lock the admins out.
+  const bool console = s.who_.database == "pgbouncer" || s.who_.database == "pgwarden";
+  const bool exempt =
+      console && (listed(config.admin_users, s.who_.user) || is_local_console_superuser());
+  const auto over = s.services_.admission.admit_client(
+      s.who_.database, config.max_db_client_connections_for(s.who_.database), s.who_.user,
+      config.max_user_client_connections_for(s.who_.user), exempt);
+  if (over != ClientAdmission::Over::none) {
+    const auto refusal = over == ClientAdmission::Over::database
+                             ? report(Err::max_db_client_connections, s.who_.database,
+                                      config.max_db_client_connections_for(s.who_.database))
+                             : report(Err::max_user_client_connections, s.who_.user,
+                                      config.max_user_client_connections_for(s.who_.user));
+    co_await refuse(refusal);
+    co_return false;
+  }
+  s.client_counted_ = true;
   // Per-application cap ([apps] max_client_conn), counted by the startup application_name.
   const auto& app_name = s.who_.application_name;
   if (const auto* app = config.find_app(app_name); app && app->max_client_conn) {

@@ -125,6 +125,14 @@ constexpr std::array kErrors{
               "man-in-the-middle attack."},
     ErrorSpec{Err::cert_failed, "28000", "FATAL",
               "certificate authentication failed for user \"{}\""},
+    // PgBouncer's texts (client.c), with max_client_conn's SQLSTATE: drivers retry a 53300.
+    // Arguments: the database (the name the client asked for) or the login user, the cap.
+    ErrorSpec{Err::max_db_client_connections, "53300", "FATAL",
+              "client connections exceeded (max_db_client_connections)",
+              "database \"{0}\" allows {1} client connections at once"},
+    ErrorSpec{Err::max_user_client_connections, "53300", "FATAL",
+              "client connections exceeded (max_user_client_connections)",
+              "user \"{0}\" may have {1} client connections at once"},
 };
 
 }  // namespace

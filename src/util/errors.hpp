@@ -77,6 +77,9 @@ enum class Err : std::uint8_t {
   tls_required,    // client_tls_sslmode require or above, and the client came in clear
   tls_after_data,  // bytes behind the SSLRequest, before the handshake (buffer stuffing)
   cert_failed,     // cert: no verified client certificate, or its CN is not the user
+  // Client caps per database and per user, as PgBouncer counts them (docs/configuration.md).
+  max_db_client_connections,    // the database's max_db_client_connections reached
+  max_user_client_connections,  // the login user's max_user_client_connections reached
 };
 
 struct ErrorSpec {

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 namespace {
 
 using pgw::session::ClientAdmission;
@@ -73,6 +76,31 @@ TEST(AdmissionTest, PerApplicationCapsAndTheDrain) {
   EXPECT_FALSE(admission.draining());
   admission.begin_drain();
   EXPECT_TRUE(admission.draining());
+}
+
+TEST(AdmissionTest, PerDatabaseAndPerUserClientCaps) {
+  using Over = ClientAdmission::Over;
+  ClientAdmission admission(1);
+  // max_db_client_connections = 2 for "app", max_user_client_connections = 2 for "alice".
+  EXPECT_EQ(admission.admit_client("app", 2, "alice", 2, false), Over::none);
+  EXPECT_EQ(admission.admit_client("app", 2, "bob", 0, false), Over::none);
+  EXPECT_EQ(admission.admit_client("app", 2, "carol", 0, false), Over::database);
+  EXPECT_EQ(admission.admit_client("other", 2, "alice", 2, false), Over::none);
+  EXPECT_EQ(admission.admit_client("other", 2, "alice", 2, false), Over::user);
+  // Both full: the database is named, as PgBouncer checks it first.
+  EXPECT_EQ(admission.admit_client("app", 2, "alice", 2, false), Over::database);
+  // An exempt client (an admin on the console) is counted, never refused.
+  EXPECT_EQ(admission.admit_client("app", 2, "alice", 2, true), Over::none);
+  // A refused client counts nowhere; 0 means no cap.
+  EXPECT_EQ(admission.clients_by_database(),
+            (std::map<std::string, int>{{"app", 3}, {"other", 1}}));
+  EXPECT_EQ(admission.clients_by_user(), (std::map<std::string, int>{{"alice", 3}, {"bob", 1}}));
+  admission.release_client("app", "alice");
+  admission.release_client("app", "alice");
+  admission.release_client("app", "bob");
+  EXPECT_EQ(admission.clients_by_database(), (std::map<std::string, int>{{"other", 1}}));
+  EXPECT_EQ(admission.clients_by_user(), (std::map<std::string, int>{{"alice", 1}}));
+  EXPECT_EQ(admission.admit_client("app", 2, "alice", 2, false), Over::none);
 }
 
 }  // namespace

@@ -791,6 +791,29 @@ TEST(ConfigUsersTest, AllUserKeys) {
   EXPECT_EQ(u.query_timeout, std::optional<Millis>(30s));
   EXPECT_EQ(u.idle_transaction_timeout, std::optional<Millis>(1500ms));
   EXPECT_EQ(u.client_idle_timeout, std::optional<Millis>(10min));
+  EXPECT_EQ(u.max_user_client_connections, 5);
+}
+
+TEST(ConfigUsersTest, ClientCapsOfAnEntryOverTheGlobalKeys) {
+  const Config c = load(
+      "[databases]\ncapped = max_db_client_connections=3\nopen = max_db_client_connections=0\n"
+      "plain = host=h\n"
+      "[users]\nalice = max_user_client_connections=2\nbob = pool_size=1\n"
+      "[pgbouncer]\nmax_db_client_connections = 50\nmax_user_client_connections = 40\n");
+  EXPECT_EQ(c.max_db_client_connections_for("capped"), 3);
+  EXPECT_EQ(c.max_db_client_connections_for("open"), 0);  // 0 in the entry: unlimited
+  EXPECT_EQ(c.max_db_client_connections_for("plain"), 50);
+  EXPECT_EQ(c.max_db_client_connections_for("unlisted"), 50);
+  EXPECT_EQ(c.max_user_client_connections_for("alice"), 2);
+  EXPECT_EQ(c.max_user_client_connections_for("bob"), 40);
+  EXPECT_EQ(c.max_user_client_connections_for("carol"), 40);
+  // A name that reaches "*" takes the fallback entry's cap.
+  const Config wild = load("[databases]\n* = host=h max_db_client_connections=7\n");
+  EXPECT_EQ(wild.max_db_client_connections_for("anything"), 7);
+  expect_error("[databases]\nd = max_db_client_connections=-1\n",
+               {"pgbouncer.ini:2", "max_db_client_connections", "'-1'"});
+  expect_error("[users]\nu = max_user_client_connections=x\n",
+               {"pgbouncer.ini:2", "max_user_client_connections", "'x'"});
 }
 
 TEST(ConfigUsersTest, InvalidEntries) {

@@ -77,6 +77,8 @@ constexpr std::array kExpected{
     Expected{Err::tls_required, "tls_required", "08P01", "FATAL"},
     Expected{Err::tls_after_data, "tls_after_data", "08P01", "FATAL"},
     Expected{Err::cert_failed, "cert_failed", "28000", "FATAL"},
+    Expected{Err::max_db_client_connections, "max_db_client_connections", "53300", "FATAL"},
+    Expected{Err::max_user_client_connections, "max_user_client_connections", "53300", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
