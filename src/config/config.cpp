@@ -226,15 +226,17 @@ UserEntry parse_user(const Location& at, const std::string& name, const std::str
       user.idle_transaction_timeout = parse::duration(at, key, value);
     else if (key == "client_idle_timeout")
       user.client_idle_timeout = parse::duration(at, key, value);
-    else if (key == "query_wait_timeout" || key == "transaction_timeout") {
+    else if (key == "transaction_timeout")
+      user.transaction_timeout = parse::duration(at, key, value);
+    else if (key == "query_wait_timeout") {
       // Accepted for compatibility; not acted on yet.
     } else {
       throw ConfigError(
           Kind::unknown_key, at.str(),
           "unknown key '" + key + "' in [users] entry " + name +
               ": expected pool_mode, pool_size, reserve_pool_size, max_user_connections, "
-              "max_user_client_connections, query_timeout, idle_transaction_timeout or "
-              "client_idle_timeout");
+              "max_user_client_connections, query_timeout, idle_transaction_timeout, "
+              "transaction_timeout or client_idle_timeout");
     }
   }
   return user;

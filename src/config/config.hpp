@@ -81,6 +81,7 @@ struct UserEntry {
   std::optional<Millis> query_timeout;
   std::optional<Millis> idle_transaction_timeout;
   std::optional<Millis> client_idle_timeout;
+  std::optional<Millis> transaction_timeout;
 };
 
 struct Config {
@@ -167,6 +168,7 @@ struct Config {
   Millis client_idle_timeout{0};
   Millis client_login_timeout{60000};
   Millis idle_transaction_timeout{0};
+  Millis transaction_timeout{0};  // disconnect a client whose transaction lasts this long
   Millis stats_period{60000};
   Millis leak_warn_after{60000};  // leak guard: warn about a lease idle this long; 0 = off
   Millis idle_pinned_timeout{0};  // session mode: disconnect a client idle on its server; 0 = off

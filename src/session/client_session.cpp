@@ -283,6 +283,15 @@ void ClientSession::run_ladder(Clock::time_point now, const config::Config& c) {
                         std::chrono::duration<double>(policy.idle_transaction_timeout).count()));
         terminate(Err::idle_transaction_timeout);
         break;
+      case LadderAction::disconnect_transaction: {
+        // As for idle_transaction_timeout: the FATAL first, then cleanup cancels what runs,
+        // rolls back and returns the server only if it is clean.
+        const auto limit =
+            fmt::format("{:g}", std::chrono::duration<double>(policy.transaction_timeout).count());
+        note_forced_action("disconnect", "transaction_timeout (" + limit + "s)");
+        terminate(Err::transaction_timeout, limit);
+        break;
+      }
       case LadderAction::disconnect_idle_pinned: {
         const auto limit =
             fmt::format("{:g}", std::chrono::duration<double>(policy.idle_pinned_timeout).count());

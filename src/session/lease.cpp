@@ -608,9 +608,9 @@ std::string format_tags(const Tags& tags) {
 
 LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name,
                            std::string_view database, std::string_view user) {
-  LeasePolicy policy{config.leak_warn_after, config.idle_transaction_timeout,
-                     config.idle_pinned_timeout, config.query_timeout,
-                     config.reclaim_under_pressure_after};
+  LeasePolicy policy{
+      config.leak_warn_after, config.idle_transaction_timeout,     config.idle_pinned_timeout,
+      config.query_timeout,   config.reclaim_under_pressure_after, config.transaction_timeout};
   if (!database.empty()) {
     auto entry = config.databases.find(std::string(database));
     if (entry == config.databases.end()) entry = config.databases.find("*");
@@ -623,6 +623,8 @@ LeasePolicy resolve_policy(const config::Config& config, std::string_view applic
       policy.query_timeout = entry->second.query_timeout.value_or(policy.query_timeout);
       policy.idle_transaction_timeout =
           entry->second.idle_transaction_timeout.value_or(policy.idle_transaction_timeout);
+      policy.transaction_timeout =
+          entry->second.transaction_timeout.value_or(policy.transaction_timeout);
     }
   }
   if (const auto* app = config.find_app(application_name)) {
@@ -653,17 +655,26 @@ std::string_view describe(LadderAction action) {
       return "disconnect (idle_transaction_timeout)";
     case LadderAction::disconnect_idle_pinned:
       return "disconnect (idle_pinned_timeout)";
+    case LadderAction::disconnect_transaction:
+      return "disconnect (transaction_timeout)";
   }
   return "?";
 }
 
 LadderSteps ladder_steps(const LeaseFacts& lease, const LeasePolicy& policy) {
   LadderSteps out;
+  // Kept in time order as they are added; a step added later goes after one due at the same
+  // moment (the state's timeout, then transaction_timeout, then the warning).
   auto add = [&out](LadderAction action, Lease::Clock::time_point at) {
-    out.steps[out.count++] = LadderStep{action, at};
+    std::size_t i = out.count++;
+    for (; i > 0 && at < out.steps[i - 1].at; --i) out.steps[i] = out.steps[i - 1];
+    out.steps[i] = LadderStep{action, at};
   };
-  // The states exclude each other, so at most one timeout applies; the warning may come
-  // before or after it.
+  // The states exclude each other, so at most one of their timeouts applies;
+  // transaction_timeout applies to a transaction whether a query runs or it sits idle (a
+  // server that is not idle, as PgBouncer checks it), and the warning may come before or after.
+  const bool transaction_open =
+      lease.xact_start != Lease::Clock::time_point{} && lease.state != LeaseState::idle_pinned;
   switch (lease.state) {
     case LeaseState::active:
       if (policy.query_timeout.count() > 0 && lease.query_start != Lease::Clock::time_point{}) {
@@ -674,7 +685,7 @@ LadderSteps ladder_steps(const LeaseFacts& lease, const LeasePolicy& policy) {
           add(LadderAction::cancel_query, lease.query_start + policy.query_timeout);
         }
       }
-      return out;  // an active lease is never a leak
+      break;
     case LeaseState::idle_in_transaction:
       if (policy.idle_transaction_timeout.count() > 0) {
         add(LadderAction::disconnect_idle_transaction,
@@ -687,9 +698,12 @@ LadderSteps ladder_steps(const LeaseFacts& lease, const LeasePolicy& policy) {
       }
       break;
   }
-  if (!lease.warned && policy.leak_warn_after.count() > 0) {
+  if (transaction_open && policy.transaction_timeout.count() > 0) {
+    add(LadderAction::disconnect_transaction, lease.xact_start + policy.transaction_timeout);
+  }
+  // An active lease is never a leak.
+  if (lease.state != LeaseState::active && !lease.warned && policy.leak_warn_after.count() > 0) {
     add(LadderAction::warn, lease.idle_since + policy.leak_warn_after);
-    if (out.count == 2 && out.steps[1].at < out.steps[0].at) std::swap(out.steps[0], out.steps[1]);
   }
   return out;
 }
@@ -701,8 +715,8 @@ bool is_suspected_leak(const LeaseFacts& lease, const LeasePolicy& policy,
 }
 
 LeaseFacts facts_of(const LeaseInfo& lease) {
-  return LeaseFacts{lease.state,       lease.session_mode, lease.warned,
-                    lease.query_start, lease.idle_since,   lease.query_cancel_sent};
+  return LeaseFacts{lease.state,      lease.session_mode,      lease.warned,    lease.query_start,
+                    lease.idle_since, lease.query_cancel_sent, lease.xact_start};
 }
 
 std::string printable(std::string_view text) {

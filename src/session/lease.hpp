@@ -97,7 +97,8 @@ TagComments find_tag_comments(std::string_view sql, bool whole);
 // The policy ladder that applies to one application_name: each key is the first matching
 // [apps] line's value (fnmatch glob, first match wins) if that line sets it, else the
 // [pgbouncer] value (for reclaim_under_pressure_after, else the client's [databases] entry's
-// value first). 0 = off.
+// value first; for query_timeout, idle_transaction_timeout and transaction_timeout, else the
+// login user's [users] entry's). 0 = off.
 struct LeasePolicy {
   config::Millis leak_warn_after{0};           // warn about a lease idle this long
   config::Millis idle_transaction_timeout{0};  // FATAL 25P03 for a lease idle in a transaction
@@ -107,10 +108,13 @@ struct LeasePolicy {
   // already raised to leak_warn_after when that is later (a reclaimed lease is a suspected
   // leak first).
   config::Millis reclaim_under_pressure_after{0};
+  // FATAL 25P04 for a lease whose transaction (from its first statement, until the server is
+  // idle again) lasted this long, PgBouncer's transaction_timeout. Not an [apps] key.
+  config::Millis transaction_timeout{0};
 };
 // The [pgbouncer] keys, then the database's (reclaim_under_pressure_after), then the [users]
-// entry's (query_timeout, idle_transaction_timeout, as in PgBouncer), then the first matching
-// [apps] line's.
+// entry's (query_timeout, idle_transaction_timeout, transaction_timeout, as in PgBouncer), then
+// the first matching [apps] line's.
 LeasePolicy resolve_policy(const config::Config& config, std::string_view application_name,
                            std::string_view database = {}, std::string_view user = {});
 
@@ -124,6 +128,7 @@ struct LeaseFacts {
   Clock::time_point query_start{};  // a query is running since then ({}: none)
   Clock::time_point idle_since{};   // nothing in flight since then (the lease's start)
   Clock::time_point query_cancel_sent{};  // query_timeout cancelled the running query then
+  Clock::time_point xact_start{};         // the transaction's first statement ({}: none open)
 };
 
 // The rungs of the ladder (docs/leak-guard.md).
@@ -133,6 +138,7 @@ enum class LadderAction : std::uint8_t {
   disconnect_ignored_cancel,    // the backend ignored that cancel for kCancelGrace: FATAL 57014
   disconnect_idle_transaction,  // FATAL 25P03 (idle_transaction_timeout)
   disconnect_idle_pinned,       // FATAL 57P05 (idle_pinned_timeout, session mode only)
+  disconnect_transaction,       // FATAL 25P04 (transaction_timeout)
 };
 // As SHOW LEASES' next_action says it: "disconnect (idle_transaction_timeout)", ...
 std::string_view describe(LadderAction action);
@@ -145,9 +151,10 @@ struct LadderStep {
   LadderAction action;
   std::chrono::steady_clock::time_point at;  // due once the clock is past it
 };
-// The steps that apply to a lease, earliest first: at most a timeout and the warning.
+// The steps that apply to a lease, earliest first: at most the timeout of its state,
+// transaction_timeout and the warning.
 struct LadderSteps {
-  std::array<LadderStep, 2> steps{};
+  std::array<LadderStep, 3> steps{};
   std::size_t count = 0;
   const LadderStep* begin() const { return steps.data(); }
   const LadderStep* end() const { return steps.data() + count; }

@@ -29,6 +29,7 @@ LeaseFacts LeaseGuard::facts(LeaseState state, bool session_mode,
   out.warned = lease_.warned;
   out.query_start = query_start;
   out.idle_since = lease_.idle_from();
+  out.xact_start = lease_.xact_start;
   if (query_start != Clock::time_point{} && cancelled_query_start_ == query_start) {
     out.query_cancel_sent = cancel_sent_at_;
   }

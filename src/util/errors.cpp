@@ -133,6 +133,11 @@ constexpr std::array kErrors{
     ErrorSpec{Err::max_user_client_connections, "53300", "FATAL",
               "client connections exceeded (max_user_client_connections)",
               "user \"{0}\" may have {1} client connections at once"},
+    // PostgreSQL 17's own condition and text for its transaction_timeout (PgBouncer sends
+    // 08P01 "transaction timeout"); the text says which pgwarden limit it was.
+    ErrorSpec{Err::transaction_timeout, "25P04", "FATAL",
+              "terminating connection due to transaction timeout (transaction_timeout: the "
+              "transaction lasted more than {} s)"},
 };
 
 }  // namespace

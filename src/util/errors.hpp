@@ -80,6 +80,7 @@ enum class Err : std::uint8_t {
   // Client caps per database and per user, as PgBouncer counts them (docs/configuration.md).
   max_db_client_connections,    // the database's max_db_client_connections reached
   max_user_client_connections,  // the login user's max_user_client_connections reached
+  transaction_timeout,          // a transaction lasted longer than transaction_timeout
 };
 
 struct ErrorSpec {

@@ -1,8 +1,11 @@
 #!/usr/bin/python3
-"""Client caps per database and per user (max_db_client_connections,
-max_user_client_connections), against a real PostgreSQL 15: the login over the cap is refused
-with PgBouncer's text and SQLSTATE 53300, the others are served, a slot comes back when its
-client leaves, and SHOW DATABASES / SHOW USERS show the caps and the counts."""
+"""PgBouncer's per-database and per-user limits, against a real PostgreSQL 15.
+
+Client caps (max_db_client_connections, max_user_client_connections): the login over the cap
+is refused with PgBouncer's text and SQLSTATE 53300, the others are served, a slot comes back
+when its client leaves, and SHOW DATABASES / SHOW USERS show the caps and the counts.
+transaction_timeout (global and per [users] entry): a transaction that lasts too long, idle or
+running, ends the client with FATAL 25P04 and is rolled back; short ones are left alone."""
 import time
 
 import harness
@@ -150,6 +153,75 @@ def test_a_reload_changes_the_cap_for_later_logins():
         harness.wait_until(lambda: not _refuses(pw), 5, what="the reload")
         assert served(first)
         first.close()
+
+
+# --- transaction_timeout -------------------------------------------------------------------
+
+def fatal_within(client, sqlstate, seconds, keep_busy=None):
+    """Waits for the FATAL that ends `client`, sending `keep_busy` queries meanwhile (so that
+    no other timeout could be the cause); returns the seconds it took and the error."""
+    start = time.monotonic()
+    client.sock.settimeout(seconds + 2)
+    while time.monotonic() - start < seconds:
+        messages = client.query(keep_busy) if keep_busy else client.read_until(types=(), limit=10)
+        error = harness.first_error(messages)
+        if error is not None:
+            assert error["C"] == sqlstate and error["S"] == "FATAL", error
+            return time.monotonic() - start, error
+        if not keep_busy and not messages:
+            break
+    raise AssertionError(f"no FATAL {sqlstate} within {seconds}s")
+
+
+def test_transaction_timeout_ends_a_long_transaction_and_rolls_it_back():
+    with harness.Pgwarden(pg(), auth_type="trust", transaction_timeout=1,
+                          default_pool_size=1) as pw:
+        harness.psql(pw.dsn(), "DROP TABLE IF EXISTS t_xt; CREATE TABLE t_xt (id int)")
+        # Short transactions one after the other, for longer than the timeout: untouched.
+        steady = login(pw)
+        start = time.monotonic()
+        while time.monotonic() - start < 1.6:
+            assert steady.query("BEGIN; SELECT pg_sleep(0.1); COMMIT")[-1] == (b"Z", b"I")
+        steady.close()
+        # One long transaction, never idle for long: each statement is quick.
+        client = login(pw, user="scram_user")  # the table's owner
+        assert client.query("BEGIN")[-1] == (b"Z", b"T")
+        assert client.query("INSERT INTO t_xt VALUES (1)")[-1] == (b"Z", b"T")
+        elapsed, error = fatal_within(client, "25P04", 5, keep_busy="SELECT pg_sleep(0.1)")
+        assert elapsed < 2.5, elapsed
+        assert "transaction_timeout" in error["M"], error
+        # Rolled back, and its server is free again for the next client (pool_size = 1).
+        assert harness.psql(pw.dsn(), "SELECT count(*) FROM t_xt").stdout.strip() == "0"
+        assert "transaction_timeout" in pw.log()
+
+
+def test_transaction_timeout_counts_a_single_long_statement():
+    with harness.Pgwarden(pg(), auth_type="trust", transaction_timeout=1) as pw:
+        client = login(pw)
+        client.send_query("SELECT pg_sleep(20)")
+        start = time.monotonic()
+        elapsed, _ = fatal_within(client, "25P04", 5)
+        assert time.monotonic() - start < 3, elapsed
+        # The statement was cancelled, not left running on the server.
+        harness.wait_until(
+            lambda: pg().sql("SELECT count(*) FROM pg_stat_activity "
+                             "WHERE query = 'SELECT pg_sleep(20)' AND state = 'active'")[0][0] == "0",
+            5, what="the statement to be cancelled")
+
+
+def test_users_transaction_timeout_applies_to_that_user_only():
+    users = {"scram_user": "transaction_timeout=1"}
+    with harness.Pgwarden(pg(), auth_type="trust", users=users) as pw:
+        other = login(pw)  # app_user: [pgbouncer] transaction_timeout is 0
+        assert other.query("BEGIN")[-1] == (b"Z", b"T")
+        client = login(pw, user="scram_user")
+        assert client.query("BEGIN")[-1] == (b"Z", b"T")
+        elapsed, _ = fatal_within(client, "25P04", 5)
+        assert elapsed < 2.5, elapsed
+        time.sleep(0.5)
+        assert other.query("SELECT 1")[-1] == (b"Z", b"T")
+        assert other.query("COMMIT")[-1] == (b"Z", b"I")
+        other.close()
 
 
 if __name__ == "__main__":

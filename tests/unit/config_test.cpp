@@ -792,6 +792,7 @@ TEST(ConfigUsersTest, AllUserKeys) {
   EXPECT_EQ(u.idle_transaction_timeout, std::optional<Millis>(1500ms));
   EXPECT_EQ(u.client_idle_timeout, std::optional<Millis>(10min));
   EXPECT_EQ(u.max_user_client_connections, 5);
+  EXPECT_EQ(u.transaction_timeout, std::optional<Millis>(4s));
 }
 
 TEST(ConfigUsersTest, ClientCapsOfAnEntryOverTheGlobalKeys) {

@@ -500,6 +500,17 @@ TEST(LeaseConfigTest, UsersTimeoutsOverTheGlobalKeysAppsOverBoth) {
   EXPECT_EQ(resolve_policy(c, "etl", "db", "report_user").idle_transaction_timeout, 30s);
 }
 
+TEST(LeaseConfigTest, TransactionTimeoutOfTheUsersEntryOverTheGlobalKey) {
+  const auto c = load(
+      "[users]\n"
+      "report_user = transaction_timeout=600\n"
+      "web_user = transaction_timeout=0\n"
+      "[pgbouncer]\ntransaction_timeout = 30\n");
+  EXPECT_EQ(resolve_policy(c, "web", "db", "alice").transaction_timeout, 30s);
+  EXPECT_EQ(resolve_policy(c, "web", "db", "report_user").transaction_timeout, 600s);
+  EXPECT_EQ(resolve_policy(c, "web", "db", "web_user").transaction_timeout, 0s);  // off for it
+}
+
 TEST(LeaseConfigTest, ReclaimUnderPressureAppOverDatabaseOverGlobalNeverBeforeTheWarning) {
   const auto c = load(
       "[databases]\n"
@@ -636,6 +647,44 @@ TEST(LeaseLadderTest, AQueryIsCancelledThenGivenUpOnAndNeverALeak) {
   EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_ignored_cancel);
   EXPECT_EQ(steps.steps[0].at, t0 + 11s + kCancelGrace);
   EXPECT_FALSE(is_suspected_leak(lease, policy(5s, 0s, 0s, 0s), t0 + 1h));
+}
+
+TEST(LeaseLadderTest, TransactionTimeoutCountsFromTheFirstStatementWhateverRuns) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto with_transaction_timeout = [](LeasePolicy p, std::chrono::seconds limit) {
+    p.transaction_timeout = limit;
+    return p;
+  };
+  LeaseFacts lease;
+  lease.xact_start = t0;
+  // A query running: query_timeout's cancel and the transaction's end, in time order.
+  lease.state = LeaseState::active;
+  lease.query_start = t0 + 20s;
+  auto steps = ladder_steps(lease, with_transaction_timeout(policy(5s, 0s, 0s, 10s), 25s));
+  ASSERT_EQ(steps.count, 2U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_transaction);
+  EXPECT_EQ(steps.steps[0].at, t0 + 25s);
+  EXPECT_EQ(steps.steps[1].action, LadderAction::cancel_query);
+  EXPECT_EQ(describe(steps.steps[0].action), "disconnect (transaction_timeout)");
+  // Idle in the transaction: idle_transaction_timeout, transaction_timeout and the warning.
+  lease.state = LeaseState::idle_in_transaction;
+  lease.idle_since = t0 + 10s;
+  steps = ladder_steps(lease, with_transaction_timeout(policy(5s, 30s, 0s, 0s), 12s));
+  ASSERT_EQ(steps.count, 3U);
+  EXPECT_EQ(steps.steps[0].action, LadderAction::disconnect_transaction);
+  EXPECT_EQ(steps.steps[0].at, t0 + 12s);
+  EXPECT_EQ(steps.steps[1].action, LadderAction::warn);
+  EXPECT_EQ(steps.steps[1].at, t0 + 15s);
+  EXPECT_EQ(steps.steps[2].action, LadderAction::disconnect_idle_transaction);
+  EXPECT_EQ(steps.steps[2].at, t0 + 40s);
+  // No transaction open (the server is idle between them, or none started): nothing; off: 0.
+  lease.xact_start = {};
+  EXPECT_TRUE(ladder_steps(lease, with_transaction_timeout(policy(0s, 0s, 0s, 0s), 12s)).empty());
+  lease.xact_start = t0;
+  lease.state = LeaseState::idle_pinned;
+  EXPECT_TRUE(ladder_steps(lease, with_transaction_timeout(policy(0s, 0s, 0s, 0s), 12s)).empty());
+  lease.state = LeaseState::active;
+  EXPECT_TRUE(ladder_steps(lease, with_transaction_timeout(policy(0s, 0s, 0s, 0s), 0s)).empty());
 }
 
 TEST(LeaseLadderTest, ASuspectedLeakIsIdleLongerThanTheThreshold) {
