@@ -145,6 +145,14 @@ std::vector<std::pair<std::string, std::string>> parse_connstring(const Location
   return out;
 }
 
+// query_wait_timeout in a [databases] or [users] entry: a duration, or PgBouncer's -1 for "not
+// set here".
+std::optional<Millis> entry_wait_timeout(const Location& at, const std::string& key,
+                                         const std::string& value) {
+  if (value == "-1") return std::nullopt;
+  return parse::duration(at, key, value);
+}
+
 DatabaseEntry parse_database(const Location& at, const std::string& name, const std::string& text) {
   DatabaseEntry db;
   db.name = name;
@@ -173,6 +181,8 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
       db.max_db_connections_set = true;
     } else if (key == "max_db_client_connections")
       db.max_db_client_connections = parse::integer(at, key, value, 0, 2147483647);
+    else if (key == "query_wait_timeout")
+      db.query_wait_timeout = entry_wait_timeout(at, key, value);
     else if (key == "server_lifetime")
       db.server_lifetime = parse::duration(at, key, value);
     else if (key == "reclaim_under_pressure_after")
@@ -190,7 +200,7 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
     else if (key == "connect_query")
       db.connect_query = value;
     else if (key == "auth_user" || key == "auth_query" || key == "auth_dbname" ||
-             key == "load_balance_hosts" || key == "query_wait_timeout") {
+             key == "load_balance_hosts") {
       // Accepted for compatibility; not acted on yet.
     } else {
       throw ConfigError(
@@ -198,7 +208,8 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
           "unknown key '" + key + "' in [databases] entry " + name +
               ": expected host, port, dbname, user, password, pool_size, min_pool_size, "
               "reserve_pool, pool_mode, max_db_connections, max_db_client_connections, "
-              "server_lifetime, reclaim_under_pressure_after, session_state, client_encoding, "
+              "query_wait_timeout, server_lifetime, reclaim_under_pressure_after, session_state, "
+              "client_encoding, "
               "datestyle, timezone, application_name or connect_query");
     }
   }
@@ -228,15 +239,15 @@ UserEntry parse_user(const Location& at, const std::string& name, const std::str
       user.client_idle_timeout = parse::duration(at, key, value);
     else if (key == "transaction_timeout")
       user.transaction_timeout = parse::duration(at, key, value);
-    else if (key == "query_wait_timeout") {
-      // Accepted for compatibility; not acted on yet.
-    } else {
+    else if (key == "query_wait_timeout")
+      user.query_wait_timeout = entry_wait_timeout(at, key, value);
+    else {
       throw ConfigError(
           Kind::unknown_key, at.str(),
           "unknown key '" + key + "' in [users] entry " + name +
               ": expected pool_mode, pool_size, reserve_pool_size, max_user_connections, "
-              "max_user_client_connections, query_timeout, idle_transaction_timeout, "
-              "transaction_timeout or client_idle_timeout");
+              "max_user_client_connections, query_timeout, query_wait_timeout, "
+              "idle_transaction_timeout, transaction_timeout or client_idle_timeout");
     }
   }
   return user;
@@ -421,6 +432,18 @@ int Config::max_user_client_connections_for(const std::string& user) const {
     return *it->second.max_user_client_connections;
   }
   return max_user_client_connections;
+}
+
+Millis Config::query_wait_timeout_for(const std::string& database, const std::string& user) const {
+  if (auto it = users.find(user); it != users.end() && it->second.query_wait_timeout) {
+    return *it->second.query_wait_timeout;
+  }
+  auto it = databases.find(database);
+  if (it == databases.end()) it = databases.find("*");
+  if (it != databases.end() && it->second.query_wait_timeout) {
+    return *it->second.query_wait_timeout;
+  }
+  return query_wait_timeout;
 }
 
 const Config::AppLine* Config::find_app(std::string_view application_name) const {

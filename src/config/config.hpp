@@ -60,6 +60,7 @@ struct DatabaseEntry {
   int max_db_connections = 0;  // 0 = unlimited, falls back to the global key when unset
   bool max_db_connections_set = false;
   std::optional<int> max_db_client_connections;  // unset: the [pgbouncer] key
+  std::optional<Millis> query_wait_timeout;      // unset: the [users] entry's, else the key
   std::optional<Millis> server_lifetime;
   std::optional<Millis> reclaim_under_pressure_after;    // leak guard; unset: the global key
   std::optional<proto::SessionStateMode> session_state;  // unset: the [pgbouncer] key
@@ -82,6 +83,7 @@ struct UserEntry {
   std::optional<Millis> idle_transaction_timeout;
   std::optional<Millis> client_idle_timeout;
   std::optional<Millis> transaction_timeout;
+  std::optional<Millis> query_wait_timeout;  // over the [databases] entry's, as in PgBouncer
 };
 
 struct Config {
@@ -231,6 +233,10 @@ struct Config {
   // the key. max_user_client_connections of a login user: its [users] entry's, else the key.
   int max_db_client_connections_for(const std::string& database) const;
   int max_user_client_connections_for(const std::string& user) const;
+  // query_wait_timeout of a client of `database` logged in as `user`: its [users] entry's,
+  // else its [databases] entry's (or "*"'s), else the key (PgBouncer's order). No allocation:
+  // the janitor asks for every waiting client.
+  Millis query_wait_timeout_for(const std::string& database, const std::string& user) const;
   // The first [apps] line whose pattern matches `application_name` (fnmatch), or null.
   const AppLine* find_app(std::string_view application_name) const;
   // `workers`, or auto_workers() of this machine's cores when it is 0.

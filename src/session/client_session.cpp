@@ -99,7 +99,8 @@ asio::awaitable<void> ClientSession::report_end() {
       auto argument = relay_.stop_argument();
       if ((code == Err::query_wait_timeout || code == Err::query_wait_unreachable) &&
           argument.empty()) {
-        argument = std::to_string(config_->query_wait_timeout.count() / 1000);
+        argument = std::to_string(
+            config_->query_wait_timeout_for(who_.database, who_.user).count() / 1000);
       }
       const auto error = explain(code, argument, relay_.pool()->condition());
       co_await end_with(error, after, Log::always);

@@ -645,7 +645,8 @@ asio::awaitable<bool> LoginFlow::first_server() {
   auto& s = session_;
   auto& pool = *s.relay_.pool();
   s.set_state(ClientState::waiting_login, Clock::now());
-  const auto wait = s.config_->query_wait_timeout;
+  // The [users] entry's, else the [databases] entry's, else the key.
+  const auto wait = s.config_->query_wait_timeout_for(s.who_.database, s.who_.user);
   const auto deadline =
       wait.count() > 0 ? Clock::now() + wait : Clock::time_point::max() - std::chrono::hours(24);
   auto result = co_await pool.acquire(s.reactor_, s.worker(), deadline);

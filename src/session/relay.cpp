@@ -915,12 +915,13 @@ void Relay::cancel_finished() {
 // The janitor's checks of a waiting client (docs/operations.md)
 
 void Relay::check_wait(Clock::time_point now, const config::Config& current) {
-  // query_wait_timeout of the data path (the welcome's first login has its own deadline).
-  // The error says why: a full pool (53300) or an unreachable backend (08001).
-  if (current.query_wait_timeout.count() > 0 && now - wait_start_ > current.query_wait_timeout &&
-      pool_->cancel_wait(*this)) {
-    stop(RelayStop::pool_error, pool_->wait_timeout_error(),
-         std::to_string(current.query_wait_timeout.count() / 1000));
+  // query_wait_timeout of the data path (the welcome's first login has its own deadline): the
+  // client's [users] entry's, else its [databases] entry's, else the key. The error says why:
+  // a full pool (53300) or an unreachable backend (08001).
+  const auto& who = session_.who_;
+  const auto limit = current.query_wait_timeout_for(who.database, who.user);
+  if (limit.count() > 0 && now - wait_start_ > limit && pool_->cancel_wait(*this)) {
+    stop(RelayStop::pool_error, pool_->wait_timeout_error(), std::to_string(limit.count() / 1000));
     return;
   }
   notify_waiting(now, current);

@@ -5,7 +5,9 @@ Client caps (max_db_client_connections, max_user_client_connections): the login 
 is refused with PgBouncer's text and SQLSTATE 53300, the others are served, a slot comes back
 when its client leaves, and SHOW DATABASES / SHOW USERS show the caps and the counts.
 transaction_timeout (global and per [users] entry): a transaction that lasts too long, idle or
-running, ends the client with FATAL 25P04 and is rolled back; short ones are left alone."""
+running, ends the client with FATAL 25P04 and is rolled back; short ones are left alone.
+query_wait_timeout per [users] and [databases] entry: the user's wins over the database's, which
+wins over the global key."""
 import time
 
 import harness
@@ -222,6 +224,54 @@ def test_users_transaction_timeout_applies_to_that_user_only():
         assert other.query("SELECT 1")[-1] == (b"Z", b"T")
         assert other.query("COMMIT")[-1] == (b"Z", b"I")
         other.close()
+
+
+# --- query_wait_timeout per user and per database ----------------------------------------------
+
+def waits_then_fails(client, within):
+    """Sends a query that must queue; returns how long until the query_wait_timeout FATAL."""
+    client.sock.settimeout(within)
+    start = time.monotonic()
+    client.send_query("SELECT 1")
+    error = harness.first_error(client.read_until(types=(), limit=10))
+    elapsed = time.monotonic() - start
+    assert error is not None, f"no error within {within}s"
+    assert error["C"] == "53300" and "query_wait_timeout" in error["M"], error
+    return elapsed
+
+
+def test_query_wait_timeout_of_the_user_over_the_database_over_the_key():
+    databases = {
+        "pgwarden_test": f"host=127.0.0.1 port={pg().port} dbname=pgwarden_test pool_size=1 "
+                         "query_wait_timeout=1",
+        "other": f"host=127.0.0.1 port={pg().port} dbname=pgwarden_test pool_size=1",
+    }
+    users = {"scram_user": "query_wait_timeout=3"}
+    with harness.Pgwarden(pg(), auth_type="trust", databases=databases, users=users,
+                          query_wait_timeout=30) as pw:
+        holders = []
+        for user, db in (("app_user", "pgwarden_test"), ("scram_user", "pgwarden_test"),
+                         ("app_user", "other")):
+            holder = login(pw, user=user, db=db)
+            assert holder.query("BEGIN; SELECT 1")[-1] == (b"Z", b"T")  # holds the pool's one
+            holders.append(holder)
+        # The database's value: app_user gives up after 1 s, not the key's 30.
+        elapsed = waits_then_fails(login(pw), within=5)
+        assert 0.8 < elapsed < 2.5, elapsed
+        # scram_user's [users] value wins over the database's.
+        elapsed = waits_then_fails(login(pw, user="scram_user"), within=7)
+        assert 2.8 < elapsed < 4.5, elapsed
+        # Neither entry sets it for app_user on "other": the key's 30 s, so it is still
+        # queued after 2 s, and served once the server comes back.
+        patient = login(pw, db="other")
+        patient.send_query("SELECT 1")
+        time.sleep(2)
+        assert holders[2].query("COMMIT")[-1] == (b"Z", b"I")
+        patient.sock.settimeout(5)
+        messages = patient.read_until()
+        assert harness.first_error(messages) is None and messages[-1] == (b"Z", b"I"), messages
+        for c in holders + [patient]:
+            c.close()
 
 
 if __name__ == "__main__":

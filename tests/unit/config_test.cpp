@@ -793,6 +793,27 @@ TEST(ConfigUsersTest, AllUserKeys) {
   EXPECT_EQ(u.client_idle_timeout, std::optional<Millis>(10min));
   EXPECT_EQ(u.max_user_client_connections, 5);
   EXPECT_EQ(u.transaction_timeout, std::optional<Millis>(4s));
+  EXPECT_EQ(u.query_wait_timeout, std::optional<Millis>(3s));
+}
+
+TEST(ConfigUsersTest, QueryWaitTimeoutOfTheUserOverTheDatabaseOverTheKey) {
+  const Config c = load(
+      "[databases]\nslow = query_wait_timeout=30\nunset = query_wait_timeout=-1\n"
+      "* = host=h query_wait_timeout=7\n"
+      "[users]\nalice = query_wait_timeout=2\nbob = query_wait_timeout=0\n"
+      "carol = query_wait_timeout=-1\n"
+      "[pgbouncer]\nquery_wait_timeout = 60\n");
+  EXPECT_EQ(c.query_wait_timeout_for("slow", "dave"), 30s);
+  EXPECT_EQ(c.query_wait_timeout_for("slow", "alice"), 2s);   // the user's wins, as in PgBouncer
+  EXPECT_EQ(c.query_wait_timeout_for("slow", "bob"), 0s);     // 0: this user waits forever
+  EXPECT_EQ(c.query_wait_timeout_for("slow", "carol"), 30s);  // PgBouncer's -1: not set
+  EXPECT_EQ(c.query_wait_timeout_for("unset", "dave"), 60s);
+  EXPECT_EQ(c.query_wait_timeout_for("elsewhere", "dave"), 7s);  // through "*"
+  EXPECT_EQ(load("[users]\nu = pool_size=1\n").query_wait_timeout_for("db", "u"), 120s);
+  expect_error("[users]\nu = query_wait_timeout=-2\n",
+               {"pgbouncer.ini:2", "query_wait_timeout", "'-2'"});
+  expect_error("[databases]\nd = query_wait_timeout=soon\n",
+               {"pgbouncer.ini:2", "query_wait_timeout", "'soon'"});
 }
 
 TEST(ConfigUsersTest, ClientCapsOfAnEntryOverTheGlobalKeys) {
