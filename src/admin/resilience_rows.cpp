@@ -24,8 +24,17 @@ std::vector<Column> breaker_columns() {
           {"breaker_next_probe", kInt8Oid}};
 }
 
-std::vector<Cell> breaker_cells(const Snapshot& s, const std::string& host, int port) {
-  const auto* backend = find_backend(s, pool::backend_name(host, port));
+std::vector<Cell> breaker_cells(const Snapshot& s,
+                                const std::vector<config::ServerAddress>& servers) {
+  const pool::BackendStatus* backend = nullptr;
+  for (const auto& server : servers) {
+    const auto* found = find_backend(s, pool::backend_name(server.host, server.port));
+    if (backend == nullptr) backend = found;
+    if (found != nullptr && found->state != pool::BreakerState::closed) {
+      backend = found;
+      break;
+    }
+  }
   if (!backend) return {"closed", Cell{}, Cell{}};
   Cell last_error;
   if (!backend->last_error.empty()) last_error = backend->last_error;

@@ -13,9 +13,11 @@ namespace pgw::admin {
 
 // breaker_state, breaker_last_error, breaker_next_probe (seconds; NULL unless open).
 std::vector<Column> breaker_columns();
-// The cells of those columns for a database whose backend is (host, port); a backend no pool
-// has connected to yet is "closed".
-std::vector<Cell> breaker_cells(const Snapshot& snapshot, const std::string& host, int port);
+// The cells of those columns for a database whose backends are `servers` (one per host and
+// port): the first host's whose breaker is not closed, else the first host's. A backend no pool
+// has connected to yet is "closed". SHOW STATE lists every backend.
+std::vector<Cell> breaker_cells(const Snapshot& snapshot,
+                                const std::vector<config::ServerAddress>& servers);
 // For rows that have no backend (the console's own "pgbouncer" database).
 std::vector<Cell> no_breaker_cells();
 

@@ -62,6 +62,13 @@ struct Builder {
   }
 };
 
+// load_balance_hosts as PgBouncer shows it: only for a host list.
+Cell load_balance_cell(const std::vector<config::ServerAddress>& servers,
+                       config::LoadBalanceHosts mode) {
+  if (servers.size() < 2) return Cell{};
+  return std::string(config::to_string(mode));
+}
+
 bool counts_as_client(const session::SessionInfo& info) {
   return info.state != session::ClientState::login;
 }
@@ -214,7 +221,8 @@ ResultSet show_pools(const Snapshot& s) {
                             num(std::max(0, p.stats.active - tested)), "0", "0",
                             num(p.stats.idle - p.stats.used), num(p.stats.used), num(tested),
                             num(p.stats.connecting), num(wait_us / 1000000), num(wait_us % 1000000),
-                            std::string(config::to_string(p.settings.mode)), "round-robin"});
+                            std::string(config::to_string(p.settings.mode)),
+                            load_balance_cell(p.settings.servers, p.settings.load_balance)});
   }
   b.rs.tag = "SHOW";
   return b.rs;
@@ -258,10 +266,11 @@ ResultSet show_databases(const Snapshot& s) {
             num(entry->reserve_pool.value_or(c.reserve_pool_size)),
             secs(entry->server_lifetime.value_or(c.server_lifetime)),
             entry->pool_mode ? Cell{std::string(config::to_string(*entry->pool_mode))} : Cell{},
-            "round-robin", num(max_conn), num(conn == s.db_connections.end() ? 0 : conn->second),
+            load_balance_cell(entry->servers, entry->load_balance_hosts), num(max_conn),
+            num(conn == s.db_connections.end() ? 0 : conn->second),
             num(c.max_db_client_connections_for(name)), num(clients_of(name)),
             s.paused_databases.contains(name) ? "1" : "0", "0"});
-    for (auto& cell : breaker_cells(s, entry->host, entry->port)) b.rs.rows.back().push_back(cell);
+    for (auto& cell : breaker_cells(s, entry->servers)) b.rs.rows.back().push_back(cell);
   }
   int admins = 0;
   for (const auto& info : s.sessions) admins += info.admin ? 1 : 0;

@@ -153,15 +153,62 @@ std::optional<Millis> entry_wait_timeout(const Location& at, const std::string& 
   return parse::duration(at, key, value);
 }
 
+// `host` as PgBouncer takes it: one host, or a comma-separated list (blanks around the commas
+// allowed), each with the port of `port`: one port for all, or one per host as libpq takes a
+// list (PgBouncer itself reads one port).
+std::vector<ServerAddress> parse_servers(const Location& at, const std::string& host,
+                                         const std::string& port) {
+  std::vector<ServerAddress> servers;
+  if (host.find(',') == std::string::npos) {
+    servers.push_back({host, 5432});
+  } else {
+    std::istringstream items(host);
+    std::string item;
+    while (std::getline(items, item, ',')) {
+      servers.push_back({trim(item), 5432});
+      if (servers.back().host.empty()) {
+        parse::invalid(at, "host", host, "a host, or a comma-separated list of hosts");
+      }
+    }
+    if (host.back() == ',') parse::invalid(at, "host", host, "a comma-separated list of hosts");
+  }
+  if (port.empty()) return servers;
+  std::vector<int> ports;
+  std::istringstream items(port);
+  std::string item;
+  while (std::getline(items, item, ','))
+    ports.push_back(parse::integer(at, "port", trim(item), 1, 65535));
+  if (port.back() == ',') parse::invalid(at, "port", port, "a comma-separated list of ports");
+  if (ports.size() != 1 && ports.size() != servers.size()) {
+    parse::invalid(at, "port", port,
+                   "one port, or one per host of host (" + std::to_string(servers.size()) + ")");
+  }
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    servers[i].port = ports.size() == 1 ? ports[0] : ports[i];
+  }
+  return servers;
+}
+
+LoadBalanceHosts parse_load_balance_hosts(const Location& at, const std::string& key,
+                                          const std::string& value) {
+  const auto v = lower(value);
+  if (v == "round-robin") return LoadBalanceHosts::round_robin;
+  if (v == "disable") return LoadBalanceHosts::disable;
+  parse::invalid(at, key, value, "round-robin or disable");
+}
+
 DatabaseEntry parse_database(const Location& at, const std::string& name, const std::string& text) {
   DatabaseEntry db;
   db.name = name;
   db.source = at.str();
+  std::string port;  // checked with the host list, which may come after it
   for (const auto& [key, value] : parse_connstring(at, text)) {
     if (key == "host")
       db.host = value;
     else if (key == "port")
-      db.port = parse::integer(at, key, value, 1, 65535);
+      port = value;
+    else if (key == "load_balance_hosts")
+      db.load_balance_hosts = parse_load_balance_hosts(at, key, value);
     else if (key == "dbname")
       db.dbname = value;
     else if (key == "user")
@@ -199,20 +246,21 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
       db.application_name = value;
     else if (key == "connect_query")
       db.connect_query = value;
-    else if (key == "auth_user" || key == "auth_query" || key == "auth_dbname" ||
-             key == "load_balance_hosts") {
+    else if (key == "auth_user" || key == "auth_query" || key == "auth_dbname") {
       // Accepted for compatibility; not acted on yet.
     } else {
       throw ConfigError(
           Kind::unknown_key, at.str(),
           "unknown key '" + key + "' in [databases] entry " + name +
-              ": expected host, port, dbname, user, password, pool_size, min_pool_size, "
-              "reserve_pool, pool_mode, max_db_connections, max_db_client_connections, "
-              "query_wait_timeout, server_lifetime, reclaim_under_pressure_after, session_state, "
-              "client_encoding, "
-              "datestyle, timezone, application_name or connect_query");
+              ": expected host, port, dbname, user, password, load_balance_hosts, pool_size, "
+              "min_pool_size, reserve_pool, pool_mode, max_db_connections, "
+              "max_db_client_connections, query_wait_timeout, server_lifetime, "
+              "reclaim_under_pressure_after, session_state, client_encoding, datestyle, "
+              "timezone, application_name or connect_query");
     }
   }
+  db.servers = parse_servers(at, db.host, port);
+  db.port = db.servers.front().port;
   return db;
 }
 
@@ -381,6 +429,16 @@ std::string_view to_string(SslMode mode) {
       return "verify-ca";
     case SslMode::verify_full:
       return "verify-full";
+  }
+  return "?";
+}
+
+std::string_view to_string(LoadBalanceHosts mode) {
+  switch (mode) {
+    case LoadBalanceHosts::round_robin:
+      return "round-robin";
+    case LoadBalanceHosts::disable:
+      return "disable";
   }
   return "?";
 }

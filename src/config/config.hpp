@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "protocol/session_state.hpp"
@@ -45,11 +46,30 @@ struct TlsSettings {
 // or a value with a unit suffix (ms, s, min, h, d) as PgBouncer does.
 using Millis = std::chrono::milliseconds;
 
+// One server a [databases] entry connects to: an IP address, a host name, or a directory
+// (starting with '/') holding the server's Unix socket ("" = /var/run/postgresql), and its port.
+struct ServerAddress {
+  std::string host;
+  int port = 5432;
+  bool operator==(const ServerAddress&) const = default;
+};
+
+// How a new server connection picks one of an entry's hosts (PgBouncer's load_balance_hosts).
+enum class LoadBalanceHosts : std::uint8_t {
+  round_robin,  // each new connection takes the next host of the list
+  disable,      // new connections stay on one host until connecting to it fails
+};
+std::string_view to_string(LoadBalanceHosts mode);
+
 // One [databases] entry: "name = host=... port=... dbname=... user=... ...".
 struct DatabaseEntry {
   std::string name;  // the name clients connect to ("*" for the fallback)
-  std::string host;  // empty = unix socket default (/var/run/postgresql)
-  int port = 5432;
+  std::string host;  // as written: one host or a comma-separated list; empty = Unix socket
+  int port = 5432;   // the first host's
+  // Each host of `host` with its port (`port` is one port for all, or one per host), in list
+  // order; parsing leaves at least one.
+  std::vector<ServerAddress> servers;
+  LoadBalanceHosts load_balance_hosts = LoadBalanceHosts::round_robin;
   std::string dbname;    // empty = same as name
   std::string user;      // forced user; empty = the client's user
   std::string password;  // for the forced user (or the client's user)

@@ -12,10 +12,12 @@ namespace pgw::pool {
 // A finished (or skipped) login: what login_server() returned, and how it was started.
 struct Pool::LoginResult {
   LoginOutcome outcome;
-  Backend* backend = nullptr;    // the backend it was made toward
+  Backend* backend = nullptr;  // the backend it was made toward (the last host tried)
+  std::size_t host = 0;        // that host's index, as first_host() counts
+  config::LoadBalanceHosts load_balance = config::LoadBalanceHosts::round_robin;
   std::uint32_t generation = 0;  // the login target it was made for
   bool probe = false;            // the one attempt of a half-open breaker
-  bool skipped = false;          // not attempted: the breaker opened while it waited to retry
+  bool skipped = false;          // not attempted: every breaker opened while it waited to retry
 };
 
 void ServerConn::on_ready(net::Connection& connection) {
@@ -98,8 +100,24 @@ Pool::Pool(PoolManager& manager, std::string database, std::string user, PoolSet
       stat_slots_(new StatSlot[manager.worker_count()]) {
   check_delay_ms_.store(core_.limits().server_check_delay.count());
   max_prepared_statements_.store(settings_->max_prepared_statements);
-  backend_ = &manager_.backend_for(settings_->host, settings_->port);
-  backend_->configure(settings_->breaker);
+  targets_ = targets_for(*settings_);
+}
+
+std::shared_ptr<const Pool::Targets> Pool::targets_for(const PoolSettings& settings) {
+  auto targets = std::make_shared<Targets>();
+  for (const auto& address : settings.servers) {
+    Backend& backend = manager_.backend_for(address.host, address.port);
+    backend.configure(settings.breaker);
+    targets->push_back(Target{address, &backend});
+  }
+  return targets;
+}
+
+bool Pool::any_accepts(const Targets& targets) {
+  for (const auto& target : targets) {
+    if (target.backend->accepts_logins()) return true;
+  }
+  return false;
 }
 
 Pool::~Pool() = default;
@@ -113,7 +131,7 @@ std::shared_ptr<const PoolSettings> Pool::settings() const {
 // The executor: a decision of the policy under the mutex, its actions after it
 
 Conditions Pool::conditions_locked(Clock::time_point now) const {
-  return Conditions{now, backend_->accepts_logins(), manager_.draining()};
+  return Conditions{now, any_accepts(*targets_), manager_.draining()};
 }
 
 void Pool::keep_waiters_locked(PoolActions& actions) const {
@@ -128,11 +146,11 @@ void Pool::keep_waiters_locked(PoolActions& actions) const {
 }
 
 Pool::LoginPlan Pool::login_plan_locked() const {
-  return LoginPlan{settings_, backend_, core_.failures_in_row(), core_.generation()};
+  return LoginPlan{settings_, targets_, core_.failures_in_row(), core_.generation()};
 }
 
 template <typename Decision>
-void Pool::decide(Clock::time_point now, Decision&& decision, bool probe) {
+void Pool::decide(Clock::time_point now, Decision&& decision, Backend* probe) {
   PoolActions actions;
   LoginPlan plan;
   {
@@ -144,7 +162,7 @@ void Pool::decide(Clock::time_point now, Decision&& decision, bool probe) {
   execute(actions, plan, probe);
 }
 
-void Pool::execute(PoolActions& actions, const LoginPlan& plan, bool probe) {
+void Pool::execute(PoolActions& actions, const LoginPlan& plan, Backend* probe) {
   actions.for_each_handoff([this](Handoff& h) { complete(std::move(h)); });
   for (auto& server : actions.to_close) close_on_owner(as_server(std::move(server)));
   if (actions.took_reserve) {
@@ -157,17 +175,20 @@ void Pool::execute(PoolActions& actions, const LoginPlan& plan, bool probe) {
 void Pool::update_settings(PoolSettings settings) {
   auto next = std::make_shared<const PoolSettings>(std::move(settings));
   std::shared_ptr<const PoolSettings> current;
-  Backend* backend = nullptr;
+  std::shared_ptr<const Targets> targets;
   {
     std::lock_guard lock(mutex_);
     current = settings_;
-    backend = backend_;
+    targets = targets_;
   }
   // Reloads are serialized (the configuration's change mutex), so nothing changes the
   // settings between here and the decision below.
   const bool target_changed = next->fingerprint != current->fingerprint;
-  if (target_changed) backend = &manager_.backend_for(next->host, next->port);
-  backend->configure(next->breaker);
+  if (target_changed) {
+    targets = targets_for(*next);
+  } else {
+    for (const auto& target : *targets) target.backend->configure(next->breaker);
+  }
   const auto limits = limits_of(*next);
   mode_.store(next->mode, std::memory_order_relaxed);
   check_delay_ms_.store(limits.server_check_delay.count());
@@ -180,7 +201,7 @@ void Pool::update_settings(PoolSettings settings) {
     settings_ = std::move(next);
     // Idle servers of an old target are closed; leased ones close on release.
     if (target_changed) {
-      backend_ = backend;
+      targets_ = std::move(targets);
       core_.retarget(/*forget_failures=*/true, actions);
     }
     core_.set_limits(limits, conditions_locked(now), actions);
@@ -343,7 +364,8 @@ void Pool::close_on_owner(ServerPtr server) {
 // ---------------------------------------------------------------------------------------------
 // Logins
 
-void Pool::spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& plan, bool probe) {
+void Pool::spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& plan,
+                        Backend* probe) {
   const PoolSettings& settings = *plan.settings;
   // server_login_retry is PgBouncer's pause before a failed login is retried: here it caps the
   // jittered backoff.
@@ -357,42 +379,89 @@ void Pool::spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& 
       key = manager_.keys().get(settings.server_user);
     // Posted, so the login starts on its worker even when called from another thread.
     reactor.post([this, &reactor, worker, plan, key = std::move(key), delay, probe]() mutable {
-      asio::co_spawn(
-          reactor.io(),
-          [this, &reactor, worker, plan = std::move(plan), key = std::move(key), delay,
-           probe]() -> asio::awaitable<void> {
-            LoginResult result;
-            result.backend = plan.backend;
-            result.generation = plan.generation;
-            result.probe = probe;
-            if (delay.count() > 0) {
-              net::Timer backoff(reactor);
-              co_await backoff.async_wait_for(delay, net::use_nothrow);
-            }
-            if (!probe && !plan.backend->accepts_logins()) {
-              // The breaker opened while this retry waited: its probe decides, not us.
-              result.skipped = true;
-              login_finished(std::move(result));
-              co_return;
-            }
-            const PoolSettings& target = *plan.settings;
-            result.outcome = co_await login_server(reactor, worker, target, key);
-            if (probe && result.outcome.server && target.server_check_enabled) {
-              // The probe proves more than a login: the server also runs a query.
-              if (!co_await run_internal_query(*result.outcome.server, target.server_check_query,
-                                               std::chrono::seconds(5))) {
-                result.outcome.server.reset();
-                result.outcome.error = Err::server_login_failed;
-                result.outcome.detail = "server_check_query failed on the probe connection";
-                result.outcome.connection_failure = true;
-              }
-            }
-            if (result.outcome.server) result.outcome.server->id = manager_.next_server_id();
-            login_finished(std::move(result));
-          },
-          asio::detached);
+      asio::co_spawn(reactor.io(),
+                     log_in(reactor, worker, std::move(plan), std::move(key), delay, probe),
+                     asio::detached);
     });
   }
+}
+
+std::size_t Pool::first_host(const Targets& targets, config::LoadBalanceHosts mode) {
+  if (targets.size() < 2) return 0;
+  // round-robin: every login takes the next host; disable: the host of the last login, until
+  // one fails (host_failed() moves it on).
+  if (mode == config::LoadBalanceHosts::round_robin) {
+    return next_host_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return next_host_.load(std::memory_order_relaxed);
+}
+
+void Pool::host_failed(const LoginResult& attempt, bool trying_next) {
+  const auto& outcome = attempt.outcome;
+  auto& backend = *attempt.backend;
+  if (attempt.load_balance == config::LoadBalanceHosts::disable) {
+    // Later logins start at the next host; unless another login moved on already.
+    auto expected = attempt.host;
+    next_host_.compare_exchange_strong(expected, attempt.host + 1, std::memory_order_relaxed);
+  }
+  if (!trying_next) return;  // login_finished() feeds the breaker and logs
+  const auto change =
+      backend.login_failed(net::turn_now(), error_message(outcome.error, outcome.detail), false);
+  if (change != Breaker::Change::none) manager_.breaker_changed(backend, change);
+  spdlog::warn("pool {}/{}: server login to {} failed, trying the next host: {}", database_, user_,
+               backend.name(), outcome.detail);
+}
+
+asio::awaitable<void> Pool::log_in(net::Reactor& reactor, unsigned worker, LoginPlan plan,
+                                   std::optional<std::string> key, Millis delay, Backend* probe) {
+  LoginResult result;
+  result.generation = plan.generation;
+  result.probe = probe != nullptr;
+  if (delay.count() > 0) {
+    net::Timer backoff(reactor);
+    co_await backoff.async_wait_for(delay, net::use_nothrow);
+  }
+  const PoolSettings& settings = *plan.settings;
+  const Targets& targets = *plan.targets;
+  result.load_balance = settings.load_balance;
+  // A probe tries its own backend. Any other login goes down the host list from where
+  // load_balance_hosts says, past the hosts whose breaker is open (their probe decides, not
+  // us), and on to the next host when one cannot be reached or refuses pgwarden.
+  const std::size_t first = probe ? 0 : first_host(targets, settings.load_balance);
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const Target& target = targets[(first + i) % targets.size()];
+    if (probe ? target.backend != probe : !target.backend->accepts_logins()) continue;
+    if (result.backend != nullptr) host_failed(result, /*trying_next=*/true);
+    result.backend = target.backend;
+    result.host = first + i;
+    result.outcome = co_await login_server(reactor, worker, settings, target.address, key);
+    if (probe && result.outcome.server && settings.server_check_enabled) {
+      // The probe proves more than a login: the server also runs a query.
+      if (!co_await run_internal_query(*result.outcome.server, settings.server_check_query,
+                                       std::chrono::seconds(5))) {
+        result.outcome.server.reset();
+        result.outcome.error = Err::server_login_failed;
+        result.outcome.detail = "server_check_query failed on the probe connection";
+        result.outcome.connection_failure = true;
+      }
+    }
+    if (result.outcome.server || !result.outcome.connection_failure || probe) break;
+  }
+  if (result.backend == nullptr && probe != nullptr) {
+    // The host left the pool's list since the probe was decided: a failed probe, so that its
+    // breaker waits for the next one rather than stay half-open.
+    result.backend = probe;
+    result.outcome.error = Err::server_connect_failed;
+    result.outcome.detail = "the host is no longer in the pool's host list";
+    result.outcome.connection_failure = true;
+  } else if (result.backend == nullptr) {
+    // Every host's breaker opened while this retry waited.
+    result.skipped = true;
+  } else if (!result.outcome.server && result.outcome.connection_failure && !probe) {
+    host_failed(result, /*trying_next=*/false);
+  }
+  if (result.outcome.server) result.outcome.server->id = manager_.next_server_id();
+  login_finished(std::move(result));
 }
 
 void Pool::login_finished(LoginResult result) {
@@ -404,6 +473,7 @@ void Pool::login_finished(LoginResult result) {
   auto change = Breaker::Change::none;
   if (server) {
     change = result.backend->login_succeeded(now);
+    server->backend = result.backend;
     server->generation = result.generation;
     server->pool = this;
     server->conn.set_handler(server.get());  // watched while idle, if the policy parks it
@@ -439,7 +509,8 @@ void Pool::evict_idle(ServerConn& server) {
     std::lock_guard lock(mutex_);
     victim = core_.take_idle(server);
   }
-  if (!victim) return;  // on its way to a client: that side deals with it
+  if (!victim) return;                // on its way to a client: that side deals with it
+  Backend* backend = server.backend;  // the server is gone once the decision below closes it
   auto& conn = static_cast<ServerConn&>(*victim).conn;
   // Read what it said, for the log (a FATAL's message), then close.
   std::array<std::byte, 512> said{};
@@ -458,13 +529,12 @@ void Pool::evict_idle(ServerConn& server) {
   }
   spdlog::info("pool {}/{}: idle server connection S-{} (backend pid {}) evicted: {}", database_,
                user_, server.id, server.backend_pid, reason);
-  Backend* backend = nullptr;
   const auto now = net::turn_now();
-  decide(now, [&](const Conditions& at, PoolActions& out) {
-    backend = backend_;
-    core_.closed(std::move(victim), at, out);
-  });
-  if (backend->connection_lost(now, sqlstate)) manager_.backend_gone(*backend, reason);
+  decide(now,
+         [&](const Conditions& at, PoolActions& out) { core_.closed(std::move(victim), at, out); });
+  if (backend != nullptr && backend->connection_lost(now, sqlstate)) {
+    manager_.backend_gone(*backend, reason);
+  }
 }
 
 void Pool::maintain(Clock::time_point now) {
@@ -566,9 +636,17 @@ std::pair<StatValues, Clock::duration> Pool::last_period() const {
 // ---------------------------------------------------------------------------------------------
 // Resilience: breakers, backends that go away, drain (docs/operations.md).
 
-Backend& Pool::backend() const {
+bool Pool::uses(const Backend& backend) const {
   std::lock_guard lock(mutex_);
-  return *backend_;
+  for (const auto& target : *targets_) {
+    if (target.backend == &backend) return true;
+  }
+  return false;
+}
+
+bool Pool::refuses_logins() const {
+  std::lock_guard lock(mutex_);
+  return !any_accepts(*targets_);
 }
 
 Clock::time_point Pool::last_login_success() const {
@@ -578,12 +656,12 @@ Clock::time_point Pool::last_login_success() const {
 
 Err Pool::wait_timeout_error() const {
   std::lock_guard lock(mutex_);
-  return core_.wait_timeout_error(backend_->accepts_logins());
+  return core_.wait_timeout_error(any_accepts(*targets_));
 }
 
 PoolCondition Pool::condition() const {
   PoolCondition out;
-  Backend* backend = nullptr;
+  std::shared_ptr<const Targets> targets;
   Err last_code = Err::server_login_failed;
   std::string last_error;
   {
@@ -594,12 +672,25 @@ PoolCondition Pool::condition() const {
     out.max_waiting = core_.limits().max_waiting;
     last_error = core_.last_error();
     last_code = core_.last_error_code();
-    backend = backend_;
+    targets = targets_;
   }
   out.database = database_;
   out.user = user_;
   if (!last_error.empty()) out.last_login_error = error_message(last_code, last_error);
-  const auto status = backend->status(Clock::now());
+  // The backend that explains the pool: the first host that takes logins, else (every breaker
+  // open) the one whose probe comes first. One host: that one.
+  const auto now = Clock::now();
+  auto status = targets->front().backend->status(now);
+  for (const auto& target : *targets) {
+    auto candidate = target.backend->status(now);
+    if (candidate.state == BreakerState::closed) {
+      status = std::move(candidate);
+      break;
+    }
+    if (status.state == BreakerState::closed || candidate.until_probe < status.until_probe) {
+      status = std::move(candidate);
+    }
+  }
   out.server = status.name;
   out.breaker = status.state == BreakerState::open        ? PoolCondition::Breaker::open
                 : status.state == BreakerState::half_open ? PoolCondition::Breaker::half_open
@@ -621,39 +712,43 @@ Pool::ReclaimGrant Pool::grant_reclaims(int wanted) {
   return ReclaimGrant{core_.grant_reclaims(wanted, now), core_.waiting()};
 }
 
-void Pool::evict_all_idle(std::string_view why) {
+void Pool::evict_idle_of(const Backend& backend, std::string_view why) {
   std::size_t closed = 0;
   decide(net::turn_now(), [&](const Conditions&, PoolActions& out) {
-    core_.close_idle(out);
+    core_.close_idle_if(
+        [&](const PooledServer& idle) {
+          return static_cast<const ServerConn&>(idle).backend == &backend;
+        },
+        out);
     closed = out.to_close.size();
     out.capacity_freed = closed > 0;
   });
   if (closed > 0) {
-    spdlog::info("pool {}/{}: closing {} idle server connections: {}", database_, user_, closed,
-                 why);
+    spdlog::info("pool {}/{}: closing {} idle server connections to {}: {}", database_, user_,
+                 closed, backend.name(), why);
   }
 }
 
-void Pool::server_lost() {
-  Backend& lost_from = backend();
-  if (lost_from.connection_lost(Clock::now(), {})) {
-    manager_.backend_gone(lost_from, "several connections to the server were lost at once");
+void Pool::server_lost(const ServerConn* server) {
+  Backend* lost_from = server != nullptr ? server->backend : nullptr;
+  if (lost_from == nullptr) {
+    std::lock_guard lock(mutex_);
+    lost_from = targets_->front().backend;
+  }
+  if (lost_from->connection_lost(Clock::now(), {})) {
+    manager_.backend_gone(*lost_from, "several connections to the server were lost at once");
   }
 }
 
-bool Pool::launch_probe() {
+bool Pool::launch_probe(Backend& backend) {
   bool started = false;
-  const Backend* backend = nullptr;  // backends live as long as the manager
   decide(
       net::turn_now(),
-      [&](const Conditions& at, PoolActions& out) {
-        started = core_.launch_probe(at, out);
-        backend = backend_;
-      },
-      /*probe=*/true);
+      [&](const Conditions& at, PoolActions& out) { started = core_.launch_probe(at, out); },
+      &backend);
   if (started) {
     spdlog::info("pool {}/{}: circuit breaker of {} half-open: probing the server", database_,
-                 user_, backend->name());
+                 user_, backend.name());
   }
   return started;
 }
@@ -792,8 +887,9 @@ void PoolManager::breaker_changed(Backend& backend, Breaker::Change change) {
       status.name, status.consecutive_failures,
       std::chrono::duration<double>(status.until_probe).count(), status.last_error);
   // Clients already waiting get 57P03 now, not at query_wait_timeout.
+  // Those of a pool with other hosts still taking logins keep waiting for them.
   for_each([&](Pool& pool) {
-    if (&pool.backend() == &backend) pool.fail_waiters(Err::backend_unavailable);
+    if (pool.uses(backend) && pool.refuses_logins()) pool.fail_waiters(Err::backend_unavailable);
   });
 }
 
@@ -801,7 +897,7 @@ void PoolManager::backend_gone(Backend& backend, std::string_view why) {
   spdlog::warn("backend {}: the server went away ({}); closing its idle connections",
                backend.name(), why);
   for_each([&](Pool& pool) {
-    if (&pool.backend() == &backend) pool.evict_all_idle(why);
+    if (pool.uses(backend)) pool.evict_idle_of(backend, why);
   });
 }
 
@@ -819,14 +915,14 @@ void PoolManager::probe_backends(Clock::time_point now) {
     // from a problem of one user's credentials.
     std::vector<Pool*> candidates;
     for_each([&](Pool& pool) {
-      if (&pool.backend() == backend) candidates.push_back(&pool);
+      if (pool.uses(*backend)) candidates.push_back(&pool);
     });
     std::stable_sort(candidates.begin(), candidates.end(), [](Pool* a, Pool* b) {
       return a->last_login_success() > b->last_login_success();
     });
     bool started = false;
     for (auto* pool : candidates) {
-      if ((started = pool->launch_probe())) break;
+      if ((started = pool->launch_probe(*backend))) break;
     }
     if (!started) backend->probe_not_started(now);
   }

@@ -50,6 +50,7 @@ namespace pgw::pool {
 
 class Pool;
 class PoolManager;
+struct LoginOutcome;
 
 // Everything needed to open and manage server connections of one pool; rebuilt on RELOAD.
 struct PoolSettings {
@@ -72,9 +73,10 @@ struct PoolSettings {
   int max_prepared_statements = 200;
   int max_waiting = 0;      // clients queued at once; 0 = unlimited
   BreakerSettings breaker;  // of the backend (global keys: every pool agrees)
-  // Login target.
-  std::string host;
-  int port = 5432;
+  // Login target: the [databases] entry's hosts with their ports, in list order (never empty),
+  // and how a new server connection picks one (load_balance_hosts).
+  std::vector<config::ServerAddress> servers{config::ServerAddress{}};
+  config::LoadBalanceHosts load_balance = config::LoadBalanceHosts::round_robin;
   std::string dbname;
   std::string server_user;
   std::string password;  // plaintext, md5 hash or SCRAM secret ("" = none)
@@ -128,6 +130,10 @@ class ServerConn final : public net::ReadyHandler, public PooledServer {
   // count pgwarden keeps can be short (one call may lock a lock per row), so a server a client
   // gave back unpinned is unlocked before another client gets it.
   bool advisory_locks_possible = false;
+
+  // The backend (host and port of the pool's list) it is connected to: its breaker hears
+  // when the connection is lost.
+  Backend* backend = nullptr;
 
   // Readiness while idle in the pool (the pool installs this object as the handler).
   void on_ready(net::Connection& connection) override;
@@ -247,11 +253,12 @@ class Pool {
   // Closes idle servers and marks leased ones to be closed on release (RECONNECT, shutdown).
   void close_all(bool include_leased);
 
-  // Resilience (docs/operations.md). The backend this pool connects to, with its breaker.
-  Backend& backend() const;
-  // The breaker of the backend is not closed: new logins are told 57P03 (the pool's mutex to
-  // find the backend, then one relaxed load of its breaker).
-  bool refuses_logins() const { return !backend().accepts_logins(); }
+  // Resilience (docs/operations.md). Whether `backend` (one per host and port, with its
+  // breaker) is one of those this pool connects to.
+  bool uses(const Backend& backend) const;
+  // The breaker of every backend of the pool is not closed: new logins are told 57P03 (the
+  // pool's mutex to find the backends, then a relaxed load of each one's breaker).
+  bool refuses_logins() const;
   // Which error a client that waited query_wait_timeout gets: 53300 when the pool was full,
   // 08001 when the backend could not be reached (the last login failed, or none finished).
   Err wait_timeout_error() const;
@@ -267,13 +274,14 @@ class Pool {
     int waiting = 0;
   };
   ReclaimGrant grant_reclaims(int wanted);
-  // Closes every idle server (the backend crashed or restarted).
-  void evict_all_idle(std::string_view why);
-  // A leased server of this pool ended under its client (EOF or its FATAL).
-  void server_lost();
-  // Half-open breaker: opens the one connection that decides (login + server_check_query).
-  // False when this pool cannot open one now (paused, at its limits).
-  bool launch_probe();
+  // Closes the idle servers connected to `backend` (one host of the pool's went away).
+  void evict_idle_of(const Backend& backend, std::string_view why);
+  // A leased server of this pool ended under its client (EOF or its FATAL); `server` is that
+  // connection, if the session still has it.
+  void server_lost(const ServerConn* server);
+  // Half-open breaker of `backend`: opens the one connection to it that decides (login +
+  // server_check_query). False when this pool cannot open one now (paused, at its limits).
+  bool launch_probe(Backend& backend);
   Clock::time_point last_login_success() const;
   // Wakes waiters that could now get a connection because a db/user-wide slot freed up.
   void capacity_freed();
@@ -300,10 +308,17 @@ class Pool {
   std::pair<StatValues, Clock::duration> last_period() const;
 
  private:
-  // What a login needs from the pool, read under its mutex when the login is decided.
+  // One host of the login target with the backend that stands for it.
+  struct Target {
+    config::ServerAddress address;
+    Backend* backend = nullptr;
+  };
+  using Targets = std::vector<Target>;
+  // What a login needs from the pool, read under its mutex when the login is decided (shared
+  // pointers: copying them there allocates nothing).
   struct LoginPlan {
     std::shared_ptr<const PoolSettings> settings;
-    Backend* backend = nullptr;
+    std::shared_ptr<const Targets> targets;
     int failures_in_row = 0;
     std::uint32_t generation = 0;
   };
@@ -316,14 +331,29 @@ class Pool {
   void keep_waiters_locked(PoolActions& actions) const;
   LoginPlan login_plan_locked() const;
   // Runs `decision(conditions, actions)` on the policy under the mutex, then carries out the
-  // actions with it released.
+  // actions with it released. `probe`: the backend whose half-open breaker the login it decides
+  // on tests.
   template <typename Decision>
-  void decide(Clock::time_point now, Decision&& decision, bool probe = false);
+  void decide(Clock::time_point now, Decision&& decision, Backend* probe = nullptr);
   // Hand-offs, closes, logins, the log and the other pools, in that order.
-  void execute(PoolActions& actions, const LoginPlan& plan, bool probe = false);
+  void execute(PoolActions& actions, const LoginPlan& plan, Backend* probe = nullptr);
   // Starts the logins the policy decided on. After failed attempts each waits for the
-  // reconnect backoff first (pool/breaker.hpp); a probe does not.
-  void spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& plan, bool probe);
+  // reconnect backoff first (pool/breaker.hpp); a probe does not, and tries only its backend.
+  void spawn_logins(const std::vector<unsigned>& launches, const LoginPlan& plan, Backend* probe);
+  // One login: the hosts in the order load_balance_hosts gives, skipping those whose breaker
+  // is open, moving on to the next when one cannot be reached.
+  asio::awaitable<void> log_in(net::Reactor& reactor, unsigned worker, LoginPlan plan,
+                               std::optional<std::string> key, Millis delay, Backend* probe);
+  // Where the next login starts in `targets` (an index that counts up; taken modulo the hosts).
+  std::size_t first_host(const Targets& targets, config::LoadBalanceHosts mode);
+  // The host `attempt` was made toward could not be reached (or refused pgwarden): under
+  // disable, later logins start at the next one. `trying_next`: this login goes on to another
+  // host, so its breaker hears of it here (else login_finished() tells it).
+  void host_failed(const LoginResult& attempt, bool trying_next);
+  // The targets of `settings` (PoolManager::backend_for each host), each breaker configured.
+  std::shared_ptr<const Targets> targets_for(const PoolSettings& settings);
+  // Some host takes logins (its breaker is closed): one relaxed load per host.
+  static bool any_accepts(const Targets& targets);
   void login_finished(LoginResult result);
   // Completes a hand-off: directly on the waiter's own worker, else by moving the socket's
   // registration through the owner's thread to the waiter's.
@@ -343,8 +373,11 @@ class Pool {
   mutable util::PoolMutex mutex_;  // guards the four below, and the AppShares' counts
   PoolCore core_;
   std::shared_ptr<const PoolSettings> settings_;
-  Backend* backend_ = nullptr;  // never null after construction; changes with the target
+  std::shared_ptr<const Targets> targets_;  // never empty; replaced with the login target
   std::optional<ParamSet> defaults_;
+  // load_balance_hosts: where the next login starts in the host list (round-robin moves it on
+  // for every login; disable only when its host fails). Counts up; taken modulo the hosts.
+  std::atomic<std::size_t> next_host_{0};
 
   util::LeafMutex shares_mutex_;  // guards the map only (a lookup per login, not under mutex_)
   std::unordered_map<std::string, AppShare> app_shares_;  // node-based: pointers stay valid
@@ -442,6 +475,7 @@ struct LoginOutcome {
 };
 asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worker,
                                            const PoolSettings& settings,
+                                           const config::ServerAddress& address,
                                            std::optional<std::string> client_key);
 
 // Runs a query on an idle server outside any client (reset, check, ROLLBACK, SET), discarding

@@ -189,6 +189,22 @@ class PoolCore {
   void closed(PooledPtr server, const Conditions& at, PoolActions& out);
   // Every idle server out and to be closed (the backend went away, PAUSE, a new target).
   void close_idle(PoolActions& out);
+  // The idle servers `select` picks, out and to be closed (one of the pool's hosts went away).
+  template <typename Select>
+  void close_idle_if(Select select, PoolActions& out) {
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < idle_.size(); ++i) {
+      if (select(static_cast<const PooledServer&>(*idle_[i]))) {
+        out.to_close.push_back(std::move(idle_[i]));
+      } else if (kept++ != i) {
+        idle_[kept - 1] = std::move(idle_[i]);
+      }
+    }
+    const int closed = static_cast<int>(idle_.size() - kept);
+    idle_.resize(kept);
+    total_ -= closed;
+    uncount(closed);
+  }
 
   // --- upkeep (the janitor): idle timeout, lifetime, surplus, reserve, min_pool_size
   void maintain(const Conditions& at, PoolActions& out);

@@ -36,8 +36,11 @@ asio::awaitable<bool> write_all(net::Connection& connection, const std::string& 
 // may go on (over TLS, or in clear where the mode lets it), else why not. `allow` asks for no
 // TLS (PgBouncer's reading of it): libpq's retry with TLS after a refused clear login is not
 // done.
-asio::awaitable<std::string> start_server_tls(ServerConn& server, const PoolSettings& settings) {
-  if (!settings.tls || settings.tls_mode <= config::SslMode::allow) co_return std::string();
+asio::awaitable<std::string> start_server_tls(ServerConn& server, const PoolSettings& settings,
+                                              const std::string& host) {
+  // Not over a Unix socket (PostgreSQL offers no TLS there, and libpq does not ask).
+  if (!settings.tls || settings.tls_mode <= config::SslMode::allow || !net::is_tcp(server.endpoint))
+    co_return std::string();
   static constexpr std::array<std::byte, 8> kSslRequest{
       std::byte{0},    std::byte{0},    std::byte{0},    std::byte{8},
       std::byte{0x04}, std::byte{0xd2}, std::byte{0x16}, std::byte{0x2f}};  // 80877103
@@ -55,7 +58,7 @@ asio::awaitable<std::string> start_server_tls(ServerConn& server, const PoolSett
     co_return std::string();  // prefer: in clear
   }
   if (answer != std::byte{'S'}) co_return std::string("server answered SSLRequest with an error");
-  server.conn.start_tls(std::make_unique<net::TlsStream>(settings.tls, server.conn, settings.host));
+  server.conn.start_tls(std::make_unique<net::TlsStream>(settings.tls, server.conn, host));
   auto why = co_await server.conn.async_tls_handshake();
   if (!why.empty()) co_return "TLS to the server failed: " + why;
   co_return std::string();
@@ -64,6 +67,7 @@ asio::awaitable<std::string> start_server_tls(ServerConn& server, const PoolSett
 // The login conversation proper, without the deadline.
 asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker,
                                           const PoolSettings& settings,
+                                          const config::ServerAddress& address,
                                           std::optional<std::string> client_key) {
   LoginOutcome out;
   std::error_code resolve_error;
@@ -71,11 +75,11 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
   {
     // getaddrinfo blocks this worker's loop: the watchdog names it if DNS is slow.
     activity::Scope scope("resolving a server host name (DNS)");
-    endpoint = net::server_endpoint(settings.host, settings.port, resolve_error);
+    endpoint = net::server_endpoint(address.host, address.port, resolve_error);
   }
   if (resolve_error) {
     out.error = Err::server_connect_failed;
-    out.detail = "could not resolve host \"" + settings.host + "\"";
+    out.detail = "could not resolve host \"" + address.host + "\"";
     out.connection_failure = true;
     co_return out;
   }
@@ -90,7 +94,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
     co_return out;
   }
   if (net::is_tcp(endpoint)) net::set_nodelay(server->conn.fd());
-  if (auto why = co_await start_server_tls(*server, settings); !why.empty()) {
+  if (auto why = co_await start_server_tls(*server, settings, address.host); !why.empty()) {
     out.error = Err::server_login_failed;
     out.detail = std::move(why);
     out.connection_failure = true;
@@ -261,10 +265,11 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
 
 asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worker,
                                            const PoolSettings& settings,
+                                           const config::ServerAddress& address,
                                            std::optional<std::string> client_key) {
   net::Timer deadline(reactor);
   auto result =
-      co_await (login_steps(reactor, worker, settings, std::move(client_key)) ||
+      co_await (login_steps(reactor, worker, settings, address, std::move(client_key)) ||
                 deadline.async_wait_for(settings.server_connect_timeout, net::use_nothrow));
   if (result.index() == 1) {
     LoginOutcome timeout;
@@ -272,7 +277,7 @@ asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worke
     timeout.detail =
         fmt::format("server_connect_timeout ({:g} s) expired connecting to {}",
                     static_cast<double>(settings.server_connect_timeout.count()) / 1000,
-                    backend_name(settings.host, settings.port));
+                    backend_name(address.host, address.port));
     timeout.connection_failure = true;
     co_return timeout;
   }

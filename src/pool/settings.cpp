@@ -39,8 +39,9 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
   s.max_waiting = config.max_waiting;
   s.breaker = {config.breaker_failures, config.breaker_open_min, config.breaker_open_max};
 
-  s.host = database.host;
-  s.port = database.port;
+  s.servers = database.servers;
+  if (s.servers.empty()) s.servers.push_back({database.host, database.port});
+  s.load_balance = database.load_balance_hosts;
   s.dbname = database.dbname.empty() ? database.name : database.dbname;
   s.server_user = database.user.empty() ? user : database.user;
   s.password = database.password;
@@ -55,14 +56,17 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
     s.startup_params.emplace_back("application_name", database.application_name);
   }
   s.connect_query = database.connect_query;
-  // TLS over TCP only: a host that is a directory (or none) is a Unix socket.
-  const bool unix_socket = s.host.empty() || s.host.front() == '/';
-  if (server_tls && !unix_socket) {
+  // TLS over TCP only: server_login skips it for a host that is a Unix socket directory.
+  if (server_tls) {
     s.tls_mode = server_tls->mode();
     s.tls = std::move(server_tls);
   }
-  s.fingerprint = s.host + '\x1f' + std::to_string(s.port) + '\x1f' + s.dbname + '\x1f' +
-                  s.server_user + '\x1f' + s.password + '\x1f' + s.connect_query;
+  // The hosts, not how logins pick among them: load_balance_hosts changes no connection.
+  for (const auto& server : s.servers) {
+    s.fingerprint += server.host + ':' + std::to_string(server.port) + '\x1f';
+  }
+  s.fingerprint +=
+      s.dbname + '\x1f' + s.server_user + '\x1f' + s.password + '\x1f' + s.connect_query;
   for (const auto& [key, value] : s.startup_params) s.fingerprint += '\x1f' + key + '=' + value;
   // Another TLS context (changed settings or files): servers reconnect, as in PgBouncer.
   if (s.tls) s.fingerprint += "\x1ftls=" + std::to_string(s.tls->generation());

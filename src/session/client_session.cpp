@@ -81,7 +81,8 @@ asio::awaitable<void> ClientSession::report_end() {
       disconnect_reason_ = std::make_unique<std::string>("client close request");
       break;
     case RelayStop::server_lost: {
-      relay_.pool()->server_lost();  // several at once: the backend went away (evicts its idle)
+      // Several at once: the backend went away (evicts its idle connections).
+      relay_.pool()->server_lost(relay_.server());
       if (relay_.server_fatal()) {
         // The client has the server's own FATAL (pg_terminate_backend, shutdown): close.
         disconnect_reason_ = std::make_unique<std::string>("the server ended the connection");

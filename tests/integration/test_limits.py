@@ -7,7 +7,10 @@ when its client leaves, and SHOW DATABASES / SHOW USERS show the caps and the co
 transaction_timeout (global and per [users] entry): a transaction that lasts too long, idle or
 running, ends the client with FATAL 25P04 and is rolled back; short ones are left alone.
 query_wait_timeout per [users] and [databases] entry: the user's wins over the database's, which
-wins over the global key."""
+wins over the global key.
+Host lists with load_balance_hosts: round-robin spreads new server connections over the hosts
+(here the same PostgreSQL over TCP and over its Unix socket), disable stays on one host and moves
+on to the next when it cannot connect (a dead port)."""
 import time
 
 import harness
@@ -271,6 +274,93 @@ def test_query_wait_timeout_of_the_user_over_the_database_over_the_key():
         messages = patient.read_until()
         assert harness.first_error(messages) is None and messages[-1] == (b"Z", b"I"), messages
         for c in holders + [patient]:
+            c.close()
+
+
+# --- host lists and load_balance_hosts --------------------------------------------------------
+
+def hold_servers(pw, count):
+    """`count` clients, each holding its own server inside a transaction; returns the clients
+    and each server's (inet_server_addr(), inet_server_port()): (None, None) over the socket."""
+    import psycopg
+    clients, where = [], []
+    for _ in range(count):
+        conn = psycopg.connect(pw.dsn(), autocommit=True)
+        conn.execute("BEGIN")
+        addr, port = conn.execute("SELECT inet_server_addr(), inet_server_port()").fetchone()
+        clients.append(conn)
+        where.append((str(addr) if addr is not None else None, port))
+    return clients, where
+
+
+def server_addrs(pw):
+    with admin(pw) as console:
+        return sorted(r["addr"] for r in show(console, "SERVERS"))
+
+
+def test_round_robin_spreads_new_server_connections_over_the_hosts():
+    databases = {"pgwarden_test": f"host=127.0.0.1,{pg().dir} port={pg().port} "
+                                  "dbname=pgwarden_test"}
+    with harness.Pgwarden(pg(), auth_type="trust", databases=databases,
+                          admin_users="postgres") as pw:
+        clients, where = hold_servers(pw, 4)
+        # Each new login takes the next host: two over TCP, two over the Unix socket.
+        assert sorted(where, key=str) == sorted([("127.0.0.1", pg().port)] * 2 + [(None, None)] * 2,
+                                                key=str), where
+        assert server_addrs(pw) == ["127.0.0.1", "127.0.0.1", "unix", "unix"]
+        with admin(pw) as console:
+            db = row(show(console, "DATABASES"), name="pgwarden_test")
+            assert db["host"] == f"127.0.0.1,{pg().dir}" and db["port"] == pg().port, db
+            assert db["load_balance_hosts"] == "round-robin", db
+            assert row(show(console, "POOLS"), database="pgwarden_test")["load_balance_hosts"] \
+                == "round-robin"
+        for c in clients:
+            c.close()
+
+
+def test_disable_keeps_new_server_connections_on_one_host():
+    databases = {"pgwarden_test": f"host=127.0.0.1,{pg().dir} port={pg().port} "
+                                  "dbname=pgwarden_test load_balance_hosts=disable"}
+    with harness.Pgwarden(pg(), auth_type="trust", databases=databases,
+                          admin_users="postgres") as pw:
+        clients, where = hold_servers(pw, 4)
+        assert where == [("127.0.0.1", pg().port)] * 4, where
+        with admin(pw) as console:
+            db = row(show(console, "DATABASES"), name="pgwarden_test")
+            assert db["load_balance_hosts"] == "disable", db
+        for c in clients:
+            c.close()
+
+
+def test_disable_moves_on_to_the_next_host_when_one_cannot_connect():
+    dead = harness.free_port()
+    databases = {"pgwarden_test": f"host=127.0.0.1,127.0.0.1 port={dead},{pg().port} "
+                                  "dbname=pgwarden_test load_balance_hosts=disable"}
+    with harness.Pgwarden(pg(), auth_type="trust", databases=databases,
+                          admin_users="postgres") as pw:
+        # The first login finds the first host dead and is served by the second one; later
+        # logins start at the second host and never try the dead one again.
+        clients, where = hold_servers(pw, 3)
+        assert where == [("127.0.0.1", pg().port)] * 3, where
+        failed = f"server login to 127.0.0.1:{dead} failed, trying the next host"
+        assert pw.log().count(failed) == 1, pw.log()
+        with admin(pw) as console:
+            state = {r["key"]: r["value"] for r in show(console, "STATE")}
+            assert "last error" in state[f"breaker 127.0.0.1:{dead}"], state
+        for c in clients:
+            c.close()
+
+
+def test_round_robin_also_skips_a_host_that_cannot_connect():
+    dead = harness.free_port()
+    databases = {"pgwarden_test": f"host=127.0.0.1,127.0.0.1 port={dead},{pg().port} "
+                                  "dbname=pgwarden_test"}
+    with harness.Pgwarden(pg(), databases=databases) as pw:
+        clients, where = hold_servers(pw, 4)
+        assert where == [("127.0.0.1", pg().port)] * 4, where
+        # The first and the third login began at the dead host: each moved on to the live one.
+        assert pw.log().count(f"server login to 127.0.0.1:{dead} failed") == 2, pw.log()
+        for c in clients:
             c.close()
 
 

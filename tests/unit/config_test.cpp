@@ -693,6 +693,43 @@ TEST(ConfigDatabasesTest, CompatibilityKeysAreAccepted) {
   EXPECT_EQ(c.databases.at("db").host, "h");
 }
 
+TEST(ConfigDatabasesTest, HostListsWithOnePortOrOnePerHost) {
+  using pgw::config::LoadBalanceHosts;
+  using pgw::config::ServerAddress;
+  const Config c = load(
+      "[databases]\n"
+      "one = host=10.0.0.5 port=5433\n"
+      "list = host=10.0.0.5,10.0.0.6,/var/run/postgresql port=5433\n"
+      "ports = host='a , b' port=5433,5434 load_balance_hosts=disable\n"
+      "socket = dbname=x\n");
+  const auto& one = c.databases.at("one");
+  EXPECT_EQ(one.servers, (std::vector<ServerAddress>{{"10.0.0.5", 5433}}));
+  EXPECT_EQ(one.load_balance_hosts, LoadBalanceHosts::round_robin);  // PgBouncer's default
+  const auto& list = c.databases.at("list");
+  EXPECT_EQ(list.host, "10.0.0.5,10.0.0.6,/var/run/postgresql");  // as written (SHOW DATABASES)
+  EXPECT_EQ(list.servers,
+            (std::vector<ServerAddress>{
+                {"10.0.0.5", 5433}, {"10.0.0.6", 5433}, {"/var/run/postgresql", 5433}}));
+  const auto& ports = c.databases.at("ports");
+  EXPECT_EQ(ports.servers, (std::vector<ServerAddress>{{"a", 5433}, {"b", 5434}}));
+  EXPECT_EQ(ports.port, 5433);
+  EXPECT_EQ(ports.load_balance_hosts, LoadBalanceHosts::disable);
+  EXPECT_EQ(c.databases.at("socket").servers, (std::vector<ServerAddress>{{"", 5432}}));
+  // The fallback's list reaches every name it serves.
+  const auto wild = load("[databases]\n* = host=a,b port=1,2\n").find_database("x");
+  ASSERT_TRUE(wild.has_value());
+  EXPECT_EQ(wild->servers, (std::vector<ServerAddress>{{"a", 1}, {"b", 2}}));
+  expect_error("[databases]\nd = host=a,,b\n", {"pgbouncer.ini:2", "host", "'a,,b'"});
+  expect_error("[databases]\nd = host=a,b,\n", {"pgbouncer.ini:2", "host", "'a,b,'"});
+  expect_error("[databases]\nd = host=a,b port=1,2,3\n",
+               {"pgbouncer.ini:2", "port", "'1,2,3'", "one port, or one per host"});
+  expect_error("[databases]\nd = host=a port=1,2\n", {"pgbouncer.ini:2", "port", "'1,2'"});
+  expect_error("[databases]\nd = host=a,b port=1,x\n",
+               {"pgbouncer.ini:2", "port", "'x'", "an integer from 1 to 65535"});
+  expect_error("[databases]\nd = host=a,b load_balance_hosts=random\n",
+               {"pgbouncer.ini:2", "load_balance_hosts", "round-robin or disable"});
+}
+
 TEST(ConfigDatabasesTest, FindDatabaseExactMatch) {
   const Config c = load(kRealisticIni);
   const auto db = c.find_database("appdb");

@@ -625,6 +625,28 @@ TEST_F(PoolCoreTest, AnEvictedIdleServerIsUncountedAndWaitersGetALogin) {
   core_->cancel_wait(held_back);
 }
 
+TEST_F(PoolCoreTest, TheIdleServersOfOneHostCloseAndTheOthersStay) {
+  // A pool with several hosts: the one that went away takes only its own idle servers along
+  // (here told apart by their worker).
+  add_idle(0, 1);
+  add_idle(1, 2);
+  add_idle(0, 3);
+  EXPECT_EQ(db_count_->load(), 3);
+  PoolActions out;
+  core_->close_idle_if([](const PooledServer& s) { return s.worker == 0; }, out);
+  ASSERT_EQ(out.to_close.size(), 2u);
+  EXPECT_EQ(out.to_close[0]->created, at_ms(1));
+  EXPECT_EQ(out.to_close[1]->created, at_ms(3));
+  ASSERT_EQ(core_->idle().size(), 1u);
+  EXPECT_EQ(core_->idle()[0]->worker, 1u);
+  EXPECT_EQ(core_->total(), 1);
+  EXPECT_EQ(db_count_->load(), 1);
+  PoolActions none;
+  core_->close_idle_if([](const PooledServer&) { return false; }, none);
+  EXPECT_TRUE(none.to_close.empty());
+  EXPECT_EQ(core_->total(), 1);
+}
+
 TEST_F(PoolCoreTest, CountsShowServersDueForTheirCheck) {
   auto l = limits(3);
   l.server_check_delay = 30000ms;

@@ -43,8 +43,7 @@ class PoolWaitTest : public ::testing::Test {
     auto& pool = manager_.get("db", "user", [max_waiting] {
       PoolSettings settings;
       settings.mode = pgw::config::PoolMode::transaction;
-      settings.host = "127.0.0.1";
-      settings.port = 1;  // never dialled: the pool stays paused
+      settings.servers = {{"127.0.0.1", 1}};  // never dialled: the pool stays paused
       settings.max_waiting = max_waiting;
       return settings;
     });
