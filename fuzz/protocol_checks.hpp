@@ -97,6 +97,11 @@ inline void check_bodies(proto::Bytes body) {
                text);
   }
 
+  if (auto row = proto::parse_data_row(body)) {
+    for (const auto& column : *row) FUZZ_CHECK(!column || within(*column, text));
+    FUZZ_CHECK(written_body([&](proto::MessageWriter& w) { w.data_row(*row); }) == text);
+  }
+
   if (auto key = proto::parse_backend_key_data(body)) {
     FUZZ_CHECK(written_body([&](proto::MessageWriter& w) {
                  w.backend_key_data(key->process_id, key->secret_key);

@@ -246,9 +246,13 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
       db.application_name = value;
     else if (key == "connect_query")
       db.connect_query = value;
-    else if (key == "auth_user" || key == "auth_query" || key == "auth_dbname") {
-      // Accepted for compatibility; not acted on yet.
-    } else {
+    else if (key == "auth_user")
+      db.auth_user = value;
+    else if (key == "auth_query")
+      db.auth_query = value;
+    else if (key == "auth_dbname")
+      db.auth_dbname = value;
+    else {
       throw ConfigError(
           Kind::unknown_key, at.str(),
           "unknown key '" + key + "' in [databases] entry " + name +
@@ -256,7 +260,7 @@ DatabaseEntry parse_database(const Location& at, const std::string& name, const 
               "min_pool_size, reserve_pool, pool_mode, max_db_connections, "
               "max_db_client_connections, query_wait_timeout, server_lifetime, "
               "reclaim_under_pressure_after, session_state, client_encoding, datestyle, "
-              "timezone, application_name or connect_query");
+              "timezone, application_name, connect_query, auth_user, auth_query or auth_dbname");
     }
   }
   db.servers = parse_servers(at, db.host, port);

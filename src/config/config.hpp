@@ -87,6 +87,8 @@ struct DatabaseEntry {
   // Startup parameters sent to the server for this database.
   std::string client_encoding, datestyle, timezone, application_name;
   std::string connect_query;
+  // auth_query for this entry's clients (empty: the [pgbouncer] keys').
+  std::string auth_user, auth_query, auth_dbname;
   std::string source;  // "file:line" of the entry, for messages
 };
 
@@ -125,6 +127,13 @@ struct Config {
   // auth_type = hba: the pg_hba.conf-style rules (PgBouncer's subset), read with the
   // configuration (load_string(), set_key(), a reload) and kept parsed in `hba`.
   std::string auth_hba_file;
+  // auth_query: a client not in auth_file is looked up in PostgreSQL, as auth_user, in
+  // auth_dbname (empty: the database it asked for); PgBouncer's default query.
+  std::string auth_user;
+  std::string auth_query =
+      "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+      "FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+  std::string auth_dbname;
   // TLS toward clients (pgwarden is the TLS server) and toward PostgreSQL (the TLS client),
   // flat as the key table writes them; client_tls() and server_tls() gather each side, and
   // net/tls.hpp builds OpenSSL contexts from that.

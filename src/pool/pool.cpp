@@ -38,6 +38,18 @@ std::optional<std::string> KeyStore::get(const std::string& user) const {
   return it->second;
 }
 
+void KeyStore::put_secret(const std::string& user, const std::string& secret) {
+  std::lock_guard lock(mutex_);
+  secrets_[user] = secret;
+}
+
+std::optional<std::string> KeyStore::secret(const std::string& user) const {
+  std::lock_guard lock(mutex_);
+  auto it = secrets_.find(user);
+  if (it == secrets_.end()) return std::nullopt;
+  return it->second;
+}
+
 namespace {
 
 // Uniform in [0, 1) for the reconnect jitter; one generator per thread (logins start on

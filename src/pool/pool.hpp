@@ -93,10 +93,13 @@ struct PoolSettings {
 PoolLimits limits_of(const PoolSettings& settings);
 
 // The settings of the pool of `user` for the [databases] entry `database` under `config`.
-// `server_tls`: the context of server_tls_* now (TlsStore::server_side()).
+// `server_tls`: the context of server_tls_* now (TlsStore::server_side()); `learned`: secrets
+// auth_query found, for users auth_file does not list.
+class KeyStore;
 PoolSettings settings_for(const config::Config& config, const config::DatabaseEntry& database,
                           const std::string& user, const config::Secrets& secrets,
-                          std::shared_ptr<const net::TlsContext> server_tls);
+                          std::shared_ptr<const net::TlsContext> server_tls,
+                          const KeyStore& learned);
 
 // One connection to PostgreSQL. While it sits idle in its pool it watches its own socket: a
 // backend that speaks unasked (a FATAL from pg_terminate_backend, a shutdown, EOF) is evicted
@@ -165,14 +168,20 @@ class Waiter : public PoolWaiter {
 
 // Credentials learnt from clients: the SCRAM ClientKey of a user who logged in with SCRAM,
 // which lets pgwarden log in to a server that stores the same secret (pass-through).
+// What logins taught pgwarden about users, for its own logins to PostgreSQL as them: the
+// SCRAM ClientKey of a client that proved it (pass-through), and the secret auth_query
+// returned for a user not in auth_file. Memory only, never logged.
 class KeyStore {
  public:
   void put(const std::string& user, const std::string& client_key);
   std::optional<std::string> get(const std::string& user) const;
+  void put_secret(const std::string& user, const std::string& secret);
+  std::optional<std::string> secret(const std::string& user) const;
 
  private:
   mutable util::LeafMutex mutex_;
   std::map<std::string, std::string> keys_;
+  std::map<std::string, std::string> secrets_;
 };
 
 struct PoolStats {  // a consistent snapshot for the console and logs
@@ -482,6 +491,20 @@ asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worke
 // its results but keeping ParameterStatus. True when the server ends ReadyForQuery 'I'.
 asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sql,
                                          std::chrono::milliseconds timeout);
+
+// auth_query: runs `sql` with $1 = `user` (extended protocol, a text parameter) on an idle
+// server. `found`: a row came back; `secret`: its second column (nullopt: NULL, an expired or
+// password-less role). `error`: why the query failed (the server's message, never a secret);
+// the server is reusable only if `reusable`.
+struct SecretLookup {
+  bool found = false;
+  std::optional<std::string> secret;
+  std::string error;
+  bool reusable = false;
+};
+asio::awaitable<SecretLookup> run_auth_query(ServerConn& server, std::string_view sql,
+                                             std::string_view user,
+                                             std::chrono::milliseconds timeout);
 
 // Sends a CancelRequest for the backend to `endpoint` over a new connection.
 asio::awaitable<void> send_cancel(net::Reactor& reactor, net::Endpoint endpoint, std::int32_t pid,

@@ -319,6 +319,78 @@ asio::awaitable<bool> run_internal_query(ServerConn& server, std::string_view sq
   co_return result.index() == 0 && std::get<0>(result);
 }
 
+asio::awaitable<SecretLookup> run_auth_query(ServerConn& server, std::string_view sql,
+                                             std::string_view user,
+                                             std::chrono::milliseconds timeout) {
+  SecretLookup out;
+  out.error = "server connection lost";
+  if (!server.conn.is_open() || server.conn.reactor() == nullptr) co_return out;
+  std::string packet;
+  proto::MessageWriter writer(packet);
+  writer.parse(sql);
+  const std::string_view parameters[] = {user};
+  writer.bind(parameters);
+  writer.execute();
+  writer.sync();
+  net::Timer deadline(*server.conn.reactor());
+  auto conversation = [&]() -> asio::awaitable<void> {
+    if (!co_await write_all(server.conn, packet)) co_return;
+    net::MessageReader reader;
+    int rows = 0;
+    std::string failure;
+    for (;;) {
+      auto next = co_await reader.next(server.conn, proto::Direction::backend);
+      if (!std::holds_alternative<proto::Message>(next)) co_return;
+      const auto message = std::get<proto::Message>(next);
+      switch (message.header.type) {
+        case proto::from_server::kDataRow: {
+          auto columns = proto::parse_data_row(message.body);
+          if (!columns || columns->size() < 2) {
+            failure = "auth_query must return two columns (user name, secret)";
+          } else if (++rows == 1) {
+            out.found = true;
+            if ((*columns)[1]) out.secret = std::string(*(*columns)[1]);
+          } else {
+            failure = "auth_query returned more than one row";
+          }
+          break;
+        }
+        case proto::from_server::kErrorResponse: {
+          auto fields = proto::parse_error_fields(message.body);
+          failure = fields ? error_text(*fields) : "auth_query failed";
+          if (fields && fields->is_fatal()) {
+            out.error = std::move(failure);
+            co_return;
+          }
+          break;
+        }
+        case proto::from_server::kParameterStatus:
+          if (auto status = proto::parse_parameter_status(message.body))
+            server.params.set(status->name, status->value);
+          break;
+        case proto::from_server::kReadyForQuery: {
+          auto status = proto::parse_ready_for_query(message.body);
+          if (!status) co_return;
+          server.status = *status;
+          out.reusable = *status == proto::TransactionStatus::idle;
+          out.error = std::move(failure);
+          co_return;
+        }
+        default:  // ParseComplete, BindComplete, CommandComplete, NoticeResponse
+          break;
+      }
+    }
+  };
+  auto result = co_await (conversation() || deadline.async_wait_for(timeout, net::use_nothrow));
+  if (result.index() != 0) out.error = "auth_query timed out";
+  if (!out.error.empty()) {  // a failed query answers nothing
+    out.found = false;
+    out.secret.reset();
+    if (result.index() != 0) out.reusable = false;
+  }
+  co_return out;
+}
+
 asio::awaitable<void> send_cancel(net::Reactor& reactor, net::Endpoint endpoint, std::int32_t pid,
                                   std::int32_t key) {
   net::Connection connection;

@@ -6,7 +6,8 @@ namespace pgw::pool {
 
 PoolSettings settings_for(const config::Config& config, const config::DatabaseEntry& database,
                           const std::string& user, const config::Secrets& secrets,
-                          std::shared_ptr<const net::TlsContext> server_tls) {
+                          std::shared_ptr<const net::TlsContext> server_tls,
+                          const KeyStore& learned) {
   PoolSettings s;
   const config::UserEntry* user_entry = nullptr;
   if (auto it = config.users.find(user); it != config.users.end()) user_entry = &it->second;
@@ -46,7 +47,11 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
   s.server_user = database.user.empty() ? user : database.user;
   s.password = database.password;
   if (s.password.empty()) {
-    if (auto it = secrets.find(s.server_user); it != secrets.end()) s.password = it->second;
+    if (auto it = secrets.find(s.server_user); it != secrets.end()) {
+      s.password = it->second;
+    } else if (auto fetched = learned.secret(s.server_user)) {
+      s.password = std::move(*fetched);  // auth_query's answer for a user not in auth_file
+    }
   }
   if (!database.client_encoding.empty())
     s.startup_params.emplace_back("client_encoding", database.client_encoding);
@@ -83,7 +88,7 @@ void PoolManager::apply(const config::Config& config, const config::Secrets& sec
       pool.close_all(true);
       return;
     }
-    pool.update_settings(settings_for(config, *entry, pool.user(), secrets, server_tls()));
+    pool.update_settings(settings_for(config, *entry, pool.user(), secrets, server_tls(), keys_));
   });
 }
 

@@ -255,6 +255,27 @@ std::optional<ParameterStatus> parse_parameter_status(Bytes body) {
   return ParameterStatus{*name, *value};
 }
 
+std::optional<std::vector<std::optional<std::string_view>>> parse_data_row(Bytes body) {
+  Cursor cursor(body);
+  auto count = cursor.int16();
+  if (!count || *count < 0) return std::nullopt;
+  std::vector<std::optional<std::string_view>> columns;
+  columns.reserve(static_cast<std::size_t>(*count));
+  for (std::int16_t i = 0; i < *count; ++i) {
+    auto length = cursor.int32();
+    if (!length || *length < -1) return std::nullopt;
+    if (*length == -1) {
+      columns.emplace_back(std::nullopt);
+      continue;
+    }
+    auto bytes = cursor.take(static_cast<std::size_t>(*length));
+    if (!bytes) return std::nullopt;
+    columns.emplace_back(as_chars(*bytes));
+  }
+  if (!cursor.empty()) return std::nullopt;
+  return columns;
+}
+
 std::optional<BackendKeyData> parse_backend_key_data(Bytes body) {
   if (body.size() != 8) return std::nullopt;
   return BackendKeyData{read_i32(body.data()), read_i32(body.data() + 4)};
@@ -535,6 +556,21 @@ void MessageWriter::sasl_response(std::string_view data) {
 }
 void MessageWriter::query(std::string_view sql) {
   begin(from_client::kQuery).cstring(sql).finish();
+}
+void MessageWriter::parse(std::string_view sql, std::string_view statement) {
+  begin(from_client::kParse).cstring(statement).cstring(sql).int16(0).finish();
+}
+void MessageWriter::bind(std::span<const std::string_view> text_parameters,
+                         std::string_view statement, std::string_view portal) {
+  begin(from_client::kBind).cstring(portal).cstring(statement).int16(0);  // all text
+  int16(static_cast<std::int16_t>(text_parameters.size()));
+  for (const auto& value : text_parameters) {
+    int32(static_cast<std::int32_t>(value.size())).raw(value);
+  }
+  int16(0).finish();  // results in text
+}
+void MessageWriter::execute(std::string_view portal, std::int32_t max_rows) {
+  begin(from_client::kExecute).cstring(portal).int32(max_rows).finish();
 }
 void MessageWriter::sync() {
   begin(from_client::kSync).finish();

@@ -157,6 +157,9 @@ struct ParseMessage {
   std::string_view query;
 };
 std::optional<ParseMessage> parse_parse(Bytes body);
+// Backend 'D': the columns, text or binary as the server sent them; nullopt for SQL NULL.
+// Views into the body.
+std::optional<std::vector<std::optional<std::string_view>>> parse_data_row(Bytes body);
 
 // ---------------------------------------------------------------------------------------------
 // Building messages. Appends to `out`, which the caller reuses to avoid allocations.
@@ -204,6 +207,12 @@ class MessageWriter {
   void sasl_initial_response(std::string_view mechanism, std::string_view data);
   void sasl_response(std::string_view data);
   void query(std::string_view sql);
+  // The extended protocol with text parameters (the unnamed statement and portal by default):
+  // Parse without parameter types, Bind, Execute of every row.
+  void parse(std::string_view sql, std::string_view statement = {});
+  void bind(std::span<const std::string_view> text_parameters, std::string_view statement = {},
+            std::string_view portal = {});
+  void execute(std::string_view portal = {}, std::int32_t max_rows = 0);
   void sync();
   void terminate();
   void cancel_request(std::int32_t pid, std::int32_t key);  // a complete first packet

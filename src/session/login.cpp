@@ -292,6 +292,18 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
     proto::MessageWriter(greeting).authentication_ok();
     co_return true;
   }
+  // auth_query: a user auth_file does not list is looked up in PostgreSQL, for this login
+  // (the answer is kept only for pgwarden's own logins as that user: KeyStore).
+  std::optional<std::string> fetched;
+  const bool checks_secrets = config.auth_type != config::AuthType::any &&
+                              config.auth_type != config::AuthType::cert &&
+                              config.auth_type != config::AuthType::peer;
+  if (secret == nullptr && checks_secrets) {
+    bool refused = false;
+    fetched = co_await look_up_secret(refused);
+    if (refused) co_return false;
+    if (fetched) secret = &*fetched;
+  }
   bool ok = false;
   switch (config.auth_type) {
     case config::AuthType::any:
@@ -326,10 +338,65 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
       break;
   }
   if (!ok) co_return false;
+  if (fetched) s.services_.pools.keys().put_secret(s.who_.user, *fetched);
   // Not written yet: a route or welcome failure sends only its FATAL, which every driver
   // reports during authentication as well.
   proto::MessageWriter(greeting).authentication_ok();
   co_return true;
+}
+
+asio::awaitable<std::optional<std::string>> LoginFlow::look_up_secret(bool& refused) {
+  auto& s = session_;
+  const auto& config = *s.config_;
+  refused = false;
+  auto entry = config.find_database(s.who_.database);
+  if (!entry) co_return std::nullopt;  // route() refuses it, after the password exchange
+  const auto& auth_user = entry->auth_user.empty() ? config.auth_user : entry->auth_user;
+  if (auth_user.empty()) co_return std::nullopt;
+  const auto& query = entry->auth_query.empty() ? config.auth_query : entry->auth_query;
+  const auto& dbname = entry->auth_dbname.empty() ? config.auth_dbname : entry->auth_dbname;
+  // The pool of (auth_dbname or the client's database, auth_user), whose password comes from
+  // auth_file like any pool's.
+  const std::string& pool_database = dbname.empty() ? s.who_.database : dbname;
+  auto auth_entry = dbname.empty() ? entry : config.find_database(dbname);
+  if (!auth_entry) {
+    const auto refusal =
+        report(Err::auth_query_failed, "auth_dbname \"" + dbname + "\" is not a [databases] entry");
+    co_await refuse(refusal);
+    refused = true;
+    co_return std::nullopt;
+  }
+  auto secrets = s.services_.config.secrets();
+  auto& pool = s.services_.pools.get(pool_database, auth_user, [&] {
+    return pool::settings_for(config, *auth_entry, auth_user, *secrets,
+                              s.services_.pools.server_tls(), s.services_.pools.keys());
+  });
+  const auto wait = config.query_wait_timeout.count() > 0 ? config.query_wait_timeout
+                                                          : std::chrono::milliseconds(15000);
+  auto acquired = co_await pool.acquire(s.reactor_, s.worker(), Clock::now() + wait);
+  if (!acquired.server) {
+    const bool timed_out =
+        acquired.error == Err::query_wait_timeout || acquired.error == Err::query_wait_unreachable;
+    const std::string argument = timed_out ? std::to_string(wait.count() / 1000) : acquired.detail;
+    const auto refusal = explain(acquired.error, argument, pool.condition());
+    co_await refuse(refusal);
+    refused = true;
+    co_return std::nullopt;
+  }
+  auto& server = static_cast<pool::ServerConn&>(*acquired.server);
+  auto lookup = co_await pool::run_auth_query(server, query, s.who_.user, wait);
+  pool.release(std::move(acquired.server), lookup.reusable);
+  if (!lookup.error.empty()) {
+    spdlog::warn("C-{} {}: auth_query for user \"{}\" as {} failed: {}", s.who_.id, s.who_.addr,
+                 s.who_.user, auth_user, lookup.error);
+    const auto refusal = report(Err::auth_query_failed, lookup.error);
+    co_await refuse(refusal);
+    refused = true;
+    co_return std::nullopt;
+  }
+  // No row (no such role, or it may not log in), or NULL (an expired role, no password): the
+  // exchange goes on against nothing and fails as a wrong password does.
+  co_return lookup.secret;
 }
 
 asio::awaitable<bool> LoginFlow::auth_md5_or_scram(const std::string* secret,
@@ -544,8 +611,19 @@ asio::awaitable<bool> LoginFlow::route() {
   const std::string pool_user = entry->user.empty() ? s.who_.user : entry->user;
   auto secrets = s.services_.config.secrets();
   auto& pool = s.services_.pools.get(s.who_.database, pool_user, [&] {
-    return pool::settings_for(config, *entry, pool_user, *secrets, s.services_.pools.server_tls());
+    return pool::settings_for(config, *entry, pool_user, *secrets, s.services_.pools.server_tls(),
+                              s.services_.pools.keys());
   });
+  if (secrets->find(pool_user) == secrets->end()) {
+    // A user auth_query found: its pool logs in with the secret found now (a changed password
+    // changes the pool's target, and its old servers close as they come back).
+    if (auto learned = s.services_.pools.keys().secret(pool_user);
+        learned && pool.settings()->password != *learned) {
+      pool.update_settings(pool::settings_for(config, *entry, pool_user, *secrets,
+                                              s.services_.pools.server_tls(),
+                                              s.services_.pools.keys()));
+    }
+  }
   // [apps] max_server_conn: this application's share of the pool (by the startup
   // application_name, like max_client_conn; a later SET does not move it).
   pool::AppShare* share = nullptr;

@@ -56,6 +56,10 @@ class LoginFlow {
   asio::awaitable<bool> auth_peer();
   asio::awaitable<bool> auth_cert();
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
+  // auth_query (docs/configuration.md#auth_query): the secret PostgreSQL stores for the
+  // client's user, fetched as auth_user; nullopt when there is none (no auth_user, no such
+  // role, an expired one). `refused`: the client has been refused (the query failed).
+  asio::awaitable<std::optional<std::string>> look_up_secret(bool& refused);
 
   // Refuses the client: the error, a half-close, a brief drain, the close.
   asio::awaitable<void> refuse(const ErrorReport& report);

@@ -138,6 +138,7 @@ constexpr std::array kErrors{
     ErrorSpec{Err::transaction_timeout, "25P04", "FATAL",
               "terminating connection due to transaction timeout (transaction_timeout: the "
               "transaction lasted more than {} s)"},
+    ErrorSpec{Err::auth_query_failed, "08P01", "FATAL", "authentication query failed", "{}"},
 };
 
 }  // namespace

@@ -81,6 +81,7 @@ enum class Err : std::uint8_t {
   max_db_client_connections,    // the database's max_db_client_connections reached
   max_user_client_connections,  // the login user's max_user_client_connections reached
   transaction_timeout,          // a transaction lasted longer than transaction_timeout
+  auth_query_failed,            // auth_query could not be run, or failed (the server's message)
 };
 
 struct ErrorSpec {

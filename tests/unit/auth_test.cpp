@@ -42,7 +42,9 @@ constexpr std::string_view kVectorSecret =
     "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
     "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
 
-std::string b64(std::string_view raw) { return pgw::auth::base64_encode(raw); }
+std::string b64(std::string_view raw) {
+  return pgw::auth::base64_encode(raw);
+}
 
 std::string unb64(std::string_view text) {
   auto decoded = pgw::auth::base64_decode(text);
@@ -165,8 +167,8 @@ TEST(Md5Test, ResponseDependsOnSaltAndUser) {
 
 TEST(Md5Test, IsMd5Hash) {
   EXPECT_TRUE(pgw::auth::is_md5_hash("md53175bce1d3201d16594cebf9d7eb3f9d"));
-  EXPECT_FALSE(pgw::auth::is_md5_hash("md53175BCE1D3201D16594CEBF9D7EB3F9D"));  // upper case
-  EXPECT_FALSE(pgw::auth::is_md5_hash("md53175bce1d3201d16594cebf9d7eb3f9"));   // 31 hex
+  EXPECT_FALSE(pgw::auth::is_md5_hash("md53175BCE1D3201D16594CEBF9D7EB3F9D"));   // upper case
+  EXPECT_FALSE(pgw::auth::is_md5_hash("md53175bce1d3201d16594cebf9d7eb3f9"));    // 31 hex
   EXPECT_FALSE(pgw::auth::is_md5_hash("md53175bce1d3201d16594cebf9d7eb3f9d0"));  // 33 hex
   EXPECT_FALSE(pgw::auth::is_md5_hash("MD53175bce1d3201d16594cebf9d7eb3f9d"));
   EXPECT_FALSE(pgw::auth::is_md5_hash("md53175bce1d3201d16594cebf9d7eb3f9g"));  // not hex
@@ -197,8 +199,13 @@ TEST(AuthSecretKindTest, IsScramSecret) {
 
 TEST(AuthBase64Test, Rfc4648Vectors) {
   const std::pair<std::string_view, std::string_view> vectors[] = {
-      {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+      {"", ""},
+      {"f", "Zg=="},
+      {"fo", "Zm8="},
+      {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="},
+      {"fooba", "Zm9vYmE="},
+      {"foobar", "Zm9vYmFy"},
   };
   for (const auto& [raw, encoded] : vectors) {
     EXPECT_EQ(b64(raw), encoded) << "raw: " << raw;
@@ -223,16 +230,16 @@ TEST(AuthBase64Test, RoundTripsBinaryOfEveryLengthModulo3) {
 
 TEST(AuthBase64Test, RejectsInvalidInput) {
   const std::string_view invalid[] = {
-      "Zg=",        // length not a multiple of 4
-      "Zg",         // unpadded
-      "Zm9v!A==",   // bad character
-      "Zm 9v",      // space
-      "Zm9v\nYmFy", // newline
-      "Zg==Zg==",   // padding in the middle
-      "Z===",       // three padding characters
-      "====",       // only padding
-      "=Zm9",       // padding first
-      "Zm9-",       // base64url alphabet is not accepted
+      "Zg=",         // length not a multiple of 4
+      "Zg",          // unpadded
+      "Zm9v!A==",    // bad character
+      "Zm 9v",       // space
+      "Zm9v\nYmFy",  // newline
+      "Zg==Zg==",    // padding in the middle
+      "Z===",        // three padding characters
+      "====",        // only padding
+      "=Zm9",        // padding first
+      "Zm9-",        // base64url alphabet is not accepted
   };
   for (const auto text : invalid) {
     EXPECT_EQ(pgw::auth::base64_decode(text), std::nullopt) << "accepted: " << text;
@@ -314,21 +321,21 @@ TEST(ScramSecretTest, RejectsMalformedSecrets) {
       "SCRAM-SHA-256$",
       "SCRAM-SHA-1$4096:" + salt + "$" + stored + ":" + server,
       "scram-sha-256$4096:" + salt + "$" + stored + ":" + server,
-      "SCRAM-SHA-256$" + salt + "$" + stored + ":" + server,                // no iterations
-      "SCRAM-SHA-256$:" + salt + "$" + stored + ":" + server,               // empty iterations
-      "SCRAM-SHA-256$abc:" + salt + "$" + stored + ":" + server,            // non-numeric
-      "SCRAM-SHA-256$0:" + salt + "$" + stored + ":" + server,              // zero
-      "SCRAM-SHA-256$-4096:" + salt + "$" + stored + ":" + server,          // negative
-      "SCRAM-SHA-256$99999999999:" + salt + "$" + stored + ":" + server,    // overflows int
-      "SCRAM-SHA-256$4096:" + salt + "$" + stored,                          // no ServerKey
-      "SCRAM-SHA-256$4096:" + salt + "$" + stored + server,                 // no ':'
-      "SCRAM-SHA-256$4096:" + salt + ":" + stored + ":" + server,           // no '$'
-      "SCRAM-SHA-256$4096$" + salt + ":" + stored + ":" + server,           // '$' before ':'
-      "SCRAM-SHA-256$4096:" + salt + "!$" + stored + ":" + server,          // bad salt base64
-      "SCRAM-SHA-256$4096:" + salt + "$" + stored + "!:" + server,          // bad StoredKey
-      "SCRAM-SHA-256$4096:" + salt + "$" + stored + ":" + server + "!",     // bad ServerKey
-      "SCRAM-SHA-256$4096:" + salt + "$" + short_key + ":" + server,        // 31-byte key
-      "SCRAM-SHA-256$4096:" + salt + "$" + stored + ":" + long_key,         // 33-byte key
+      "SCRAM-SHA-256$" + salt + "$" + stored + ":" + server,              // no iterations
+      "SCRAM-SHA-256$:" + salt + "$" + stored + ":" + server,             // empty iterations
+      "SCRAM-SHA-256$abc:" + salt + "$" + stored + ":" + server,          // non-numeric
+      "SCRAM-SHA-256$0:" + salt + "$" + stored + ":" + server,            // zero
+      "SCRAM-SHA-256$-4096:" + salt + "$" + stored + ":" + server,        // negative
+      "SCRAM-SHA-256$99999999999:" + salt + "$" + stored + ":" + server,  // overflows int
+      "SCRAM-SHA-256$4096:" + salt + "$" + stored,                        // no ServerKey
+      "SCRAM-SHA-256$4096:" + salt + "$" + stored + server,               // no ':'
+      "SCRAM-SHA-256$4096:" + salt + ":" + stored + ":" + server,         // no '$'
+      "SCRAM-SHA-256$4096$" + salt + ":" + stored + ":" + server,         // '$' before ':'
+      "SCRAM-SHA-256$4096:" + salt + "!$" + stored + ":" + server,        // bad salt base64
+      "SCRAM-SHA-256$4096:" + salt + "$" + stored + "!:" + server,        // bad StoredKey
+      "SCRAM-SHA-256$4096:" + salt + "$" + stored + ":" + server + "!",   // bad ServerKey
+      "SCRAM-SHA-256$4096:" + salt + "$" + short_key + ":" + server,      // 31-byte key
+      "SCRAM-SHA-256$4096:" + salt + "$" + stored + ":" + long_key,       // 33-byte key
       "SCRAM-SHA-256$4096:" + salt + "$" + stored + ":" + server + ":" + server,
   };
   for (const auto& text : malformed) {
@@ -438,29 +445,30 @@ TEST(ScramClientTest, RejectsMalformedServerFirst) {
   const std::string malformed[] = {
       "",
       "garbage",
-      "r=" + nonce + ",s=" + salt,                                    // no iterations
-      "r=" + nonce + ",i=4096",                                       // no salt
-      "s=" + salt + ",r=" + nonce + ",i=4096",                        // wrong order
-      "m=ext,r=" + nonce + ",s=" + salt + ",i=4096",                  // mandatory extension
-      "r=" + nonce + ",s=" + salt + ",i=0",                           // zero iterations
-      "r=" + nonce + ",s=" + salt + ",i=-1",                          // negative
-      "r=" + nonce + ",s=" + salt + ",i=abc",                         // not a number
-      "r=" + nonce + ",s=" + salt + ",i=99999999999",                 // overflows int
-      "r=" + nonce + ",s=" + salt + ",i=10000001",                    // above the cap
-      "r=" + nonce + ",s=" + salt + ",i=4096x",                       // trailing garbage
-      "r=" + nonce + ",s=" + salt + ",i= 4096",                       // leading space
-      "r=" + nonce + ",s=" + salt + ",i=",                            // empty
-      "r=" + nonce + ",s=not!base64,i=4096",                          // bad salt
-      "r=" + nonce + ",s=" + salt + ",i=4096,",                       // trailing comma
-      "r=" + std::string(kClientNonce) + ",s=" + salt + ",i=4096",    // no server part
+      "r=" + nonce + ",s=" + salt,                                  // no iterations
+      "r=" + nonce + ",i=4096",                                     // no salt
+      "s=" + salt + ",r=" + nonce + ",i=4096",                      // wrong order
+      "m=ext,r=" + nonce + ",s=" + salt + ",i=4096",                // mandatory extension
+      "r=" + nonce + ",s=" + salt + ",i=0",                         // zero iterations
+      "r=" + nonce + ",s=" + salt + ",i=-1",                        // negative
+      "r=" + nonce + ",s=" + salt + ",i=abc",                       // not a number
+      "r=" + nonce + ",s=" + salt + ",i=99999999999",               // overflows int
+      "r=" + nonce + ",s=" + salt + ",i=10000001",                  // above the cap
+      "r=" + nonce + ",s=" + salt + ",i=4096x",                     // trailing garbage
+      "r=" + nonce + ",s=" + salt + ",i= 4096",                     // leading space
+      "r=" + nonce + ",s=" + salt + ",i=",                          // empty
+      "r=" + nonce + ",s=not!base64,i=4096",                        // bad salt
+      "r=" + nonce + ",s=" + salt + ",i=4096,",                     // trailing comma
+      "r=" + std::string(kClientNonce) + ",s=" + salt + ",i=4096",  // no server part
       "r=XXXXXXXXXXXXXXXXXXXX" + std::string(kServerNonce) + ",s=" + salt + ",i=4096",
       "r=rOprNGfwEbeRWgbNEkq" + std::string(kServerNonce) + ",s=" + salt + ",i=4096",
-      "r=" + nonce + "\x01,s=" + salt + ",i=4096",                     // unprintable nonce
+      "r=" + nonce + "\x01,s=" + salt + ",i=4096",                       // unprintable nonce
       "r=" + nonce + ",s=" + salt + ",i=4096" + std::string(1100, 'x'),  // oversized
   };
   for (const auto& server_first : malformed) {
     auto client = vector_client();
-    EXPECT_EQ(client.handle_server_first(server_first), std::nullopt) << "accepted: " << server_first;
+    EXPECT_EQ(client.handle_server_first(server_first), std::nullopt)
+        << "accepted: " << server_first;
     EXPECT_FALSE(client.verify_server_final(kServerFinal));
   }
 }
@@ -512,8 +520,8 @@ TEST(ScramServerTest, Rfc7677WithSecretParsedFromUserlist) {
 TEST(ScramServerTest, ServerNonceRawIsBase64Encoded) {
   auto server = ScramServer(vector_secret(), "raw-nonce-bytes");
   const auto first = server.handle_client_first("n,,n=,r=abc");
-  EXPECT_EQ(first, std::optional<std::string>("r=abc" + b64("raw-nonce-bytes") + ",s=" +
-                                              std::string(kSaltB64) + ",i=4096"));
+  EXPECT_EQ(first, std::optional<std::string>("r=abc" + b64("raw-nonce-bytes") +
+                                              ",s=" + std::string(kSaltB64) + ",i=4096"));
 }
 
 TEST(ScramServerTest, RandomServerNoncesDiffer) {
@@ -561,9 +569,9 @@ TEST(ScramServerTest, ProofOfWrongLengthOrEncodingFails) {
 TEST(ScramServerTest, WrongNonceFails) {
   const std::string proof_attr(kClientFinal.substr(kClientFinal.rfind(",p=")));
   const std::string nonces[] = {
-      std::string(kClientNonce),                                          // client part only
-      std::string(kClientNonce) + "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k1",       // last char changed
-      std::string(kClientNonce) + std::string(kServerNonce) + "x",       // extra char
+      std::string(kClientNonce),                                     // client part only
+      std::string(kClientNonce) + "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k1",  // last char changed
+      std::string(kClientNonce) + std::string(kServerNonce) + "x",   // extra char
       "",
   };
   for (const auto& nonce : nonces) {
@@ -583,17 +591,18 @@ TEST(ScramServerTest, RejectsMalformedClientFirst) {
       "",
       "n",
       "n,,",
-      "n,,n=user",                                        // no nonce
-      "n,,r=abc",                                         // no user attribute
-      "n,,r=abc,n=user",                                  // wrong order
-      "n,,n=user,r=",                                     // empty nonce
-      "n,,n=user,r=ab,c",                                 // ',' ends the nonce: "c" is not k=v
-      "n,,n=user,r=a\x7f" "b",                            // unprintable nonce
-      "n,,n=user,r=a b",                                  // space in nonce
-      "x,,n=user,r=abc",                                  // unknown gs2 flag
-      "n=user,r=abc",                                     // gs2 header missing
-      "n,a=admin,n=user,r=abc",                           // authzid not supported
-      "n,,n=user,r=abc," + std::string(1100, 'x'),        // oversized
+      "n,,n=user",         // no nonce
+      "n,,r=abc",          // no user attribute
+      "n,,r=abc,n=user",   // wrong order
+      "n,,n=user,r=",      // empty nonce
+      "n,,n=user,r=ab,c",  // ',' ends the nonce: "c" is not k=v
+      "n,,n=user,r=a\x7f"
+      "b",                                          // unprintable nonce
+      "n,,n=user,r=a b",                            // space in nonce
+      "x,,n=user,r=abc",                            // unknown gs2 flag
+      "n=user,r=abc",                               // gs2 header missing
+      "n,a=admin,n=user,r=abc",                     // authzid not supported
+      "n,,n=user,r=abc," + std::string(1100, 'x'),  // oversized
   };
   for (const auto& first : malformed) {
     auto server = ScramServer::with_literal_nonce(vector_secret(), std::string(kServerNonce));
@@ -630,8 +639,8 @@ TEST(ScramServerTest, ChannelBindingFlagYRejectsBiws) {
   auto server = ScramServer::with_literal_nonce(vector_secret(), std::string(kServerNonce));
   ASSERT_TRUE(server.handle_client_first("y,,n=user,r=rOprNGfwEbeRWgbNEkqO").has_value());
   const std::string without_proof = "c=biws,r=" + nonce;
-  EXPECT_EQ(server.handle_client_final(without_proof + ",p=" +
-                                       independent_proof(without_proof).proof_b64),
+  EXPECT_EQ(server.handle_client_final(without_proof +
+                                       ",p=" + independent_proof(without_proof).proof_b64),
             std::nullopt);
 }
 
@@ -639,8 +648,8 @@ TEST(ScramServerTest, ChannelBindingFlagNRejectsEsws) {
   const std::string nonce = std::string(kClientNonce) + std::string(kServerNonce);
   auto server = vector_server_after_first();
   const std::string without_proof = "c=eSws,r=" + nonce;
-  EXPECT_EQ(server.handle_client_final(without_proof + ",p=" +
-                                       independent_proof(without_proof).proof_b64),
+  EXPECT_EQ(server.handle_client_final(without_proof +
+                                       ",p=" + independent_proof(without_proof).proof_b64),
             std::nullopt);
 }
 
@@ -649,17 +658,18 @@ TEST(ScramServerTest, RejectsMalformedClientFinal) {
   const std::string proof(kClientFinal.substr(kClientFinal.rfind(",p=") + 3));
   const std::string malformed[] = {
       "",
-      "c=biws,r=" + nonce,                                  // no proof
-      "r=" + nonce + ",p=" + proof,                         // no channel binding attribute
-      "r=" + nonce + ",c=biws,p=" + proof,                  // wrong order
-      "c=eSws,r=" + nonce + ",p=" + proof,                  // c= does not echo "n,,"
-      "c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=" + nonce + ",p=" + proof,  // channel binding data
+      "c=biws,r=" + nonce,                  // no proof
+      "r=" + nonce + ",p=" + proof,         // no channel binding attribute
+      "r=" + nonce + ",c=biws,p=" + proof,  // wrong order
+      "c=eSws,r=" + nonce + ",p=" + proof,  // c= does not echo "n,,"
+      "c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=" + nonce + ",p=" + proof,     // channel binding data
       "c=biws,r=" + nonce + ",p=" + proof + "," + std::string(1100, 'x'),  // oversized
-      "c=biws,r=" + nonce + "," + proof,                    // p= missing its name
+      "c=biws,r=" + nonce + "," + proof,                                   // p= missing its name
   };
   for (const auto& final_message : malformed) {
     auto server = vector_server_after_first();
-    EXPECT_EQ(server.handle_client_final(final_message), std::nullopt) << "accepted: " << final_message;
+    EXPECT_EQ(server.handle_client_final(final_message), std::nullopt)
+        << "accepted: " << final_message;
     EXPECT_TRUE(server.client_key().empty());
   }
 }
@@ -690,8 +700,8 @@ TEST(ScramServerTest, IndependentProofReproducesRfcVector) {
 
 TEST(ScramRoundTripTest, PasswordClientAgainstSecretServer) {
   const auto secret = pgw::auth::make_scram_secret("correct horse", "some salt bytes!", 4096);
-  const auto result = run_exchange(ScramClient::with_password("alice", "correct horse"),
-                                   ScramServer(secret));
+  const auto result =
+      run_exchange(ScramClient::with_password("alice", "correct horse"), ScramServer(secret));
   EXPECT_TRUE(result.server_accepted);
   EXPECT_TRUE(result.client_verified_server);
   EXPECT_EQ(result.server_client_key.size(), 32U);
@@ -707,8 +717,8 @@ TEST(ScramRoundTripTest, ServerFromScramSecretFromPassword) {
 
 TEST(ScramRoundTripTest, WrongPasswordIsRefused) {
   const auto secret = pgw::auth::make_scram_secret("correct horse", "some salt bytes!", 4096);
-  const auto result = run_exchange(ScramClient::with_password("alice", "battery staple"),
-                                   ScramServer(secret));
+  const auto result =
+      run_exchange(ScramClient::with_password("alice", "battery staple"), ScramServer(secret));
   EXPECT_FALSE(result.server_accepted);
   EXPECT_FALSE(result.client_verified_server);
 }
@@ -716,8 +726,8 @@ TEST(ScramRoundTripTest, WrongPasswordIsRefused) {
 TEST(ScramRoundTripTest, ClientKeyFromOneExchangeLogsIntoAnotherServer) {
   // pgwarden authenticates a client, then reuses its ClientKey to log in to PostgreSQL.
   const auto secret = pgw::auth::make_scram_secret("pass-through", "salt-salt-salt", 4096);
-  const auto first = run_exchange(ScramClient::with_password("carol", "pass-through"),
-                                  ScramServer(secret));
+  const auto first =
+      run_exchange(ScramClient::with_password("carol", "pass-through"), ScramServer(secret));
   ASSERT_TRUE(first.server_accepted);
   const auto second = run_exchange(
       ScramClient::with_client_key("carol", first.server_client_key, secret), ScramServer(secret));

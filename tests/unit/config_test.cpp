@@ -435,7 +435,7 @@ TEST(ConfigPgbouncerTest, AcceptedPgBouncerKeysAreKeptForShowConfig) {
       &warnings);
   EXPECT_TRUE(warnings.empty());
   EXPECT_EQ(c.other.at("syslog"), "1");
-  EXPECT_EQ(c.other.at("auth_query"), "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+  EXPECT_EQ(c.auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
   EXPECT_EQ(c.other.at("server_round_robin"), "1");
 }
 
@@ -686,11 +686,19 @@ TEST(ConfigDatabasesTest, QuotedDatabaseNameWithDoubledQuotes) {
   EXPECT_EQ(c.databases.at("my \"db\"").dbname, "real");
 }
 
-TEST(ConfigDatabasesTest, CompatibilityKeysAreAccepted) {
+TEST(ConfigDatabasesTest, AuthQueryKeysPerEntry) {
   const Config c = load(
       "[databases]\ndb = host=h auth_user=pgb auth_dbname=postgres load_balance_hosts=disable "
-      "max_db_client_connections=10 query_wait_timeout=5 auth_query='SELECT 1'\n");
-  EXPECT_EQ(c.databases.at("db").host, "h");
+      "max_db_client_connections=10 query_wait_timeout=5 auth_query='SELECT 1'\n"
+      "[pgbouncer]\nauth_user = global_auth\n");
+  const auto& db = c.databases.at("db");
+  EXPECT_EQ(db.host, "h");
+  EXPECT_EQ(db.auth_user, "pgb");
+  EXPECT_EQ(db.auth_dbname, "postgres");
+  EXPECT_EQ(db.auth_query, "SELECT 1");
+  EXPECT_EQ(c.auth_user, "global_auth");
+  // PgBouncer's default query: an expired role has no password.
+  EXPECT_NE(c.auth_query.find("rolvaliduntil < now() THEN NULL"), std::string::npos);
 }
 
 TEST(ConfigDatabasesTest, HostListsWithOnePortOrOnePerHost) {

@@ -80,6 +80,7 @@ constexpr std::array kExpected{
     Expected{Err::max_db_client_connections, "max_db_client_connections", "53300", "FATAL"},
     Expected{Err::max_user_client_connections, "max_user_client_connections", "53300", "FATAL"},
     Expected{Err::transaction_timeout, "transaction_timeout", "25P04", "FATAL"},
+    Expected{Err::auth_query_failed, "auth_query_failed", "08P01", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
