@@ -253,12 +253,13 @@ std::optional<admin::Control::Refusal> ProcessControl::set(const std::string& ke
       return Refusal{Err::admin_invalid_value, e.what()};
     }
   }
-  // A TLS key whose value does not build a context is refused, with OpenSSL's reason.
-  if (key.find("tls") != std::string::npos) {
-    if (auto error = tls_.update(changed); !error.empty())
-      return Refusal{Err::admin_invalid_value, error};
-  }
   auto installed = std::make_shared<const config::Config>(std::move(changed));
+  // TLS keys are set one at a time (a key file, then its certificate), so a context that does
+  // not build yet is not an error of this SET: as at a reload, the log says why and the
+  // previous context stays until one builds (PgBouncer does the same).
+  if (key.find("tls") != std::string::npos) {
+    if (auto error = tls_.update(*installed); !error.empty()) spdlog::error("TLS: {}", error);
+  }
   config_.install(installed, secrets);
   pools_.apply(*installed, *secrets);
   return std::nullopt;

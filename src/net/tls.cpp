@@ -157,7 +157,8 @@ std::shared_ptr<const TlsContext> TlsContext::build(TlsRole role,
       !SSL_CTX_set_ciphersuites(ctx, settings.tls13_ciphers.c_str())) {
     const std::string key =
         role == TlsRole::accept ? "client_tls13_ciphers" : "server_tls13_ciphers";
-    fail(key + " \"" + settings.tls13_ciphers + "\": " + openssl_reason("no usable suite"));
+    fail(key + " \"" + settings.tls13_ciphers + "\": failed to set the TLSv1.3 cipher suites (" +
+         openssl_reason("no usable suite") + ")");
   }
   if (role == TlsRole::accept) {
     const auto curve = config::parse::lower(settings.ecdhcurve);

@@ -18,15 +18,28 @@ void Backend::configure(const BreakerSettings& settings) {
   publish_state();
 }
 
+void Backend::reset_breaker() {
+  std::lock_guard lock(mutex_);
+  if (breaker_.state() == BreakerState::closed && breaker_.consecutive_failures() == 0) return;
+  breaker_.reset();
+  publish_state();
+}
+
 void Backend::publish_state() {
   state_.store(breaker_.state(), std::memory_order_relaxed);
 }
 
 Breaker::Change Backend::login_succeeded(Clock::time_point now) {
   std::lock_guard lock(mutex_);
+  last_success_ = now;
   const auto change = breaker_.succeeded(now);
   publish_state();
   return change;
+}
+
+bool Backend::served_recently(Clock::time_point now) const {
+  std::lock_guard lock(mutex_);
+  return last_success_ != Clock::time_point{} && now - last_success_ < kBreakerWindow;
 }
 
 Breaker::Change Backend::login_failed(Clock::time_point now, std::string error, bool probe) {

@@ -41,6 +41,8 @@ class Backend {
 
   const std::string& name() const { return name_; }
   void configure(const BreakerSettings& settings);
+  // A pool's login target changed (Breaker::reset): logins may be tried again at once.
+  void reset_breaker();
 
   // Closed breaker: logins may be attempted (one relaxed load).
   bool accepts_logins() const {
@@ -49,6 +51,8 @@ class Backend {
   BreakerState state() const { return state_.load(std::memory_order_relaxed); }
 
   Breaker::Change login_succeeded(Clock::time_point now);
+  // Some pool logged in to this backend within the breaker's window (30 s).
+  bool served_recently(Clock::time_point now) const;
   Breaker::Change login_failed(Clock::time_point now, std::string error, bool probe);
   bool begin_probe(Clock::time_point now);
   void probe_not_started(Clock::time_point now);
@@ -68,6 +72,7 @@ class Backend {
   Breaker breaker_;
   std::atomic<BreakerState> state_{BreakerState::closed};
   Clock::time_point last_loss_{};
+  Clock::time_point last_success_{};
   std::uint64_t losses_ = 0;
 };
 

@@ -19,6 +19,13 @@ std::string_view to_string(BreakerState state) {
   return "?";
 }
 
+void Breaker::reset() {
+  state_ = BreakerState::closed;
+  consecutive_failures_ = 0;
+  open_wait_ = std::chrono::milliseconds(0);
+  window_ = {};
+}
+
 void Breaker::configure(BreakerSettings settings) {
   settings.open_min = std::max(settings.open_min, milliseconds(1));
   settings.open_max = std::max(settings.open_max, settings.open_min);

@@ -45,6 +45,9 @@ class Breaker {
 
   explicit Breaker(BreakerSettings settings = {}) { configure(settings); }
   void configure(BreakerSettings settings);
+  // Closed, with no failures counted: the login target was changed by the operator (a new
+  // password, TLS setting, host), so the failures seen with the old one say nothing.
+  void reset();
 
   BreakerState state() const { return state_; }
   bool allows_logins() const { return state_ == BreakerState::closed; }

@@ -198,6 +198,13 @@ void Pool::update_settings(PoolSettings settings) {
   const bool target_changed = next->fingerprint != current->fingerprint;
   if (target_changed) {
     targets = targets_for(*next);
+    // What failed with the old settings (a wrong CA, password, host) may work with the new:
+    // the next client gets a login attempt, not the cached error of the breaker.
+    for (const auto& target : *targets) target.backend->reset_breaker();
+    spdlog::info(
+        "pool {}/{}: database configuration changed: its server connections made before are "
+        "obsolete and close as they come back",
+        database_, user_);
   } else {
     for (const auto& target : *targets) target.backend->configure(next->breaker);
   }
@@ -483,6 +490,13 @@ void Pool::login_finished(LoginResult result) {
   const bool failed = server == nullptr;
   // The breaker first (its own lock, not under the pool's): the decision below reads it.
   auto change = Breaker::Change::none;
+  if (!server && outcome.auth_failure && !result.probe && !result.skipped &&
+      result.backend->served_recently(now)) {
+    // The server refused this pool's user while it lets others in: that user's password or
+    // pg_hba.conf line, not the backend. The pool's own clients get the error (and for
+    // server_login_retry the cached one); the breaker of every other pool stays closed.
+    outcome.connection_failure = false;
+  }
   if (server) {
     change = result.backend->login_succeeded(now);
     server->backend = result.backend;

@@ -481,6 +481,9 @@ struct LoginOutcome {
   // the circuit breaker counts it. A server's other errors (a missing database, a failing
   // connect_query) are about the pool's settings, not the backend's health.
   bool connection_failure = false;
+  // The server refused the credentials (a 28xxx FATAL): one user's password or pg_hba.conf
+  // line, unless no pool of the backend is getting in (Pool::login_finished).
+  bool auth_failure = false;
 };
 asio::awaitable<LoginOutcome> login_server(net::Reactor& reactor, unsigned worker,
                                            const PoolSettings& settings,

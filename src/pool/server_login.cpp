@@ -21,7 +21,8 @@ std::string error_text(const proto::ErrorFields& fields) {
 
 // Server errors at login that say the backend is unavailable or refuses pgwarden itself, as
 // opposed to one pool's settings (3D000 no such database, 42501, ...): connection exceptions
-// (08), starting up / shutting down / crashed (57P01-57P03), authentication (28).
+// (08), starting up / shutting down / crashed (57P01-57P03), authentication (28; but see
+// Pool::login_finished: not while the backend serves other pools).
 bool is_connection_class(std::string_view sqlstate) {
   return sqlstate.starts_with("08") || sqlstate.starts_with("28") || sqlstate == "57P01" ||
          sqlstate == "57P02" || sqlstate == "57P03";
@@ -145,7 +146,11 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
             if (settings.password.empty() || auth::is_md5_hash(settings.password) ||
                 auth::is_scram_secret(settings.password)) {
               out.error = Err::server_login_failed;
-              out.detail = "server asked for a cleartext password, but none is configured";
+              out.detail =
+                  settings.password.empty()
+                      ? "server asked for a cleartext password, but none is configured"
+                      : "server asked for a cleartext password, but only a hash is configured "
+                        "(wrong password type)";
               co_return out;
             }
             writer.password_message(settings.password);
@@ -153,7 +158,10 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
           case proto::AuthRequestKind::md5: {
             if (settings.password.empty() || auth::is_scram_secret(settings.password)) {
               out.error = Err::server_login_failed;
-              out.detail = "server asked for an md5 password, but none is configured";
+              out.detail = settings.password.empty()
+                               ? "server asked for an md5 password, but none is configured"
+                               : "server asked for an md5 password, but a SCRAM secret is "
+                                 "configured (wrong password type)";
               co_return out;
             }
             const std::string salt(reinterpret_cast<const char*>(request->md5_salt.data()), 4);
@@ -175,7 +183,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
                 out.error = Err::server_login_failed;
                 out.detail =
                     "SCRAM secret in auth_file but no plaintext password: a client must log in "
-                    "with SCRAM first";
+                    "with SCRAM first (wrong password type)";
                 co_return out;
               }
               scram =
@@ -184,7 +192,10 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
               scram = auth::ScramClient::with_password(settings.server_user, settings.password);
             } else {
               out.error = Err::server_login_failed;
-              out.detail = "server asked for SCRAM, but no usable password is configured";
+              out.detail = settings.password.empty()
+                               ? "server asked for SCRAM, but no password is configured"
+                               : "server asked for SCRAM, but an md5 hash is configured (wrong "
+                                 "password type)";
               co_return out;
             }
             writer.sasl_initial_response("SCRAM-SHA-256", scram->client_first());
@@ -237,6 +248,7 @@ asio::awaitable<LoginOutcome> login_steps(net::Reactor& reactor, unsigned worker
         out.error = Err::server_login_failed;
         out.detail = fields ? error_text(*fields) : "server sent an error during login";
         out.connection_failure = !fields || is_connection_class(fields->sqlstate);
+        out.auth_failure = fields && fields->sqlstate.starts_with("28");
         co_return out;
       }
       case proto::from_server::kReadyForQuery: {

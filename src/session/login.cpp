@@ -313,7 +313,7 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
       // As in PgBouncer, trust still requires the user to be known when an auth_file is set.
       ok = config.auth_file.empty() || secret != nullptr;
       if (!ok) {
-        const auto refusal = report(Err::password_failed, s.who_.user);
+        const auto refusal = report(Err::trust_failed, s.who_.user);
         co_await refuse(refusal);
         co_return false;
       }
@@ -435,7 +435,11 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
     case config::HbaMethod::trust:
       // As auth_type = trust: the user must be known when an auth_file is set.
       if (config.auth_file.empty() || secret != nullptr) co_return true;
-      break;
+      {
+        const auto refusal = report(Err::trust_failed, s.who_.user);
+        co_await refuse(refusal);
+        co_return false;
+      }
     case config::HbaMethod::reject: {
       const auto refusal = report(Err::hba_rejected, who);
       co_await refuse(refusal);
@@ -575,7 +579,7 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
   if (!final_message) co_return false;
   auto server_final = server.handle_client_final(proto::as_chars(final_message->body));
   if (!server_final || !can_succeed) {
-    const auto refusal = report(Err::password_failed, s.who_.user);
+    const auto refusal = report(Err::scram_failed, s.who_.user);
     co_await refuse(refusal);
     co_return false;
   }
@@ -684,9 +688,11 @@ asio::awaitable<bool> LoginFlow::welcome(std::string& greeting) {
   s.relay_.stats().add(pool::Stat::client_login, 1);
   if (config.log_connections) {
     const auto& who = s.who_;
-    spdlog::info("C-{}: {}/{}@{}:{} login attempt: db={} user={} application_name={}", who.id,
-                 who.database, who.user, who.addr, who.port, who.database, who.user,
-                 who.application_name);
+    // PgBouncer's words, with tls= the protocol and cipher (or "no").
+    const auto* tls = s.client_.tls();
+    spdlog::info("C-{}: {}/{}@{}:{} login attempt: db={} user={} tls={} application_name={}",
+                 who.id, who.database, who.user, who.addr, who.port, who.database, who.user,
+                 tls ? tls->describe() : std::string("no"), who.application_name);
   }
   co_return true;
 }

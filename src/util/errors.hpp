@@ -82,6 +82,8 @@ enum class Err : std::uint8_t {
   max_user_client_connections,  // the login user's max_user_client_connections reached
   transaction_timeout,          // a transaction lasted longer than transaction_timeout
   auth_query_failed,            // auth_query could not be run, or failed (the server's message)
+  trust_failed,                 // trust, and the user is not in auth_file (PgBouncer's words)
+  scram_failed,                 // a SCRAM exchange that does not prove the password (or the user)
 };
 
 struct ErrorSpec {

@@ -779,5 +779,38 @@ def test_event_loop_stall_is_logged_and_counted():
         assert int(rows["longest_loop_stall_ms"]) >= 1000, rows
 
 
+
+def test_one_users_wrong_server_password_does_not_shut_out_the_others():
+    """A 28P01 from the server for one pool's user, while other pools of the same backend log
+    in, is that user's problem: its clients get the error, the breaker stays closed. A backend
+    that refuses every pool still opens it."""
+    import psycopg
+    port = pg().port
+    databases = {
+        "pgwarden_test": f"host=127.0.0.1 port={port} dbname=pgwarden_test",
+        "wrong_pw": f"host=127.0.0.1 port={port} dbname=pgwarden_test user=scram_user "
+                    "password=not-the-password",
+    }
+    with bouncer(databases=databases, server_login_retry="0.1") as pw:
+        for _ in range(8):
+            with psycopg.connect(pw.dsn(user="trust_user"), autocommit=True) as conn:
+                assert conn.execute("SELECT 1").fetchone()[0] == 1
+            try:
+                psycopg.connect(pw.dsn(user="trust_user", db="wrong_pw"), autocommit=True)
+                raise AssertionError("logged in with a wrong server password")
+            except psycopg.OperationalError as e:
+                assert "password authentication failed" in str(e), e
+            time.sleep(0.15)
+        assert database_row(pw)["breaker_state"] == "closed"
+    # Nobody gets in: the failures count, and the breaker opens after breaker_failures (5).
+    with bouncer(databases={"wrong_pw": databases["wrong_pw"]}, server_login_retry="0.1") as pw:
+        for _ in range(6):
+            try:
+                psycopg.connect(pw.dsn(user="trust_user", db="wrong_pw"), autocommit=True)
+            except psycopg.OperationalError:
+                pass
+            time.sleep(0.15)
+        assert database_row(pw, "wrong_pw")["breaker_state"] in ("open", "half_open")
+
 if __name__ == "__main__":
     harness.main(globals())

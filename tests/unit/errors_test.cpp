@@ -81,6 +81,8 @@ constexpr std::array kExpected{
     Expected{Err::max_user_client_connections, "max_user_client_connections", "53300", "FATAL"},
     Expected{Err::transaction_timeout, "transaction_timeout", "25P04", "FATAL"},
     Expected{Err::auth_query_failed, "auth_query_failed", "08P01", "FATAL"},
+    Expected{Err::trust_failed, "trust_failed", "28000", "FATAL"},
+    Expected{Err::scram_failed, "scram_failed", "28P01", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
