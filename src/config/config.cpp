@@ -556,11 +556,26 @@ Config load_string(const std::string& text, const std::string& name, std::vector
   c.path = name;
   std::string section;
   parse_text(c, text, name, base_dir, warnings, section, 0);
-  if (!c.auth_file.empty() && std::filesystem::path(c.auth_file).is_relative()) {
-    c.auth_file = (std::filesystem::path(base_dir) / c.auth_file).string();
-  }
-  if (!c.auth_hba_file.empty() && std::filesystem::path(c.auth_hba_file).is_relative()) {
-    c.auth_hba_file = (std::filesystem::path(base_dir) / c.auth_hba_file).string();
+  // A relative path is the config file's directory's; if nothing is there but the file is in
+  // the current directory, that one (PgBouncer reads relative paths from its working
+  // directory, and its users' files may count on it).
+  auto resolve = [&](std::string& path) {
+    if (path.empty() || !std::filesystem::path(path).is_relative()) return;
+    const auto beside = (std::filesystem::path(base_dir) / path).string();
+    std::error_code ec;
+    if (!std::filesystem::exists(beside, ec) && std::filesystem::exists(path, ec)) {
+      path = std::filesystem::absolute(path, ec).string();
+      return;
+    }
+    path = beside;
+  };
+  resolve(c.auth_file);
+  resolve(c.auth_hba_file);
+  // The console is not a PostgreSQL database: auth_query cannot run there (PgBouncer's rule).
+  if (c.auth_dbname == "pgbouncer" || c.auth_dbname == "pgwarden") {
+    throw ConfigError(
+        Kind::invalid_value, c.path,
+        "cannot use the reserved \"" + c.auth_dbname + "\" database as an auth_dbname");
   }
   load_hba_rules(c);
   c.version = next_version();

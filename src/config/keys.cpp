@@ -27,7 +27,7 @@ constexpr KeySpec kKeys[] = {
      "SO_REUSEPORT on the TCP listeners"},
     {"tcp_defer_accept", T::integer, &Config::tcp_defer_accept, 0, kMax, A::restart,
      "seconds of TCP_DEFER_ACCEPT on the TCP listeners"},
-    {"pkt_buf", T::integer, &Config::pkt_buf, 512, 1 << 24, A::next_login,
+    {"pkt_buf", T::integer, &Config::pkt_buf, 64, 1 << 24, A::next_login,
      "starting size of a client's and a server's relay buffer"},
     // Authentication
     {"auth_type", T::auth_type, &Config::auth_type, 0, 0, A::next_login,

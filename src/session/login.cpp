@@ -299,9 +299,11 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
                               config.auth_type != config::AuthType::cert &&
                               config.auth_type != config::AuthType::peer;
   if (secret == nullptr && checks_secrets) {
-    bool refused = false;
-    fetched = co_await look_up_secret(refused);
-    if (refused) co_return false;
+    auto looked_up = co_await look_up_secret();
+    if (looked_up.refused) co_return false;
+    found_by_query_ = looked_up.found;  // trust lets in a user auth_query knows
+    looked_up_ = looked_up.asked;
+    fetched = std::move(looked_up.secret);
     if (fetched) secret = &*fetched;
   }
   bool ok = false;
@@ -311,9 +313,9 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
       break;
     case config::AuthType::trust:
       // As in PgBouncer, trust still requires the user to be known when an auth_file is set.
-      ok = config.auth_file.empty() || secret != nullptr;
+      ok = config.auth_file.empty() || secret != nullptr || found_by_query_;
       if (!ok) {
-        const auto refusal = report(Err::trust_failed, s.who_.user);
+        const auto refusal = report(Err::trust_failed, s.who_.user, trust_refusal_detail());
         co_await refuse(refusal);
         co_return false;
       }
@@ -345,26 +347,40 @@ asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
   co_return true;
 }
 
-asio::awaitable<std::optional<std::string>> LoginFlow::look_up_secret(bool& refused) {
+asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
   auto& s = session_;
   const auto& config = *s.config_;
-  refused = false;
+  LookedUp out;
   auto entry = config.find_database(s.who_.database);
-  if (!entry) co_return std::nullopt;  // route() refuses it, after the password exchange
+  if (!entry) co_return out;  // route() refuses it, after the password exchange
   const auto& auth_user = entry->auth_user.empty() ? config.auth_user : entry->auth_user;
-  if (auth_user.empty()) co_return std::nullopt;
+  if (auth_user.empty()) co_return out;
   const auto& query = entry->auth_query.empty() ? config.auth_query : entry->auth_query;
   const auto& dbname = entry->auth_dbname.empty() ? config.auth_dbname : entry->auth_dbname;
   // The pool of (auth_dbname or the client's database, auth_user), whose password comes from
   // auth_file like any pool's.
   const std::string& pool_database = dbname.empty() ? s.who_.database : dbname;
+  if (pool_database == "pgbouncer" || pool_database == "pgwarden") {
+    // The console answers no SQL: a [databases] line naming it (or a console login with no
+    // auth_dbname) cannot look users up.
+    spdlog::warn("C-{} {}: cannot use the reserved \"{}\" database as an auth_dbname", s.who_.id,
+                 s.who_.addr, pool_database);
+    const auto refusal =
+        report(Err::auth_query_failed,
+               "cannot use the reserved \"" + pool_database + "\" database as an auth_dbname");
+    co_await refuse(refusal);
+    out.refused = true;
+    co_return out;
+  }
   auto auth_entry = dbname.empty() ? entry : config.find_database(dbname);
   if (!auth_entry) {
-    const auto refusal =
-        report(Err::auth_query_failed, "auth_dbname \"" + dbname + "\" is not a [databases] entry");
+    spdlog::warn("C-{} {}: authentication database \"{}\" is not configured", s.who_.id,
+                 s.who_.addr, dbname);
+    const auto refusal = report(Err::auth_query_failed,
+                                "authentication database \"" + dbname + "\" is not configured");
     co_await refuse(refusal);
-    refused = true;
-    co_return std::nullopt;
+    out.refused = true;
+    co_return out;
   }
   auto secrets = s.services_.config.secrets();
   auto& pool = s.services_.pools.get(pool_database, auth_user, [&] {
@@ -380,8 +396,8 @@ asio::awaitable<std::optional<std::string>> LoginFlow::look_up_secret(bool& refu
     const std::string argument = timed_out ? std::to_string(wait.count() / 1000) : acquired.detail;
     const auto refusal = explain(acquired.error, argument, pool.condition());
     co_await refuse(refusal);
-    refused = true;
-    co_return std::nullopt;
+    out.refused = true;
+    co_return out;
   }
   auto& server = static_cast<pool::ServerConn&>(*acquired.server);
   auto lookup = co_await pool::run_auth_query(server, query, s.who_.user, wait);
@@ -391,12 +407,15 @@ asio::awaitable<std::optional<std::string>> LoginFlow::look_up_secret(bool& refu
                  s.who_.user, auth_user, lookup.error);
     const auto refusal = report(Err::auth_query_failed, lookup.error);
     co_await refuse(refusal);
-    refused = true;
-    co_return std::nullopt;
+    out.refused = true;
+    co_return out;
   }
-  // No row (no such role, or it may not log in), or NULL (an expired role, no password): the
-  // exchange goes on against nothing and fails as a wrong password does.
-  co_return lookup.secret;
+  // No row (no such role, or it may not log in), or NULL (an expired role, no password): a
+  // password exchange goes on against nothing and fails as a wrong password does.
+  out.asked = true;
+  out.found = lookup.found;
+  out.secret = std::move(lookup.secret);
+  co_return out;
 }
 
 asio::awaitable<bool> LoginFlow::auth_md5_or_scram(const std::string* secret,
@@ -434,9 +453,9 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
   switch (rule->method) {
     case config::HbaMethod::trust:
       // As auth_type = trust: the user must be known when an auth_file is set.
-      if (config.auth_file.empty() || secret != nullptr) co_return true;
+      if (config.auth_file.empty() || secret != nullptr || found_by_query_) co_return true;
       {
-        const auto refusal = report(Err::trust_failed, s.who_.user);
+        const auto refusal = report(Err::trust_failed, s.who_.user, trust_refusal_detail());
         co_await refuse(refusal);
         co_return false;
       }
@@ -462,6 +481,12 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
   const auto refusal = report(Err::password_failed, s.who_.user);
   co_await refuse(refusal);
   co_return false;
+}
+
+std::string LoginFlow::trust_refusal_detail() const {
+  // Telling that a user does not exist costs nothing here: trust lets anyone else in.
+  return looked_up_ ? "no such user: neither in auth_file nor found by auth_query"
+                    : "no such user: trust lets in only the users listed in auth_file";
 }
 
 asio::awaitable<bool> LoginFlow::auth_peer() {

@@ -56,15 +56,26 @@ class LoginFlow {
   asio::awaitable<bool> auth_peer();
   asio::awaitable<bool> auth_cert();
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
-  // auth_query (docs/configuration.md#auth_query): the secret PostgreSQL stores for the
-  // client's user, fetched as auth_user; nullopt when there is none (no auth_user, no such
-  // role, an expired one). `refused`: the client has been refused (the query failed).
-  asio::awaitable<std::optional<std::string>> look_up_secret(bool& refused);
+  // auth_query (docs/configuration.md#auth_query): what PostgreSQL says of the client's user,
+  // asked as auth_user. `found`: a row came back (trust needs no more); `secret`: its password
+  // (none for an expired role or one without a password). `refused`: the client has been
+  // refused (no auth_user is not a refusal; the query failing is).
+  struct LookedUp {
+    bool asked = false;  // auth_query ran (an auth_user applies to the database)
+    bool found = false;
+    std::optional<std::string> secret;
+    bool refused = false;
+  };
+  asio::awaitable<LookedUp> look_up_secret();
 
   // Refuses the client: the error, a half-close, a brief drain, the close.
   asio::awaitable<void> refuse(const ErrorReport& report);
 
   ClientSession& session_;
+  bool found_by_query_ = false;  // auth_query returned a row for the user (trust accepts it)
+  bool looked_up_ = false;       // auth_query ran for the user
+  // The DETAIL of trust's refusal: where the user was looked for.
+  std::string trust_refusal_detail() const;
 };
 
 }  // namespace pgw::session

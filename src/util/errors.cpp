@@ -138,10 +138,10 @@ constexpr std::array kErrors{
     ErrorSpec{Err::transaction_timeout, "25P04", "FATAL",
               "terminating connection due to transaction timeout (transaction_timeout: the "
               "transaction lasted more than {} s)"},
-    ErrorSpec{Err::auth_query_failed, "08P01", "FATAL", "authentication query failed", "{}"},
+    ErrorSpec{Err::auth_query_failed, "08P01", "FATAL", "authentication query failed", "{}",
+              "a bouncer config error: check auth_user, auth_query and auth_dbname"},
     ErrorSpec{Err::trust_failed, "28000", "FATAL",
-              "\"trust\" authentication failed for user \"{}\"",
-              "trust lets in only the users listed in auth_file"},
+              "\"trust\" authentication failed for user \"{}\"", "{1}"},
     // PostgreSQL's text; the DETAIL is PgBouncer's, which drivers and its tests look for.
     ErrorSpec{Err::scram_failed, "28P01", "FATAL", "password authentication failed for user \"{}\"",
               "SASL authentication failed"},

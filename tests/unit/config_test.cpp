@@ -686,6 +686,11 @@ TEST(ConfigDatabasesTest, QuotedDatabaseNameWithDoubledQuotes) {
   EXPECT_EQ(c.databases.at("my \"db\"").dbname, "real");
 }
 
+TEST(ConfigPgbouncerTest, TheConsoleIsNoAuthDbname) {
+  expect_error("[pgbouncer]\nauth_dbname = pgbouncer\n",
+               {"cannot use the reserved \"pgbouncer\" database as an auth_dbname"});
+}
+
 TEST(ConfigDatabasesTest, AuthQueryKeysPerEntry) {
   const Config c = load(
       "[databases]\ndb = host=h auth_user=pgb auth_dbname=postgres load_balance_hosts=disable "
