@@ -175,6 +175,17 @@ log_min_messages = warning
                     timeout=900)
         self.sql("VACUUM ANALYZE", db=DATABASE, user=USER)
 
+    def enable_tls(self, cert, key):
+        """ssl = on with this certificate (for the direct rows of the TLS scenarios)."""
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
+            target = os.path.join(self.data, name)
+            shutil.copy(source, target)
+            if os.geteuid() == 0:
+                shutil.chown(target, "postgres")
+            os.chmod(target, 0o600)
+        self.sql("ALTER SYSTEM SET ssl = on")
+        self.sql("SELECT pg_reload_conf()")
+
     def scram_verifier(self):
         """The bench user's SCRAM-SHA-256 verifier as PostgreSQL stores it."""
         rows = self.sql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{USER}'")

@@ -23,6 +23,9 @@ class Scenario:
     # PgBouncer's arguments when they differ: Debian 12's PgBouncer 1.18 has no prepared
     # statement support in transaction pooling, so its -M prepared row runs -M extended.
     pgbouncer_args: tuple = None
+    # libpq's sslmode for pgbench: "require" rows measure TLS between pgbench and the pooler
+    # (both poolers have the same certificate; toward PostgreSQL they stay in clear).
+    sslmode: str = "disable"
 
     def args_for(self, contestant_name):
         if contestant_name == "pgbouncer" and self.pgbouncer_args is not None:
@@ -49,6 +52,12 @@ SCENARIOS = [
              ("-f", os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_set.sql"))),
     Scenario("S-C-c10", "-S -C (connect per tx), 10 clients", 10, ("-S", "-C")),
     Scenario("tpcb-c50", "TPC-B, 50 clients", 50, (), tpcb=True),
+    # TLS from pgbench to the pooler (sslmode=require); -C: a TLS handshake and a SCRAM
+    # exchange per transaction.
+    Scenario("S-tls-c100", "-S over TLS, 100 clients", 100, ("-S",), sslmode="require"),
+    Scenario("S-tls-c1000", "-S over TLS, 1000 clients", 1000, ("-S",), sslmode="require"),
+    Scenario("S-C-tls-c10", "-S -C over TLS + SCRAM (login per tx), 10 clients", 10,
+             ("-S", "-C"), sslmode="require"),
 ]
 
 SMOKE_SCENARIOS = [
@@ -101,9 +110,9 @@ class RunResult:
     extra: dict = field(default_factory=dict)
 
 
-def pgbench_env():
+def pgbench_env(sslmode="disable"):
     env = dict(os.environ)
-    env.update(PGPASSWORD=C.PASSWORD, PGSSLMODE="disable", PGGSSENCMODE="disable",
+    env.update(PGPASSWORD=C.PASSWORD, PGSSLMODE=sslmode, PGGSSENCMODE="disable",
                PGCONNECT_TIMEOUT="30", PGAPPNAME="pgbench")
     return env
 
@@ -217,7 +226,7 @@ def run_pgbench(scenario, contestant, duration, rep, workdir, connect_allowance_
     out_path = os.path.join(logdir, "pgbench.out")
     try:
         with open(out_path, "w+") as out:
-            proc = C.popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=pgbench_env(),
+            proc = C.popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=pgbench_env(scenario.sslmode),
                            cwd=logdir)
             try:
                 code = proc.wait(duration + allowance + timeout_extra)
