@@ -182,6 +182,7 @@ void Pool::execute(PoolActions& actions, const LoginPlan& plan, Backend* probe) 
   }
   if (!actions.launches.empty()) spawn_logins(actions.launches, plan, probe);
   if (actions.capacity_freed) manager_.capacity_freed(database_, user_);
+  if (actions.shared_limit_reached) manager_.make_room(*this);
 }
 
 void Pool::update_settings(PoolSettings settings) {
@@ -577,6 +578,19 @@ void Pool::close_all(bool include_leased) {
   });
 }
 
+bool Pool::evict_one_idle() {
+  bool evicted = false;
+  decide(net::turn_now(),
+         [&](const Conditions&, PoolActions& out) { evicted = core_.close_one_idle(out); });
+  if (evicted) {
+    spdlog::info(
+        "pool {}/{}: idle server closed for another pool of the same database or user "
+        "(max_db_connections / max_user_connections)",
+        database_, user_);
+  }
+  return evicted;
+}
+
 void Pool::capacity_freed() {
   decide(net::turn_now(),
          [&](const Conditions& at, PoolActions& out) { core_.capacity_freed(at, out); });
@@ -957,6 +971,18 @@ void PoolManager::probe_backends(Clock::time_point now) {
 void PoolManager::begin_drain(Err code) {
   draining_.store(true, std::memory_order_relaxed);
   for_each([code](Pool& pool) { pool.fail_waiters(code); });
+}
+
+void PoolManager::make_room(const Pool& requester) {
+  const auto limits = limits_of(*requester.settings());
+  bool done = false;
+  for_each([&](Pool& pool) {
+    if (done || &pool == &requester) return;
+    const bool shares_database =
+        limits.max_db_connections > 0 && pool.database() == requester.database();
+    const bool shares_user = limits.max_user_connections > 0 && pool.user() == requester.user();
+    if ((shares_database || shares_user) && pool.evict_one_idle()) done = true;
+  });
 }
 
 void PoolManager::capacity_freed(const std::string& database, const std::string& user) {

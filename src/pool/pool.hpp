@@ -294,6 +294,8 @@ class Pool {
   Clock::time_point last_login_success() const;
   // Wakes waiters that could now get a connection because a db/user-wide slot freed up.
   void capacity_freed();
+  // Closes one idle server for another pool's waiter (PoolManager::make_room); false if none.
+  bool evict_one_idle();
 
   PoolStats stats() const;
   // Changes when the login target does (and on RECONNECT): servers of another are closed.
@@ -450,6 +452,10 @@ class PoolManager {
   std::shared_ptr<std::atomic<int>> db_counter(const std::string& database);
   std::shared_ptr<std::atomic<int>> user_counter(const std::string& user);
   void capacity_freed(const std::string& database, const std::string& user);
+  // A waiter of `requester` needs a slot of max_db_connections or max_user_connections that
+  // other pools hold idle: the first of them with an idle server closes one, and the freed
+  // slot wakes the requester (capacity_freed).
+  void make_room(const Pool& requester);
 
  private:
   std::vector<net::Reactor*> workers_;

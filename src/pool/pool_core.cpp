@@ -227,6 +227,14 @@ void PoolCore::close_idle(PoolActions& out) {
   idle_.clear();
 }
 
+bool PoolCore::close_one_idle(PoolActions& out) {
+  if (idle_.empty()) return false;
+  PooledPtr oldest = std::move(idle_.front());  // most recently used last
+  idle_.erase(idle_.begin());
+  drop(std::move(oldest), out);
+  return true;
+}
+
 void PoolCore::maintain(const Conditions& at, PoolActions& out) {
   for (auto it = idle_.begin(); it != idle_.end();) {
     const PooledServer& server = **it;
@@ -258,6 +266,12 @@ void PoolCore::maintain(const Conditions& at, PoolActions& out) {
   // min_pool_size: keep warm connections once the pool is in use, spread over the workers.
   while (total_ < limits_.min_pool_size && connecting_ == 0 && can_open(false, at)) {
     if (!launch(static_cast<unsigned>(out.launches.size() % waiters_.size()), out)) break;
+  }
+  // Waiters with room in this pool but none in max_db_connections / max_user_connections: the
+  // slots may have gone idle in other pools since the last try. The refused launch asks for
+  // one of them (shared_limit_reached).
+  if (waiting_ > 0 && connecting_ == 0 && can_open(false, at)) {
+    if (PoolWaiter* w = oldest_waiter()) launch(w->worker_, out);
   }
 }
 
@@ -388,9 +402,13 @@ PoolWaiter* PoolCore::next_waiter(unsigned worker) const {
 
 bool PoolCore::launch(unsigned worker, PoolActions& out) {
   // Database- and user-wide limits are shared with other pools; reserve them first.
-  if (!try_take(*db_count_, limits_.max_db_connections)) return false;
+  if (!try_take(*db_count_, limits_.max_db_connections)) {
+    if (waiting_ > 0) out.shared_limit_reached = true;
+    return false;
+  }
   if (!try_take(*user_count_, limits_.max_user_connections)) {
     db_count_->fetch_sub(1);
+    if (waiting_ > 0) out.shared_limit_reached = true;
     return false;
   }
   ++total_;

@@ -108,7 +108,10 @@ struct PoolActions {
   std::vector<PooledPtr> to_close;  // on their owner's thread
   std::vector<unsigned> launches;   // one login each, on that worker
   bool capacity_freed = false;      // a database- or user-wide slot came free: other pools
-  bool took_reserve = false;        // a login beyond pool_size (reserve_pool_timeout)
+  // A waiter needs a login but max_db_connections or max_user_connections is taken by other
+  // pools: one of their idle servers may be closed to make room (PgBouncer does the same).
+  bool shared_limit_reached = false;
+  bool took_reserve = false;  // a login beyond pool_size (reserve_pool_timeout)
 
   void add(Handoff handoff);
   template <typename F>
@@ -189,6 +192,9 @@ class PoolCore {
   void closed(PooledPtr server, const Conditions& at, PoolActions& out);
   // Every idle server out and to be closed (the backend went away, PAUSE, a new target).
   void close_idle(PoolActions& out);
+  // Closes the least recently used idle server (another pool's waiter needs its slot of a
+  // database- or user-wide limit); false if none is idle.
+  bool close_one_idle(PoolActions& out);
   // The idle servers `select` picks, out and to be closed (one of the pool's hosts went away).
   template <typename Select>
   void close_idle_if(Select select, PoolActions& out) {

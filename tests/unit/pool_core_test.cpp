@@ -401,6 +401,43 @@ TEST_F(PoolCoreTest, MaxDbConnectionsIsSharedAndAFreedSlotWakesTheOtherPool) {
   other.login_succeeded(server(1, 4), when(4), done);
 }
 
+TEST_F(PoolCoreTest, AWaiterShutOutByTheDatabaseLimitAsksForAnIdleSlotOfAnotherPool) {
+  auto l = limits(5);
+  l.max_db_connections = 1;
+  make_core(l);
+  add_idle(0, 0);  // this pool holds the database's one connection, idle
+  EXPECT_EQ(db_count_->load(), 1);
+  PoolCore other(2, l, db_count_, std::make_shared<std::atomic<int>>(0));
+  TestWaiter there(1);
+  PoolActions b;
+  other.acquire(there, nullptr, when(1), b);
+  EXPECT_TRUE(b.launches.empty());
+  EXPECT_TRUE(b.shared_limit_reached);  // the executor asks the other pools for room
+  // The executor's answer: this pool closes its least recently used idle server...
+  PoolActions evicted;
+  EXPECT_TRUE(core_->close_one_idle(evicted));
+  EXPECT_EQ(evicted.to_close.size(), 1u);
+  EXPECT_TRUE(evicted.capacity_freed);
+  EXPECT_EQ(db_count_->load(), 0);
+  EXPECT_FALSE(core_->close_one_idle(evicted));  // nothing idle left
+  // ...and the freed slot wakes the waiting pool.
+  PoolActions woken;
+  other.capacity_freed(when(2), woken);
+  EXPECT_EQ(woken.launches, (std::vector<unsigned>{1}));
+  // Had the slot gone idle with no one telling, the upkeep round asks again.
+  other.cancel_wait(there);
+  PoolActions done;
+  other.login_succeeded(server(1, 3), when(3), done);
+  TestWaiter again(0);
+  PoolActions c;
+  core_->acquire(again, nullptr, when(4), c);  // the database is full (other's idle server)
+  EXPECT_TRUE(c.shared_limit_reached);
+  PoolActions upkeep;
+  core_->maintain(when(5), upkeep);
+  EXPECT_TRUE(upkeep.shared_limit_reached);
+  core_->cancel_wait(again);
+}
+
 // --- [apps] shares
 
 TEST_F(PoolCoreTest, AnApplicationAtItsCapWaitsWhileOthersTakeIdleServers) {
