@@ -58,7 +58,10 @@ void PoolCore::set_limits(const PoolLimits& limits, const Conditions& at, PoolAc
 
 void PoolCore::retarget(bool forget_failures, PoolActions& out) {
   ++generation_;
-  if (forget_failures) failures_in_row_ = 0;
+  if (forget_failures) {
+    failures_in_row_ = 0;
+    last_failure_ = {};  // the cached error was the old target's: the next client tries anew
+  }
   close_idle(out);
 }
 
