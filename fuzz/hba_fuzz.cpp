@@ -6,7 +6,7 @@
 //   the first rule hba_rule_matches() accepts;
 // * a client built to fit rule i (its address, a name of its lists) is matched by rule i, so
 //   match() returns rule i or an earlier one;
-// * format_hba_rule() of each rule parses back to the same rule;
+// * format_hba_rule() of each rule parses back to the same rule (ldap options included);
 // * address_text() of a client parses back: "host all all <text>/<bits> trust" matches it.
 #include <algorithm>
 #include <array>
@@ -57,7 +57,7 @@ void check_match(const HbaFile& file, const HbaClient& client) {
 bool same_rule(const HbaRule& a, const HbaRule& b) {
   return a.connection == b.connection && a.databases == b.databases && a.users == b.users &&
          a.any_address == b.any_address && a.family == b.family && a.address == b.address &&
-         a.mask == b.mask && a.method == b.method && a.options == b.options;
+         a.mask == b.mask && a.method == b.method && a.options == b.options && a.ldap == b.ldap;
 }
 
 bool is_mapped(const HbaClient& client) {

@@ -253,6 +253,11 @@ class Parser {
   void address(HbaRule& rule, const std::vector<Field>& fields, std::size_t& next) const;
   HbaMethod method(const Token& token, const HbaRule& rule) const;
   void options(HbaRule& rule) const;
+  // ldap* options (the name is one of them) into rule.ldap; the combination is checked after
+  // all of them (ldap_combination).
+  void ldap_option(HbaLdap& ldap, const std::string& name, const std::string& value) const;
+  void ldap_url(HbaLdap& ldap, const std::string& url) const;
+  void ldap_combination(const HbaLdap& ldap) const;
   HbaRule parse_rule(const std::vector<Field>& fields) const;
 
   const std::string& path_;
@@ -468,10 +473,6 @@ HbaMethod Parser::method(const Token& token, const HbaRule& rule) const {
 }
 
 void Parser::options(HbaRule& rule) const {
-  const auto has = [&](std::string_view name) {
-    return std::any_of(rule.options.begin(), rule.options.end(),
-                       [&](const auto& option) { return option.first == name; });
-  };
   for (const auto& [name, value] : rule.options) {
     if (name == "map") {
       if (rule.method != HbaMethod::peer && rule.method != HbaMethod::cert) {
@@ -510,30 +511,201 @@ void Parser::options(HbaRule& rule) const {
         fail(ConfigError::Kind::invalid_value, "authentication option " + quote_for_message(name) +
                                                    " is only valid for authentication method ldap");
       }
+      ldap_option(rule.ldap, name, value);
     } else {
       fail(ConfigError::Kind::invalid_value,
            "unrecognized authentication option name: " + quote_for_message(name));
     }
   }
-  if (rule.method == HbaMethod::ldap) {
-    if (!has("ldapserver") && !has("ldapurl")) {
+  if (rule.method == HbaMethod::ldap) ldap_combination(rule.ldap);
+}
+
+// ---- ldap ----
+
+void Parser::ldap_option(HbaLdap& ldap, const std::string& name, const std::string& value) const {
+  if (name == "ldapurl") {
+    ldap_url(ldap, value);
+  } else if (name == "ldaptls") {
+    ldap.start_tls = value == "1";  // PostgreSQL: "1" turns it on, anything else off
+  } else if (name == "ldapscheme") {
+    if (value != "ldap" && value != "ldaps") {
       fail(ConfigError::Kind::invalid_value,
-           "authentication method \"ldap\" requires argument \"ldapserver\" (or \"ldapurl\") to be "
-           "set");
+           "invalid ldapscheme value: " + quote_for_message(value) + " (ldap or ldaps)");
     }
-    const bool bind = has("ldapprefix") || has("ldapsuffix");
-    const bool search = has("ldapbasedn") || has("ldapbinddn") || has("ldapbindpasswd") ||
-                        has("ldapsearchattribute") || has("ldapsearchfilter") || has("ldapurl");
-    if (bind && search) {
+    ldap.scheme = value;
+  } else if (name == "ldapserver") {
+    ldap.server = value;
+  } else if (name == "ldapport") {
+    const bool digits =
+        !value.empty() && value.size() <= 5 &&
+        std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const int port = digits ? std::stoi(value) : 0;
+    if (port < 1 || port > 65535)
+      fail(ConfigError::Kind::invalid_value,
+           "invalid LDAP port number: " + quote_for_message(value));
+    ldap.port = port;
+  } else if (name == "ldapbinddn") {
+    ldap.binddn = value;
+  } else if (name == "ldapbindpasswd") {
+    ldap.bindpasswd = value;
+  } else if (name == "ldapsearchattribute") {
+    ldap.search_attribute = value;
+  } else if (name == "ldapsearchfilter") {
+    ldap.search_filter = value;
+  } else if (name == "ldapbasedn") {
+    ldap.basedn = value;
+  } else if (name == "ldapprefix") {
+    ldap.prefix = value;
+  } else if (name == "ldapsuffix") {
+    ldap.suffix = value;
+  }
+}
+
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// RFC 3986 percent-decoding of one part of an LDAP URL; nullopt for a broken %XX.
+std::optional<std::string> percent_decoded(std::string_view part) {
+  std::string out;
+  for (std::size_t i = 0; i < part.size(); ++i) {
+    if (part[i] != '%') {
+      out += part[i];
+      continue;
+    }
+    if (i + 2 >= part.size()) return std::nullopt;
+    const int high = hex_digit(part[i + 1]), low = hex_digit(part[i + 2]);
+    if (high < 0 || low < 0) return std::nullopt;
+    out += static_cast<char>(high * 16 + low);
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+// RFC 4516: scheme://[host[:port]][/dn[?attributes[?scope[?filter[?extensions]]]]]. PostgreSQL
+// hands the URL to OpenLDAP's ldap_url_parse(); pgwarden reads it itself, so that the file is
+// checked where it is read, without the LDAP library, with the same result: the host, the
+// port, the base DN, the first attribute, the scope (base if none) and the filter.
+void Parser::ldap_url(HbaLdap& ldap, const std::string& url) const {
+  const auto bad = [&](const std::string& why) {
+    fail(ConfigError::Kind::invalid_value,
+         "could not parse LDAP URL " + quote_for_message(url) + ": " + why);
+  };
+  const auto separator = url.find("://");
+  if (separator == std::string::npos) bad("no scheme:// at the start");
+  std::string scheme = url.substr(0, separator);
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  if (scheme != "ldap" && scheme != "ldaps") {
+    fail(ConfigError::Kind::invalid_value, "unsupported LDAP URL scheme: " + scheme);
+  }
+  std::string_view rest = std::string_view(url).substr(separator + 3);
+  const auto slash = rest.find('/');
+  const std::string_view hostport = rest.substr(0, slash);
+  std::string_view host = hostport, port;
+  if (!hostport.empty() && hostport[0] == '[') {  // [IPv6]:port
+    const auto close = hostport.find(']');
+    if (close == std::string_view::npos) bad("unterminated [ in the host");
+    host = hostport.substr(1, close - 1);
+    const auto after = hostport.substr(close + 1);
+    if (!after.empty() && after[0] != ':') bad("junk after the ] of the host");
+    if (!after.empty()) port = after.substr(1);
+  } else if (const auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    host = hostport.substr(0, colon);
+    port = hostport.substr(colon + 1);
+  }
+  const auto decoded_host = percent_decoded(host);
+  if (!decoded_host) bad("bad %-escape in the host");
+  int port_number = 0;
+  if (!port.empty()) {
+    if (port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      bad("invalid port");
+    port_number = std::stoi(std::string(port));
+    if (port_number < 1 || port_number > 65535) bad("invalid port");
+  }
+  ldap.scheme = scheme;
+  if (!decoded_host->empty()) ldap.server = *decoded_host;
+  ldap.port = port_number;
+  ldap.scope = HbaLdap::Scope::base;
+  if (slash == std::string_view::npos) return;
+  // dn ? attributes ? scope ? filter ? extensions
+  std::vector<std::string_view> parts;
+  std::string_view tail = rest.substr(slash + 1);
+  for (;;) {
+    const auto question = tail.find('?');
+    parts.push_back(tail.substr(0, question));
+    if (question == std::string_view::npos) break;
+    tail = tail.substr(question + 1);
+  }
+  if (parts.size() > 5) bad("too many ? separated parts");
+  std::vector<std::string> decoded;
+  for (const auto part : parts) {
+    auto text = percent_decoded(part);
+    if (!text) bad("bad %-escape");
+    decoded.push_back(std::move(*text));
+  }
+  ldap.basedn = decoded[0];
+  if (decoded.size() > 1 && !decoded[1].empty()) {
+    ldap.search_attribute = decoded[1].substr(0, decoded[1].find(','));  // the first one only
+  }
+  if (decoded.size() > 2 && !decoded[2].empty()) {
+    const std::string& scope = decoded[2];
+    if (scope == "base") {
+      ldap.scope = HbaLdap::Scope::base;
+    } else if (scope == "one" || scope == "onelevel") {
+      ldap.scope = HbaLdap::Scope::one;
+    } else if (scope == "sub" || scope == "subtree") {
+      ldap.scope = HbaLdap::Scope::subtree;
+    } else {
+      bad("invalid scope " + quote_for_message(scope) + " (base, one or sub)");
+    }
+  }
+  if (decoded.size() > 3 && !decoded[3].empty()) ldap.search_filter = decoded[3];
+  if (decoded.size() > 4) {
+    // No extension is supported; a critical one ("!name") must not be ignored (RFC 4516).
+    for (std::string_view extensions = parts[4]; !extensions.empty();) {
+      const auto comma = extensions.find(',');
+      if (extensions[0] == '!') bad("unsupported critical extension");
+      if (comma == std::string_view::npos) break;
+      extensions = extensions.substr(comma + 1);
+    }
+  }
+}
+
+void Parser::ldap_combination(const HbaLdap& ldap) const {
+  // PostgreSQL built with OpenLDAP would look the servers up in DNS SRV records of the base
+  // DN's domain; pgwarden needs them named.
+  if (ldap.server.find_first_not_of(" \t") == std::string::npos) {
+    fail(ConfigError::Kind::invalid_value,
+         "authentication method \"ldap\" requires argument \"ldapserver\" (or a host in "
+         "\"ldapurl\") to be set: pgwarden does not look LDAP servers up in DNS SRV records");
+  }
+  // PostgreSQL's checks (hba.c), in its words: the two modes do not mix, search+bind needs a
+  // base DN, and it searches by attribute or by filter, not both.
+  if (ldap.prefix || ldap.suffix) {
+    if (ldap.basedn || ldap.binddn || ldap.bindpasswd || ldap.search_attribute ||
+        ldap.search_filter) {
       fail(ConfigError::Kind::invalid_value,
            "cannot use ldapbasedn, ldapbinddn, ldapbindpasswd, ldapsearchattribute, "
            "ldapsearchfilter, or ldapurl together with ldapprefix or ldapsuffix");
     }
-    if (!bind && !search) {
-      fail(ConfigError::Kind::invalid_value,
-           "authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or "
-           "\"ldapsuffix\" to be set");
-    }
+  } else if (!ldap.basedn) {
+    fail(ConfigError::Kind::invalid_value,
+         "authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or "
+         "\"ldapsuffix\" to be set");
+  }
+  if (ldap.search_attribute && ldap.search_filter) {
+    fail(ConfigError::Kind::invalid_value,
+         "cannot use ldapsearchattribute together with ldapsearchfilter");
   }
 }
 

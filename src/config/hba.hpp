@@ -25,10 +25,9 @@
 //   An IPv4 client matches only IPv4 rules and an IPv6 client only IPv6 rules; an IPv4-mapped
 //   IPv6 client (::ffff:a.b.c.d) counts as the IPv4 client a.b.c.d.
 // * METHOD: trust, reject, password, md5, scram-sha-256, cert (TCP lines, as PgBouncer), peer
-// (local
-//   only), ldap. ident, gss, sspi, pam, radius, bsd are refused as unsupported.
+//   (local only), ldap. ident, gss, sspi, pam, radius, bsd are refused as unsupported.
 // * OPTIONS: name=value words (the value may be quoted): map=, clientcert=, clientname= and the
-//   ldap* options, checked the way PostgreSQL checks them.
+//   ldap* options, checked the way PostgreSQL checks them (HbaLdap below).
 // Keyword items are stored with a leading '\x01' (kHbaAll, kHbaSameUser, kHbaReplication),
 // names as they are; a name cannot start with '\x01' (control characters are refused).
 #pragma once
@@ -36,6 +35,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -74,6 +74,29 @@ inline bool hba_is_keyword(std::string_view item) {
   return !item.empty() && item[0] == '\x01';
 }
 
+// The options of an ldap line, as PostgreSQL reads them (hba.c): each option sets its field,
+// an ldapurl sets the fields its parts give (later options override earlier ones). An option
+// that is present counts even when empty (ldapbasedn="" searches from the root), so the
+// optional fields keep "not given" apart from "".
+struct HbaLdap {
+  enum class Scope : std::uint8_t { base, one, subtree };
+  std::string scheme;      // "ldap" or "ldaps" ("" = ldap)
+  std::string server;      // one or more host names or addresses, separated by blanks
+  int port = 0;            // 0: the scheme's (389, ldaps 636)
+  bool start_tls = false;  // ldaptls=1: StartTLS before anything else
+  // Simple bind: the bind DN is prefix + user name + suffix.
+  std::optional<std::string> prefix, suffix;
+  // Search+bind: bind as binddn (anonymously without it), find the one entry under basedn whose
+  // search attribute (default uid) is the user name, or that the search filter ("$username"
+  // standing for the user name) selects, then bind as that entry with the password.
+  std::optional<std::string> basedn, binddn, bindpasswd, search_attribute, search_filter;
+  // subtree, unless an ldapurl says otherwise (a URL that names no scope means base, RFC 4516)
+  Scope scope = Scope::subtree;
+
+  bool search_bind() const { return basedn.has_value(); }
+  bool operator==(const HbaLdap&) const = default;
+};
+
 struct HbaRule {
   HbaConnection connection = HbaConnection::host;
   std::vector<std::string> databases;  // names; keywords kHbaAll, kHbaSameUser, kHbaReplication
@@ -84,6 +107,7 @@ struct HbaRule {
   std::array<std::uint8_t, 16> address{}, mask{};
   HbaMethod method = HbaMethod::trust;
   std::vector<std::pair<std::string, std::string>> options;  // name=value after the method
+  HbaLdap ldap;  // method ldap: what the ldap* options say
   int line = 0;  // the (first) line of the rule in the file
 };
 

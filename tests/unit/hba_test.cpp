@@ -21,6 +21,7 @@ using pgw::config::ConfigError;
 using pgw::config::HbaClient;
 using pgw::config::HbaConnection;
 using pgw::config::HbaFile;
+using pgw::config::HbaLdap;
 using pgw::config::HbaMethod;
 using pgw::config::HbaRule;
 using pgw::config::kHbaAll;
@@ -335,6 +336,149 @@ TEST(Hba, MethodsAndOptions) {
   }
   EXPECT_EQ(pgw::config::to_string(HbaMethod::scram_sha_256), "scram-sha-256");
   EXPECT_EQ(pgw::config::to_string(HbaConnection::hostnossl), "hostnossl");
+}
+
+// ---- ldap ----
+
+TEST(Hba, LdapSimpleBindOptions) {
+  const auto file = parse(
+      "host all all all ldap ldapserver=\"ldap1 ldap2\" ldapport=1389 ldaptls=1 ldapprefix=\"cn=\" "
+      "ldapsuffix=\", dc=example, dc=net\"\n"
+      "host all all all ldap ldapserver=h ldapscheme=ldaps ldaptls=0 ldapprefix=\"EXAMPLE\\\"\n");
+  const auto& simple = file.rules()[0].ldap;
+  EXPECT_EQ(simple.server, "ldap1 ldap2");
+  EXPECT_EQ(simple.port, 1389);
+  EXPECT_TRUE(simple.start_tls);
+  EXPECT_EQ(simple.scheme, "");
+  EXPECT_EQ(simple.prefix, "cn=");
+  EXPECT_EQ(simple.suffix, ", dc=example, dc=net");
+  EXPECT_FALSE(simple.search_bind());
+  EXPECT_FALSE(simple.basedn || simple.binddn || simple.search_attribute || simple.search_filter);
+  const auto& domain = file.rules()[1].ldap;
+  EXPECT_EQ(domain.scheme, "ldaps");
+  EXPECT_FALSE(domain.start_tls);         // PostgreSQL: only "1" turns it on
+  EXPECT_EQ(domain.prefix, "EXAMPLE\\");  // Active Directory's DOMAIN\user
+  EXPECT_FALSE(domain.suffix);
+  // Options of other lines stay empty.
+  EXPECT_EQ(parse("host all all all md5\n").rules()[0].ldap, HbaLdap{});
+}
+
+TEST(Hba, LdapSearchBindOptions) {
+  const auto file = parse(
+      "host all all all ldap ldapserver=h ldapbasedn=\"ou=people, dc=x\" ldapbinddn=\"cn=admin\" "
+      "ldapbindpasswd=secret ldapsearchattribute=cn\n"
+      "host all all all ldap ldapserver=h ldapbasedn=\"\" "
+      "ldapsearchfilter=\"(|(uid=$username)(mail=$username))\"\n");
+  const auto& attribute = file.rules()[0].ldap;
+  EXPECT_TRUE(attribute.search_bind());
+  EXPECT_EQ(attribute.basedn, "ou=people, dc=x");
+  EXPECT_EQ(attribute.binddn, "cn=admin");
+  EXPECT_EQ(attribute.bindpasswd, "secret");
+  EXPECT_EQ(attribute.search_attribute, "cn");
+  EXPECT_FALSE(attribute.search_filter);
+  EXPECT_EQ(attribute.scope, HbaLdap::Scope::subtree);
+  // An empty base DN is given (the root), not missing.
+  const auto& filter = file.rules()[1].ldap;
+  EXPECT_TRUE(filter.search_bind());
+  EXPECT_EQ(filter.basedn, "");
+  EXPECT_EQ(filter.search_filter, "(|(uid=$username)(mail=$username))");
+  EXPECT_FALSE(filter.binddn);
+}
+
+TEST(Hba, LdapUrl) {
+  const auto ldap_of = [](const std::string& options) {
+    return parse("host all all all ldap " + options + "\n").rules()[0].ldap;
+  };
+  // PostgreSQL's documentation example.
+  auto ldap = ldap_of("ldapurl=\"ldap://ldap.example.net/dc=example,dc=net?uid?sub\"");
+  EXPECT_EQ(ldap.scheme, "ldap");
+  EXPECT_EQ(ldap.server, "ldap.example.net");
+  EXPECT_EQ(ldap.port, 0);
+  EXPECT_EQ(ldap.basedn, "dc=example,dc=net");
+  EXPECT_EQ(ldap.search_attribute, "uid");
+  EXPECT_FALSE(ldap.search_filter);
+  EXPECT_EQ(ldap.scope, HbaLdap::Scope::subtree);
+  // Port, percent-escapes, the first attribute only, scope one; no scope is base (RFC 4516).
+  ldap = ldap_of("ldapurl=\"LDAPS://h.example:1636/ou=a%20b,dc=x?cn,mail?one\"");
+  EXPECT_EQ(ldap.scheme, "ldaps");
+  EXPECT_EQ(ldap.port, 1636);
+  EXPECT_EQ(ldap.basedn, "ou=a b,dc=x");
+  EXPECT_EQ(ldap.search_attribute, "cn");
+  EXPECT_EQ(ldap.scope, HbaLdap::Scope::one);
+  ldap = ldap_of("ldapurl=ldap://[::1]:389/dc=x");
+  EXPECT_EQ(ldap.server, "::1");
+  EXPECT_EQ(ldap.port, 389);
+  EXPECT_EQ(ldap.scope, HbaLdap::Scope::base);
+  EXPECT_FALSE(ldap.search_attribute);
+  // A filter, and a non-critical extension (ignored).
+  ldap = ldap_of("ldapurl=\"ldap://h/dc=x??sub?(%7C(uid=$username)(mail=$username))?e-x=1\"");
+  EXPECT_EQ(ldap.search_filter, "(|(uid=$username)(mail=$username))");
+  EXPECT_FALSE(ldap.search_attribute);
+  // Options after the URL override what it set, as in PostgreSQL.
+  ldap = ldap_of("ldapurl=ldap://h:1/dc=x ldapserver=other ldapport=2");
+  EXPECT_EQ(ldap.server, "other");
+  EXPECT_EQ(ldap.port, 2);
+  EXPECT_EQ(ldap.basedn, "dc=x");
+}
+
+TEST(Hba, LdapErrors) {
+  struct Case {
+    const char* options;
+    const char* fragment;
+  };
+  const std::vector<Case> cases = {
+      {"ldapserver=h ldapprefix=a ldapscheme=http", "invalid ldapscheme value: \"http\""},
+      {"ldapserver=h ldapprefix=a ldapport=0", "invalid LDAP port number: \"0\""},
+      {"ldapserver=h ldapprefix=a ldapport=70000", "invalid LDAP port number"},
+      {"ldapserver=h ldapprefix=a ldapport=389x", "invalid LDAP port number"},
+      {"ldapurl=http://h/dc=x", "unsupported LDAP URL scheme: http"},
+      {"ldapurl=ldap:/h/dc=x", "could not parse LDAP URL \"ldap:/h/dc=x\": no scheme://"},
+      {"ldapurl=ldap://h:x/dc=x", "invalid port"},
+      {"ldapurl=ldap://h:0/dc=x", "invalid port"},
+      {"ldapurl=ldap://[::1/dc=x", "unterminated ["},
+      {"ldapurl=ldap://h/dc=%zz", "bad %-escape"},
+      {"ldapurl=ldap://h/dc=x%2", "bad %-escape"},
+      {"ldapurl=ldap://h/dc=x??tree", "invalid scope \"tree\""},
+      {"ldapurl=ldap://h/dc=x?\?\?\?!critical", "unsupported critical extension"},
+      {"ldapurl=ldap://h/dc=x?????", "too many"},
+      // The combinations, in PostgreSQL's words.
+      {"ldapserver=h ldapprefix=a ldapbasedn=b", "cannot use ldapbasedn, ldapbinddn, "},
+      {"ldapserver=h ldapsuffix=a ldapbinddn=b", "together with ldapprefix or ldapsuffix"},
+      {"ldapserver=h ldapsuffix=a ldapbindpasswd=b", "together with ldapprefix"},
+      {"ldapurl=ldap://h/dc=x ldapprefix=a", "or ldapurl together with ldapprefix"},
+      {"ldapserver=h ldapbinddn=x", "requires argument \"ldapbasedn\", \"ldapprefix\", or"},
+      {"ldapserver=h ldapbasedn=b ldapsearchattribute=a ldapsearchfilter=f",
+       "cannot use ldapsearchattribute together with ldapsearchfilter"},
+      {"ldapurl=ldap://h/dc=x?uid?sub?(uid=$username)", "together with ldapsearchfilter"},
+      // No DNS SRV look-up: a server must be named.
+      {"ldapbasedn=dc=x", "requires argument \"ldapserver\" (or a host in \"ldapurl\")"},
+      {"ldapurl=ldap:///dc=x", "DNS SRV"},
+      {"ldapserver=\" \" ldapbasedn=dc=x", "requires argument \"ldapserver\""},
+  };
+  for (const auto& c : cases) {
+    const std::string line = std::string("host all all all ldap ") + c.options;
+    SCOPED_TRACE(line);
+    const std::string message = error_of(line);
+    EXPECT_NE(message.find(c.fragment), std::string::npos) << message;
+    EXPECT_EQ(message.rfind("hba.conf:1: ", 0), 0u) << message;
+  }
+}
+
+TEST(Hba, LdapLinesFormatBack) {
+  const auto file = parse(
+      "host all all all ldap ldapurl=\"ldaps://h:1636/dc=x?cn?one\" ldapbinddn=\"cn=a, dc=x\" "
+      "ldapbindpasswd=\"p w\"\n"
+      "host all all all ldap ldapserver=h ldapbasedn=\"\" ldapsearchfilter=\"(uid=$username)\"\n"
+      "host all all all ldap ldapserver=\"a b\" ldaptls=1 ldapprefix=\"cn=\" "
+      "ldapsuffix=\",dc=x\"\n");
+  for (const auto& rule : file.rules()) {
+    const std::string line = pgw::config::format_hba_rule(rule);
+    SCOPED_TRACE(line);
+    const auto again = parse(line);
+    ASSERT_EQ(again.rules().size(), 1u);
+    EXPECT_EQ(again.rules()[0].options, rule.options);
+    EXPECT_EQ(again.rules()[0].ldap, rule.ldap);
+  }
 }
 
 // ---- errors ----
