@@ -123,7 +123,8 @@ Runtime::Runtime(config::Config config, config::Secrets secrets) : config_path_(
       });
   console_ = std::make_unique<admin::ConsoleServer>(*control_);
   services_.reset(new session::SessionServices{*config_, *sessions_, *admission_, cancels_, *pools_,
-                                               scram_secrets_, leaks_, *apps_, *console_, tls_});
+                                               scram_secrets_, leaks_, *apps_, *console_, tls_,
+                                               ldap_});
   drain_ = std::make_unique<Drain>(count);
   watchdog_ =
       std::make_unique<Watchdog>(std::vector<const Reactor*>(reactors.begin(), reactors.end()));
@@ -133,7 +134,9 @@ Runtime::Runtime(config::Config config, config::Secrets secrets) : config_path_(
 Runtime::~Runtime() {
   // The worker threads have ended (run() joins them). Teardown goes from the top down: what is
   // still queued on a worker (destroyed unrun), then the services, with the pools and their
-  // idle servers (members, in reverse order), then the reactors and the listeners.
+  // idle servers (members, in reverse order), then the reactors and the listeners. The LDAP
+  // threads end first: an outcome is posted to a worker's handler queue, which goes here.
+  ldap_.stop();
   for (auto& worker : workers_) {
     if (worker->thread.joinable()) {
       worker->reactor.stop();

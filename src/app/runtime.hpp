@@ -15,6 +15,7 @@
 
 #include "admin/console.hpp"
 #include "app/control.hpp"
+#include "auth/ldap.hpp"
 #include "auth/secret_cache.hpp"
 #include "config/config.hpp"
 #include "config/config_store.hpp"
@@ -127,6 +128,9 @@ class Runtime {
   session::CancelRegistry cancels_;
   std::unique_ptr<pool::PoolManager> pools_;
   auth::ScramSecretCache scram_secrets_;
+  // Its threads post outcomes to the workers' loops: stopped first in ~Runtime, before the
+  // workers' handler queues go.
+  auth::LdapAuthenticator ldap_;
   session::LeakBook leaks_;
   std::unique_ptr<session::AppMonitor> apps_;
   std::unique_ptr<ProcessControl> control_;        // what the console may do

@@ -541,12 +541,6 @@ void load_hba_rules(Config& c) {
         const auto path = std::filesystem::path(name).is_relative() ? (dir / name).string() : name;
         return read_text_file(path, path, "an @file of auth_hba_file");
       });
-  for (const auto& rule : hba.rules()) {
-    if (rule.method == HbaMethod::ldap) {
-      throw ConfigError(Kind::invalid_value, c.auth_hba_file + ":" + std::to_string(rule.line),
-                        "the ldap method is not supported yet");
-    }
-  }
   c.hba = std::make_shared<const HbaFile>(std::move(hba));
 }
 

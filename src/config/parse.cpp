@@ -113,7 +113,7 @@ AuthType auth_type(const Location& at, const std::string& key, const std::string
   if (v == "peer") return AuthType::peer;
   invalid(at, key, value,
           "trust, plain, md5, scram-sha-256, cert, peer, hba or any (pam and ldap are not "
-          "supported as auth_type; ldap is not supported yet as an auth_hba_file method)");
+          "supported as auth_type; ldap works as an auth_hba_file method)");
 }
 
 SslMode ssl_mode(const Location& at, const std::string& key, const std::string& value) {

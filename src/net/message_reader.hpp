@@ -27,6 +27,14 @@ class MessageReader {
   using FirstResult = std::variant<proto::FirstPacket, proto::CodecError, std::error_code>;
   asio::awaitable<FirstResult> first_packet(Connection& connection);
 
+  // For a login that waits for something else (an LDAP server's answer): waits for the peer's
+  // next bytes and keeps them, unconsumed, for next() and remaining(). An error (eof) when the
+  // peer has gone or the connection was closed under the wait; none when bytes came (call
+  // again to go on watching).
+  asio::awaitable<std::error_code> read_ahead(Connection& connection) {
+    return fill(connection, 0);
+  }
+
   // Bytes received but not consumed yet (a client may pipeline its first query right after
   // the password message; they must be passed on, not dropped).
   std::span<const std::byte> remaining() const {

@@ -20,6 +20,9 @@ namespace pgw::session {
 namespace {
 
 constexpr std::size_t kMinBuffer = 4096;
+// What a client may send ahead while its login waits for the LDAP server; beyond it pgwarden
+// stops reading (and so stops noticing a hang-up) until the answer comes.
+constexpr std::size_t kMaxReadAhead = 64 * 1024;
 
 // Splits a libpq "options" value into "-c name=value" / "--name=value" settings.
 std::vector<std::pair<std::string, std::string>> parse_options(std::string_view options, bool& ok) {
@@ -475,8 +478,9 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
     case config::HbaMethod::cert:
       co_return co_await auth_cert();
     case config::HbaMethod::ldap:
-      // Refused when the file is read: never gets here; refuse rather than let anyone in.
-      break;
+      // The LDAP server decides: the user need not be in auth_file (PostgreSQL's ldap neither
+      // looks at pg_authid's password).
+      co_return co_await auth_ldap(*rule);
   }
   const auto refusal = report(Err::password_failed, s.who_.user);
   co_await refuse(refusal);
@@ -509,6 +513,108 @@ asio::awaitable<bool> LoginFlow::auth_cert() {
   const auto refusal = report(Err::cert_failed, s.who_.user);
   co_await refuse(refusal);
   co_return false;
+}
+
+namespace {
+
+auth::LdapRequest ldap_request(const config::HbaLdap& options) {
+  auth::LdapRequest request;
+  request.scheme = options.scheme.empty() ? "ldap" : options.scheme;
+  request.servers = options.server;
+  request.port = options.port;
+  request.start_tls = options.start_tls;
+  request.search = options.search_bind();
+  request.prefix = options.prefix.value_or("");
+  request.suffix = options.suffix.value_or("");
+  request.basedn = options.basedn.value_or("");
+  request.binddn = options.binddn.value_or("");
+  request.bindpasswd = options.bindpasswd.value_or("");
+  request.search_filter = options.search_filter
+                              ? *options.search_filter
+                              : "(" + options.search_attribute.value_or("uid") + "=$username)";
+  using Scope = config::HbaLdap::Scope;
+  request.scope = options.scope == Scope::base  ? auth::LdapScope::base
+                  : options.scope == Scope::one ? auth::LdapScope::one
+                                                : auth::LdapScope::subtree;
+  return request;
+}
+
+}  // namespace
+
+asio::awaitable<bool> LoginFlow::auth_ldap(const config::HbaRule& rule) {
+  using asio::experimental::awaitable_operators::operator||;
+  auto& s = session_;
+  std::string out;
+  proto::MessageWriter(out).authentication_cleartext();
+  if (!co_await s.write_client(out)) co_return false;
+  auto reply = co_await read_auth_reply();
+  if (!reply) co_return false;
+  auto password = proto::parse_password_message(reply->body);
+  const auto refuse_because = [&](std::string_view why) {
+    spdlog::warn("C-{}: {}/{}@{}:{} LDAP authentication failed ({}:{}): {}", s.who_.id,
+                 s.who_.database, s.who_.user, s.who_.addr, s.who_.port, s.config_->auth_hba_file,
+                 rule.line, why);
+    return report(Err::ldap_failed, s.who_.user);
+  };
+  if (!password || password->empty()) {
+    // An empty password would make the bind an unauthenticated one, which LDAP servers answer
+    // with success (RFC 4513): refused here, as PostgreSQL does, without asking the server.
+    const auto refusal = refuse_because("empty password returned by client");
+    co_await refuse(refusal);
+    co_return false;
+  }
+  auto request = ldap_request(rule.ldap);
+  request.user = s.who_.user;
+  request.password = std::move(*password);
+  // The outcome comes back on an LDAP thread and is posted to this worker, where only this
+  // coroutine (or nobody, if it has given up) reads it.
+  struct Pending {
+    net::Event done;
+    auth::LdapOutcome outcome;
+  };
+  auto pending = std::make_shared<Pending>();
+  auto& reactor = s.reactor_;
+  s.services_.ldap.submit(
+      std::move(request), [pending, &reactor](auth::LdapOutcome outcome) mutable {
+        reactor.post([pending = std::move(pending), outcome = std::move(outcome)]() mutable {
+          pending->outcome = std::move(outcome);
+          pending->done.set();
+        });
+      });
+  // The LDAP threads answer within their limit; the timer is the backstop. The client's socket
+  // is read meanwhile (what it sends is kept for later): a client that hangs up, or a session
+  // ended under the login (a timeout, KILL, the shutdown drain close the socket), stops the
+  // wait at once.
+  net::Timer limit(s.reactor_);
+  const auto deadline = Clock::now() + s.services_.ldap.limits().total + std::chrono::seconds(1);
+  for (;;) {
+    if (s.login_reader_->remaining().size() >= kMaxReadAhead) {
+      co_await (pending->done.async_wait(net::use_nothrow) ||
+                limit.async_wait_until(deadline, net::use_nothrow));
+      break;
+    }
+    auto first = co_await (pending->done.async_wait(net::use_nothrow) ||
+                           limit.async_wait_until(deadline, net::use_nothrow) ||
+                           s.login_reader_->read_ahead(s.client_));
+    if (first.index() != 2 || pending->done.is_set()) break;
+    if (std::get<2>(first)) co_return false;  // gone: nobody to answer
+  }
+  if (s.ending_ || !s.client_.is_open()) co_return false;
+  if (!pending->done.is_set()) {
+    const auto refusal = refuse_because(
+        fmt::format("no answer from the LDAP threads within {} s",
+                    std::chrono::duration<double>(s.services_.ldap.limits().total).count() + 1));
+    co_await refuse(refusal);
+    co_return false;
+  }
+  if (!pending->outcome.ok) {
+    const auto refusal = refuse_because(pending->outcome.detail);
+    co_await refuse(refusal);
+    co_return false;
+  }
+  spdlog::debug("C-{}: {}/{}@{}:{} LDAP authentication: {}", s.who_.id, s.who_.database,
+                s.who_.user, s.who_.addr, s.who_.port, pending->outcome.detail);
+  co_return true;
 }
 
 asio::awaitable<bool> LoginFlow::auth_cleartext(const std::string* secret) {

@@ -14,6 +14,10 @@
 #include "protocol/codec.hpp"
 #include "util/errors.hpp"
 
+namespace pgw::config {
+struct HbaRule;
+}
+
 namespace pgw::session {
 
 class ClientSession;
@@ -55,6 +59,9 @@ class LoginFlow {
   // peer: the Unix socket's OS user is the user; cert: the verified client certificate's CN.
   asio::awaitable<bool> auth_peer();
   asio::awaitable<bool> auth_cert();
+  // ldap: the password in cleartext (as PostgreSQL asks for it), checked by the LDAP server the
+  // rule names, on the LDAP threads; the client's worker goes on with its other clients.
+  asio::awaitable<bool> auth_ldap(const config::HbaRule& rule);
   asio::awaitable<std::optional<proto::Message>> read_auth_reply();
   // auth_query (docs/configuration.md#auth_query): what PostgreSQL says of the client's user,
   // asked as auth_user. `found`: a row came back (trust needs no more); `secret`: its password

@@ -145,6 +145,8 @@ constexpr std::array kErrors{
     // PostgreSQL's text; the DETAIL is PgBouncer's, which drivers and its tests look for.
     ErrorSpec{Err::scram_failed, "28P01", "FATAL", "password authentication failed for user \"{}\"",
               "SASL authentication failed"},
+    // PostgreSQL's text (auth.c, auth_failed()) and SQLSTATE for a failed ldap login.
+    ErrorSpec{Err::ldap_failed, "28000", "FATAL", "LDAP authentication failed for user \"{}\""},
 };
 
 }  // namespace

@@ -84,6 +84,9 @@ enum class Err : std::uint8_t {
   auth_query_failed,            // auth_query could not be run, or failed (the server's message)
   trust_failed,                 // trust, and the user is not in auth_file (PgBouncer's words)
   scram_failed,                 // a SCRAM exchange that does not prove the password (or the user)
+  // auth_hba_file's ldap method: the bind was refused, the user not found, or the LDAP server
+  // not reached in time (the log says which; the client only that it failed, as PostgreSQL).
+  ldap_failed,
 };
 
 struct ErrorSpec {

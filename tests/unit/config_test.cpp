@@ -576,15 +576,22 @@ TEST(ConfigPgbouncerTest, HbaRulesAreReadWithTheConfiguration) {
   EXPECT_FALSE(c.hba);
   pgw::config::set_key(c, "auth_type", "hba");
   EXPECT_TRUE(c.hba);
-  // A method not supported yet fails the load, naming the line.
+  // An ldap line is read with its options; a wrong combination fails the load, naming the line.
   std::ofstream(dir / "hba.conf") << "host all all 10.0.0.0/8 md5\n"
                                   << "host all all 0.0.0.0/0 ldap ldapserver=x ldapprefix=a\n";
+  pgw::config::set_key(c, "auth_hba_file", (dir / "hba.conf").string());
+  ASSERT_EQ(c.hba->rules().size(), 2u);
+  EXPECT_EQ(c.hba->rules()[1].ldap.prefix, "a");
+  std::ofstream(dir / "hba.conf") << "host all all 10.0.0.0/8 md5\n"
+                                  << "host all all 0.0.0.0/0 ldap ldapserver=x ldapprefix=a "
+                                     "ldapbasedn=dc=x\n";
   try {
     pgw::config::set_key(c, "auth_hba_file", (dir / "hba.conf").string());
-    ADD_FAILURE() << "ldap was accepted";
+    ADD_FAILURE() << "a mixed ldap line was accepted";
   } catch (const pgw::config::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("hba.conf:2"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("ldap"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("together with ldapprefix"), std::string::npos)
+        << e.what();
   }
   std::filesystem::remove_all(dir);
 }

@@ -83,6 +83,7 @@ constexpr std::array kExpected{
     Expected{Err::auth_query_failed, "auth_query_failed", "08P01", "FATAL"},
     Expected{Err::trust_failed, "trust_failed", "28000", "FATAL"},
     Expected{Err::scram_failed, "scram_failed", "28P01", "FATAL"},
+    Expected{Err::ldap_failed, "ldap_failed", "28000", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
@@ -202,6 +203,8 @@ TEST(ErrorTable, TextsMatchPostgresqlWordingWherePostgresqlHasTheCondition) {
             "terminating connection due to idle-in-transaction timeout");
   EXPECT_EQ(error_spec(Err::unsupported_protocol).text.rfind("unsupported frontend protocol", 0),
             0u);
+  EXPECT_EQ(error_message(Err::ldap_failed, std::string("alice")),
+            "LDAP authentication failed for user \"alice\"");
 }
 
 TEST(ErrorTable, ResilienceTextsAreThoseOfPostgresql) {
