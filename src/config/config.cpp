@@ -529,7 +529,15 @@ int Config::auto_workers(unsigned cores) {
 void load_hba_rules(Config& c) {
   if (c.auth_type != AuthType::hba) {
     c.hba.reset();
+    c.ident.reset();
     return;
+  }
+  if (c.auth_ident_file.empty()) {
+    c.ident.reset();
+  } else {
+    c.ident = std::make_shared<const IdentFile>(
+        parse_ident(read_text_file(c.auth_ident_file, c.auth_ident_file, "auth_ident_file"),
+                    c.auth_ident_file));
   }
   if (c.auth_hba_file.empty()) {
     throw ConfigError(Kind::invalid_value, c.path, "auth_type = hba needs auth_hba_file");
@@ -565,6 +573,7 @@ Config load_string(const std::string& text, const std::string& name, std::vector
   };
   resolve(c.auth_file);
   resolve(c.auth_hba_file);
+  resolve(c.auth_ident_file);
   // The console is not a PostgreSQL database: auth_query cannot run there (PgBouncer's rule).
   if (c.auth_dbname == "pgbouncer" || c.auth_dbname == "pgwarden") {
     throw ConfigError(
@@ -645,7 +654,8 @@ void set_key(Config& config, const std::string& key, const std::string& value) {
     throw ConfigError(Kind::unknown_key, "SET", "unknown configuration key '" + key + "'");
   }
   set_from_table(config, Location{"SET", 0}, *spec, value);
-  if (spec->name == "auth_type" || spec->name == "auth_hba_file") load_hba_rules(config);
+  if (spec->name == "auth_type" || spec->name == "auth_hba_file" || spec->name == "auth_ident_file")
+    load_hba_rules(config);
   config.version = next_version();
 }
 

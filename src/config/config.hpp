@@ -25,7 +25,8 @@ enum class AuthType { trust, plain, md5, scram_sha_256, any, hba, cert, peer };
 // demands at least what the ones before it do).
 enum class SslMode { disable, allow, prefer, require, verify_ca, verify_full };
 
-class HbaFile;  // config/hba.hpp
+class HbaFile;    // config/hba.hpp
+class IdentFile;  // config/hba.hpp
 
 std::string_view to_string(PoolMode mode);
 std::string_view to_string(AuthType type);
@@ -166,6 +167,10 @@ struct Config {
             "none"};
   }
   std::shared_ptr<const HbaFile> hba;
+  // auth_ident_file: the user name maps of hba cert and peer lines (map=), read with the hba
+  // rules; null without the key.
+  std::string auth_ident_file;
+  std::shared_ptr<const IdentFile> ident;
   std::vector<std::string> admin_users;
   std::vector<std::string> stats_users;
   PoolMode pool_mode = PoolMode::session;

@@ -982,4 +982,88 @@ std::string format_hba_rule(const HbaRule& rule) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// auth_ident_file
+
+namespace {
+
+// Expressions are the operator's, but a match runs at every login of a mapped user: long ones
+// (and long names to match) are refused rather than trusted to std::regex's recursion.
+constexpr std::size_t kMaxIdentExpression = 256;
+constexpr std::size_t kMaxIdentName = 256;
+
+}  // namespace
+
+IdentFile parse_ident(std::string_view text, const std::string& path) {
+  IdentFile file;
+  for (const auto& logical : logical_lines(text)) {
+    auto fail = [&](const std::string& message) -> void {
+      throw ConfigError(ConfigError::Kind::syntax, path + ":" + std::to_string(logical.line),
+                        message);
+    };
+    std::vector<Field> fields;
+    try {
+      fields = tokenize(logical.text);
+    } catch (const TokenError& e) {
+      fail(e.message);
+    }
+    if (fields.empty()) continue;
+    if (fields.size() != 3) {
+      fail("expected MAP SYSTEM-USER DATABASE-USER, got " + std::to_string(fields.size()) +
+           " fields");
+    }
+    for (const auto& field : fields) {
+      if (field.size() != 1) fail("a list where one name is expected");
+    }
+    IdentRule rule;
+    rule.line = logical.line;
+    rule.map = fields[0].front().text;
+    const Token& system = fields[1].front();
+    const Token& database = fields[2].front();
+    rule.all_users = !database.quoted && database.text == "all";
+    rule.database_user = database.text;
+    if (!database.quoted && !database.text.empty() && database.text.front() == '+') {
+      fail("group membership (+" + database.text.substr(1) + ") is not supported");
+    }
+    if (!system.quoted && !system.text.empty() && system.text.front() == '/') {
+      rule.expression = true;
+      rule.system_user = system.text.substr(1);
+      if (rule.system_user.size() > kMaxIdentExpression) {
+        fail("regular expression longer than " + std::to_string(kMaxIdentExpression) + " bytes");
+      }
+      try {
+        rule.pattern = std::make_shared<const std::regex>(rule.system_user, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        fail("invalid regular expression \"" + rule.system_user + "\": " + e.what());
+      }
+    } else {
+      rule.system_user = system.text;
+    }
+    file.rules_.push_back(std::move(rule));
+  }
+  return file;
+}
+
+bool IdentFile::allows(std::string_view map, std::string_view system_user,
+                       std::string_view database_user) const {
+  if (system_user.size() > kMaxIdentName) return false;
+  for (const auto& rule : rules_) {
+    if (rule.map != map) continue;
+    std::string wanted = rule.database_user;
+    if (rule.expression) {
+      std::match_results<std::string_view::const_iterator> groups;
+      if (!std::regex_search(system_user.begin(), system_user.end(), groups, *rule.pattern))
+        continue;
+      // \1 in the database user is the first group (PostgreSQL's one substitution).
+      if (const auto at = wanted.find("\\1"); at != std::string::npos && groups.size() > 1) {
+        wanted.replace(at, 2, groups[1].str());
+      }
+    } else if (rule.system_user != system_user) {
+      continue;
+    }
+    if (rule.all_users || wanted == database_user) return true;
+  }
+  return false;
+}
+
 }  // namespace pgw::config

@@ -35,7 +35,9 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -147,6 +149,38 @@ bool hba_rule_matches(const HbaRule& rule, const HbaClient& client);
 // wrong.
 HbaFile parse_hba(std::string_view text, const std::string& path,
                   const std::function<std::string(const std::string&)>& read_include);
+
+// auth_ident_file: PostgreSQL's pg_ident.conf, the user name maps of `map=` on cert and peer
+// lines. Each line is MAP SYSTEM-USER DATABASE-USER (names quoted as in pg_hba.conf). A
+// SYSTEM-USER that starts with '/' is a regular expression (ECMAScript syntax, anchored as
+// written) whose first group may appear as \1 in DATABASE-USER; DATABASE-USER "all" (bare)
+// admits any user. The system user is the certificate's CN (cert) or the OS user (peer).
+struct IdentRule {
+  std::string map;
+  std::string system_user;    // a name, or the expression without its '/'
+  std::string database_user;  // a name, possibly with \1
+  bool expression = false;
+  bool all_users = false;
+  int line = 0;
+  std::shared_ptr<const std::regex> pattern;  // when `expression`
+};
+
+class IdentFile {
+ public:
+  // Whether map `map` lets `system_user` log in as `database_user`.
+  bool allows(std::string_view map, std::string_view system_user,
+              std::string_view database_user) const;
+  const std::vector<IdentRule>& rules() const { return rules_; }
+
+ private:
+  friend IdentFile parse_ident(std::string_view text, const std::string& path);
+  std::vector<IdentRule> rules_;
+};
+
+// Parses an ident file; throws ConfigError ("<path>:<line>", what is wrong) on the first bad
+// line: not three fields, a list where one name is needed, an expression that does not compile
+// or is longer than 256 bytes.
+IdentFile parse_ident(std::string_view text, const std::string& path);
 
 // An address as text for messages ("127.0.0.1", "::1"; "[local]" for a unix socket client).
 std::string address_text(const HbaClient& client);

@@ -474,9 +474,9 @@ asio::awaitable<bool> LoginFlow::auth_hba(const std::string* secret, std::string
     case config::HbaMethod::scram_sha_256:
       co_return co_await auth_scram(secret, greeting);
     case config::HbaMethod::peer:
-      co_return co_await auth_peer();
+      co_return co_await auth_peer(ident_map_of(*rule));
     case config::HbaMethod::cert:
-      co_return co_await auth_cert();
+      co_return co_await auth_cert(ident_map_of(*rule));
     case config::HbaMethod::ldap:
       // The LDAP server decides: the user need not be in auth_file (PostgreSQL's ldap neither
       // looks at pg_authid's password).
@@ -493,22 +493,41 @@ std::string LoginFlow::trust_refusal_detail() const {
                     : "no such user: trust lets in only the users listed in auth_file";
 }
 
-asio::awaitable<bool> LoginFlow::auth_peer() {
+std::string_view LoginFlow::ident_map_of(const config::HbaRule& rule) {
+  for (const auto& [name, value] : rule.options) {
+    if (name == "map") return value;
+  }
+  return {};
+}
+
+bool LoginFlow::system_user_maps(std::string_view map, std::string_view system_user) const {
+  const auto& s = session_;
+  if (map.empty()) return system_user == s.who_.user;  // no map: the same name
+  const auto& ident = s.config_->ident;
+  if (ident && ident->allows(map, system_user, s.who_.user)) return true;
+  // PgBouncer's words, so that its users' log searches still find it.
+  spdlog::info("C-{}: {}/{}@{}:{} ident map: {} does not have a match{}", s.who_.id,
+               s.who_.database, s.who_.user, s.who_.addr, s.who_.port, map,
+               ident ? "" : " (no auth_ident_file)");
+  return false;
+}
+
+asio::awaitable<bool> LoginFlow::auth_peer(std::string_view map) {
   auto& s = session_;
-  // The socket's OS user must be the user asked for (no ident map: auth_ident_file). Over TCP
-  // there is no peer to ask: refused, as PostgreSQL refuses peer on host lines.
-  if (s.unix_client_ && net::peer_user_name(s.client_.fd()) == s.who_.user) co_return true;
+  // The socket's OS user must be the user asked for, or map to it through auth_ident_file. Over
+  // TCP there is no peer to ask: refused, as PostgreSQL refuses peer on host lines.
+  if (s.unix_client_ && system_user_maps(map, net::peer_user_name(s.client_.fd()))) co_return true;
   const auto refusal = report(Err::peer_failed, s.who_.user);
   co_await refuse(refusal);
   co_return false;
 }
 
-asio::awaitable<bool> LoginFlow::auth_cert() {
+asio::awaitable<bool> LoginFlow::auth_cert(std::string_view map) {
   auto& s = session_;
-  // A certificate the handshake verified against client_tls_ca_file, whose subject's CN is
-  // the user asked for (no ident map: auth_ident_file).
+  // A certificate the handshake verified against client_tls_ca_file, whose subject's CN is the
+  // user asked for, or maps to it through auth_ident_file.
   const auto* tls = s.client_.tls();
-  if (tls && tls->peer_certificate_verified() && tls->peer_common_name() == s.who_.user)
+  if (tls && tls->peer_certificate_verified() && system_user_maps(map, tls->peer_common_name()))
     co_return true;
   const auto refusal = report(Err::cert_failed, s.who_.user);
   co_await refuse(refusal);

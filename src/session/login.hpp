@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "config/hba.hpp"
 #include "protocol/codec.hpp"
 #include "util/errors.hpp"
 
@@ -57,8 +58,11 @@ class LoginFlow {
   // auth_type = md5 (and hba's md5): SCRAM for a user whose secret is a SCRAM verifier.
   asio::awaitable<bool> auth_md5_or_scram(const std::string* secret, std::string& greeting);
   // peer: the Unix socket's OS user is the user; cert: the verified client certificate's CN.
-  asio::awaitable<bool> auth_peer();
-  asio::awaitable<bool> auth_cert();
+  // `map`: an hba line's map= (auth_ident_file), empty: the names must be the same.
+  asio::awaitable<bool> auth_peer(std::string_view map = {});
+  asio::awaitable<bool> auth_cert(std::string_view map = {});
+  static std::string_view ident_map_of(const config::HbaRule& rule);
+  bool system_user_maps(std::string_view map, std::string_view system_user) const;
   // ldap: the password in cleartext (as PostgreSQL asks for it), checked by the LDAP server the
   // rule names, on the LDAP threads; the client's worker goes on with its other clients.
   asio::awaitable<bool> auth_ldap(const config::HbaRule& rule);

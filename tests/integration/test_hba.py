@@ -106,6 +106,33 @@ def test_peer_on_the_unix_socket():
         client.close()
 
 
+def test_peer_with_an_ident_map():
+    """map= on a peer line: the OS user may log in as the database users auth_ident_file maps
+    it to, and as no other."""
+    hba = ("local    pgbouncer      {me}          peer\n"
+           "local    pgwarden_test  all           peer map=apps\n")
+    pw = harness.Pgwarden(pg(), auth_type="hba", auth_hba_file="hba.conf",
+                          auth_ident_file="ident.conf", admin_users=ME)
+    with open(os.path.join(pw.dir, "hba.conf"), "w") as f:
+        f.write(hba.replace("{me}", ME))
+    with open(os.path.join(pw.dir, "ident.conf"), "w") as f:
+        f.write(f"# MAP  SYSTEM-USER  DATABASE-USER\napps  {ME}  app_user\napps  /^{ME}$  trust_user\n")
+    with pw:
+        for user in ("app_user", "trust_user"):
+            client = harness.RawClient(0, sock=unix_socket(pw))
+            client.send_startup({"user": user, "database": "pgwarden_test"})
+            messages = client.read_until()
+            assert messages[-1][0] == b"Z", (user, messages)
+            client.close()
+        client = harness.RawClient(0, sock=unix_socket(pw))
+        client.send_startup({"user": "scram_user", "database": "pgwarden_test"})
+        error = harness.first_error(client.read_until((b"E",)))
+        assert error["M"] == 'Peer authentication failed for user "scram_user"', error
+        client.close()
+        harness.wait_until(lambda: "ident map: apps does not have a match" in pw.log(),
+                           what="the log line")
+
+
 def unix_socket(pw):
     import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

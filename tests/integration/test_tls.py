@@ -163,12 +163,22 @@ def test_client_certificates_and_cert_auth():
     # hba: hostssl lines for TLS clients, hostnossl for the others.
     pw = tls_pgwarden("prefer", auth_type="hba", auth_hba_file="hba.conf",
                       client_tls_ca_file=c.path("ca.crt"))
+    with open(os.path.join(pw.dir, "ident.conf"), "w") as f:
+        f.write("certs scram_user md5_user\n")  # scram_user's certificate may be md5_user
+    pw.settings["auth_ident_file"] = "ident.conf"
     with open(os.path.join(pw.dir, "hba.conf"), "w") as f:
-        f.write("hostssl pgwarden_test scram_user 127.0.0.1/32 cert\n"
+        f.write("hostssl pgwarden_test md5_user 127.0.0.1/32 cert map=certs\n"
+                "hostssl pgwarden_test scram_user 127.0.0.1/32 cert\n"
                 "hostnossl pgwarden_test scram_user 127.0.0.1/32 reject\n"
                 "hostnossl pgwarden_test app_user 127.0.0.1/32 md5\n")
     with pw:
         assert outcome(pw, "require", password="", sslcert=scram_cert, sslkey=scram_key) == "tls"
+        # Through the map: scram_user's certificate logs in as md5_user, app_user's does not.
+        assert outcome(pw, "require", user="md5_user", password="", sslcert=scram_cert,
+                       sslkey=scram_key) == "tls"
+        got = outcome(pw, "require", user="md5_user", password="", sslcert=app_cert,
+                      sslkey=app_key)
+        assert "certificate authentication failed" in got, got
         got = outcome(pw, "disable")
         assert "pg_hba.conf rejects connection" in got and "no encryption" in got, got
         got = outcome(pw, "require", user="app_user")

@@ -744,3 +744,43 @@ TEST(Hba, FormatRoundTrip) {
 }
 
 }  // namespace
+
+// --- auth_ident_file
+
+TEST(IdentFileTest, NamesExpressionsAndAll) {
+  const auto ident = pgw::config::parse_ident(
+      "# MAP  SYSTEM-USER  DATABASE-USER\n"
+      "test   pgbouncer.acme.org   someuser\n"
+      "test   pgbouncer.acme.org   \"anotheruser\"\n"
+      "test2  \"bouncer\"   all\n"
+      "emails /^(.*)@example\\.com$   \\1\n",
+      "ident.conf");
+  ASSERT_EQ(ident.rules().size(), 4u);
+  EXPECT_TRUE(ident.allows("test", "pgbouncer.acme.org", "someuser"));
+  EXPECT_TRUE(ident.allows("test", "pgbouncer.acme.org", "anotheruser"));
+  EXPECT_FALSE(ident.allows("test", "pgbouncer.acme.org", "bouncer"));
+  EXPECT_FALSE(ident.allows("test", "other.acme.org", "someuser"));
+  EXPECT_FALSE(ident.allows("nomap", "pgbouncer.acme.org", "someuser"));
+  EXPECT_TRUE(ident.allows("test2", "bouncer", "anyone"));
+  EXPECT_TRUE(ident.allows("emails", "alice@example.com", "alice"));
+  EXPECT_FALSE(ident.allows("emails", "alice@example.com", "bob"));
+  EXPECT_FALSE(ident.allows("emails", "alice@example.org", "alice"));
+}
+
+TEST(IdentFileTest, BadLinesNameTheirPlace) {
+  auto error_of = [](const char* text) {
+    try {
+      pgw::config::parse_ident(text, "ident.conf");
+      return std::string();
+    } catch (const pgw::config::ConfigError& e) {
+      return std::string(e.what());
+    }
+  };
+  EXPECT_NE(error_of("\nm user\n").find("ident.conf:2"), std::string::npos);
+  EXPECT_NE(error_of("m a,b c\n").find("a list"), std::string::npos);
+  EXPECT_NE(error_of("m /(unclosed c\n").find("invalid regular expression"), std::string::npos);
+  EXPECT_NE(error_of("m user +group\n").find("group membership"), std::string::npos);
+  EXPECT_NE(error_of(("m /" + std::string(300, 'a') + " c\n").c_str()).find("longer than"),
+            std::string::npos);
+  EXPECT_EQ(error_of("# only a comment\n\n"), "");
+}
