@@ -476,6 +476,8 @@ void Runtime::stop() {
 
 int Runtime::run() {
   bind_listeners();
+  // Pools that exist before any client (forced users with min_pool_size).
+  pools_->apply(*config_->config(), *config_->secrets());
   for (unsigned i = 0; i < workers_.size(); ++i) {
     workers_[i]->reactor.post(
         [this, i] { asio::co_spawn(*workers_[i]->io, janitor(i), asio::detached); });

@@ -455,6 +455,13 @@ asio::awaitable<void> Pool::log_in(net::Reactor& reactor, unsigned worker, Login
     result.backend = target.backend;
     result.host = first + i;
     result.outcome = co_await login_server(reactor, worker, settings, target.address, key);
+    if (result.outcome.server && settings.log_connections) {
+      // PgBouncer's line, with the local end that PostgreSQL's log shows as the client.
+      const auto [local_addr, local_port] = net::local_of(result.outcome.server->conn.fd());
+      spdlog::info("pool {}/{}: {} new connection to server (from {}:{}){}", database_, user_,
+                   target.backend->name(), local_addr, local_port,
+                   result.outcome.server->conn.tls() ? " over TLS" : "");
+    }
     if (probe && result.outcome.server && settings.server_check_enabled) {
       // The probe proves more than a login: the server also runs a query.
       if (!co_await run_internal_query(*result.outcome.server, settings.server_check_query,

@@ -61,6 +61,7 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
     s.startup_params.emplace_back("application_name", database.application_name);
   }
   s.connect_query = database.connect_query;
+  s.log_connections = config.log_connections;
   // TLS over TCP only: server_login skips it for a host that is a Unix socket directory.
   if (server_tls) {
     s.tls_mode = server_tls->mode();
@@ -90,6 +91,16 @@ void PoolManager::apply(const config::Config& config, const config::Secrets& sec
     }
     pool.update_settings(settings_for(config, *entry, pool.user(), secrets, server_tls(), keys_));
   });
+  // A database with a forced user has one pool whoever connects: it exists from the start (and
+  // from the reload that adds it), so that its min_pool_size is warm before the first client,
+  // as in PgBouncer. The janitor's upkeep opens the connections.
+  for (const auto& [name, entry] : config.databases) {
+    if (name == "*" || entry.user.empty()) continue;
+    if (entry.min_pool_size.value_or(config.min_pool_size) <= 0) continue;
+    get(name, entry.user, [&, &db = entry] {
+      return settings_for(config, db, db.user, secrets, server_tls(), keys_);
+    });
+  }
 }
 
 }  // namespace pgw::pool
