@@ -1,16 +1,16 @@
 // pgwarden entry point: command line (PgBouncer's flags), configuration, logging, daemon mode.
 // Everything else lives in the core library.
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 
-#include "config/config.hpp"
 #include "app/runtime.hpp"
+#include "config/config.hpp"
 #include "util/logging.hpp"
 
 namespace {
@@ -71,11 +71,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (daemon && config.logfile.empty()) {
-    std::cerr << "pgwarden: -d needs logfile set in the configuration, or nothing would be logged\n";
+    std::cerr
+        << "pgwarden: -d needs logfile set in the configuration, or nothing would be logged\n";
     return 1;
   }
   if (daemon) daemonize();
-  pgw::setup_logging({quiet || daemon, verbose + (config.verbose ? 1 : 0), config.logfile});
+  pgw::setup_logging({quiet || daemon, verbose, config.logfile, config.verbose});
   for (const auto& warning : warnings) spdlog::warn("{}", warning.text);
   if (!config.pidfile.empty()) std::ofstream(config.pidfile) << ::getpid() << "\n";
 

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "session/client_session.hpp"
+#include "util/logging.hpp"
 #include "util/ranked_mutex.hpp"
 
 namespace pgw::app {
@@ -261,6 +262,7 @@ std::optional<admin::Control::Refusal> ProcessControl::set(const std::string& ke
     if (auto error = tls_.update(*installed); !error.empty()) spdlog::error("TLS: {}", error);
   }
   config_.install(installed, secrets);
+  if (key == "verbose") set_config_debug(installed->verbose);
   pools_.apply(*installed, *secrets);
   return std::nullopt;
 }

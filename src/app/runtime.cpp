@@ -1,5 +1,7 @@
 #include "app/runtime.hpp"
 
+#include "util/logging.hpp"
+
 #include <grp.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -420,6 +422,7 @@ std::string Runtime::reload(std::string_view trigger) {
     auto installed = std::make_shared<const config::Config>(std::move(config));
     auto installed_secrets = std::make_shared<const config::Secrets>(std::move(secrets));
     config_->install(installed, installed_secrets);
+    set_config_debug(installed->verbose);
     // New certificates for new connections; a context that does not build keeps the old one
     // (the rest of the configuration applies: refusing all of it for a certificate file being
     // rotated would be worse).

@@ -128,7 +128,7 @@ constexpr KeySpec kKeys[] = {
      "log each disconnect"},
     {"log_pooler_errors", T::boolean, &Config::log_pooler_errors, 0, 0, A::next_login,
      "log the errors refusing a login"},
-    {"verbose", T::verbosity, &Config::verbose, 0, 10, A::restart, "debug logging"},
+    {"verbose", T::verbosity, &Config::verbose, 0, 10, A::live, "debug logging"},
     // TCP
     {"tcp_keepalive", T::boolean, &Config::tcp_keepalive, 0, 0, A::next_login,
      "SO_KEEPALIVE on client sockets"},
