@@ -473,7 +473,7 @@ def test_reload_rereads_the_file():
 
 def test_reload_and_set_agree_on_restart_keys():
     """A reload keeps the running value of a restart-only key and names it in the log; SET
-    refuses the same keys and takes the others, pkt_buf included (issue 18)."""
+    refuses the same keys and takes the others, pkt_buf and verbose included (issues 18, 21)."""
     import psycopg
     with bouncer() as pw:
         with admin(pw) as console:
@@ -492,7 +492,11 @@ def test_reload_and_set_agree_on_restart_keys():
                 assert conn.execute("SELECT repeat('x', 20000)").fetchone()[0] == "x" * 20000
             console.execute("SET pkt_buf = 16384")
             assert {r["key"]: r["value"] for r in show(console, "CONFIG")}["pkt_buf"] == "16384"
-            for key, value in (("verbose", "1"), ("logfile", "'/tmp/elsewhere.log'"),
+            # verbose is live since issue 21, as in PgBouncer: SET takes it at once.
+            console.execute("SET verbose = 1")
+            after = {r["key"]: r for r in show(console, "CONFIG")}["verbose"]
+            assert after["value"] == "1" and after["changeable"] == "yes", after
+            for key, value in (("logfile", "'/tmp/elsewhere.log'"),
                                ("workers", "2"), ("listen_port", str(pw.port + 2))):
                 try:
                     console.execute(f"SET {key} = {value}")
