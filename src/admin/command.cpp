@@ -119,6 +119,10 @@ std::string_view verb_name(Verb verb) {
       return "CANCEL_CLIENT";
     case Verb::kill_app:
       return "KILL_APP";
+    case Verb::disable:
+      return "DISABLE";
+    case Verb::enable:
+      return "ENABLE";
     case Verb::wait_close:
       return "WAIT_CLOSE";
     case Verb::reload:
@@ -162,6 +166,17 @@ std::variant<Command, ParseError> parse_command(std::string_view sql) {
     if (args > 1 || !name) {
       return ParseError{Err::admin_syntax_error,
                         std::string(verb_name(kind)) + " takes at most one database name"};
+    }
+    command.arg = *name;
+    return command;
+  }
+  if (verb == "disable" || verb == "enable") {
+    // PgBouncer's: one database, never all of them at once.
+    command.verb = verb == "disable" ? Verb::disable : Verb::enable;
+    auto name = args == 1 ? name_at(1) : std::nullopt;
+    if (!name) {
+      return ParseError{Err::admin_syntax_error,
+                        std::string(verb_name(command.verb)) + " takes one database name"};
     }
     command.arg = *name;
     return command;

@@ -22,6 +22,8 @@ enum class Verb {
   kill_client,    // arg: client id (digits)
   cancel_client,  // arg: client id (digits): CancelRequest for its running query
   kill_app,       // arg: application_name (exact, case kept): disconnect its clients
+  disable,        // arg: database (required): new logins to it are refused
+  enable,         // arg: database (required): undo DISABLE
   wait_close,
   reload,
   shutdown,  // arg: "" or "wait_for_servers" / "wait_for_clients"

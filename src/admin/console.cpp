@@ -324,6 +324,22 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
       }
       co_return Outcome{std::move(done), std::nullopt, {}};
     }
+    case Verb::disable:
+    case Verb::enable: {
+      // As PgBouncer: any name the configuration routes (a "*" line included), never the
+      // console's own database.
+      const bool disable = command.verb == Verb::disable;
+      if (db == "pgbouncer" || db == "pgwarden") {
+        co_return Outcome{std::nullopt, Err::admin_wrong_state,
+                          std::string("cannot ") + (disable ? "disable" : "enable") +
+                              " the admin database: " + db};
+      }
+      if (!control_.known_database(db) && !control_.config()->find_database(db)) {
+        co_return Outcome{std::nullopt, Err::admin_no_such_database, db};
+      }
+      control_.set_disabled(db, disable);
+      co_return Outcome{std::move(done), std::nullopt, {}};
+    }
     case Verb::reconnect: {
       if (auto bad = check_db()) co_return *bad;
       control_.reconnect(db);

@@ -32,6 +32,8 @@ class Control {
   // PAUSE / RESUME one database, or all ("" ): false when it already was / was not paused.
   virtual bool pause(const std::string& database) = 0;
   virtual bool resume(const std::string& database) = 0;
+  // DISABLE / ENABLE one database: its new logins are refused / admitted again.
+  virtual void set_disabled(const std::string& database, bool disabled) = 0;
   // Server connections of the database (or all) that are open or opening.
   virtual int open_servers(const std::string& database) = 0;
   // RECONNECT: idle servers close now, leased ones when their client releases them.

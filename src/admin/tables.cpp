@@ -269,7 +269,8 @@ ResultSet show_databases(const Snapshot& s) {
             load_balance_cell(entry->servers, entry->load_balance_hosts), num(max_conn),
             num(conn == s.db_connections.end() ? 0 : conn->second),
             num(c.max_db_client_connections_for(name)), num(clients_of(name)),
-            s.paused_databases.contains(name) ? "1" : "0", "0"});
+            s.paused_databases.contains(name) ? "1" : "0",
+            s.disabled_databases.contains(name) ? "1" : "0"});
     for (auto& cell : breaker_cells(s, entry->servers)) b.rs.rows.back().push_back(cell);
   }
   int admins = 0;

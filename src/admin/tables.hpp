@@ -61,6 +61,7 @@ struct Snapshot {
   std::map<std::string, int> database_clients, user_clients;
   std::set<std::string> paused_databases;  // paused individually or globally
   bool all_paused = false;
+  std::set<std::string> disabled_databases;      // DISABLE: new logins refused
   std::vector<session::LeakEvent> events;        // SHOW EVENTS: newest first
   std::map<std::string, session::AppView> apps;  // SHOW APPS: totals and growth by application
   std::map<std::string, session::LeakBook::AppCounters> leak_counters;  // SHOW APPS

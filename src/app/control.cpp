@@ -91,6 +91,7 @@ asio::awaitable<admin::Snapshot> ProcessControl::snapshot(bool with_sessions,
     if (p.stats.paused) s.paused_databases.insert(p.database);
   }
   s.all_paused = pools_.all_paused();
+  s.disabled_databases = pools_.disabled_databases();
   s.database_clients = admission_.clients_by_database();
   s.user_clients = admission_.clients_by_user();
   s.backends = pools_.backend_statuses(Clock::now());
@@ -126,6 +127,10 @@ bool ProcessControl::pause(const std::string& database) {
 
 bool ProcessControl::resume(const std::string& database) {
   return pools_.resume_database(database);
+}
+
+void ProcessControl::set_disabled(const std::string& database, bool disabled) {
+  pools_.set_database_disabled(database, disabled);
 }
 
 int ProcessControl::open_servers(const std::string& database) {

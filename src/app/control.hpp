@@ -43,6 +43,7 @@ class ProcessControl final : public admin::Control {
   bool known_database(const std::string& database) const override;
   bool pause(const std::string& database) override;
   bool resume(const std::string& database) override;
+  void set_disabled(const std::string& database, bool disabled) override;
   int open_servers(const std::string& database) override;
   void reconnect(const std::string& database) override;
   asio::awaitable<int> servers_to_close(const std::string& database) override;

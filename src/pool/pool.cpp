@@ -878,6 +878,27 @@ bool PoolManager::all_paused() {
   return paused_all_;
 }
 
+void PoolManager::set_database_disabled(const std::string& database, bool disabled) {
+  std::lock_guard lock(mutex_);
+  if (disabled) {
+    disabled_databases_.insert(database);
+  } else {
+    disabled_databases_.erase(database);
+  }
+  any_disabled_.store(!disabled_databases_.empty(), std::memory_order_relaxed);
+}
+
+bool PoolManager::database_disabled(const std::string& database) {
+  if (!any_disabled_.load(std::memory_order_relaxed)) return false;
+  std::lock_guard lock(mutex_);
+  return disabled_databases_.contains(database);
+}
+
+std::set<std::string> PoolManager::disabled_databases() {
+  std::lock_guard lock(mutex_);
+  return disabled_databases_;
+}
+
 int PoolManager::db_connections(const std::string& database) {
   std::lock_guard lock(mutex_);
   auto it = db_counts_.find(database);

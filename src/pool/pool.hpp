@@ -434,6 +434,12 @@ class PoolManager {
   bool resume_database(const std::string& database);
   bool database_paused(const std::string& database);
   bool all_paused();
+  // DISABLE / ENABLE (admin console): a login to a disabled database, or one whose auth_query
+  // runs in it, is refused once authenticated; sessions already in go on. Either may be
+  // repeated, as in PgBouncer. Nothing disabled (the usual case) costs a login no lock.
+  void set_database_disabled(const std::string& database, bool disabled);
+  bool database_disabled(const std::string& database);
+  std::set<std::string> disabled_databases();
 
   // Rolls every pool's statistics when stats_period has passed since the last roll.
   void roll_stats(Clock::time_point now, Millis period);
@@ -468,8 +474,10 @@ class PoolManager {
   KeyStore keys_;
   std::atomic<std::uint64_t> server_ids_{0};
   Clock::time_point stats_rolled_at_ = Clock::now();
-  bool paused_all_ = false;                 // under mutex_
-  std::set<std::string> paused_databases_;  // under mutex_
+  bool paused_all_ = false;                   // under mutex_
+  std::set<std::string> paused_databases_;    // under mutex_
+  std::set<std::string> disabled_databases_;  // under mutex_
+  std::atomic<bool> any_disabled_{false};     // disabled_databases_ is not empty
   // Open breakers whose wait is over get their probe (worker 0's janitor, from maintain()).
   void probe_backends(Clock::time_point now);
   util::BackendsMutex backends_mutex_;  // after pool_manager's (a new pool finds its backend)

@@ -375,6 +375,12 @@ asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
     out.refused = true;
     co_return out;
   }
+  if (s.services_.pools.database_disabled(pool_database)) {
+    const auto refusal = report(Err::auth_database_disabled, pool_database);
+    co_await refuse(refusal);
+    out.refused = true;
+    co_return out;
+  }
   auto auth_entry = dbname.empty() ? entry : config.find_database(dbname);
   if (!auth_entry) {
     spdlog::warn("C-{} {}: authentication database \"{}\" is not configured", s.who_.id,
@@ -759,6 +765,11 @@ asio::awaitable<bool> LoginFlow::route() {
   auto entry = config.find_database(s.who_.database);
   if (!entry) {
     const auto refusal = report(Err::no_such_database, s.who_.database);
+    co_await refuse(refusal);
+    co_return false;
+  }
+  if (s.services_.pools.database_disabled(s.who_.database)) {
+    const auto refusal = report(Err::database_disabled, s.who_.database);
     co_await refuse(refusal);
     co_return false;
   }

@@ -147,6 +147,13 @@ constexpr std::array kErrors{
               "SASL authentication failed"},
     // PostgreSQL's text (auth.c, auth_failed()) and SQLSTATE for a failed ldap login.
     ErrorSpec{Err::ldap_failed, "28000", "FATAL", "LDAP authentication failed for user \"{}\""},
+    // PgBouncer's texts; the SQLSTATE is PostgreSQL's for a database that takes no
+    // connections (datallowconn false), where PgBouncer sends 08P01.
+    ErrorSpec{Err::database_disabled, "55000", "FATAL", "database \"{}\" is disabled", "",
+              "an administrator ran DISABLE {0}; ENABLE {0} admits logins again"},
+    ErrorSpec{Err::auth_database_disabled, "55000", "FATAL",
+              "authentication database \"{}\" is disabled", "",
+              "an administrator ran DISABLE {0}; ENABLE {0} admits logins again"},
 };
 
 }  // namespace

@@ -87,6 +87,9 @@ enum class Err : std::uint8_t {
   // auth_hba_file's ldap method: the bind was refused, the user not found, or the LDAP server
   // not reached in time (the log says which; the client only that it failed, as PostgreSQL).
   ldap_failed,
+  // DISABLE (admin console): the database, or the one its auth_query runs in, takes no logins.
+  database_disabled,
+  auth_database_disabled,
 };
 
 struct ErrorSpec {

@@ -335,6 +335,40 @@ def test_pause_holds_queries_until_resume():
                 pass
 
 
+def test_disable_refuses_new_logins_until_enable():
+    """DISABLE db: new logins get FATAL 55000, connected clients go on,
+    SHOW DATABASES says disabled; ENABLE admits them again (PgBouncer's commands)."""
+    import psycopg
+    with bouncer() as pw:
+        with psycopg.connect(pw.dsn(user="app_user"), autocommit=True) as app, admin(pw) as console:
+            console.execute("DISABLE pgwarden_test")
+            console.execute("DISABLE pgwarden_test")  # repeating it is fine, as in PgBouncer
+            row = [d for d in show(console, "DATABASES") if d["name"] == "pgwarden_test"][0]
+            assert row["disabled"] == 1, row
+            client = harness.RawClient(pw.port)
+            client.send_startup({"user": "app_user", "database": "pgwarden_test"})
+            error = harness.first_error(client.read_until(types=(b"Z", b"E")))
+            client.close()
+            assert error and error["S"] == "FATAL" and error["C"] == "55000", error
+            assert error["M"] == 'database "pgwarden_test" is disabled', error
+            assert "ENABLE pgwarden_test" in error["H"], error
+            # The connected client is not affected.
+            assert app.execute("SELECT 41 + 1").fetchone()[0] == 42
+            for bad, error in (("DISABLE nosuchdb", psycopg.errors.InvalidCatalogName),
+                               ("DISABLE pgbouncer", psycopg.errors.ObjectNotInPrerequisiteState),
+                               ("ENABLE", psycopg.errors.SyntaxError)):
+                try:
+                    console.execute(bad)
+                    raise AssertionError(f"{bad} accepted")
+                except error:
+                    pass
+            console.execute("ENABLE pgwarden_test")
+            row = [d for d in show(console, "DATABASES") if d["name"] == "pgwarden_test"][0]
+            assert row["disabled"] == 0, row
+            with psycopg.connect(pw.dsn(user="app_user"), autocommit=True) as again:
+                assert again.execute("SELECT 1").fetchone()[0] == 1
+
+
 def test_kill_client_ends_that_client():
     import psycopg
     with bouncer() as pw:

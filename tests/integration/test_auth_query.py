@@ -97,6 +97,13 @@ def test_security_definer_function_and_per_database_settings():
         assert login(pw, "scram_user", "scram_pw", db="via_function") == "scram_user"
         assert_refused(login(pw, "expired_user", "expired_pw", db="via_function"),
                        "password authentication failed")
+        # DISABLE of the database auth_query runs in refuses the lookups (PgBouncer's text).
+        console = f"host={pw.dir} port={pw.port} dbname=pgbouncer user=pgbouncer"
+        harness.psql(console, "DISABLE pgwarden_test")
+        assert_refused(login(pw, "scram_user", "scram_pw", db="via_function"),
+                       'authentication database "pgwarden_test" is disabled')
+        harness.psql(console, "ENABLE pgwarden_test")
+        assert login(pw, "scram_user", "scram_pw", db="via_function") == "scram_user"
     # Without a global auth_user only the entry that names one looks users up.
     with harness.Pgwarden(pg(), userlist=userlist, databases=databases) as pw:
         assert login(pw, "scram_user", "scram_pw", db="via_function") == "scram_user"

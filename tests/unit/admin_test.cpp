@@ -102,6 +102,19 @@ TEST(AdminCommand, KillClientTakesAnId) {
   EXPECT_EQ(bad("KILL_CLIENT 99999999999999999999").code, Err::admin_syntax_error);
 }
 
+TEST(AdminCommand, DisableAndEnableTakeOneDatabase) {
+  auto c = ok("DISABLE authdb;");
+  EXPECT_EQ(c.verb, Verb::disable);
+  EXPECT_EQ(c.arg, "authdb");
+  EXPECT_EQ(ok("enable \"My Db\"").arg, "My Db");
+  EXPECT_EQ(ok("enable x").verb, Verb::enable);
+  EXPECT_EQ(verb_name(Verb::disable), "DISABLE");
+  EXPECT_EQ(bad("DISABLE").code, Err::admin_syntax_error);
+  EXPECT_EQ(bad("ENABLE a b").code, Err::admin_syntax_error);
+  EXPECT_EQ(bad("DISABLE 'a'").code, Err::admin_syntax_error);
+  EXPECT_TRUE(needs_admin(c));
+}
+
 TEST(AdminCommand, ReloadAndShutdown) {
   EXPECT_EQ(ok("reload").verb, Verb::reload);
   EXPECT_EQ(bad("RELOAD now").code, Err::admin_syntax_error);

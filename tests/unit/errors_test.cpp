@@ -84,6 +84,8 @@ constexpr std::array kExpected{
     Expected{Err::trust_failed, "trust_failed", "28000", "FATAL"},
     Expected{Err::scram_failed, "scram_failed", "28P01", "FATAL"},
     Expected{Err::ldap_failed, "ldap_failed", "28000", "FATAL"},
+    Expected{Err::database_disabled, "database_disabled", "55000", "FATAL"},
+    Expected{Err::auth_database_disabled, "auth_database_disabled", "55000", "FATAL"},
 };
 
 std::size_t count_placeholders(std::string_view text) {
