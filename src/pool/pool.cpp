@@ -455,6 +455,12 @@ asio::awaitable<void> Pool::log_in(net::Reactor& reactor, unsigned worker, Login
     result.backend = target.backend;
     result.host = first + i;
     result.outcome = co_await login_server(reactor, worker, settings, target.address, key);
+    if (!result.outcome.server && settings.log_disconnections) {
+      // PgBouncer's line for the server connection that closes: the server's own words, so
+      // that one refused password reads the same in the pooler's log as in PostgreSQL's.
+      spdlog::info("S-{}: {}/{}@{} closing because: {} (age=0s)", manager_.next_server_id(),
+                   database_, user_, target.backend->name(), result.outcome.detail);
+    }
     if (result.outcome.server && settings.log_connections) {
       // PgBouncer's line, with the local end that PostgreSQL's log shows as the client.
       const auto [local_addr, local_port] = net::local_of(result.outcome.server->conn.fd());

@@ -84,7 +84,8 @@ struct PoolSettings {
   std::string connect_query;
   // server_tls_sslmode and its context (null: disable, or a Unix socket, where PostgreSQL
   // does not offer TLS).
-  bool log_connections = false;  // each new server connection gets a log line (PgBouncer's)
+  bool log_connections = false;     // each new server connection gets a log line (PgBouncer's)
+  bool log_disconnections = false;  // and each server login that fails (PgBouncer's line too)
   config::SslMode tls_mode = config::SslMode::disable;
   std::shared_ptr<const net::TlsContext> tls;
   std::string fingerprint;  // changes when the login target changes: old servers get closed

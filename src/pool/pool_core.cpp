@@ -63,6 +63,8 @@ void PoolCore::retarget(bool forget_failures, PoolActions& out) {
     last_failure_ = {};  // the cached error was the old target's: the next client tries anew
   }
   close_idle(out);
+  // Every server left but those logging in is leased, and closes when it comes back.
+  stale_ = total_ - connecting_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,9 +98,9 @@ Acquired PoolCore::acquire(PoolWaiter& waiter, AppShare* share, const Conditions
     result.queued = true;
     return result;
   }
-  if (total_ == 0 && last_failure_ != Clock::time_point{} &&
-      at.now - last_failure_ < limits_.server_login_retry) {
-    // A login failed on this pool's settings a moment ago: PgBouncer's fast fail.
+  if (current_servers() == 0 && login_retry_pending(at.now)) {
+    // A login failed on this pool's settings a moment ago and no server can come back to
+    // serve this request: PgBouncer's fast fail.
     result.error = last_error_code_;
     result.detail = last_error_;
     return result;
@@ -135,6 +137,7 @@ void PoolCore::release(PooledPtr server, bool reusable, AppShare* share, const C
   if (!reusable || server->close_needed || expired || too_many ||
       server->generation != generation_) {
     if (too_many && reserve_in_use_ > 0) --reserve_in_use_;
+    if (server->generation != generation_ && stale_ > 0) --stale_;
     drop(std::move(server), out);
     if (waiting_ > 0 && can_open(false, at)) {
       if (PoolWaiter* w = oldest_waiter()) launch(w->worker_, out);
@@ -164,6 +167,14 @@ void PoolCore::login_succeeded(PooledPtr server, const Conditions& at, PoolActio
   --connecting_;
   failures_in_row_ = 0;
   last_success_ = at.now;
+  if (server->generation != generation_) {
+    // Started before RECONNECT or a new target: it is not what the clients were promised.
+    drop(std::move(server), out);
+    if (waiting_ > 0 && can_open(false, at)) {
+      if (PoolWaiter* w = oldest_waiter()) launch(w->worker_, out);
+    }
+    return;
+  }
   place(std::move(server), at, out);
 }
 
@@ -194,13 +205,16 @@ void PoolCore::login_failed(LoginFailure kind, bool breaker_just_opened, Err err
       // Just opened: the executor fails the waiters of every pool of the backend.
       return;
     case LoginFailure::settings:
-      // PgBouncer's fast fail: with no server left to wait for, waiting clients get the error
-      // now, and new requests get it at once for server_login_retry.
+      // PgBouncer's fast fail: with no server of the current target to wait for, connected or
+      // logging in (RECONNECT's leased ones close when they come back), waiting clients get the
+      // error now, and new requests get it at once for server_login_retry. No new login starts in
+      // that time either: waiters that stay wait for a server to come back, not for a retry
+      // that would fail the same way, over and over, against the server.
       ++logins_failed_;
       last_error_ = std::move(detail);
       last_error_code_ = error;
       last_failure_ = at.now;
-      if (total_ == 0) fail_waiters(error, last_error_, out);
+      if (current_servers() <= 0) fail_waiters(error, last_error_, out);
       return;
   }
 }
@@ -355,6 +369,8 @@ bool PoolCore::can_open(bool use_reserve, const Conditions& at) const {
   if (paused_) return false;  // PAUSE: no new server connections until RESUME
   // An open breaker: only its probe connects (launch_probe()). A drain opens nothing new.
   if (!at.breaker_closed || at.draining) return false;
+  // server_login_retry after a login failed on the pool's settings: PgBouncer's wait too.
+  if (login_retry_pending(at.now)) return false;
   const int limit = limits_.pool_size + (use_reserve ? limits_.reserve_pool_size : 0);
   return total_ < limit;
 }

@@ -255,6 +255,12 @@ class PoolCore {
   using WaitList = util::IntrusiveList<PoolWaiter>;
 
   bool can_open(bool use_reserve, const Conditions& at) const;
+  // A login failed on the pool's settings less than server_login_retry ago.
+  bool login_retry_pending(Clock::time_point now) const {
+    return last_failure_ != Clock::time_point{} && now - last_failure_ < limits_.server_login_retry;
+  }
+  // Servers of the current target, logging in, idle or leased: what a waiter may still get.
+  int current_servers() const { return total_ - stale_; }
   bool eligible(const PoolWaiter& waiter) const;
   void enqueue(PoolWaiter& waiter, Clock::time_point now);
   void dequeue(PoolWaiter& waiter);
@@ -283,6 +289,7 @@ class PoolCore {
   int waiting_ = 0;
   int total_ = 0;       // servers that exist or are being opened, leased ones included
   int connecting_ = 0;  // of which still logging in
+  int stale_ = 0;       // of which leased from before the last retarget (close on release)
   int reserve_in_use_ = 0;
   int reclaims_pending_ = 0;  // granted, their servers not back yet
   Clock::time_point reclaims_granted_at_{};

@@ -62,6 +62,7 @@ PoolSettings settings_for(const config::Config& config, const config::DatabaseEn
   }
   s.connect_query = database.connect_query;
   s.log_connections = config.log_connections;
+  s.log_disconnections = config.log_disconnections;
   // TLS over TCP only: server_login skips it for a host that is a Unix socket directory.
   if (server_tls) {
     s.tls_mode = server_tls->mode();

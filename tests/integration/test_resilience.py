@@ -812,5 +812,59 @@ def test_one_users_wrong_server_password_does_not_shut_out_the_others():
             time.sleep(0.15)
         assert database_row(pw, "wrong_pw")["breaker_state"] in ("open", "half_open")
 
+def test_a_changed_server_password_is_not_retried_in_a_loop():
+    """The server's password changed under a pool that holds a server: the pool's next login
+    is refused. A client waiting in that pool waits for the server in use (no retry storm: one
+    refused login in PostgreSQL's log for server_login_retry) and gets it when it is released.
+    After RECONNECT nothing can serve a waiter: it gets the error at once, with no new login
+    (PgBouncer's behaviour, its test_change_server_password_*)."""
+    import psycopg
+    p = pg()
+    p.sql("DROP ROLE IF EXISTS rotating_user")
+    p.sql("CREATE ROLE rotating_user LOGIN PASSWORD 'first_pw'")
+    p.sql("GRANT ALL ON DATABASE pgwarden_test TO rotating_user")
+    refused = 'password authentication failed for user "rotating_user"'
+    databases = {"rotating": f"host=127.0.0.1 port={p.port} dbname=pgwarden_test "
+                             "user=rotating_user password=first_pw pool_size=2"}
+    with bouncer(databases=databases, server_login_retry="15") as pw:
+        holder = psycopg.connect(pw.dsn(user="trust_user", db="rotating"))
+        holder.execute("SELECT 1")  # a transaction: the server stays with the holder
+        p.sql("ALTER ROLE rotating_user PASSWORD 'second_pw'")
+        before = p.log().count(refused)
+        waiter = psycopg.connect(pw.dsn(user="trust_user", db="rotating"), autocommit=True)
+        result = {}
+
+        def query():
+            try:
+                result["value"] = waiter.execute("SELECT 42").fetchone()[0]
+            except psycopg.Error as e:
+                result["error"] = e
+
+        thread = threading.Thread(target=query)
+        thread.start()
+        time.sleep(1.5)
+        assert not result, result  # still waiting for the holder's server
+        assert p.log().count(refused) - before == 1, p.log().count(refused) - before
+        holder.commit()
+        thread.join(10)
+        assert result.get("value") == 42, result
+        # RECONNECT: the one server is leased again and marked to close; nothing can serve a
+        # new query, which fails at once with the server's refusal.
+        holder.execute("SELECT 1")
+        with console(pw) as admin:
+            admin.execute("RECONNECT rotating")
+        started = time.monotonic()
+        try:
+            waiter.execute("SELECT 1")
+            raise AssertionError("served after RECONNECT with a refused password")
+        except psycopg.OperationalError as e:
+            assert "password authentication failed" in str(e), e
+        assert time.monotonic() - started < 2
+        assert p.log().count(refused) - before == 1
+        holder.rollback()
+        holder.close()
+    p.sql("ALTER ROLE rotating_user PASSWORD 'first_pw'")
+
+
 if __name__ == "__main__":
     harness.main(globals())

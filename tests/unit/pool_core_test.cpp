@@ -561,6 +561,71 @@ TEST_F(PoolCoreTest, ASettingsFailureFailsTheWaitersAndNewClientsForServerLoginR
   core_->cancel_wait(c);
 }
 
+TEST_F(PoolCoreTest, AfterReconnectASettingsFailureFailsTheWaitersThoughOldServersAreLeased) {
+  // The server's password changed; RECONNECT marked the one leased server to close; a client
+  // waits, the new login is refused: nothing can serve the waiter, it gets the error now
+  // (PgBouncer's kill_pool_logins), and new clients too, without another login.
+  make_core(limits(2));
+  add_idle(0, 0);
+  TestWaiter holder(0), waiter(0);
+  PoolActions out;
+  ASSERT_TRUE(core_->acquire(holder, nullptr, when(1), out).server);
+  PoolActions retargeted;
+  core_->retarget(/*forget_failures=*/false, retargeted);
+  core_->acquire(waiter, nullptr, when(2), out);
+  ASSERT_EQ(out.launches.size(), 1u);
+  PoolActions failed;
+  core_->login_failed(LoginFailure::settings, false, Err::server_login_failed,
+                      "password authentication failed for user \"u\"", when(3), failed);
+  auto told = handoffs(failed);
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0]->waiter, &waiter);
+  EXPECT_EQ(told[0]->error, Err::server_login_failed);
+  TestWaiter late(1);
+  PoolActions more;
+  EXPECT_EQ(core_->acquire(late, nullptr, when(4), more).error, Err::server_login_failed);
+  EXPECT_TRUE(more.launches.empty());
+}
+
+TEST_F(PoolCoreTest, ASettingsFailureStartsNoLoginUntilServerLoginRetryIsOver) {
+  // One server of the current target is leased, so the waiter keeps waiting for it; but no
+  // other login starts for server_login_retry, however often capacity frees or upkeep runs:
+  // a refused password is not retried against the server in a loop.
+  auto l = limits(2);
+  l.server_login_retry = 15000ms;
+  make_core(l);
+  add_idle(0, 0);
+  TestWaiter holder(0), waiter(1);
+  PoolActions out;
+  auto held = core_->acquire(holder, nullptr, when(1), out);
+  ASSERT_TRUE(held.server);
+  core_->acquire(waiter, nullptr, when(2), out);
+  ASSERT_EQ(out.launches.size(), 1u);
+  PoolActions failed;
+  core_->login_failed(LoginFailure::settings, false, Err::server_login_failed, "refused", when(3),
+                      failed);
+  EXPECT_EQ(handoffs(failed).size(), 0u);
+  for (long ms : {4L, 100L, 5000L, 14000L}) {
+    PoolActions again;
+    core_->capacity_freed(when(ms), again);
+    core_->maintain(when(ms), again);
+    EXPECT_TRUE(again.launches.empty()) << ms;
+  }
+  // The leased server comes back: the waiter gets it.
+  PoolActions released;
+  core_->release(std::move(held.server), true, nullptr, when(14500), released);
+  auto given = handoffs(released);
+  ASSERT_EQ(given.size(), 1u);
+  EXPECT_EQ(given[0]->waiter, &waiter);
+  EXPECT_TRUE(given[0]->server);
+  // After the window a waiter gets a new login again.
+  TestWaiter next(0);
+  PoolActions after;
+  EXPECT_TRUE(core_->acquire(next, nullptr, when(15004), after).queued);
+  EXPECT_EQ(after.launches.size(), 1u);
+  core_->cancel_wait(next);
+}
+
 TEST_F(PoolCoreTest, AConnectionFailureKeepsWaitersWaitingWhileTheBreakerIsClosed) {
   TestWaiter w(0);
   PoolActions out;
