@@ -1,8 +1,9 @@
 #include "auth/auth.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include <array>
@@ -14,28 +15,68 @@
 namespace pgw::auth {
 namespace {
 
+// OpenSSL 3 looks an algorithm up by name (a "fetch": locks, a hash table, parameter parsing)
+// at every call given a legacy EVP_sha256() or through HMAC(), which cost more than hashing the
+// few dozen bytes of a SCRAM exchange. So SHA-256 is fetched once for the process (fetched
+// objects may be shared between threads) and each thread keeps one HMAC context, keyed anew
+// per call with the digest it was set up with.
+const EVP_MD* sha256_md() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+const EVP_MD* md5_md() {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "MD5", nullptr);
+  return md;
+}
+
+struct MacContext {
+  EVP_MAC_CTX* ctx = nullptr;
+  MacContext() {
+    EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    if (mac == nullptr) return;
+    ctx = EVP_MAC_CTX_new(mac);
+    EVP_MAC_free(mac);  // the context holds its own reference
+    char digest_name[] = "SHA256";
+    const OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+        OSSL_PARAM_construct_end()};
+    if (ctx != nullptr && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+      EVP_MAC_CTX_free(ctx);
+      ctx = nullptr;
+    }
+  }
+  ~MacContext() { EVP_MAC_CTX_free(ctx); }
+  MacContext(const MacContext&) = delete;
+  MacContext& operator=(const MacContext&) = delete;
+};
+
 std::string digest(const EVP_MD* md, std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
   unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr) != 1) {
+  if (md == nullptr || EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr) != 1) {
     throw std::runtime_error("digest failed");
   }
   return std::string(reinterpret_cast<const char*>(out.data()), len);
 }
 
 std::string hmac_sha256(std::string_view key, std::string_view data) {
+  thread_local MacContext mac;
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(),
-           &len) == nullptr) {
+  std::size_t len = 0;
+  if (mac.ctx == nullptr ||
+      EVP_MAC_init(mac.ctx, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
+                   nullptr) != 1 ||
+      EVP_MAC_update(mac.ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
+          1 ||
+      EVP_MAC_final(mac.ctx, out.data(), &len, out.size()) != 1) {
     throw std::runtime_error("hmac failed");
   }
   return std::string(reinterpret_cast<const char*>(out.data()), len);
 }
 
 std::string sha256(std::string_view data) {
-  return digest(EVP_sha256(), data);
+  return digest(sha256_md(), data);
 }
 
 std::string hex(std::string_view raw) {
@@ -102,7 +143,7 @@ bool printable_nonce(std::string_view nonce) {
 std::string md5_password_hash(std::string_view user, std::string_view password) {
   std::string input(password);
   input.append(user);
-  return "md5" + hex(digest(EVP_md5(), input));
+  return "md5" + hex(digest(md5_md(), input));
 }
 
 bool is_md5_hash(std::string_view secret) {
@@ -124,7 +165,7 @@ std::string md5_response(std::string_view user, std::string_view stored_or_plain
                                  : md5_password_hash(user, stored_or_plain);
   std::string input = stored.substr(3);
   input.append(salt4);
-  return "md5" + hex(digest(EVP_md5(), input));
+  return "md5" + hex(digest(md5_md(), input));
 }
 
 std::string random_bytes(std::size_t n) {
@@ -202,7 +243,7 @@ ScramSecret make_scram_secret(std::string_view password, std::string_view salt, 
   std::string salted(32, '\0');
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()),
-                        static_cast<int>(salt.size()), iterations, EVP_sha256(), 32,
+                        static_cast<int>(salt.size()), iterations, sha256_md(), 32,
                         reinterpret_cast<unsigned char*>(salted.data())) != 1) {
     throw std::runtime_error("PBKDF2 failed");
   }
@@ -338,7 +379,7 @@ std::optional<std::string> ScramClient::handle_server_first(std::string_view ser
     std::string salted(32, '\0');
     if (PKCS5_PBKDF2_HMAC(password_.data(), static_cast<int>(password_.size()),
                           reinterpret_cast<const unsigned char*>(salt->data()),
-                          static_cast<int>(salt->size()), iterations, EVP_sha256(), 32,
+                          static_cast<int>(salt->size()), iterations, sha256_md(), 32,
                           reinterpret_cast<unsigned char*>(salted.data())) != 1) {
       return std::nullopt;
     }
