@@ -469,6 +469,12 @@ std::string_view to_string(AuthType type) {
   return "?";
 }
 
+const DatabaseEntry* Config::database_line(const std::string& name) const {
+  if (auto it = databases.find(name); it != databases.end()) return &it->second;
+  if (auto it = databases.find("*"); it != databases.end()) return &it->second;
+  return nullptr;
+}
+
 std::optional<DatabaseEntry> Config::find_database(const std::string& name) const {
   if (auto it = databases.find(name); it != databases.end()) return it->second;
   if (auto it = databases.find("*"); it != databases.end()) {

@@ -263,6 +263,9 @@ struct Config {
 
   // The entry for a client-visible database name: exact match, else "*" (with dbname = name).
   std::optional<DatabaseEntry> find_database(const std::string& name) const;
+  // The [databases] line that serves `name` without a copy (a login reads a few of its keys):
+  // its own, else "*" as written (name "*", dbname maybe empty), else null.
+  const DatabaseEntry* database_line(const std::string& name) const;
   // max_db_client_connections of a client-visible database name: its entry's (or "*"'s), else
   // the key. max_user_client_connections of a login user: its [users] entry's, else the key.
   int max_db_client_connections_for(const std::string& database) const;

@@ -231,7 +231,7 @@ void Pool::update_settings(PoolSettings settings) {
   execute(actions, plan);
 }
 
-std::optional<ParamSet> Pool::defaults() const {
+std::shared_ptr<const ParamSet> Pool::defaults() const {
   std::lock_guard lock(mutex_);
   return defaults_;
 }
@@ -526,7 +526,7 @@ void Pool::login_finished(LoginResult result) {
                                                          : LoginFailure::settings;
   decide(now, [&](const Conditions& at, PoolActions& out) {
     if (server) {
-      if (!defaults_) defaults_ = server->params;
+      if (!defaults_) defaults_ = std::make_shared<const ParamSet>(server->params);
       core_.login_succeeded(std::move(server), at, out);
     } else {
       core_.login_failed(kind, change == Breaker::Change::opened, outcome.error, outcome.detail, at,

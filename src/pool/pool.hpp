@@ -256,8 +256,9 @@ class Pool {
   // later values). The pointer stays valid for the pool's lifetime.
   AppShare* app_share(const std::string& application, int cap);
 
-  // Parameters the server reports at login, replayed to clients in their welcome.
-  std::optional<ParamSet> defaults() const;
+  // Parameters the server reports at login, replayed to clients in their welcome: shared and
+  // never changed once set, so a login takes a reference, not a copy of every string.
+  std::shared_ptr<const ParamSet> defaults() const;
 
   // Periodic upkeep: idle timeout, lifetime, min_pool_size. Called by the janitor.
   void maintain(Clock::time_point now);
@@ -387,7 +388,7 @@ class Pool {
   PoolCore core_;
   std::shared_ptr<const PoolSettings> settings_;
   std::shared_ptr<const Targets> targets_;  // never empty; replaced with the login target
-  std::optional<ParamSet> defaults_;
+  std::shared_ptr<const ParamSet> defaults_;
   // load_balance_hosts: where the next login starts in the host list (round-robin moves it on
   // for every login; disable only when its host fails). Counts up; taken modulo the hosts.
   std::atomic<std::size_t> next_host_{0};

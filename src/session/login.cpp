@@ -354,7 +354,7 @@ asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
   auto& s = session_;
   const auto& config = *s.config_;
   LookedUp out;
-  auto entry = config.find_database(s.who_.database);
+  const auto* entry = config.database_line(s.who_.database);
   if (!entry) co_return out;  // route() refuses it, after the password exchange
   const auto& auth_user = entry->auth_user.empty() ? config.auth_user : entry->auth_user;
   if (auth_user.empty()) co_return out;
@@ -381,7 +381,7 @@ asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
     out.refused = true;
     co_return out;
   }
-  auto auth_entry = dbname.empty() ? entry : config.find_database(dbname);
+  auto auth_entry = config.find_database(pool_database);
   if (!auth_entry) {
     spdlog::warn("C-{} {}: authentication database \"{}\" is not configured", s.who_.id,
                  s.who_.addr, dbname);
@@ -762,7 +762,8 @@ asio::awaitable<bool> LoginFlow::route() {
     }
     co_return true;
   }
-  auto entry = config.find_database(s.who_.database);
+  // The line's keys without a copy; a new pool's settings need the full entry ("*" filled in).
+  const auto* entry = config.database_line(s.who_.database);
   if (!entry) {
     const auto refusal = report(Err::no_such_database, s.who_.database);
     co_await refuse(refusal);
@@ -776,16 +777,16 @@ asio::awaitable<bool> LoginFlow::route() {
   const std::string pool_user = entry->user.empty() ? s.who_.user : entry->user;
   auto secrets = s.services_.config.secrets();
   auto& pool = s.services_.pools.get(s.who_.database, pool_user, [&] {
-    return pool::settings_for(config, *entry, pool_user, *secrets, s.services_.pools.server_tls(),
-                              s.services_.pools.keys());
+    return pool::settings_for(config, *config.find_database(s.who_.database), pool_user, *secrets,
+                              s.services_.pools.server_tls(), s.services_.pools.keys());
   });
   if (secrets->find(pool_user) == secrets->end()) {
     // A user auth_query found: its pool logs in with the secret found now (a changed password
     // changes the pool's target, and its old servers close as they come back).
     if (auto learned = s.services_.pools.keys().secret(pool_user);
         learned && pool.settings()->password != *learned) {
-      pool.update_settings(pool::settings_for(config, *entry, pool_user, *secrets,
-                                              s.services_.pools.server_tls(),
+      pool.update_settings(pool::settings_for(config, *config.find_database(s.who_.database),
+                                              pool_user, *secrets, s.services_.pools.server_tls(),
                                               s.services_.pools.keys()));
     }
   }

@@ -787,7 +787,8 @@ asio::awaitable<void> Relay::return_server(std::string_view why) {
     clean = co_await pool::run_internal_query(*server_, settings->server_reset_query,
                                               std::chrono::seconds(5));
     if (clean) {
-      server_->params = pool_->defaults().value_or(ParamSet{});
+      auto defaults = pool_->defaults();
+      server_->params = defaults ? *defaults : ParamSet{};
       server_->applied_params = 0;
       if (drops_prepared_statements(settings->server_reset_query)) server_->statements.clear();
     }
@@ -825,7 +826,8 @@ asio::awaitable<bool> Relay::reset_session_state() {
       proto::mask_of(SessionStateKind::parameter) | proto::mask_of(SessionStateKind::role);
   if (kinds & parameters) {
     // RESET ALL: the server is back at the pool's defaults.
-    server_->params = pool_->defaults().value_or(ParamSet{});
+    auto defaults = pool_->defaults();
+    server_->params = defaults ? *defaults : ParamSet{};
     server_->applied_params = 0;
     server_->session_sets = 0;
     server_->session_set_names.clear();

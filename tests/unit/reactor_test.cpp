@@ -1,6 +1,7 @@
 // The worker event loop (src/net/reactor.hpp): readiness flags of edge-triggered epoll, the
 // hot-path handler, coroutine waits and their cancellation, timers, events, and posting from
 // other threads. Real sockets (socketpair), a real epoll instance, one loop per test.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,6 +12,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -19,6 +21,7 @@
 
 #include "net/listener.hpp"
 #include "net/reactor.hpp"
+#include "net/socket.hpp"
 #include "test_loop.hpp"
 
 namespace {
@@ -981,3 +984,43 @@ TEST(ListenerTest, DeferredAcceptIsOffAtZeroAndForUnixSockets) {
 }
 
 }  // namespace
+
+namespace {
+
+pgw::net::Endpoint endpoint_from(const void* address, std::size_t size) {
+  sockaddr_storage storage{};
+  std::memcpy(&storage, address, size);
+  return pgw::net::endpoint_of(storage, static_cast<socklen_t>(size));
+}
+
+}  // namespace
+
+TEST(SocketAddressTest, AddressOfGivesNumericHostAndPortForEachFamily) {
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  v4.sin_port = htons(6432);
+  v4.sin_addr.s_addr = htonl(0x0A000102);  // 10.0.1.2
+  EXPECT_EQ(pgw::net::address_of(endpoint_from(&v4, sizeof v4)),
+            std::make_pair(std::string("10.0.1.2"), 6432));
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  v6.sin6_port = htons(5432);
+  v6.sin6_addr.s6_addr[0] = 0x20;
+  v6.sin6_addr.s6_addr[1] = 0x01;
+  v6.sin6_addr.s6_addr[2] = 0x0d;
+  v6.sin6_addr.s6_addr[3] = 0xb8;
+  v6.sin6_addr.s6_addr[15] = 0x07;
+  EXPECT_EQ(pgw::net::address_of(endpoint_from(&v6, sizeof v6)),
+            std::make_pair(std::string("2001:db8::7"), 5432));
+  // A link-local address keeps its scope (getnameinfo's "%interface" or "%index").
+  sockaddr_in6 scoped{};
+  scoped.sin6_family = AF_INET6;
+  scoped.sin6_port = htons(1);
+  scoped.sin6_addr.s6_addr[0] = 0xfe;
+  scoped.sin6_addr.s6_addr[1] = 0x80;
+  scoped.sin6_addr.s6_addr[15] = 0x01;
+  scoped.sin6_scope_id = 1;
+  const auto [host, port] = pgw::net::address_of(endpoint_from(&scoped, sizeof scoped));
+  EXPECT_EQ(host.rfind("fe80::1%", 0), 0u) << host;
+  EXPECT_EQ(port, 1);
+}
