@@ -131,7 +131,7 @@ asio::awaitable<void> ClientSession::cleanup() {
   if (state_ != ClientState::closing) set_state(ClientState::closing, now);
   co_await relay_.return_server(disconnect_reason());
   relay_.release_buffer();
-  log_disconnect(disconnect_reason());
+  if (!disconnect_logged_) log_disconnect(disconnect_reason());
   client_.close();
 }
 
@@ -153,6 +153,10 @@ asio::awaitable<void> ClientSession::end_with(const ErrorReport& report, net::Af
                  who_.addr, who_.port, report.message, spec.sqlstate);
   }
   if (!disconnect_reason_) disconnect_reason_ = std::make_unique<std::string>(report.message);
+  // Logged before the FATAL goes out, as PgBouncer does: the client may read the error and look
+  // in the log before the drain below is over.
+  log_disconnect(disconnect_reason());
+  disconnect_logged_ = true;
   // Mid-way through a server message the error cannot be written without corrupting the
   // stream: then the connection only closes.
   const bool can_write = !relay_.mid_server_message();

@@ -164,6 +164,7 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   // session is in the cancel registry; a console user may run every command (admin_users),
   // not only SHOW (stats_users).
   bool ending_ = false;
+  bool disconnect_logged_ = false;  // the "closing because" line went out with the FATAL
   bool registered_ = false;
   bool console_full_access_ = false;
   // Counted under its database and login user (max_db_client_connections,
