@@ -29,8 +29,14 @@ ClientSession::ClientSession(SessionServices& services, net::Reactor& reactor, u
 
 ClientSession::~ClientSession() {
   if (registered_) services_.cancels.remove(cancel_key_);
+  release_counts();
+}
+
+void ClientSession::release_counts() {
   if (app_counted_as_) services_.admission.release_app(*app_counted_as_);
+  app_counted_as_.reset();
   if (client_counted_) services_.admission.release_client(who_.database, who_.user);
+  client_counted_ = false;
 }
 
 net::DetachedTask ClientSession::run([[maybe_unused]] std::shared_ptr<ClientSession> self) {
@@ -157,6 +163,9 @@ asio::awaitable<void> ClientSession::end_with(const ErrorReport& report, net::Af
   // in the log before the drain below is over.
   log_disconnect(disconnect_reason());
   disconnect_logged_ = true;
+  // Nor is it a client of its database, user or application any more (SHOW USERS and the
+  // max_*_client_connections caps), though its socket lingers a moment.
+  release_counts();
   // Mid-way through a server message the error cannot be written without corrupting the
   // stream: then the connection only closes.
   const bool can_write = !relay_.mid_server_message();

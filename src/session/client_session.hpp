@@ -137,6 +137,8 @@ class ClientSession final : public std::enable_shared_from_this<ClientSession>,
   void run_ladder(Clock::time_point now, const config::Config& current);
   LeaseFacts lease_facts() const;
   void log_disconnect(std::string_view reason);
+  // Gives back the client's places in the per-database, per-user and [apps] counts (once).
+  void release_counts();
   const std::string& disconnect_reason() const;
 
   SessionServices& services_;
