@@ -51,6 +51,11 @@ SCENARIOS = [
     Scenario("S-set-c100", "-S with a SET per transaction, 100 clients", 100,
              ("-f", os.path.join(os.path.dirname(os.path.abspath(__file__)), "session_set.sql"))),
     Scenario("S-C-c10", "-S -C (connect per tx), 10 clients", 10, ("-S", "-C")),
+    # The same at a fixed rate both poolers sustain (pgbench -R; latency includes the schedule
+    # lag): the tail at equal load, where S-C-c10 runs each as fast as it goes and the faster
+    # one leaves pgbench's own SCRAM work less CPU.
+    Scenario("S-C-R150-c10", "-S -C at 150 tx/s (fixed rate), 10 clients", 10,
+             ("-S", "-C", "-R", "150")),
     Scenario("tpcb-c50", "TPC-B, 50 clients", 50, (), tpcb=True),
     # TLS from pgbench to the pooler (sslmode=require); -C: a TLS handshake and a SCRAM
     # exchange per transaction.
