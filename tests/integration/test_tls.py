@@ -85,6 +85,72 @@ def test_client_sslmode_matrix():
                     assert mine
 
 
+def psql_outcome(pw, sslmode):
+    """'tls', 'clear' or the error text of a psql login with this sslmode."""
+    result = harness.run(["psql", "-X", "-A", "-t", "-d", pw.dsn(sslmode=sslmode), "-c",
+                          "\\conninfo"], check=False)
+    if result.returncode != 0:
+        return "error: " + result.stderr.strip()
+    return "tls" if "SSL connection" in result.stdout else "clear"
+
+
+def asyncpg_outcome(pw, sslmode):
+    """The same with asyncpg, whose ssl= takes libpq's mode names."""
+    import asyncpg
+
+    async def attempt():
+        try:
+            conn = await asyncpg.connect(host="127.0.0.1", port=pw.port, user="scram_user",
+                                         password="scram_pw", database="pgwarden_test",
+                                         ssl=sslmode, timeout=10, statement_cache_size=0)
+        except Exception as e:  # asyncpg's own refusals are not all PostgresErrors
+            return f"error: {e}"
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+            return "tls" if conn._transport.get_extra_info("ssl_object") else "clear"
+        finally:
+            await conn.close()
+    return asyncio.run(attempt())
+
+
+def node_outcome(pw, sslmode):
+    here = os.path.dirname(os.path.abspath(__file__))
+    # node-postgres verifies the certificate for sslmode=require; the test CA is not the
+    # system's, so verification is switched off for this process.
+    env = {"PGW_URL": pw.url() + f"?sslmode={sslmode}", "NODE_TLS_REJECT_UNAUTHORIZED": "0",
+           "NODE_PATH": os.path.join(here, "node_modules")}
+    result = harness.run(["node", os.path.join(here, "node", "tls_mode.js")], env=env,
+                         timeout=60)
+    return result.stdout.strip()
+
+
+def test_sslmode_matrix_for_psql_asyncpg_and_node():
+    """Each client_tls_sslmode against each client's sslmode, with psql, asyncpg and
+    node-postgres (node-postgres has no prefer): TLS, clear, or a refusal where PostgreSQL
+    would refuse (a FATAL "SSL required" from pgwarden, or the client's own "server does not
+    support SSL")."""
+    expected = {
+        "disable": {"disable": "clear", "prefer": "clear", "require": "error"},
+        "allow": {"disable": "clear", "prefer": "tls", "require": "tls"},
+        "prefer": {"disable": "clear", "prefer": "tls", "require": "tls"},
+        "require": {"disable": "SSL required", "prefer": "tls", "require": "tls"},
+    }
+    for server_mode, by_client in expected.items():
+        with tls_pgwarden(server_mode) as pw:
+            for client_mode, want in by_client.items():
+                outcomes = {"psql": psql_outcome(pw, client_mode),
+                            "asyncpg": asyncpg_outcome(pw, client_mode)}
+                if client_mode != "prefer":
+                    outcomes["node"] = node_outcome(pw, client_mode)
+                for client, got in outcomes.items():
+                    if want in ("tls", "clear"):
+                        assert got == want, (server_mode, client_mode, client, got)
+                    else:
+                        assert got.startswith("error"), (server_mode, client_mode, client, got)
+                        assert want == "error" or want in got, (server_mode, client_mode,
+                                                                client, got)
+
+
 def test_client_verifies_pgwarden():
     c = certs()
     with tls_pgwarden("require") as pw:
