@@ -260,8 +260,8 @@ std::string format_scram_secret(const ScramSecret& secret) {
          "$" + base64_encode(secret.stored_key) + ":" + base64_encode(secret.server_key);
 }
 
-std::string scram_secret_from_password(std::string_view password) {
-  return format_scram_secret(make_scram_secret(password, random_bytes(16), 4096));
+std::string scram_secret_from_password(std::string_view password, int iterations) {
+  return format_scram_secret(make_scram_secret(password, random_bytes(16), iterations));
 }
 
 ScramServer::ScramServer(ScramSecret secret, std::string server_nonce_raw)

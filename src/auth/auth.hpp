@@ -38,7 +38,7 @@ std::optional<ScramSecret> parse_scram_secret(std::string_view text);
 ScramSecret make_scram_secret(std::string_view password, std::string_view salt, int iterations);
 std::string format_scram_secret(const ScramSecret& secret);
 // A new secret for `password` with a random salt and 4096 iterations, formatted.
-std::string scram_secret_from_password(std::string_view password);
+std::string scram_secret_from_password(std::string_view password, int iterations = 4096);
 
 // Server side of one SCRAM-SHA-256 exchange (pgwarden authenticating a client).
 class ScramServer {
@@ -58,8 +58,8 @@ class ScramServer {
 
  private:
   ScramSecret secret_;
-  std::string gs2_header_;     // "n,," or "y,,", echoed base64-encoded in c=
-  std::string nonce_;          // full nonce (client + server)
+  std::string gs2_header_;  // "n,," or "y,,", echoed base64-encoded in c=
+  std::string nonce_;       // full nonce (client + server)
   std::string client_first_bare_;
   std::string server_first_;
   std::string server_nonce_raw_;
@@ -74,9 +74,9 @@ class ScramClient {
                                    std::string client_nonce_raw = {});
   static ScramClient with_client_key(std::string_view user, std::string client_key,
                                      ScramSecret secret, std::string client_nonce_raw = {});
-  std::string client_first();  // "n,,n=,r=<nonce>"
+  std::string client_first();                                 // "n,,n=,r=<nonce>"
   std::string client_first_with_user(std::string_view user);  // "n,,n=<user>,r=<nonce>"
-  void set_literal_nonce(std::string nonce);  // for test vectors
+  void set_literal_nonce(std::string nonce);                  // for test vectors
   // server-first-message -> client-final-message; nullopt if malformed or nonce mismatch.
   std::optional<std::string> handle_server_first(std::string_view server_first);
   // server-final-message: true if the server signature checks out.

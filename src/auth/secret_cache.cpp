@@ -4,15 +4,19 @@
 
 namespace pgw::auth {
 
-std::string ScramSecretCache::secret_for(const std::string& user, const std::string& password) {
+std::string ScramSecretCache::secret_for(const std::string& user, const std::string& password,
+                                         int iterations) {
   {
     std::lock_guard lock(mutex_);
     auto it = cache_.find(user);
-    if (it != cache_.end() && it->second.first == password) return it->second.second;
+    if (it != cache_.end() && it->second.password == password &&
+        it->second.iterations == iterations) {
+      return it->second.secret;
+    }
   }
-  std::string secret = scram_secret_from_password(password);
+  std::string secret = scram_secret_from_password(password, iterations);
   std::lock_guard lock(mutex_);
-  cache_[user] = {password, secret};
+  cache_[user] = Entry{password, iterations, secret};
   return secret;
 }
 

@@ -13,12 +13,18 @@ namespace pgw::auth {
 
 class ScramSecretCache {
  public:
-  // The SCRAM secret for `password` (derived once per user and password).
-  std::string secret_for(const std::string& user, const std::string& password);
+  // The SCRAM secret for `password` with `iterations` (derived once per user, password and
+  // iteration count: a reload that changes scram_iterations gives new secrets).
+  std::string secret_for(const std::string& user, const std::string& password, int iterations);
 
  private:
+  struct Entry {
+    std::string password;
+    int iterations = 0;
+    std::string secret;
+  };
   util::LeafMutex mutex_;
-  std::map<std::string, std::pair<std::string, std::string>> cache_;  // user -> (pw, secret)
+  std::map<std::string, Entry> cache_;  // by user
 };
 
 }  // namespace pgw::auth

@@ -124,6 +124,9 @@ struct Config {
   int tcp_defer_accept = 45;
   int pkt_buf = 4096;
   AuthType auth_type = AuthType::md5;
+  // The iteration count of the SCRAM secrets pgwarden derives from plaintext auth_file passwords
+  // (PostgreSQL's and PgBouncer's default; secrets from PostgreSQL keep their own).
+  int scram_iterations = 4096;
   std::string auth_file;
   // auth_type = hba: the pg_hba.conf-style rules (PgBouncer's subset), read with the
   // configuration (load_string(), set_key(), a reload) and kept parsed in `hba`.

@@ -691,6 +691,7 @@ asio::awaitable<bool> LoginFlow::auth_md5(const std::string* secret) {
 
 asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::string& greeting) {
   auto& s = session_;
+  const auto& config = *s.config_;
   // Unknown users and md5-only secrets go through a full exchange against a random secret,
   // so the reply does not reveal which users exist.
   std::optional<auth::ScramSecret> scram_secret;
@@ -699,12 +700,13 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
     scram_secret = auth::parse_scram_secret(*secret);
     stored_scram = scram_secret.has_value();
   } else if (secret && !secret->empty() && !auth::is_md5_hash(*secret)) {
-    scram_secret =
-        auth::parse_scram_secret(s.services_.scram_secrets.secret_for(s.who_.user, *secret));
+    scram_secret = auth::parse_scram_secret(
+        s.services_.scram_secrets.secret_for(s.who_.user, *secret, config.scram_iterations));
   }
   const bool can_succeed = scram_secret.has_value();
   if (!scram_secret)
-    scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16), 4096);
+    scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16),
+                                           config.scram_iterations);
 
   std::string out;
   const std::string_view mechanisms[] = {"SCRAM-SHA-256"};

@@ -21,6 +21,38 @@ def test_psql_all_users_and_auth_types():
         assert out == "trust_user", out
 
 
+def scram_iterations_offered(pw, user):
+    """The i= of pgwarden's SCRAM server-first-message to `user` (raw protocol)."""
+    import struct
+    client = harness.RawClient(pw.port)
+    try:
+        client.send_startup({"user": user, "database": "pgwarden_test"})
+        kind, body = client.read_message()
+        assert kind == b"R" and struct.unpack("!I", body[:4])[0] == 10, (kind, body)  # SASL
+        first = b"n,,n=,r=pgwardentestnonce"
+        mechanism = b"SCRAM-SHA-256\0"
+        payload = mechanism + struct.pack("!I", len(first)) + first
+        client.send(b"p" + struct.pack("!I", len(payload) + 4) + payload)
+        kind, body = client.read_message()
+        assert kind == b"R" and struct.unpack("!I", body[:4])[0] == 11, (kind, body)
+        fields = dict(part.split("=", 1) for part in body[4:].decode().split(","))
+        return int(fields["i"])
+    finally:
+        client.close()
+
+
+def test_scram_iterations_for_plaintext_passwords():
+    # auth_file has plaintext passwords here: pgwarden makes their SCRAM secrets with
+    # scram_iterations, and challenges an unknown user with the same count.
+    with harness.Pgwarden(pg(), auth_type="scram-sha-256", scram_iterations="12345") as pw:
+        assert scram_iterations_offered(pw, "scram_user") == 12345
+        assert scram_iterations_offered(pw, "no_such_user") == 12345
+        out = harness.psql(pw.dsn(user="scram_user"), "SELECT current_user").stdout.strip()
+        assert out == "scram_user", out
+    with harness.Pgwarden(pg(), auth_type="scram-sha-256") as pw:
+        assert scram_iterations_offered(pw, "scram_user") == 4096
+
+
 def test_psql_script_with_transaction():
     with harness.Pgwarden(pg()) as pw:
         script = """

@@ -1,6 +1,7 @@
 // Unit tests for src/auth: md5, base64, SCRAM secrets, and both sides of a SCRAM-SHA-256
 // exchange, anchored on the RFC 7677 test vector.
 #include "auth/auth.hpp"
+#include "auth/secret_cache.hpp"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
@@ -754,3 +755,17 @@ TEST(ScramRoundTripTest, ClientVerifiesOnlyTheRealServer) {
 }
 
 }  // namespace
+
+TEST(ScramSecretCacheTest, OneSecretPerUserPasswordAndIterationCount) {
+  pgw::auth::ScramSecretCache cache;
+  const auto first = cache.secret_for("alice", "pw", 1000);
+  EXPECT_EQ(cache.secret_for("alice", "pw", 1000), first);  // cached: the same salt
+  const auto parsed = pgw::auth::parse_scram_secret(first);
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->iterations, 1000);
+  // scram_iterations changed by a reload, or the password changed: a new secret.
+  const auto more = cache.secret_for("alice", "pw", 2000);
+  EXPECT_NE(more, first);
+  EXPECT_EQ(pgw::auth::parse_scram_secret(more)->iterations, 2000);
+  EXPECT_NE(cache.secret_for("alice", "other", 2000), more);
+}
