@@ -37,7 +37,7 @@ std::optional<ScramSecret> parse_scram_secret(std::string_view text);
 // non-ASCII passwords are used as-is, as PostgreSQL does when SASLprep fails).
 ScramSecret make_scram_secret(std::string_view password, std::string_view salt, int iterations);
 std::string format_scram_secret(const ScramSecret& secret);
-// A new secret for `password` with a random salt and 4096 iterations, formatted.
+// A new secret for `password` with a random salt and `iterations` (scram_iterations), formatted.
 std::string scram_secret_from_password(std::string_view password, int iterations = 4096);
 
 // Server side of one SCRAM-SHA-256 exchange (pgwarden authenticating a client).

@@ -381,8 +381,7 @@ asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
     out.refused = true;
     co_return out;
   }
-  auto auth_entry = config.find_database(pool_database);
-  if (!auth_entry) {
+  if (!config.database_line(pool_database)) {
     spdlog::warn("C-{} {}: authentication database \"{}\" is not configured", s.who_.id,
                  s.who_.addr, dbname);
     const auto refusal = report(Err::auth_query_failed,
@@ -393,7 +392,7 @@ asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
   }
   auto secrets = s.services_.config.secrets();
   auto& pool = s.services_.pools.get(pool_database, auth_user, [&] {
-    return pool::settings_for(config, *auth_entry, auth_user, *secrets,
+    return pool::settings_for(config, *config.find_database(pool_database), auth_user, *secrets,
                               s.services_.pools.server_tls(), s.services_.pools.keys());
   });
   const auto wait = config.query_wait_timeout.count() > 0 ? config.query_wait_timeout

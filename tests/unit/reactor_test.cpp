@@ -987,40 +987,35 @@ TEST(ListenerTest, DeferredAcceptIsOffAtZeroAndForUnixSockets) {
 
 namespace {
 
-pgw::net::Endpoint endpoint_from(const void* address, std::size_t size) {
+// A TCP endpoint from its text form (inet_pton), with an IPv6 scope id if given.
+pgw::net::Endpoint endpoint_from(const char* host, int port, std::uint32_t scope = 0) {
   sockaddr_storage storage{};
-  std::memcpy(&storage, address, size);
-  return pgw::net::endpoint_of(storage, static_cast<socklen_t>(size));
+  socklen_t size = 0;
+  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
+      ::inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<std::uint16_t>(port));
+    size = sizeof *v4;
+  } else {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
+    EXPECT_EQ(::inet_pton(AF_INET6, host, &v6->sin6_addr), 1) << host;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<std::uint16_t>(port));
+    v6->sin6_scope_id = scope;
+    size = sizeof *v6;
+  }
+  return pgw::net::endpoint_of(storage, size);
 }
 
 }  // namespace
 
 TEST(SocketAddressTest, AddressOfGivesNumericHostAndPortForEachFamily) {
-  sockaddr_in v4{};
-  v4.sin_family = AF_INET;
-  v4.sin_port = htons(6432);
-  v4.sin_addr.s_addr = htonl(0x0A000102);  // 10.0.1.2
-  EXPECT_EQ(pgw::net::address_of(endpoint_from(&v4, sizeof v4)),
+  EXPECT_EQ(pgw::net::address_of(endpoint_from("10.0.1.2", 6432)),
             std::make_pair(std::string("10.0.1.2"), 6432));
-  sockaddr_in6 v6{};
-  v6.sin6_family = AF_INET6;
-  v6.sin6_port = htons(5432);
-  v6.sin6_addr.s6_addr[0] = 0x20;
-  v6.sin6_addr.s6_addr[1] = 0x01;
-  v6.sin6_addr.s6_addr[2] = 0x0d;
-  v6.sin6_addr.s6_addr[3] = 0xb8;
-  v6.sin6_addr.s6_addr[15] = 0x07;
-  EXPECT_EQ(pgw::net::address_of(endpoint_from(&v6, sizeof v6)),
+  EXPECT_EQ(pgw::net::address_of(endpoint_from("2001:db8::7", 5432)),
             std::make_pair(std::string("2001:db8::7"), 5432));
   // A link-local address keeps its scope (getnameinfo's "%interface" or "%index").
-  sockaddr_in6 scoped{};
-  scoped.sin6_family = AF_INET6;
-  scoped.sin6_port = htons(1);
-  scoped.sin6_addr.s6_addr[0] = 0xfe;
-  scoped.sin6_addr.s6_addr[1] = 0x80;
-  scoped.sin6_addr.s6_addr[15] = 0x01;
-  scoped.sin6_scope_id = 1;
-  const auto [host, port] = pgw::net::address_of(endpoint_from(&scoped, sizeof scoped));
+  const auto [host, port] = pgw::net::address_of(endpoint_from("fe80::1", 1, 1));
   EXPECT_EQ(host.rfind("fe80::1%", 0), 0u) << host;
   EXPECT_EQ(port, 1);
 }
