@@ -1,14 +1,15 @@
 #include "auth/auth.hpp"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 
 #include <array>
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <stdexcept>
-#include <vector>
 
 #include "util/activity.hpp"
 
@@ -16,10 +17,9 @@ namespace pgw::auth {
 namespace {
 
 // OpenSSL 3 looks an algorithm up by name (a "fetch": locks, a hash table, parameter parsing)
-// at every call given a legacy EVP_sha256() or through HMAC(), which cost more than hashing the
-// few dozen bytes of a SCRAM exchange. So SHA-256 is fetched once for the process (fetched
-// objects may be shared between threads) and each thread keeps one HMAC context, keyed anew
-// per call with the digest it was set up with.
+// at every call given a legacy EVP_md5(), which costs more than hashing a few dozen bytes; so
+// the digests PBKDF2 and md5 use are fetched once for the process (fetched objects may be
+// shared between threads). SHA-256 and HMAC for the exchanges themselves: sha256.hpp.
 const EVP_MD* sha256_md() {
   static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   return md;
@@ -29,27 +29,6 @@ const EVP_MD* md5_md() {
   static EVP_MD* const md = EVP_MD_fetch(nullptr, "MD5", nullptr);
   return md;
 }
-
-struct MacContext {
-  EVP_MAC_CTX* ctx = nullptr;
-  MacContext() {
-    EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-    if (mac == nullptr) return;
-    ctx = EVP_MAC_CTX_new(mac);
-    EVP_MAC_free(mac);  // the context holds its own reference
-    char digest_name[] = "SHA256";
-    const OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-        OSSL_PARAM_construct_end()};
-    if (ctx != nullptr && EVP_MAC_CTX_set_params(ctx, params) != 1) {
-      EVP_MAC_CTX_free(ctx);
-      ctx = nullptr;
-    }
-  }
-  ~MacContext() { EVP_MAC_CTX_free(ctx); }
-  MacContext(const MacContext&) = delete;
-  MacContext& operator=(const MacContext&) = delete;
-};
 
 std::string digest(const EVP_MD* md, std::string_view data) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
@@ -61,22 +40,11 @@ std::string digest(const EVP_MD* md, std::string_view data) {
 }
 
 std::string hmac_sha256(std::string_view key, std::string_view data) {
-  thread_local MacContext mac;
-  std::array<unsigned char, EVP_MAX_MD_SIZE> out{};
-  std::size_t len = 0;
-  if (mac.ctx == nullptr ||
-      EVP_MAC_init(mac.ctx, reinterpret_cast<const unsigned char*>(key.data()), key.size(),
-                   nullptr) != 1 ||
-      EVP_MAC_update(mac.ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) !=
-          1 ||
-      EVP_MAC_final(mac.ctx, out.data(), &len, out.size()) != 1) {
-    throw std::runtime_error("hmac failed");
-  }
-  return std::string(reinterpret_cast<const char*>(out.data()), len);
+  return std::string(as_view(HmacSha256Key(key).sign(data)));
 }
 
 std::string sha256(std::string_view data) {
-  return digest(sha256_md(), data);
+  return std::string(as_view(sha256_digest(data)));
 }
 
 std::string hex(std::string_view raw) {
@@ -102,19 +70,35 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-// Splits "a=...,b=..." SCRAM attributes in order.
-std::vector<std::pair<char, std::string_view>> attributes(std::string_view message) {
-  std::vector<std::pair<char, std::string_view>> out;
-  std::size_t start = 0;
-  while (start <= message.size()) {
-    auto end = message.find(',', start);
-    if (end == std::string_view::npos) end = message.size();
-    auto part = message.substr(start, end - start);
-    if (part.size() < 2 || part[1] != '=') return {};
-    out.emplace_back(part[0], part.substr(2));
-    start = end + 1;
+// "a=...,b=..." SCRAM attributes in order: all checked for form, the first three kept (no
+// message of the exchange needs more; extensions after them are covered by the signature).
+class Attributes {
+ public:
+  explicit Attributes(std::string_view message) {
+    std::size_t start = 0;
+    while (start <= message.size()) {
+      auto end = message.find(',', start);
+      if (end == std::string_view::npos) end = message.size();
+      auto part = message.substr(start, end - start);
+      if (part.size() < 2 || part[1] != '=') {
+        count_ = 0;  // malformed: as if empty, which every caller refuses
+        return;
+      }
+      if (count_ < kept_.size()) kept_[count_] = {part[0], part.substr(2)};
+      ++count_;
+      start = end + 1;
+    }
   }
-  return out;
+  std::size_t size() const { return count_; }
+  const std::pair<char, std::string_view>& operator[](std::size_t i) const { return kept_[i]; }
+
+ private:
+  std::array<std::pair<char, std::string_view>, 3> kept_{};
+  std::size_t count_ = 0;
+};
+
+Attributes attributes(std::string_view message) {
+  return Attributes(message);
 }
 
 // A decimal integer with nothing else around it (std::stoi alone accepts "4096x", " 4096").
@@ -168,11 +152,48 @@ std::string md5_response(std::string_view user, std::string_view stored_or_plain
   return "md5" + hex(digest(md5_md(), input));
 }
 
-std::string random_bytes(std::size_t n) {
-  std::string out(n, '\0');
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1) {
+namespace {
+
+struct RandomReserve {
+  std::array<unsigned char, 4096> bytes{};
+  std::size_t used = bytes.size();  // all spent: the first call draws
+};
+
+thread_local RandomReserve random_reserve;
+
+void draw(std::span<unsigned char> out) {
+  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1) {
     throw std::runtime_error("RAND_bytes failed");
   }
+}
+
+}  // namespace
+
+void fill_random(std::span<unsigned char> out) {
+  // A forked child must not hand out the bytes its parent also holds: the thread that forks
+  // (the child's only thread) drops its reserve there.
+  static std::once_flag at_fork;
+  std::call_once(at_fork, [] {
+    ::pthread_atfork(nullptr, nullptr, [] { random_reserve.used = random_reserve.bytes.size(); });
+  });
+  auto& reserve = random_reserve;
+  if (out.size() > reserve.bytes.size() / 4) {
+    draw(out);
+    return;
+  }
+  if (reserve.bytes.size() - reserve.used < out.size()) {
+    draw(reserve.bytes);
+    reserve.used = 0;
+  }
+  std::memcpy(out.data(), reserve.bytes.data() + reserve.used, out.size());
+  // Handed-out bytes do not stay behind in memory.
+  OPENSSL_cleanse(reserve.bytes.data() + reserve.used, out.size());
+  reserve.used += out.size();
+}
+
+std::string random_bytes(std::size_t n) {
+  std::string out(n, '\0');
+  fill_random({reinterpret_cast<unsigned char*>(out.data()), n});
   return out;
 }
 
@@ -264,13 +285,55 @@ std::string scram_secret_from_password(std::string_view password, int iterations
   return format_scram_secret(make_scram_secret(password, random_bytes(16), iterations));
 }
 
-ScramServer::ScramServer(ScramSecret secret, std::string server_nonce_raw)
-    : secret_(std::move(secret)),
+ScramVerifier::ScramVerifier(ScramSecret parsed)
+    : secret(std::move(parsed)),
+      salt_base64(base64_encode(secret.salt)),
+      stored_key_mac(secret.stored_key),
+      server_key_mac(secret.server_key) {}
+
+std::shared_ptr<const ScramVerifier> scram_verifier_for(std::string_view secret_text) {
+  // Bounded, so that passwords changed again and again do not grow it without end.
+  constexpr std::size_t kMaxEntries = 4096;
+  thread_local std::map<std::string, std::shared_ptr<const ScramVerifier>, std::less<>> cache;
+  if (auto it = cache.find(secret_text); it != cache.end()) return it->second;
+  auto parsed = parse_scram_secret(secret_text);
+  if (!parsed) return nullptr;
+  if (cache.size() >= kMaxEntries) cache.clear();
+  auto verifier = std::make_shared<const ScramVerifier>(std::move(*parsed));
+  cache.emplace(std::string(secret_text), verifier);
+  return verifier;
+}
+
+std::shared_ptr<const ScramVerifier> scram_stand_in_verifier(std::string_view user,
+                                                             int iterations) {
+  static const HmacSha256Key salt_key(random_bytes(32));
+  const auto salt = salt_key.sign(user);
+  ScramSecret secret;
+  secret.iterations = iterations;
+  secret.salt.assign(reinterpret_cast<const char*>(salt.data()), 16);
+  secret.stored_key = random_bytes(32);
+  secret.server_key = random_bytes(32);
+  return std::make_shared<const ScramVerifier>(std::move(secret));
+}
+
+ScramServer::ScramServer(std::shared_ptr<const ScramVerifier> verifier,
+                         std::string server_nonce_raw)
+    : verifier_(std::move(verifier)),
       server_nonce_raw_(server_nonce_raw.empty() ? base64_encode(random_bytes(18))
                                                  : base64_encode(server_nonce_raw)) {}
 
+ScramServer::ScramServer(ScramSecret secret, std::string server_nonce_raw)
+    : ScramServer(std::make_shared<const ScramVerifier>(std::move(secret)),
+                  std::move(server_nonce_raw)) {}
+
 ScramServer ScramServer::with_literal_nonce(ScramSecret secret, std::string nonce) {
-  ScramServer server(std::move(secret), "x");
+  return with_literal_nonce(std::make_shared<const ScramVerifier>(std::move(secret)),
+                            std::move(nonce));
+}
+
+ScramServer ScramServer::with_literal_nonce(std::shared_ptr<const ScramVerifier> verifier,
+                                            std::string nonce) {
+  ScramServer server(std::move(verifier), "x");
   server.server_nonce_raw_ = std::move(nonce);
   return server;
 }
@@ -290,9 +353,13 @@ std::optional<std::string> ScramServer::handle_client_first(std::string_view cli
   auto attrs = attributes(client_first_bare_);
   if (attrs.size() < 2 || attrs[0].first != 'n' || attrs[1].first != 'r') return std::nullopt;
   if (!printable_nonce(attrs[1].second)) return std::nullopt;
-  nonce_ = std::string(attrs[1].second) + server_nonce_raw_;
-  server_first_ = "r=" + nonce_ + ",s=" + base64_encode(secret_.salt) +
-                  ",i=" + std::to_string(secret_.iterations);
+  nonce_.reserve(attrs[1].second.size() + server_nonce_raw_.size());
+  nonce_.assign(attrs[1].second).append(server_nonce_raw_);
+  const auto& salt = verifier_->salt_base64;
+  const auto iterations = std::to_string(verifier_->secret.iterations);
+  server_first_.reserve(2 + nonce_.size() + 3 + salt.size() + 3 + iterations.size());
+  server_first_.assign("r=").append(nonce_).append(",s=").append(salt).append(",i=").append(
+      iterations);
   return server_first_;
 }
 
@@ -307,13 +374,21 @@ std::optional<std::string> ScramServer::handle_client_final(std::string_view cli
   if (attrs[1].second != nonce_) return std::nullopt;
   auto proof = base64_decode(client_final.substr(proof_pos + 3));
   if (!proof || proof->size() != 32) return std::nullopt;
-  const std::string auth_message =
-      client_first_bare_ + "," + server_first_ + "," + std::string(without_proof);
-  const std::string client_signature = hmac_sha256(secret_.stored_key, auth_message);
-  const std::string client_key = xor_strings(*proof, client_signature);
-  if (!constant_time_equal(sha256(client_key), secret_.stored_key)) return std::nullopt;
-  client_key_ = client_key;
-  return "v=" + base64_encode(hmac_sha256(secret_.server_key, auth_message));
+  // AuthMessage = client-first-message-bare "," server-first-message "," client-final without
+  // the proof, hashed in parts rather than joined.
+  const std::initializer_list<std::string_view> auth_message = {client_first_bare_, ",",
+                                                                server_first_, ",", without_proof};
+  const auto client_signature = verifier_->stored_key_mac.sign(auth_message);
+  Sha256Digest client_key{};
+  for (std::size_t i = 0; i < client_key.size(); ++i) {
+    client_key[i] = static_cast<unsigned char>((*proof)[i]) ^ client_signature[i];
+  }
+  if (!constant_time_equal(as_view(sha256_digest(as_view(client_key))),
+                           verifier_->secret.stored_key)) {
+    return std::nullopt;
+  }
+  client_key_ = as_view(client_key);
+  return "v=" + base64_encode(as_view(verifier_->server_key_mac.sign(auth_message)));
 }
 
 ScramClient ScramClient::with_password(std::string_view /*user*/, std::string password,

@@ -4,9 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+
+#include "auth/sha256.hpp"
 
 namespace pgw::auth {
 
@@ -20,7 +24,9 @@ std::string md5_response(std::string_view user, std::string_view stored_or_plain
 bool is_md5_hash(std::string_view secret);
 bool is_scram_secret(std::string_view secret);
 
-// Cryptographically random bytes.
+// Cryptographically random bytes. Each thread draws from OpenSSL's generator a few KiB at a
+// time: a call to it costs about as much for 18 bytes (a login's nonce) as for 4 KiB.
+void fill_random(std::span<unsigned char> out);
 std::string random_bytes(std::size_t n);
 std::string base64_encode(std::string_view raw);
 std::optional<std::string> base64_decode(std::string_view text);
@@ -40,13 +46,39 @@ std::string format_scram_secret(const ScramSecret& secret);
 // A new secret for `password` with a random salt and `iterations` (scram_iterations), formatted.
 std::string scram_secret_from_password(std::string_view password, int iterations = 4096);
 
+// A secret made ready to verify logins: parsed once, the salt's base64 kept, and the HMAC keys
+// of StoredKey and ServerKey scheduled once (sha256.hpp), so that a login hashes only its own
+// messages.
+struct ScramVerifier {
+  explicit ScramVerifier(ScramSecret parsed);
+  ScramSecret secret;
+  std::string salt_base64;
+  HmacSha256Key stored_key_mac;  // ClientSignature = HMAC(StoredKey, AuthMessage)
+  HmacSha256Key server_key_mac;  // ServerSignature = HMAC(ServerKey, AuthMessage)
+};
+
+// The verifier of a "SCRAM-SHA-256$..." text, or nullptr if it is not one. Kept per thread by
+// the text (auth_file's, auth_query's, or a plaintext password's derived secret), so a worker
+// parses and schedules each secret once; a changed password is a new text.
+std::shared_ptr<const ScramVerifier> scram_verifier_for(std::string_view secret_text);
+
+// The secret a login of an unknown user (or one with no SCRAM secret) is run against, so the
+// exchange does not tell that it cannot succeed: the salt is the same for the same name as long
+// as the process runs (a second try shows no change), as PostgreSQL's mock authentication does;
+// the keys are random, so no proof matches them.
+std::shared_ptr<const ScramVerifier> scram_stand_in_verifier(std::string_view user, int iterations);
+
 // Server side of one SCRAM-SHA-256 exchange (pgwarden authenticating a client).
 class ScramServer {
  public:
+  explicit ScramServer(std::shared_ptr<const ScramVerifier> verifier,
+                       std::string server_nonce_raw = {});
   // `secret` from userlist.txt (plaintext passwords are turned into a secret first).
   explicit ScramServer(ScramSecret secret, std::string server_nonce_raw = {});
   // For test vectors: use `nonce` verbatim as the server part of the nonce.
   static ScramServer with_literal_nonce(ScramSecret secret, std::string nonce);
+  static ScramServer with_literal_nonce(std::shared_ptr<const ScramVerifier> verifier,
+                                        std::string nonce);
   // client-first-message -> server-first-message; nullopt if malformed (then fail auth).
   std::optional<std::string> handle_client_first(std::string_view client_first);
   // client-final-message -> server-final-message ("v=..."); nullopt if malformed or the proof
@@ -57,7 +89,7 @@ class ScramServer {
   const std::string& client_key() const { return client_key_; }
 
  private:
-  ScramSecret secret_;
+  std::shared_ptr<const ScramVerifier> verifier_;
   std::string gs2_header_;  // "n,," or "y,,", echoed base64-encoded in c=
   std::string nonce_;       // full nonce (client + server)
   std::string client_first_bare_;

@@ -691,21 +691,19 @@ asio::awaitable<bool> LoginFlow::auth_md5(const std::string* secret) {
 asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::string& greeting) {
   auto& s = session_;
   const auto& config = *s.config_;
-  // Unknown users and md5-only secrets go through a full exchange against a random secret,
+  // Unknown users and md5-only secrets go through a full exchange against a stand-in secret,
   // so the reply does not reveal which users exist.
-  std::optional<auth::ScramSecret> scram_secret;
+  std::shared_ptr<const auth::ScramVerifier> verifier;
   bool stored_scram = false;
   if (secret && auth::is_scram_secret(*secret)) {
-    scram_secret = auth::parse_scram_secret(*secret);
-    stored_scram = scram_secret.has_value();
+    verifier = auth::scram_verifier_for(*secret);
+    stored_scram = verifier != nullptr;
   } else if (secret && !secret->empty() && !auth::is_md5_hash(*secret)) {
-    scram_secret = auth::parse_scram_secret(
+    verifier = auth::scram_verifier_for(
         s.services_.scram_secrets.secret_for(s.who_.user, *secret, config.scram_iterations));
   }
-  const bool can_succeed = scram_secret.has_value();
-  if (!scram_secret)
-    scram_secret = auth::make_scram_secret(auth::random_bytes(16), auth::random_bytes(16),
-                                           config.scram_iterations);
+  const bool can_succeed = verifier != nullptr;
+  if (!verifier) verifier = auth::scram_stand_in_verifier(s.who_.user, config.scram_iterations);
 
   std::string out;
   const std::string_view mechanisms[] = {"SCRAM-SHA-256"};
@@ -721,7 +719,7 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
     co_await refuse(refusal);
     co_return false;
   }
-  auth::ScramServer server(*scram_secret);
+  auth::ScramServer server(std::move(verifier));
   auto server_first = server.handle_client_first(proto::as_chars(initial->data));
   if (!server_first) {
     const auto refusal = report(Err::sasl_failed, "invalid client-first-message");

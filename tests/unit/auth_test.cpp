@@ -7,10 +7,14 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
+#include <array>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -768,4 +772,119 @@ TEST(ScramSecretCacheTest, OneSecretPerUserPasswordAndIterationCount) {
   EXPECT_NE(more, first);
   EXPECT_EQ(pgw::auth::parse_scram_secret(more)->iterations, 2000);
   EXPECT_NE(cache.secret_for("alice", "other", 2000), more);
+}
+
+namespace {
+
+std::string from_hex(std::string_view hex) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  }
+  return out;
+}
+
+std::string to_hex(const pgw::auth::Sha256Digest& digest) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : digest) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(Sha256Test, KnownDigests) {
+  // FIPS 180-2 examples.
+  EXPECT_EQ(to_hex(pgw::auth::sha256_digest("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(to_hex(pgw::auth::sha256_digest("")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(
+      to_hex(pgw::auth::sha256_digest("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+      "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+TEST(HmacSha256Test, Rfc4231Vectors) {
+  // Test case 1: a 20-byte key.
+  EXPECT_EQ(to_hex(pgw::auth::HmacSha256Key(std::string(20, '\x0b')).sign("Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  // Test case 2: a key shorter than the output.
+  EXPECT_EQ(to_hex(pgw::auth::HmacSha256Key("Jefe").sign("what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  // Test case 6: a 131-byte key, longer than the block (hashed first).
+  EXPECT_EQ(to_hex(pgw::auth::HmacSha256Key(std::string(131, '\xaa'))
+                       .sign("Test Using Larger Than Block-Size Key - Hash Key First")),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+  // Test case 7: long key and long data.
+  EXPECT_EQ(to_hex(pgw::auth::HmacSha256Key(std::string(131, '\xaa'))
+                       .sign("This is a test using a larger than block-size key and a larger than "
+                             "block-size data. The key needs to be hashed before being used by the "
+                             "HMAC algorithm.")),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+  // Test case 4, with the data given in parts: the same as in one piece.
+  const pgw::auth::HmacSha256Key key(
+      from_hex("0102030405060708090a0b0c0d0e0f10111213141516171819"));
+  const std::string data(50, '\xcd');
+  EXPECT_EQ(to_hex(key.sign(data)),
+            "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
+  EXPECT_EQ(key.sign({std::string_view(data).substr(0, 7), std::string_view(data).substr(7)}),
+            key.sign(data));
+  // The key is reused: signing again gives the same answer (its states are copied, not used).
+  EXPECT_EQ(to_hex(key.sign(data)),
+            "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b");
+}
+
+TEST(ScramVerifierTest, ParsedOncePerThreadAndVerifiesTheRfcVector) {
+  const auto first = pgw::auth::scram_verifier_for(kVectorSecret);
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(pgw::auth::scram_verifier_for(kVectorSecret), first);  // from the thread's cache
+  EXPECT_EQ(first->salt_base64, kSaltB64);
+  EXPECT_EQ(b64(first->secret.stored_key), kStoredKeyB64);
+  EXPECT_EQ(pgw::auth::scram_verifier_for("md5" + std::string(32, 'a')), nullptr);
+  EXPECT_EQ(pgw::auth::scram_verifier_for("SCRAM-SHA-256$4096:bad"), nullptr);
+
+  auto server = ScramServer::with_literal_nonce(first, std::string(kServerNonce));
+  ASSERT_EQ(server.handle_client_first(kClientFirst), std::optional<std::string>(kServerFirst));
+  EXPECT_EQ(server.handle_client_final(kClientFinal), std::optional<std::string>(kServerFinal));
+  EXPECT_EQ(b64(server.client_key()), kClientKeyB64);
+}
+
+TEST(ScramVerifierTest, StandInKeepsItsSaltPerUserAndAcceptsNoProof) {
+  const auto a = pgw::auth::scram_stand_in_verifier("nobody", 4096);
+  const auto b = pgw::auth::scram_stand_in_verifier("nobody", 4096);
+  const auto other = pgw::auth::scram_stand_in_verifier("someone", 4096);
+  // A second try shows the same salt (as for a real user), another name another salt.
+  EXPECT_EQ(a->salt_base64, b->salt_base64);
+  EXPECT_NE(a->salt_base64, other->salt_base64);
+  EXPECT_EQ(a->secret.salt.size(), 16u);
+  EXPECT_EQ(pgw::auth::scram_stand_in_verifier("nobody", 10000)->secret.iterations, 10000);
+  // Whatever the password, the exchange fails at the proof.
+  for (const char* password : {"", "pw", "nobody"}) {
+    auto server = ScramServer(a);
+    auto client = ScramClient::with_password("nobody", password);
+    const auto server_first = server.handle_client_first(client.client_first());
+    ASSERT_TRUE(server_first.has_value());
+    EXPECT_NE(server_first->find(",s=" + a->salt_base64 + ",i=4096"), std::string::npos);
+    const auto client_final = client.handle_server_first(*server_first);
+    ASSERT_TRUE(client_final.has_value());
+    EXPECT_FALSE(server.handle_client_final(*client_final).has_value());
+  }
+}
+
+TEST(AuthRandomTest, FillRandomServesSmallAndLargeRequests) {
+  // Small requests come from the thread's reserve, across its refills; large ones directly.
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    std::array<unsigned char, 18> nonce{};
+    pgw::auth::fill_random(nonce);
+    seen.emplace(reinterpret_cast<const char*>(nonce.data()), nonce.size());
+  }
+  EXPECT_EQ(seen.size(), 1000u);  // 18 bytes: a repeat would mean bytes handed out twice
+  std::vector<unsigned char> large(8192, 0);
+  pgw::auth::fill_random(large);
+  EXPECT_GT(std::count(large.begin(), large.end(), 0), 0);  // about 32 of 8192 are zero
+  EXPECT_LT(std::count(large.begin(), large.end(), 0), 200);
 }
