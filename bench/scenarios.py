@@ -26,6 +26,8 @@ class Scenario:
     # libpq's sslmode for pgbench: "require" rows measure TLS between pgbench and the pooler
     # (both poolers have the same certificate; toward PostgreSQL they stay in clear).
     sslmode: str = "disable"
+    # pgbench threads (-j); 0: min(2, clients).
+    jobs: int = 0
 
     def args_for(self, contestant_name):
         if contestant_name == "pgbouncer" and self.pgbouncer_args is not None:
@@ -33,7 +35,7 @@ class Scenario:
         return self.args
 
     def threads(self):
-        return max(1, min(2, self.clients))
+        return self.jobs or max(1, min(2, self.clients))
 
 
 SCENARIOS = [
@@ -56,6 +58,14 @@ SCENARIOS = [
     # one leaves pgbench's own SCRAM work less CPU.
     Scenario("S-C-R150-c10", "-S -C at 150 tx/s (fixed rate), 10 clients", 10,
              ("-S", "-C", "-R", "150")),
+    # The same with one pgbench thread per client. pgbench connects synchronously under -C:
+    # with two threads a client's login blocks the other clients of its thread, and when the
+    # pooler answers a query before pgbench looks for the reply, pgbench goes on with that
+    # same client (a new connection, a new query) while its siblings wait with their results
+    # unread: the faster the pooler, the longer those runs and the p99 of S-C-c10 (docs/
+    # benchmarks.md, "The -S -C p99"). Here each client's latency is its own.
+    Scenario("S-C-j10-c10", "-S -C (connect per tx), 10 clients, one pgbench thread each", 10,
+             ("-S", "-C"), jobs=10),
     Scenario("tpcb-c50", "TPC-B, 50 clients", 50, (), tpcb=True),
     # TLS from pgbench to the pooler (sslmode=require); -C: a TLS handshake and a SCRAM
     # exchange per transaction.
@@ -63,6 +73,9 @@ SCENARIOS = [
     Scenario("S-tls-c1000", "-S over TLS, 1000 clients", 1000, ("-S",), sslmode="require"),
     Scenario("S-C-tls-c10", "-S -C over TLS + SCRAM (login per tx), 10 clients", 10,
              ("-S", "-C"), sslmode="require"),
+    Scenario("S-C-tls-j10-c10",
+             "-S -C over TLS + SCRAM (login per tx), 10 clients, one pgbench thread each", 10,
+             ("-S", "-C"), sslmode="require", jobs=10),
 ]
 
 SMOKE_SCENARIOS = [
@@ -106,6 +119,7 @@ class RunResult:
     failed: int = 0
     lat_avg_ms: float = None
     lat_p99_ms: float = None
+    conn_avg_ms: float = None  # -C only: pgbench's "average connection time"
     cpu_us_per_tx: float = None
     sys_us_per_tx: float = None  # the kernel's part of cpu_us_per_tx (stime)
     preempted_per_tx: float = None  # the pooler's involuntary context switches per transaction
@@ -260,6 +274,8 @@ def run_pgbench(scenario, contestant, duration, rep, workdir, connect_allowance_
     res.failed = int(m.group(1)) if m else 0
     m = re.search(r"^tps = ([\d.]+)", output, re.M)
     res.tps = float(m.group(1)) if m else None
+    m = re.search(r"^average connection time = ([\d.]+) ms", output, re.M)
+    res.conn_avg_ms = float(m.group(1)) if m else None
     m = re.search(r"initial connection time = ([\d.]+) ms", output)
     if m:
         res.extra["connect_s"] = float(m.group(1)) / 1000.0
