@@ -735,6 +735,9 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
   auto server_final = server.handle_client_final(proto::as_chars(final_message->body));
   if (!server_final || !can_succeed) {
     const auto refusal = report(Err::scram_failed, s.who_.user);
+    // The log names the mechanism, as PgBouncer's does; the client gets PostgreSQL's words.
+    s.disconnect_reason_ =
+        std::make_unique<std::string>("SASL authentication failed: " + refusal.message);
     co_await refuse(refusal);
     co_return false;
   }

@@ -299,6 +299,9 @@ def test_sigterm_exits_zero_and_logs_no_secrets():
         assert pw.stop(signal.SIGTERM) == 0
         log = pw.log()
         assert "login attempt" in log and "closing because" in log, log
+        # The wrong password's line names the mechanism, as PgBouncer's log does.
+        assert ('closing because: SASL authentication failed: password authentication failed '
+                'for user "scram_user"') in log, log
         for secret in ("scram_pw", "md5_pw", "app_pw", "wrong"):
             assert secret not in log, f"{secret!r} appears in the log"
 
