@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -25,8 +26,15 @@ std::atomic<std::uint64_t> next_generation{1};
 // The reason of OpenSSL's most recent error on this thread, or `fallback`.
 std::string openssl_reason(std::string_view fallback) {
   unsigned long last = 0;
-  while (const unsigned long code = ERR_get_error()) last = code;
+  unsigned long system = 0;
+  while (const unsigned long code = ERR_get_error()) {
+    if (ERR_SYSTEM_ERROR(code)) system = code;
+    last = code;
+  }
   if (last == 0) return std::string(fallback);
+  // A file that cannot be opened ends the queue with OpenSSL's "system lib": the errno
+  // behind it says what is wrong ("No such file or directory", "Permission denied").
+  if (system != 0) return std::strerror(ERR_GET_REASON(system));
   char text[256];
   ERR_error_string_n(last, text, sizeof text);
   // "error:0A000086:SSL routines::certificate verify failed": the part after the last ':'.

@@ -175,6 +175,9 @@ TEST_F(TlsTest, TheStoreKeepsAWorkingContextAndRebuildsOnlyWhatChanged) {
   config.client_tls_key_file = dir_ + "/missing.key";
   const auto error = store.update(config);
   EXPECT_NE(error.find("client_tls_key_file"), std::string::npos) << error;
+  // The errno behind OpenSSL's "system lib", which says nothing of what is wrong.
+  EXPECT_NE(error.find("No such file or directory"), std::string::npos) << error;
+  EXPECT_EQ(error.find("system lib"), std::string::npos) << error;
   EXPECT_NE(error.find("previous TLS settings stay in use"), std::string::npos) << error;
   EXPECT_EQ(store.client_side(), first);
   // The same file names with new contents (a renewed certificate): a new context.
