@@ -225,7 +225,7 @@ std::shared_ptr<const TlsContext> TlsContext::build(TlsRole role,
     }
     // No session resumption, as in PostgreSQL (which clients already expect): libpq and most
     // drivers never resume, so TLS 1.3's two session tickets per handshake and the server's
-    // session cache would cost every login CPU for nothing (about 40 µs of pgwarden's per
+    // session cache would cost every login CPU for nothing (some 30 µs of pgwarden's per
     // TLS login on the bench machine). The session id context stays set as before: it names
     // this context's sessions to OpenSSL's checks on clients with certificates.
     static constexpr unsigned char kSessionContext[] = "pgwarden";
