@@ -329,12 +329,12 @@ asio::awaitable<Console::Outcome> Console::run_command(const Command& command) {
       // As PgBouncer: any name the configuration routes (a "*" line included), never the
       // console's own database.
       const bool disable = command.verb == Verb::disable;
-      if (db == "pgbouncer" || db == "pgwarden") {
+      if (config::is_console_database(db)) {
         co_return Outcome{std::nullopt, Err::admin_wrong_state,
                           std::string("cannot ") + (disable ? "disable" : "enable") +
                               " the admin database: " + db};
       }
-      if (!control_.known_database(db) && !control_.config()->find_database(db)) {
+      if (!control_.known_database(db) && !control_.config()->database_line(db)) {
         co_return Outcome{std::nullopt, Err::admin_no_such_database, db};
       }
       control_.set_disabled(db, disable);

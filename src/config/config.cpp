@@ -487,11 +487,8 @@ std::optional<DatabaseEntry> Config::find_database(const std::string& name) cons
 }
 
 int Config::max_db_client_connections_for(const std::string& database) const {
-  auto it = databases.find(database);
-  if (it == databases.end()) it = databases.find("*");
-  if (it != databases.end() && it->second.max_db_client_connections) {
-    return *it->second.max_db_client_connections;
-  }
+  const DatabaseEntry* line = database_line(database);
+  if (line && line->max_db_client_connections) return *line->max_db_client_connections;
   return max_db_client_connections;
 }
 
@@ -581,7 +578,7 @@ Config load_string(const std::string& text, const std::string& name, std::vector
   resolve(c.auth_hba_file);
   resolve(c.auth_ident_file);
   // The console is not a PostgreSQL database: auth_query cannot run there (PgBouncer's rule).
-  if (c.auth_dbname == "pgbouncer" || c.auth_dbname == "pgwarden") {
+  if (is_console_database(c.auth_dbname)) {
     throw ConfigError(
         Kind::invalid_value, c.path,
         "cannot use the reserved \"" + c.auth_dbname + "\" database as an auth_dbname");

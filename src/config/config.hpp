@@ -32,6 +32,11 @@ std::string_view to_string(PoolMode mode);
 std::string_view to_string(AuthType type);
 std::string_view to_string(SslMode mode);
 
+// The admin console's database names: a login there reaches the console, not PostgreSQL.
+inline bool is_console_database(std::string_view name) {
+  return name == "pgbouncer" || name == "pgwarden";
+}
+
 // The TLS settings of one side (client_tls_* or server_tls_*), as the key table stores them.
 struct TlsSettings {
   SslMode sslmode = SslMode::disable;

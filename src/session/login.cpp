@@ -193,7 +193,7 @@ asio::awaitable<bool> LoginFlow::startup() {
   // max_db_client_connections and max_user_client_connections, where PgBouncer checks them:
   // once the client has said who it is, before it authenticates. An admin on the console is
   // counted but never refused, as in PgBouncer, so a full database cannot lock the admins out.
-  const bool console = s.who_.database == "pgbouncer" || s.who_.database == "pgwarden";
+  const bool console = config::is_console_database(s.who_.database);
   const bool exempt =
       console && (listed(config.admin_users, s.who_.user) || is_local_console_superuser());
   const auto over = s.services_.admission.admit_client(
@@ -277,8 +277,7 @@ bool LoginFlow::is_local_console_superuser() const {
   const auto& s = session_;
   // The peer's credentials last: one system call, only for this user and these databases.
   return s.unix_client_ && s.who_.user == "pgbouncer" &&
-         (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden") &&
-         net::peer_is_same_user(s.client_.fd());
+         config::is_console_database(s.who_.database) && net::peer_is_same_user(s.client_.fd());
 }
 
 asio::awaitable<bool> LoginFlow::authenticate(std::string& greeting) {
@@ -363,7 +362,7 @@ asio::awaitable<LoginFlow::LookedUp> LoginFlow::look_up_secret() {
   // The pool of (auth_dbname or the client's database, auth_user), whose password comes from
   // auth_file like any pool's.
   const std::string& pool_database = dbname.empty() ? s.who_.database : dbname;
-  if (pool_database == "pgbouncer" || pool_database == "pgwarden") {
+  if (config::is_console_database(pool_database)) {
     // The console answers no SQL: a [databases] line naming it (or a console login with no
     // auth_dbname) cannot look users up.
     spdlog::warn("C-{} {}: cannot use the reserved \"{}\" database as an auth_dbname", s.who_.id,
@@ -735,9 +734,9 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
   auto server_final = server.handle_client_final(proto::as_chars(final_message->body));
   if (!server_final || !can_succeed) {
     const auto refusal = report(Err::scram_failed, s.who_.user);
-    // The log names the mechanism, as PgBouncer's does; the client gets PostgreSQL's words.
-    s.disconnect_reason_ =
-        std::make_unique<std::string>("SASL authentication failed: " + refusal.message);
+    // The log leads with the mechanism (the table's DETAIL), as PgBouncer's does; the client
+    // gets PostgreSQL's words.
+    s.disconnect_reason_ = std::make_unique<std::string>(refusal.detail + ": " + refusal.message);
     co_await refuse(refusal);
     co_return false;
   }
@@ -752,7 +751,7 @@ asio::awaitable<bool> LoginFlow::auth_scram(const std::string* secret, std::stri
 asio::awaitable<bool> LoginFlow::route() {
   auto& s = session_;
   const auto& config = *s.config_;
-  if (s.who_.database == "pgbouncer" || s.who_.database == "pgwarden") {
+  if (config::is_console_database(s.who_.database)) {
     // The admin console: no pool, no server; serve_console() answers the commands itself.
     s.console_full_access_ = listed(config.admin_users, s.who_.user) ||
                              config.auth_type == config::AuthType::any ||

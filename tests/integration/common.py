@@ -22,6 +22,16 @@ def admin(pw):
     return psycopg.connect(pw.dsn(user="postgres", db="pgbouncer"), autocommit=True)
 
 
+def expect_refused(conn, cases):
+    """Each (sql, psycopg error class) in `cases` is refused with that error on `conn`."""
+    for sql, error in cases:
+        try:
+            conn.execute(sql)
+            raise AssertionError(f"{sql} accepted")
+        except error:
+            pass
+
+
 def show(conn, what):
     cur = conn.execute(f"SHOW {what}")
     names = [c.name for c in cur.description]

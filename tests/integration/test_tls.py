@@ -205,26 +205,24 @@ def test_no_session_resumption():
     # As PostgreSQL: no TLS 1.3 session tickets (libpq never resumes; they would cost every
     # login CPU on both sides). The tickets would come right after the handshake, before
     # pgwarden's first message, so once that message is read the client has all it will get.
-    import socket
     import ssl
     import struct
     with tls_pgwarden("require") as pw:
-        raw = socket.create_connection(("127.0.0.1", pw.port), timeout=10)
-        raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
-        assert raw.recv(1) == b"S"
+        client = harness.RawClient(pw.port)
+        client.send(struct.pack("!ii", 8, 80877103))  # SSLRequest
+        assert client.sock.recv(1) == b"S"
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        tls = context.wrap_socket(raw)
+        client.sock = context.wrap_socket(client.sock)
         try:
-            assert tls.version() == "TLSv1.3", tls.version()
-            body = b"user\0scram_user\0database\0pgwarden_test\0\0"
-            tls.sendall(struct.pack("!ii", 8 + len(body), 196608) + body)
-            reply = tls.recv(1024)
-            assert reply[:1] == b"R", reply  # AuthenticationSASL
-            assert not tls.session.has_ticket, "pgwarden sent a session ticket"
+            assert client.sock.version() == "TLSv1.3", client.sock.version()
+            client.send_startup({"user": "scram_user", "database": "pgwarden_test"})
+            kind, _ = client.read_message()
+            assert kind == b"R", kind  # AuthenticationSASL
+            assert not client.sock.session.has_ticket, "pgwarden sent a session ticket"
         finally:
-            tls.close()
+            client.close()
 
 
 def test_client_certificates_and_cert_auth():

@@ -1,7 +1,6 @@
 // The worker event loop (src/net/reactor.hpp): readiness flags of edge-triggered epoll, the
 // hot-path handler, coroutine waits and their cancellation, timers, events, and posting from
 // other threads. Real sockets (socketpair), a real epoll instance, one loop per test.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -12,7 +11,6 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -987,24 +985,12 @@ TEST(ListenerTest, DeferredAcceptIsOffAtZeroAndForUnixSockets) {
 
 namespace {
 
-// A TCP endpoint from its text form (inet_pton), with an IPv6 scope id if given.
-pgw::net::Endpoint endpoint_from(const char* host, int port, std::uint32_t scope = 0) {
-  sockaddr_storage storage{};
-  socklen_t size = 0;
-  if (auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
-      ::inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<std::uint16_t>(port));
-    size = sizeof *v4;
-  } else {
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
-    EXPECT_EQ(::inet_pton(AF_INET6, host, &v6->sin6_addr), 1) << host;
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<std::uint16_t>(port));
-    v6->sin6_scope_id = scope;
-    size = sizeof *v6;
-  }
-  return pgw::net::endpoint_of(storage, size);
+// A numeric host ("fe80::1%1" with its scope) as pgwarden resolves a server's address.
+pgw::net::Endpoint endpoint_from(const std::string& host, int port) {
+  std::error_code ec;
+  auto endpoint = pgw::net::server_endpoint(host, port, ec);
+  EXPECT_FALSE(ec) << host;
+  return endpoint;
 }
 
 }  // namespace
@@ -1015,7 +1001,7 @@ TEST(SocketAddressTest, AddressOfGivesNumericHostAndPortForEachFamily) {
   EXPECT_EQ(pgw::net::address_of(endpoint_from("2001:db8::7", 5432)),
             std::make_pair(std::string("2001:db8::7"), 5432));
   // A link-local address keeps its scope (getnameinfo's "%interface" or "%index").
-  const auto [host, port] = pgw::net::address_of(endpoint_from("fe80::1", 1, 1));
+  const auto [host, port] = pgw::net::address_of(endpoint_from("fe80::1%1", 1));
   EXPECT_EQ(host.rfind("fe80::1%", 0), 0u) << host;
   EXPECT_EQ(port, 1);
 }
